@@ -3,22 +3,38 @@
 //! A pure, deterministic state machine: it takes events with the current time
 //! passed in and emits commands. No sockets, no clock reads, no threads, no
 //! global randomness, no async runtime. Same inputs, same outputs, so it can be
-//! simulated at scale and fuzzed; the runtime adapters (`mau-smol`,
-//! `mau-tokio`) only do the I/O.
+//! simulated at scale and fuzzed; the runtime adapters only do the I/O.
 //!
 //! Where things live:
 //! - [`fingerprint`]: peer identities (OpenPGP v4/v6 fingerprints);
 //! - [`distance`]: the XOR metric and bucket indices;
+//! - [`routing_table`]: k-buckets, replacement caches, staleness;
+//! - [`lookup`]: one iterative lookup (α parallel, K-closest termination);
+//! - [`node`]: the state machine that ties them together (events in, commands out);
+//! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
+//! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod distance;
 pub mod fingerprint;
+pub mod lookup;
+pub mod node;
 pub mod rng;
+pub mod routing_table;
 pub mod time;
+pub mod wire;
 
+pub use config::Config;
 pub use distance::{BucketIndex, Distance, Key};
 pub use fingerprint::{Fingerprint, FingerprintError};
+pub use lookup::{LookupId, LookupKind, LookupOutcome};
+pub use node::{
+    Event, Node, NodeError, Output, Request, RequestId, Response, RpcFailure, Transmit,
+};
 pub use rng::Rng;
+pub use routing_table::{Contact, Liveness, RoutingTable};
 pub use time::Time;
+pub use wire::{KadRoute, PeerAddress, PeerRecord, WireError};

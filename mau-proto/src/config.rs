@@ -1,0 +1,63 @@
+//! Run-time protocol parameters. Defaults are the Mau constants.
+
+use std::time::Duration;
+
+/// Max peers per bucket (the Kademlia replication parameter K).
+pub const K: usize = 20;
+/// Parallel requests per lookup (α).
+pub const ALPHA: usize = 3;
+/// A bucket with no lookup for this long is refreshed.
+pub const STALL_PERIOD: Duration = Duration::from_secs(60 * 60);
+/// A peer heard from within this is alive without a ping; no peer is pinged more often.
+pub const PING_MIN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Tunable parameters of a [`crate::Node`]. Change them at run time; no rebuild.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Max peers per bucket, and the number of closest peers a lookup converges on.
+    pub k: usize,
+    /// Requests in flight per lookup while it makes progress.
+    pub alpha: usize,
+    /// Bucket staleness period: after this without a lookup in its range a bucket is refreshed.
+    pub stall_period: Duration,
+    /// Minimum time between two pings of one peer; a peer heard within it counts as alive.
+    pub ping_min_backoff: Duration,
+    /// How long the core waits for an answer before it counts the request as failed.
+    pub rpc_timeout: Duration,
+    /// Newcomers kept per full bucket, waiting for a slot.
+    pub replacement_cache: usize,
+    /// Consecutive failures after which a peer with no replacement waiting is evicted.
+    pub max_failures: u8,
+    /// Candidates a lookup remembers (the farthest are forgotten beyond this).
+    pub max_lookup_candidates: usize,
+    /// Lookups running at once; further requests fail fast rather than queue without bound.
+    pub max_concurrent_lookups: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            k: K,
+            alpha: ALPHA,
+            stall_period: STALL_PERIOD,
+            ping_min_backoff: PING_MIN_BACKOFF,
+            rpc_timeout: Duration::from_secs(10),
+            replacement_cache: 8,
+            max_failures: 2,
+            max_lookup_candidates: 4 * K,
+            max_concurrent_lookups: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Clamps values that would make the protocol meaningless (zero K or α).
+    pub fn sanitized(mut self) -> Self {
+        self.k = self.k.max(1);
+        self.alpha = self.alpha.max(1);
+        self.max_failures = self.max_failures.max(1);
+        self.max_lookup_candidates = self.max_lookup_candidates.max(self.k);
+        self.max_concurrent_lookups = self.max_concurrent_lookups.max(1);
+        self
+    }
+}

@@ -1,0 +1,409 @@
+//! One iterative Kademlia lookup: which peer to ask next, and when it is done.
+//!
+//! The lookup keeps its candidates sorted by XOR distance to the target. It
+//! asks up to α of the closest unqueried ones at a time; when an answer brings
+//! no closer peer, α answers in a row, it stalls and asks every unqueried peer
+//! among the K closest at once. It ends when the K closest candidates that have
+//! not failed have all answered, when nobody is left to ask, or (for a
+//! find-peer lookup) as soon as the target itself answers.
+//!
+//! Pure data: the [`crate::Node`] sends the requests and feeds back answers.
+
+use crate::distance::{Distance, Key};
+use crate::fingerprint::Fingerprint;
+use crate::routing_table::Contact;
+use crate::time::Time;
+
+/// Identifies a lookup within one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LookupId(pub u64);
+
+/// Why a lookup runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupKind {
+    /// Find one peer: ends early when the target answers.
+    FindPeer,
+    /// Look up our own id while joining.
+    Join,
+    /// Refresh a bucket with a random id in its range.
+    Refresh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    NotContacted,
+    Waiting,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate<A> {
+    distance: Distance,
+    contact: Contact<A>,
+    state: State,
+    /// Answers between us and this peer: 0 for peers from our own table.
+    depth: u32,
+}
+
+/// The result of a finished lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupOutcome<A> {
+    /// Which lookup.
+    pub id: LookupId,
+    /// Why it ran.
+    pub kind: LookupKind,
+    /// What was looked up.
+    pub target: Fingerprint,
+    /// The target, if it answered us itself.
+    pub found: Option<Contact<A>>,
+    /// Up to K closest peers that answered, nearest first.
+    pub closest: Vec<Contact<A>>,
+    /// Answers on the path to the target (found) or to the closest peer (else).
+    pub hops: u32,
+    /// Requests sent.
+    pub requests: u32,
+    /// Requests that failed or timed out.
+    pub failures: u32,
+    /// When it started.
+    pub started: Time,
+}
+
+/// An iterative lookup in progress.
+#[derive(Clone, Debug)]
+pub struct Lookup<A> {
+    id: LookupId,
+    kind: LookupKind,
+    target: Fingerprint,
+    target_key: Key,
+    candidates: Vec<Candidate<A>>,
+    k: usize,
+    alpha: usize,
+    max_candidates: usize,
+    waiting: usize,
+    /// Answers in a row that brought no closer peer.
+    no_progress: usize,
+    requests: u32,
+    failures: u32,
+    started: Time,
+    found: Option<usize>,
+}
+
+impl<A: Clone + Eq> Lookup<A> {
+    /// Starts a lookup from `seeds` (closest peers from our own table).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: LookupId,
+        kind: LookupKind,
+        target: Fingerprint,
+        seeds: Vec<Contact<A>>,
+        k: usize,
+        alpha: usize,
+        max_candidates: usize,
+        now: Time,
+    ) -> Self {
+        let mut l = Lookup {
+            id,
+            kind,
+            target,
+            target_key: target.key(),
+            candidates: Vec::with_capacity(seeds.len()),
+            k: k.max(1),
+            alpha: alpha.max(1),
+            max_candidates: max_candidates.max(k),
+            waiting: 0,
+            no_progress: 0,
+            requests: 0,
+            failures: 0,
+            started: now,
+            found: None,
+        };
+        for c in seeds {
+            l.offer(c, 0, None);
+        }
+        l
+    }
+
+    /// This lookup's id.
+    pub fn id(&self) -> LookupId {
+        self.id
+    }
+
+    /// The target.
+    pub fn target(&self) -> Fingerprint {
+        self.target
+    }
+
+    /// Adds a candidate unless known; returns whether it is now the closest.
+    fn offer(&mut self, contact: Contact<A>, depth: u32, local: Option<&Fingerprint>) -> bool {
+        if Some(&contact.fingerprint) == local {
+            return false;
+        }
+        let distance = contact.fingerprint.key().distance(&self.target_key);
+        let pos = match self
+            .candidates
+            .binary_search_by(|c| c.distance.cmp(&distance))
+        {
+            Ok(i) => {
+                // Known (or another fingerprint on the same key): keep the shorter path.
+                let c = &mut self.candidates[i];
+                if c.contact.fingerprint == contact.fingerprint && depth < c.depth {
+                    c.depth = depth;
+                }
+                return false;
+            }
+            Err(i) => i,
+        };
+        if pos >= self.max_candidates {
+            return false;
+        }
+        self.candidates.insert(
+            pos,
+            Candidate {
+                distance,
+                contact,
+                state: State::NotContacted,
+                depth,
+            },
+        );
+        if let Some(f) = self.found.as_mut() {
+            if *f >= pos {
+                *f += 1;
+            }
+        }
+        // Forget the farthest never-asked candidate; never one we wait for.
+        if self.candidates.len() > self.max_candidates {
+            if let Some(i) = self
+                .candidates
+                .iter()
+                .rposition(|c| c.state == State::NotContacted)
+            {
+                self.candidates.remove(i);
+            }
+        }
+        pos == 0
+    }
+
+    /// The next peer to ask, if the lookup may send one now. Call until `None`.
+    pub fn next_request(&mut self) -> Option<Contact<A>> {
+        if self.is_finished() {
+            return None;
+        }
+        let parallelism = if self.no_progress >= self.alpha {
+            self.k
+        } else {
+            self.alpha
+        };
+        if self.waiting >= parallelism {
+            return None;
+        }
+        let mut live = 0;
+        for c in self.candidates.iter_mut() {
+            if live >= self.k {
+                break;
+            }
+            match c.state {
+                State::Failed => continue,
+                State::Succeeded | State::Waiting => live += 1,
+                State::NotContacted => {
+                    c.state = State::Waiting;
+                    self.waiting += 1;
+                    self.requests += 1;
+                    return Some(c.contact.clone());
+                }
+            }
+        }
+        None
+    }
+
+    fn index_of(&self, fp: &Fingerprint) -> Option<usize> {
+        let d = fp.key().distance(&self.target_key);
+        let i = self
+            .candidates
+            .binary_search_by(|c| c.distance.cmp(&d))
+            .ok()?;
+        (self.candidates[i].contact.fingerprint == *fp).then_some(i)
+    }
+
+    /// `from` answered with `peers`. `local` is our own id (never a candidate).
+    pub fn on_success(&mut self, from: &Fingerprint, peers: Vec<Contact<A>>, local: &Fingerprint) {
+        let Some(i) = self.index_of(from) else {
+            return;
+        };
+        if self.candidates[i].state != State::Waiting {
+            return;
+        }
+        self.candidates[i].state = State::Succeeded;
+        self.waiting -= 1;
+        let depth = self.candidates[i].depth + 1;
+        if *from == self.target && self.kind == LookupKind::FindPeer {
+            self.found = Some(i);
+        }
+        let mut progress = false;
+        for p in peers.into_iter().take(self.k) {
+            progress |= self.offer(p, depth, Some(local));
+        }
+        self.no_progress = if progress { 0 } else { self.no_progress + 1 };
+    }
+
+    /// The request to `from` failed or timed out: it is dropped from the lookup.
+    pub fn on_failure(&mut self, from: &Fingerprint) {
+        if let Some(i) = self.index_of(from) {
+            if self.candidates[i].state == State::Waiting {
+                self.candidates[i].state = State::Failed;
+                self.waiting -= 1;
+                self.failures += 1;
+            }
+        }
+    }
+
+    /// True once nothing more can be learned: the target answered (find-peer),
+    /// or the K closest live candidates all answered, or nobody is left to ask.
+    pub fn is_finished(&self) -> bool {
+        if self.found.is_some() {
+            return true;
+        }
+        let mut live = 0;
+        for c in &self.candidates {
+            match c.state {
+                State::Failed => continue,
+                State::Succeeded => live += 1,
+                State::Waiting | State::NotContacted => return false,
+            }
+            if live >= self.k {
+                return true;
+            }
+        }
+        self.waiting == 0
+    }
+
+    /// Requests still waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        self.waiting
+    }
+
+    /// The outcome, meaningful once [`Self::is_finished`].
+    pub fn outcome(&self) -> LookupOutcome<A> {
+        let answered = self
+            .candidates
+            .iter()
+            .filter(|c| c.state == State::Succeeded);
+        let closest: Vec<Contact<A>> = answered
+            .clone()
+            .take(self.k)
+            .map(|c| c.contact.clone())
+            .collect();
+        let found = self.found.map(|i| &self.candidates[i]);
+        let hops = match found {
+            Some(c) => c.depth,
+            None => answered.map(|c| c.depth).next().unwrap_or(0),
+        };
+        LookupOutcome {
+            id: self.id,
+            kind: self.kind,
+            target: self.target,
+            found: found.map(|c| c.contact.clone()),
+            closest,
+            hops,
+            requests: self.requests,
+            failures: self.failures,
+            started: self.started,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(n: u8) -> Fingerprint {
+        let mut b = [0u8; 20];
+        b[0] = n;
+        Fingerprint::V4(b)
+    }
+
+    fn c(n: u8) -> Contact<u8> {
+        Contact::new(fp(n), n)
+    }
+
+    #[test]
+    fn finds_target_through_hops() {
+        let local = fp(0xff);
+        let mut l = Lookup::new(
+            LookupId(1),
+            LookupKind::FindPeer,
+            fp(1),
+            vec![c(0x40)],
+            20,
+            3,
+            80,
+            Time(0),
+        );
+        assert_eq!(l.next_request(), Some(c(0x40)));
+        assert_eq!(l.next_request(), None);
+        l.on_success(&fp(0x40), vec![c(0x10), c(0xff)], &local);
+        assert_eq!(l.next_request(), Some(c(0x10)));
+        l.on_success(&fp(0x10), vec![c(1)], &local);
+        assert_eq!(l.next_request(), Some(c(1)));
+        assert!(!l.is_finished());
+        l.on_success(&fp(1), vec![], &local);
+        assert!(l.is_finished());
+        let o = l.outcome();
+        assert_eq!(o.found, Some(c(1)));
+        assert_eq!(o.hops, 2);
+        assert_eq!(o.requests, 3);
+    }
+
+    #[test]
+    fn failures_end_the_lookup() {
+        let local = fp(0xff);
+        let mut l = Lookup::new(
+            LookupId(1),
+            LookupKind::FindPeer,
+            fp(1),
+            vec![c(2), c(3)],
+            20,
+            3,
+            80,
+            Time(0),
+        );
+        let a = l.next_request().unwrap();
+        let b = l.next_request().unwrap();
+        l.on_failure(&a.fingerprint);
+        assert!(!l.is_finished());
+        l.on_failure(&b.fingerprint);
+        assert!(l.is_finished());
+        let o = l.outcome();
+        assert_eq!(o.found, None);
+        assert_eq!(o.failures, 2);
+        // A late answer changes nothing.
+        l.on_success(&a.fingerprint, vec![c(1)], &local);
+        assert!(l.is_finished());
+    }
+
+    #[test]
+    fn never_asks_twice() {
+        let local = fp(0xff);
+        let mut l = Lookup::new(
+            LookupId(1),
+            LookupKind::Refresh,
+            fp(1),
+            vec![c(2)],
+            2,
+            1,
+            80,
+            Time(0),
+        );
+        let mut asked = Vec::new();
+        while let Some(p) = l.next_request() {
+            asked.push(p.fingerprint);
+            l.on_success(&p.fingerprint, vec![c(2), c(3), c(4), c(5)], &local);
+        }
+        let mut dedup = asked.clone();
+        dedup.dedup();
+        assert_eq!(asked, dedup);
+        assert!(l.is_finished());
+        // K = 2: the two closest (2 and 3) answered, so 4 and 5 are never asked.
+        assert_eq!(asked, vec![fp(2), fp(3)]);
+    }
+}

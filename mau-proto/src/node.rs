@@ -1,0 +1,527 @@
+//! The node state machine: events in, commands out, deadlines on request.
+//!
+//! Modelled on quinn-proto and str0m. The adapter (or the simulator) does
+//! four things in a loop:
+//! 1. feeds inputs: [`Node::on_request`] for an authenticated inbound RPC
+//!    (answered synchronously), [`Node::on_response`] for the answer to one of
+//!    our requests, user commands ([`Node::join`], [`Node::start_lookup`], ...);
+//! 2. drains [`Node::poll_output`]: requests to send and events to report;
+//! 3. asks [`Node::poll_timeout`] when to call [`Node::handle_timeout`] next;
+//! 4. calls [`Node::handle_timeout`] when that time comes.
+//!
+//! Every call takes `now`; the node never reads a clock. Requests have a
+//! deadline of `rpc_timeout`: the core fails them itself when it passes, so an
+//! adapter need not time out RPCs (it may report a failure sooner).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use crate::config::Config;
+use crate::fingerprint::Fingerprint;
+use crate::lookup::{Lookup, LookupId, LookupKind, LookupOutcome};
+use crate::rng::Rng;
+use crate::routing_table::{Contact, FailedOutcome, Liveness, RoutingTable, SeenOutcome};
+use crate::time::Time;
+
+/// Identifies one outgoing request of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// A Kademlia RPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /kad/ping`.
+    Ping,
+    /// `GET /kad/find_peer/{fingerprint}`.
+    FindPeer(Fingerprint),
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response<A> {
+    /// Answer to a ping.
+    Pong,
+    /// Answer to find_peer: up to K peers closest to the target.
+    Peers(Vec<Contact<A>>),
+}
+
+/// Why a request produced no answer. The core treats them alike; the
+/// distinction is for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcFailure {
+    /// No answer before the deadline.
+    Timeout,
+    /// Could not connect, or the TLS handshake failed.
+    Unreachable,
+    /// An answer that is not a valid answer to the request.
+    BadResponse,
+}
+
+/// A request the adapter must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit<A> {
+    /// Report the answer with this id.
+    pub id: RequestId,
+    /// Who to ask (connect with this fingerprint pinned).
+    pub to: Contact<A>,
+    /// What to ask.
+    pub request: Request,
+}
+
+/// Something the application may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<A> {
+    /// A lookup ended.
+    LookupFinished(LookupOutcome<A>),
+    /// A peer entered the routing table.
+    PeerAdded(Contact<A>),
+    /// A peer left the routing table (failed, or removed by the user).
+    PeerRemoved(Contact<A>),
+    /// The join sequence (self lookup and bucket refreshes) is complete.
+    Joined {
+        /// Peers in the table at that moment.
+        peers: usize,
+    },
+}
+
+/// What [`Node::poll_output`] yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<A> {
+    /// Send this request.
+    Transmit(Transmit<A>),
+    /// Report this event.
+    Event(Event<A>),
+}
+
+/// A user command the node cannot take now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// `max_concurrent_lookups` are running already.
+    #[error("too many lookups in progress ({0})")]
+    TooManyLookups(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Lookup(LookupId),
+    /// A ping of a table entry (full bucket) or of a candidate peer.
+    Liveness,
+}
+
+#[derive(Clone, Debug)]
+struct Pending<A> {
+    to: Contact<A>,
+    purpose: Purpose,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum JoinPhase {
+    Idle,
+    SelfLookup(LookupId),
+    /// Bucket refreshes still running.
+    Refreshing(Vec<LookupId>),
+}
+
+/// A Kademlia node: the routing table, its lookups and their requests.
+#[derive(Clone, Debug)]
+pub struct Node<A> {
+    config: Config,
+    table: RoutingTable<A>,
+    rng: Rng,
+    lookups: BTreeMap<LookupId, Lookup<A>>,
+    pending: BTreeMap<RequestId, Pending<A>>,
+    deadlines: BinaryHeap<Reverse<(Time, RequestId)>>,
+    out: VecDeque<Output<A>>,
+    next_request: u64,
+    next_lookup: u64,
+    join: JoinPhase,
+}
+
+impl<A: Clone + Eq> Node<A> {
+    /// A node for `local` with an empty table. `seed` determines every random
+    /// choice it will make (refresh targets); give each node its own.
+    pub fn new(local: Fingerprint, config: Config, now: Time, seed: u64) -> Self {
+        let config = config.sanitized();
+        // Buckets are created on first use, stamped with the time they appear.
+        let _ = now;
+        let table = RoutingTable::new(
+            local,
+            config.k,
+            config.replacement_cache,
+            config.max_failures,
+        );
+        Node {
+            config,
+            table,
+            rng: Rng::new(seed),
+            lookups: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            deadlines: BinaryHeap::new(),
+            out: VecDeque::new(),
+            next_request: 0,
+            next_lookup: 0,
+            join: JoinPhase::Idle,
+        }
+    }
+
+    /// Our own fingerprint.
+    pub fn local(&self) -> Fingerprint {
+        self.table.local()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The routing table (read only: change it through events).
+    pub fn table(&self) -> &RoutingTable<A> {
+        &self.table
+    }
+
+    /// Lookups running now.
+    pub fn lookups_in_progress(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn requests_in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True while the join sequence runs.
+    pub fn is_joining(&self) -> bool {
+        self.join != JoinPhase::Idle
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// An authenticated peer sent us `request`; returns the answer to send.
+    ///
+    /// `from` must carry the fingerprint proven by mutual TLS and the address
+    /// the peer listens on. The caller is recorded first, so, as in the Go
+    /// implementation, it may appear in its own find_peer answer.
+    pub fn on_request(&mut self, now: Time, from: Contact<A>, request: &Request) -> Response<A> {
+        self.record_seen(now, from);
+        match request {
+            Request::Ping => Response::Pong,
+            Request::FindPeer(target) => Response::Peers(self.closest(target)),
+        }
+    }
+
+    /// The K peers closest to `target` that answered their last request.
+    pub fn closest(&self, target: &Fingerprint) -> Vec<Contact<A>> {
+        self.table
+            .closest(&target.key(), self.config.k, Liveness::Responsive)
+    }
+
+    /// The answer (or failure) of request `id`. Unknown or late ids are ignored.
+    pub fn on_response(
+        &mut self,
+        now: Time,
+        id: RequestId,
+        result: Result<Response<A>, RpcFailure>,
+    ) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        match (p.purpose, result) {
+            (Purpose::Lookup(lid), Ok(Response::Peers(peers))) => {
+                self.record_seen(now, p.to.clone());
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    let local = self.table.local();
+                    l.on_success(&p.to.fingerprint, peers, &local);
+                }
+                self.drive_lookup(now, lid);
+            }
+            (Purpose::Liveness, Ok(_)) => self.record_seen(now, p.to),
+            (purpose, _) => {
+                // A failure, or a pong where peers were expected.
+                self.record_failure(&p.to);
+                if let Purpose::Lookup(lid) = purpose {
+                    if let Some(l) = self.lookups.get_mut(&lid) {
+                        l.on_failure(&p.to.fingerprint);
+                    }
+                    self.drive_lookup(now, lid);
+                }
+            }
+        }
+    }
+
+    /// Fails requests whose deadline passed and starts refreshes of stale buckets.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(Reverse((deadline, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.pending.contains_key(&id) {
+                self.on_response(now, id, Err(RpcFailure::Timeout));
+            }
+        }
+        if self
+            .table
+            .next_stale_at(self.config.stall_period)
+            .is_some_and(|t| t <= now)
+        {
+            for bucket in self.table.stale_buckets(now, self.config.stall_period) {
+                let target = self.random_target_in(bucket);
+                // Touched even if no lookup can start, so a stale bucket never spins.
+                self.table.touch_bucket_of(&target.key(), now);
+                if !self.table.is_empty() {
+                    let _ = self.start(now, target, LookupKind::Refresh);
+                }
+            }
+        }
+    }
+
+    /// When [`Self::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&mut self) -> Option<Time> {
+        // Drop deadlines of requests already answered.
+        while let Some(Reverse((_, id))) = self.deadlines.peek() {
+            if self.pending.contains_key(id) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        let request = self.deadlines.peek().map(|Reverse((t, _))| *t);
+        let refresh = if self.table.is_empty() {
+            None
+        } else {
+            self.table.next_stale_at(self.config.stall_period)
+        };
+        match (request, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next request to send or event to report.
+    pub fn poll_output(&mut self) -> Option<Output<A>> {
+        self.out.pop_front()
+    }
+
+    // ----- user commands ------------------------------------------------
+
+    /// Joins the network: adds the bootstrap peers, looks up our own id, then
+    /// refreshes every bucket farther than the closest neighbour found.
+    /// [`Event::Joined`] reports the end; stale buckets keep being refreshed.
+    pub fn join(
+        &mut self,
+        now: Time,
+        bootstrap: impl IntoIterator<Item = Contact<A>>,
+    ) -> Result<LookupId, NodeError> {
+        for c in bootstrap {
+            self.add_peer(now, c);
+        }
+        let id = self.start(now, self.local(), LookupKind::Join)?;
+        self.join = JoinPhase::SelfLookup(id);
+        // An empty table finishes at once: handle that now.
+        self.finish_if_done(now, id);
+        Ok(id)
+    }
+
+    /// Adds a peer the user vouches for (a bootstrap or configured peer) as if
+    /// it had just answered. A dead one is evicted by the first failed request.
+    pub fn add_peer(&mut self, now: Time, contact: Contact<A>) {
+        self.record_seen(now, contact);
+    }
+
+    /// Pings a peer found by other means (LAN discovery, a resolver); it enters
+    /// the table only if it answers. Does nothing if it was pinged recently.
+    pub fn probe(&mut self, now: Time, contact: Contact<A>) {
+        if contact.fingerprint != self.local()
+            && self
+                .table
+                .mark_pinged(&contact.fingerprint, now, self.config.ping_min_backoff)
+            && !self
+                .pending
+                .values()
+                .any(|p| p.to.fingerprint == contact.fingerprint && p.purpose == Purpose::Liveness)
+        {
+            self.send(now, contact, Request::Ping, Purpose::Liveness);
+        }
+    }
+
+    /// Removes a peer from the table (e.g. the user unfriended or blocked it).
+    pub fn remove_peer(&mut self, fp: &Fingerprint) -> bool {
+        let contact = self.table.get(fp).map(|e| e.contact.clone());
+        let removed = self.table.remove(fp);
+        if let Some(c) = contact {
+            self.out.push_back(Output::Event(Event::PeerRemoved(c)));
+        }
+        removed
+    }
+
+    /// Starts a lookup for `target`; [`Event::LookupFinished`] reports its end.
+    pub fn start_lookup(&mut self, now: Time, target: Fingerprint) -> Result<LookupId, NodeError> {
+        let id = self.start(now, target, LookupKind::FindPeer)?;
+        self.finish_if_done(now, id);
+        Ok(id)
+    }
+
+    // ----- internals ----------------------------------------------------
+
+    fn start(
+        &mut self,
+        now: Time,
+        target: Fingerprint,
+        kind: LookupKind,
+    ) -> Result<LookupId, NodeError> {
+        if self.lookups.len() >= self.config.max_concurrent_lookups {
+            return Err(NodeError::TooManyLookups(self.lookups.len()));
+        }
+        self.table.touch_bucket_of(&target.key(), now);
+        let id = LookupId(self.next_lookup);
+        self.next_lookup += 1;
+        let seeds = self
+            .table
+            .closest(&target.key(), self.config.k, Liveness::Any);
+        let lookup = Lookup::new(
+            id,
+            kind,
+            target,
+            seeds,
+            self.config.k,
+            self.config.alpha,
+            self.config.max_lookup_candidates,
+            now,
+        );
+        self.lookups.insert(id, lookup);
+        self.drive_lookup(now, id);
+        Ok(id)
+    }
+
+    /// Sends what the lookup wants sent; reports it if it finished.
+    fn drive_lookup(&mut self, now: Time, id: LookupId) {
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let target = l.target();
+        let mut sends = Vec::new();
+        while let Some(c) = l.next_request() {
+            sends.push(c);
+        }
+        for c in sends {
+            self.send(now, c, Request::FindPeer(target), Purpose::Lookup(id));
+        }
+        self.finish_if_done(now, id);
+    }
+
+    fn finish_if_done(&mut self, now: Time, id: LookupId) {
+        let done = self.lookups.get(&id).is_some_and(|l| l.is_finished());
+        if !done {
+            return;
+        }
+        let Some(l) = self.lookups.remove(&id) else {
+            return;
+        };
+        let outcome = l.outcome();
+        self.out
+            .push_back(Output::Event(Event::LookupFinished(outcome)));
+        self.advance_join(now, id);
+    }
+
+    fn advance_join(&mut self, now: Time, finished: LookupId) {
+        match &mut self.join {
+            JoinPhase::SelfLookup(id) if *id == finished => {
+                let mut ids = Vec::new();
+                for bucket in self.table.buckets_beyond_closest() {
+                    let target = self.random_target_in(bucket);
+                    if let Ok(id) = self.start(now, target, LookupKind::Refresh) {
+                        ids.push(id);
+                    }
+                }
+                // Refreshes that finished at once are already gone.
+                ids.retain(|id| self.lookups.contains_key(id));
+                self.join = JoinPhase::Refreshing(ids);
+                self.maybe_joined();
+            }
+            JoinPhase::Refreshing(ids) => {
+                ids.retain(|id| *id != finished);
+                self.maybe_joined();
+            }
+            _ => {}
+        }
+    }
+
+    fn maybe_joined(&mut self) {
+        if matches!(&self.join, JoinPhase::Refreshing(ids) if ids.is_empty()) {
+            self.join = JoinPhase::Idle;
+            self.out.push_back(Output::Event(Event::Joined {
+                peers: self.table.len(),
+            }));
+        }
+    }
+
+    fn random_target_in(&mut self, bucket: crate::distance::BucketIndex) -> Fingerprint {
+        let local = self.local();
+        let key = local
+            .key()
+            .offset(&bucket.random_distance(self.rng.bytes32()));
+        let bytes = &key.as_bytes()[..local.as_bytes().len()];
+        // A v4 node's buckets are all within the first 160 bits, so truncating
+        // the key back to 20 bytes keeps it in the bucket.
+        Fingerprint::from_bytes(bytes).unwrap_or(local)
+    }
+
+    fn send(&mut self, now: Time, to: Contact<A>, request: Request, purpose: Purpose) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let deadline = now + self.config.rpc_timeout;
+        self.pending.insert(
+            id,
+            Pending {
+                to: to.clone(),
+                purpose,
+            },
+        );
+        self.deadlines.push(Reverse((deadline, id)));
+        self.out
+            .push_back(Output::Transmit(Transmit { id, to, request }));
+    }
+
+    fn record_seen(&mut self, now: Time, contact: Contact<A>) {
+        match self
+            .table
+            .seen(contact.clone(), now, self.config.ping_min_backoff)
+        {
+            SeenOutcome::Inserted => self.out.push_back(Output::Event(Event::PeerAdded(contact))),
+            SeenOutcome::PingRequired(head) => {
+                self.send(now, head, Request::Ping, Purpose::Liveness)
+            }
+            SeenOutcome::Updated | SeenOutcome::Cached | SeenOutcome::Refused => {}
+        }
+    }
+
+    fn record_failure(&mut self, to: &Contact<A>) {
+        if let FailedOutcome::Evicted { promoted } = self.table.failed(&to.fingerprint) {
+            self.out
+                .push_back(Output::Event(Event::PeerRemoved(to.clone())));
+            if let Some(c) = promoted {
+                self.out.push_back(Output::Event(Event::PeerAdded(c)));
+            }
+        }
+    }
+
+    /// Checks the table's invariants and the node's bookkeeping.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.table.check_invariants()?;
+        for (id, p) in &self.pending {
+            if let Purpose::Lookup(l) = p.purpose {
+                // A request may outlive its lookup (late answers are ignored) but
+                // never be younger than the lookup ids handed out.
+                if l.0 >= self.next_lookup {
+                    return Err(format!("request {id:?} names a future lookup"));
+                }
+            }
+            if p.to.fingerprint == self.local() {
+                return Err("a request to ourselves".into());
+            }
+        }
+        if self.lookups.len() > self.config.max_concurrent_lookups {
+            return Err("too many lookups".into());
+        }
+        Ok(())
+    }
+}

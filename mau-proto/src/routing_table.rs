@@ -1,0 +1,606 @@
+//! The routing table: one k-bucket per bit of XOR distance.
+//!
+//! Buckets are stored by common prefix length with the local id (index 0 holds
+//! the farthest half of the keyspace) and created lazily, so a node in a network
+//! of `n` peers keeps about `log2(n)` buckets, not 256: that keeps a
+//! million-node simulation in memory.
+//!
+//! The table is pure bookkeeping. It decides *who* must be pinged when a bucket
+//! is full; the [`crate::Node`] sends the ping and reports the answer.
+
+use crate::distance::{BucketIndex, Distance, Key};
+use crate::fingerprint::Fingerprint;
+use crate::time::Time;
+use std::time::Duration;
+
+/// A peer and where to reach it. `A` is the adapter's address type
+/// (a `host:port` string on the wire, a node index in the simulator).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Contact<A> {
+    /// The peer's identity.
+    pub fingerprint: Fingerprint,
+    /// Where it listens.
+    pub address: A,
+}
+
+impl<A> Contact<A> {
+    /// A contact from its parts.
+    pub fn new(fingerprint: Fingerprint, address: A) -> Self {
+        Contact {
+            fingerprint,
+            address,
+        }
+    }
+}
+
+/// One peer in a bucket.
+#[derive(Clone, Debug)]
+pub struct Entry<A> {
+    /// The peer.
+    pub contact: Contact<A>,
+    /// Last time the peer answered us or sent us an authenticated request.
+    pub last_seen: Time,
+    /// Last time we pinged it, if ever.
+    pub last_ping: Option<Time>,
+    /// Consecutive failed requests since it was last seen.
+    pub failures: u8,
+}
+
+/// A k-bucket: entries least-recently-seen first, plus waiting newcomers.
+#[derive(Clone, Debug)]
+pub struct Bucket<A> {
+    entries: Vec<Entry<A>>,
+    /// Newcomers for a full bucket, most recent last.
+    replacements: Vec<Contact<A>>,
+    /// Last lookup whose target fell in this bucket's range (or its creation).
+    last_lookup: Time,
+}
+
+impl<A> Bucket<A> {
+    fn new(now: Time) -> Self {
+        Bucket {
+            entries: Vec::new(),
+            replacements: Vec::new(),
+            last_lookup: now,
+        }
+    }
+
+    /// Entries, least-recently-seen first.
+    pub fn entries(&self) -> &[Entry<A>] {
+        &self.entries
+    }
+
+    /// Newcomers waiting for a slot, most recent last.
+    pub fn replacements(&self) -> &[Contact<A>] {
+        &self.replacements
+    }
+
+    /// Last lookup in this bucket's range.
+    pub fn last_lookup(&self) -> Time {
+        self.last_lookup
+    }
+}
+
+/// What happened when a peer was seen alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeenOutcome<A> {
+    /// Already in the table: marked alive and moved to the tail.
+    Updated,
+    /// Added to a bucket with room.
+    Inserted,
+    /// The bucket is full; the newcomer waits in the replacement cache and the
+    /// least-recently-seen entry must be pinged to decide between them.
+    PingRequired(Contact<A>),
+    /// The bucket is full of peers known to be alive (or one is being pinged
+    /// already); the newcomer waits in the replacement cache.
+    Cached,
+    /// Never stored: the local node itself, or another fingerprint on the same key.
+    Refused,
+}
+
+/// What happened when a request to a peer failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailedOutcome<A> {
+    /// Not in the table (nothing to do).
+    Unknown,
+    /// Counted; the peer stays until it fails `max_failures` times in a row.
+    Counted,
+    /// Evicted; `promoted` took its slot from the replacement cache.
+    Evicted {
+        /// The newcomer that replaced it, if any was waiting.
+        promoted: Option<Contact<A>>,
+    },
+}
+
+/// Whether [`RoutingTable::closest`] may return peers that failed their last request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Every entry.
+    Any,
+    /// Only entries whose last request did not fail (what we tell other peers).
+    Responsive,
+}
+
+/// The Kademlia routing table of one node.
+#[derive(Clone, Debug)]
+pub struct RoutingTable<A> {
+    local: Fingerprint,
+    local_key: Key,
+    /// Index = common prefix length with `local_key`; created up to the deepest peer.
+    buckets: Vec<Bucket<A>>,
+    k: usize,
+    replacement_cap: usize,
+    max_failures: u8,
+    len: usize,
+}
+
+impl<A: Clone + Eq> RoutingTable<A> {
+    /// An empty table for `local`.
+    pub fn new(local: Fingerprint, k: usize, replacement_cap: usize, max_failures: u8) -> Self {
+        RoutingTable {
+            local,
+            local_key: local.key(),
+            buckets: Vec::new(),
+            k: k.max(1),
+            replacement_cap,
+            max_failures: max_failures.max(1),
+            len: 0,
+        }
+    }
+
+    /// The local node's fingerprint.
+    pub fn local(&self) -> Fingerprint {
+        self.local
+    }
+
+    /// Number of peers in the table (replacement caches not counted).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no peer is known.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Max peers per bucket.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Buckets created so far, by common prefix length (0 = farthest half).
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketIndex, &Bucket<A>)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(cpl, b)| BucketIndex::from_common_prefix_len(cpl).map(|i| (i, b)))
+    }
+
+    /// Every entry, farthest bucket first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<A>> {
+        self.buckets.iter().flat_map(|b| b.entries.iter())
+    }
+
+    /// Common prefix length of `key` with the local id, `None` for the local key.
+    fn cpl(&self, key: &Key) -> Option<usize> {
+        let lz = self.local_key.distance(key).leading_zeros() as usize;
+        (lz < crate::distance::KEY_BITS).then_some(lz)
+    }
+
+    fn locate(&self, fp: &Fingerprint) -> Option<(usize, usize)> {
+        let cpl = self.cpl(&fp.key())?;
+        let bucket = self.buckets.get(cpl)?;
+        let pos = bucket
+            .entries
+            .iter()
+            .position(|e| e.contact.fingerprint == *fp)?;
+        Some((cpl, pos))
+    }
+
+    /// The entry for `fp`, if present.
+    pub fn get(&self, fp: &Fingerprint) -> Option<&Entry<A>> {
+        self.locate(fp)
+            .map(|(cpl, pos)| &self.buckets[cpl].entries[pos])
+    }
+
+    /// True if `fp` is in the table.
+    pub fn contains(&self, fp: &Fingerprint) -> bool {
+        self.locate(fp).is_some()
+    }
+
+    fn ensure_bucket(&mut self, cpl: usize, now: Time) {
+        while self.buckets.len() <= cpl {
+            self.buckets.push(Bucket::new(now));
+        }
+    }
+
+    /// Records that `contact` is alive now: it answered us, or sent us an
+    /// authenticated request. This is the only way a peer enters the table, so
+    /// hearsay (peers named in someone's answer) never displaces live entries.
+    ///
+    /// `backoff` is PING_MIN_BACKOFF: a head seen or pinged within it is not
+    /// pinged again.
+    pub fn seen(&mut self, contact: Contact<A>, now: Time, backoff: Duration) -> SeenOutcome<A> {
+        let key = contact.fingerprint.key();
+        let Some(cpl) = self.cpl(&key) else {
+            return SeenOutcome::Refused;
+        };
+        self.ensure_bucket(cpl, now);
+        let k = self.k;
+        let cap = self.replacement_cap;
+        let bucket = &mut self.buckets[cpl];
+        if let Some(pos) = bucket
+            .entries
+            .iter()
+            .position(|e| e.contact.fingerprint.key() == key)
+        {
+            if bucket.entries[pos].contact.fingerprint != contact.fingerprint {
+                // A v4 and a v6 fingerprint padded to one key: first one wins.
+                return SeenOutcome::Refused;
+            }
+            let mut entry = bucket.entries.remove(pos);
+            entry.contact.address = contact.address;
+            entry.last_seen = now;
+            entry.failures = 0;
+            bucket.entries.push(entry);
+            return SeenOutcome::Updated;
+        }
+        if bucket.entries.len() < k {
+            bucket.entries.push(Entry {
+                contact,
+                last_seen: now,
+                last_ping: None,
+                failures: 0,
+            });
+            self.len += 1;
+            return SeenOutcome::Inserted;
+        }
+        // Full: the newcomer waits; the least-recently-seen entry decides.
+        bucket
+            .replacements
+            .retain(|c| c.fingerprint != contact.fingerprint);
+        if cap > 0 {
+            if bucket.replacements.len() >= cap {
+                bucket.replacements.remove(0);
+            }
+            bucket.replacements.push(contact);
+        }
+        let head = &mut bucket.entries[0];
+        let recently_seen = now.since(head.last_seen) < backoff && head.failures == 0;
+        let recently_pinged = head.last_ping.is_some_and(|t| now.since(t) < backoff);
+        if recently_seen || recently_pinged {
+            SeenOutcome::Cached
+        } else {
+            head.last_ping = Some(now);
+            SeenOutcome::PingRequired(head.contact.clone())
+        }
+    }
+
+    /// Records that we are about to ping `fp` (for the backoff). Returns false
+    /// if it was pinged within `backoff` and must not be pinged again yet.
+    pub fn mark_pinged(&mut self, fp: &Fingerprint, now: Time, backoff: Duration) -> bool {
+        match self.locate(fp) {
+            Some((cpl, pos)) => {
+                let e = &mut self.buckets[cpl].entries[pos];
+                if e.last_ping.is_some_and(|t| now.since(t) < backoff) {
+                    return false;
+                }
+                e.last_ping = Some(now);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Records a failed request to `fp`. With a newcomer waiting, the peer is
+    /// replaced at once; otherwise it is evicted after `max_failures` in a row.
+    pub fn failed(&mut self, fp: &Fingerprint) -> FailedOutcome<A> {
+        let Some((cpl, pos)) = self.locate(fp) else {
+            return FailedOutcome::Unknown;
+        };
+        let max = self.max_failures;
+        let bucket = &mut self.buckets[cpl];
+        let entry = &mut bucket.entries[pos];
+        entry.failures = entry.failures.saturating_add(1);
+        if bucket.replacements.is_empty() && entry.failures < max {
+            return FailedOutcome::Counted;
+        }
+        bucket.entries.remove(pos);
+        self.len -= 1;
+        let promoted = self.promote(cpl);
+        FailedOutcome::Evicted { promoted }
+    }
+
+    /// Moves the most recent newcomer into a bucket with room. It was alive when
+    /// cached; it is put at the head (least recently seen) so it is checked first.
+    fn promote(&mut self, cpl: usize) -> Option<Contact<A>> {
+        let bucket = &mut self.buckets[cpl];
+        let contact = bucket.replacements.pop()?;
+        bucket.entries.insert(
+            0,
+            Entry {
+                contact: contact.clone(),
+                last_seen: Time::ZERO,
+                last_ping: None,
+                failures: 0,
+            },
+        );
+        self.len += 1;
+        Some(contact)
+    }
+
+    /// Removes `fp` (from its bucket or replacement cache). Returns whether it was there.
+    pub fn remove(&mut self, fp: &Fingerprint) -> bool {
+        if let Some((cpl, pos)) = self.locate(fp) {
+            self.buckets[cpl].entries.remove(pos);
+            self.len -= 1;
+            self.promote(cpl);
+            return true;
+        }
+        let Some(cpl) = self.cpl(&fp.key()) else {
+            return false;
+        };
+        match self.buckets.get_mut(cpl) {
+            Some(b) => {
+                let before = b.replacements.len();
+                b.replacements.retain(|c| c.fingerprint != *fp);
+                before != b.replacements.len()
+            }
+            None => false,
+        }
+    }
+
+    /// Records a lookup for `target` now (its bucket is not stale any more).
+    pub fn touch_bucket_of(&mut self, target: &Key, now: Time) {
+        if let Some(cpl) = self.cpl(target) {
+            if let Some(b) = self.buckets.get_mut(cpl) {
+                b.last_lookup = now;
+            }
+        }
+    }
+
+    /// Buckets with no lookup for `stall` (all those created: every bucket up to
+    /// the one of the closest neighbour), by common prefix length.
+    pub fn stale_buckets(&self, now: Time, stall: Duration) -> Vec<BucketIndex> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| now.since(b.last_lookup) >= stall)
+            .filter_map(|(cpl, _)| BucketIndex::from_common_prefix_len(cpl))
+            .collect()
+    }
+
+    /// When the next bucket becomes stale, if any bucket exists.
+    pub fn next_stale_at(&self, stall: Duration) -> Option<Time> {
+        self.buckets.iter().map(|b| b.last_lookup + stall).min()
+    }
+
+    /// Buckets farther than the closest neighbour's (the join refresh set).
+    pub fn buckets_beyond_closest(&self) -> Vec<BucketIndex> {
+        let deepest = self.buckets.iter().rposition(|b| !b.entries.is_empty());
+        match deepest {
+            Some(d) => (0..d)
+                .filter_map(BucketIndex::from_common_prefix_len)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Up to `n` contacts closest to `target`, nearest first (the local node excluded).
+    ///
+    /// Visits buckets in distance order (the target's own bucket, then all
+    /// deeper ones, then shallower ones one by one) and sorts only what it needs.
+    pub fn closest(&self, target: &Key, n: usize, liveness: Liveness) -> Vec<Contact<A>> {
+        let mut out: Vec<Contact<A>> = Vec::with_capacity(n.min(self.len));
+        if n == 0 {
+            return out;
+        }
+        let ct = self
+            .cpl(target)
+            .unwrap_or(usize::MAX)
+            .min(self.buckets.len());
+        let mut group: Vec<(Distance, &Entry<A>)> = Vec::new();
+        let flush = |group: &mut Vec<(Distance, &Entry<A>)>, out: &mut Vec<Contact<A>>| {
+            group.sort_unstable_by_key(|g| g.0);
+            for (_, e) in group.drain(..) {
+                if out.len() == n {
+                    break;
+                }
+                out.push(e.contact.clone());
+            }
+        };
+        let usable = |e: &Entry<A>| liveness == Liveness::Any || e.failures == 0;
+        // 1. the target's own bucket (closest of all).
+        if let Some(bucket) = self.buckets.get(ct) {
+            group.extend(
+                bucket
+                    .entries
+                    .iter()
+                    .filter(|e| usable(e))
+                    .map(|e| (e.contact.fingerprint.key().distance(target), e)),
+            );
+            flush(&mut group, &mut out);
+        }
+        // 2. every deeper bucket, merged: all at the same leading-bit distance.
+        for bucket in self.buckets.iter().skip(ct + 1) {
+            if out.len() == n {
+                return out;
+            }
+            group.extend(
+                bucket
+                    .entries
+                    .iter()
+                    .filter(|e| usable(e))
+                    .map(|e| (e.contact.fingerprint.key().distance(target), e)),
+            );
+        }
+        flush(&mut group, &mut out);
+        // 3. shallower buckets, each farther than the one before.
+        for bucket in self.buckets[..ct].iter().rev() {
+            if out.len() == n {
+                break;
+            }
+            group.extend(
+                bucket
+                    .entries
+                    .iter()
+                    .filter(|e| usable(e))
+                    .map(|e| (e.contact.fingerprint.key().distance(target), e)),
+            );
+            flush(&mut group, &mut out);
+        }
+        out
+    }
+
+    /// Checks the structural invariants; returns a description of the first broken one.
+    /// Used by tests, the fuzzer and the simulator's self-checks.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut count = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for (cpl, b) in self.buckets.iter().enumerate() {
+            if b.entries.len() > self.k {
+                return Err(format!("bucket {cpl} holds {} > k", b.entries.len()));
+            }
+            if b.replacements.len() > self.replacement_cap {
+                return Err(format!("bucket {cpl} caches too many replacements"));
+            }
+            for e in &b.entries {
+                let fp = e.contact.fingerprint;
+                if fp == self.local {
+                    return Err("table holds the local node".into());
+                }
+                if self.cpl(&fp.key()) != Some(cpl) {
+                    return Err(format!("{fp} is in the wrong bucket {cpl}"));
+                }
+                if !seen.insert(fp.key()) {
+                    return Err(format!("{fp} is in the table twice"));
+                }
+                count += 1;
+            }
+        }
+        if count != self.len {
+            return Err(format!("len {} but {count} entries", self.len));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(first: u8, last: u8) -> Fingerprint {
+        let mut b = [0u8; 20];
+        b[0] = first;
+        b[19] = last;
+        Fingerprint::V4(b)
+    }
+
+    const BACKOFF: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn full_bucket_pings_head_then_replaces_on_failure() {
+        let mut t = RoutingTable::new(fp(0, 0), 2, 2, 2);
+        let now = Time(1_000_000);
+        // All in bucket cpl 0 (first bit set).
+        assert_eq!(
+            t.seen(Contact::new(fp(0x80, 1), 1), now, BACKOFF),
+            SeenOutcome::Inserted
+        );
+        assert_eq!(
+            t.seen(Contact::new(fp(0x81, 1), 2), now, BACKOFF),
+            SeenOutcome::Inserted
+        );
+        // Head seen just now: alive, newcomer cached.
+        assert_eq!(
+            t.seen(Contact::new(fp(0x82, 1), 3), now, BACKOFF),
+            SeenOutcome::Cached
+        );
+        let later = now + Duration::from_secs(60);
+        match t.seen(Contact::new(fp(0x83, 1), 4), later, BACKOFF) {
+            SeenOutcome::PingRequired(c) => assert_eq!(c.fingerprint, fp(0x80, 1)),
+            o => panic!("{o:?}"),
+        }
+        // Second newcomer within backoff: no second ping.
+        assert_eq!(
+            t.seen(Contact::new(fp(0x84, 1), 5), later, BACKOFF),
+            SeenOutcome::Cached
+        );
+        // The head fails: the most recent newcomer takes its place.
+        assert_eq!(
+            t.failed(&fp(0x80, 1)),
+            FailedOutcome::Evicted {
+                promoted: Some(Contact::new(fp(0x84, 1), 5))
+            }
+        );
+        assert!(t.contains(&fp(0x84, 1)));
+        assert!(!t.contains(&fp(0x80, 1)));
+        assert_eq!(t.len(), 2);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn alive_head_moves_to_tail() {
+        let mut t = RoutingTable::new(fp(0, 0), 2, 2, 2);
+        let now = Time(0);
+        t.seen(Contact::new(fp(0x80, 1), 1), now, BACKOFF);
+        t.seen(Contact::new(fp(0x81, 1), 2), now, BACKOFF);
+        let later = now + Duration::from_secs(60);
+        assert!(matches!(
+            t.seen(Contact::new(fp(0x82, 1), 3), later, BACKOFF),
+            SeenOutcome::PingRequired(_)
+        ));
+        assert_eq!(
+            t.seen(Contact::new(fp(0x80, 1), 1), later, BACKOFF),
+            SeenOutcome::Updated
+        );
+        let b = t.buckets().next().unwrap().1;
+        assert_eq!(b.entries()[1].contact.fingerprint, fp(0x80, 1));
+        assert_eq!(b.replacements().len(), 1);
+    }
+
+    #[test]
+    fn refuses_self_and_counts_failures() {
+        let mut t = RoutingTable::new(fp(0, 0), 20, 2, 2);
+        assert_eq!(
+            t.seen(Contact::new(fp(0, 0), 0), Time(0), BACKOFF),
+            SeenOutcome::Refused
+        );
+        t.seen(Contact::new(fp(1, 0), 1), Time(0), BACKOFF);
+        assert_eq!(t.failed(&fp(1, 0)), FailedOutcome::Counted);
+        assert!(t
+            .closest(&fp(1, 0).key(), 5, Liveness::Responsive)
+            .is_empty());
+        assert_eq!(t.closest(&fp(1, 0).key(), 5, Liveness::Any).len(), 1);
+        assert_eq!(
+            t.failed(&fp(1, 0)),
+            FailedOutcome::Evicted { promoted: None }
+        );
+        assert!(t.is_empty());
+        assert_eq!(t.failed(&fp(1, 0)), FailedOutcome::Unknown);
+    }
+
+    #[test]
+    fn closest_matches_brute_force() {
+        let mut t = RoutingTable::new(fp(0x55, 0x55), 4, 0, 2);
+        let mut all = Vec::new();
+        for i in 0..=255u8 {
+            let f = fp(i, i.wrapping_mul(37));
+            if t.seen(Contact::new(f, i as u32), Time(0), BACKOFF) == SeenOutcome::Inserted {
+                all.push(f);
+            }
+        }
+        for target in [fp(0, 0), fp(0x55, 0x55), fp(0xff, 1), fp(0x54, 9)] {
+            let tk = target.key();
+            let mut want = all.clone();
+            want.sort_by_key(|f| f.key().distance(&tk));
+            want.truncate(7);
+            let got: Vec<_> = t
+                .closest(&tk, 7, Liveness::Any)
+                .into_iter()
+                .map(|c| c.fingerprint)
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+}
