@@ -1,0 +1,110 @@
+//! Crash-safe, owner-only file writes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::IdentityError;
+
+/// Name of the directory holding keys, below the account root.
+pub const MAU_DIR: &str = ".mau";
+/// Name of the account key file inside [`MAU_DIR`].
+pub const ACCOUNT_FILE: &str = "account.pgp";
+
+/// Creates `<root>/.mau` (mode 0700) if needed and returns its path.
+pub(crate) fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
+    let dir = root.join(MAU_DIR);
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(&dir)
+        .map_err(|e| IdentityError::io(&dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| IdentityError::io(&dir, e))?;
+    }
+    Ok(dir)
+}
+
+/// True for the temporary files [`write_atomic`] makes (ignored by listings).
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
+}
+
+fn open_owner_only(path: &Path) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file (mode 0600) in the
+/// same directory, fsync, rename over `path`, fsync of the directory. A crash
+/// at any point leaves either the old file or the new one, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    write_atomic_hooked(path, bytes, |_| Ok(()))
+}
+
+/// [`write_atomic`] with a hook run after the temporary file is synced and
+/// before the rename (tests use it to simulate an interruption there).
+pub(crate) fn write_atomic_hooked(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce(&Path) -> io::Result<()>,
+) -> Result<(), IdentityError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| -> io::Result<()> {
+        let mut f = open_owner_only(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        before_rename(&tmp)?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(IdentityError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Removes a file and syncs its directory.
+pub(crate) fn remove_synced(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
