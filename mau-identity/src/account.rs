@@ -569,7 +569,10 @@ fn parse_public_key(bytes: &[u8], path: Option<&Path>) -> Result<Friend, Identit
     Ok(Friend { fingerprint, cert })
 }
 
-fn encrypt_with_password(cert: &Cert, passphrase: &str) -> Result<Vec<u8>, IdentityError> {
+pub(crate) fn encrypt_with_password(
+    cert: &Cert,
+    passphrase: &str,
+) -> Result<Vec<u8>, IdentityError> {
     let mut tsk = Vec::new();
     cert.as_tsk()
         .serialize(&mut tsk)

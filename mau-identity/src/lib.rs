@@ -16,6 +16,8 @@
 #![warn(missing_docs)]
 
 mod account;
+#[cfg(test)]
+mod account_tests;
 pub mod cert;
 mod der;
 mod error;
