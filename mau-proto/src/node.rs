@@ -135,7 +135,12 @@ pub struct Node<A> {
     next_request: u64,
     next_lookup: u64,
     join: JoinPhase,
+    /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded).
+    probed: BTreeMap<Fingerprint, Time>,
 }
+
+/// Probes of unknown peers remembered at once; beyond it new probes wait.
+const MAX_RECENT_PROBES: usize = 1024;
 
 impl<A: Clone + Eq> Node<A> {
     /// A node for `local` with an empty table. `seed` determines every random
@@ -161,6 +166,7 @@ impl<A: Clone + Eq> Node<A> {
             next_request: 0,
             next_lookup: 0,
             join: JoinPhase::Idle,
+            probed: BTreeMap::new(),
         }
     }
 
@@ -203,6 +209,32 @@ impl<A: Clone + Eq> Node<A> {
     /// implementation, it may appear in its own find_peer answer.
     pub fn on_request(&mut self, now: Time, from: Contact<A>, request: &Request) -> Response<A> {
         self.record_seen(now, from);
+        match request {
+            Request::Ping => Response::Pong,
+            Request::FindPeer(target) => Response::Peers(self.closest(target)),
+        }
+    }
+
+    /// Like [`Self::on_request`], for a caller whose fingerprint is proven but
+    /// whose listening address is only claimed (e.g. the address in its TLS
+    /// certificate). A peer already in the table at that address is refreshed;
+    /// any other is probed at the claimed address and enters the table only if
+    /// it answers there, so no address that nobody listens on is ever added.
+    pub fn on_request_unverified(
+        &mut self,
+        now: Time,
+        from: Contact<A>,
+        request: &Request,
+    ) -> Response<A> {
+        let known = self
+            .table
+            .get(&from.fingerprint)
+            .is_some_and(|e| e.contact.address == from.address);
+        if known {
+            self.record_seen(now, from);
+        } else {
+            self.probe(now, from);
+        }
         match request {
             Request::Ping => Response::Pong,
             Request::FindPeer(target) => Response::Peers(self.closest(target)),
@@ -316,8 +348,11 @@ impl<A: Clone + Eq> Node<A> {
         }
         let id = self.start(now, self.local(), LookupKind::Join)?;
         self.join = JoinPhase::SelfLookup(id);
-        // An empty table finishes at once: handle that now.
-        self.finish_if_done(now, id);
+        // An empty table finishes the self lookup inside `start`, before the
+        // phase above was set, so advance the join by hand.
+        if !self.lookups.contains_key(&id) {
+            self.advance_join(now, id);
+        }
         Ok(id)
     }
 
@@ -330,17 +365,23 @@ impl<A: Clone + Eq> Node<A> {
     /// Pings a peer found by other means (LAN discovery, a resolver); it enters
     /// the table only if it answers. Does nothing if it was pinged recently.
     pub fn probe(&mut self, now: Time, contact: Contact<A>) {
-        if contact.fingerprint != self.local()
-            && self
-                .table
-                .mark_pinged(&contact.fingerprint, now, self.config.ping_min_backoff)
-            && !self
-                .pending
-                .values()
-                .any(|p| p.to.fingerprint == contact.fingerprint && p.purpose == Purpose::Liveness)
+        let backoff = self.config.ping_min_backoff;
+        if contact.fingerprint == self.local()
+            || !self.table.mark_pinged(&contact.fingerprint, now, backoff)
         {
-            self.send(now, contact, Request::Ping, Purpose::Liveness);
+            return;
         }
+        if !self.table.contains(&contact.fingerprint) {
+            // Not in the table: remember recent probes (bounded) for the backoff.
+            self.probed.retain(|_, t| now.since(*t) < backoff);
+            if self.probed.contains_key(&contact.fingerprint)
+                || self.probed.len() >= MAX_RECENT_PROBES
+            {
+                return;
+            }
+            self.probed.insert(contact.fingerprint, now);
+        }
+        self.send(now, contact, Request::Ping, Purpose::Liveness);
     }
 
     /// Removes a peer from the table (e.g. the user unfriended or blocked it).
@@ -523,5 +564,110 @@ impl<A: Clone + Eq> Node<A> {
             return Err("too many lookups".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    fn fp(n: u8) -> Fingerprint {
+        let mut b = [0u8; 20];
+        b[0] = n;
+        Fingerprint::V4(b)
+    }
+
+    #[test]
+    fn join_with_empty_table_reports_joined() {
+        let mut n: Node<u32> = Node::new(fp(1), Config::default(), Time(0), 7);
+        n.join(Time(0), []).unwrap();
+        let outs: Vec<_> = std::iter::from_fn(|| n.poll_output()).collect();
+        assert!(outs.contains(&Output::Event(Event::Joined { peers: 0 })));
+        assert!(!n.is_joining());
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    fn fp(n: u8) -> Fingerprint {
+        let mut b = [0u8; 20];
+        b[0] = n;
+        b[19] = 1;
+        Fingerprint::V4(b)
+    }
+
+    fn drain(node: &mut Node<u32>) -> Vec<Output<u32>> {
+        std::iter::from_fn(|| node.poll_output()).collect()
+    }
+
+    #[test]
+    fn claimed_address_is_probed_before_it_enters_the_table() {
+        let mut n = Node::new(fp(0), Config::default(), Time(0), 1);
+        let caller = Contact::new(fp(0x80), 7);
+        assert_eq!(
+            n.on_request_unverified(Time(0), caller.clone(), &Request::Ping),
+            Response::Pong
+        );
+        assert!(!n.table().contains(&caller.fingerprint));
+        let out = drain(&mut n);
+        let [Output::Transmit(t)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (t.to.clone(), t.request.clone()),
+            (caller.clone(), Request::Ping)
+        );
+        // A second request within the backoff does not probe again.
+        n.on_request_unverified(Time(10), caller.clone(), &Request::Ping);
+        assert!(drain(&mut n).is_empty());
+        n.on_response(Time(20), t.id, Ok(Response::Pong));
+        assert_eq!(
+            drain(&mut n),
+            vec![Output::Event(Event::PeerAdded(caller.clone()))]
+        );
+        // Known at that address: refreshed without a probe.
+        n.on_request_unverified(Time(30), caller, &Request::Ping);
+        assert!(drain(&mut n).is_empty());
+    }
+
+    #[test]
+    fn silent_probe_never_enters_and_times_out() {
+        let mut n = Node::new(fp(0), Config::default(), Time(0), 1);
+        n.probe(Time(0), Contact::new(fp(0x40), 3));
+        assert_eq!(drain(&mut n).len(), 1);
+        let deadline = n.poll_timeout().unwrap();
+        assert_eq!(deadline, Time(0) + n.config().rpc_timeout);
+        n.handle_timeout(deadline);
+        assert!(n.table().is_empty());
+        assert_eq!(n.requests_in_flight(), 0);
+        assert_eq!(n.poll_timeout(), None);
+    }
+
+    #[test]
+    fn join_with_dead_bootstrap_finishes() {
+        let mut n = Node::new(fp(0), Config::default(), Time(0), 1);
+        n.join(Time(0), [Contact::new(fp(0x80), 1)]).unwrap();
+        let out = drain(&mut n);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Transmit(t) if t.request == Request::FindPeer(fp(0)))));
+        let mut now = Time(0);
+        while let Some(t) = n.poll_timeout() {
+            now = t;
+            n.handle_timeout(now);
+            if !n.is_joining() {
+                break;
+            }
+        }
+        let out = drain(&mut n);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Event(Event::Joined { peers: 0 }))),
+            "{out:?}"
+        );
+        assert!(n.table().is_empty());
+        assert!(now > Time(0));
     }
 }
