@@ -1,0 +1,196 @@
+//! Property tests of the routing table: arbitrary sequences of
+//! `seen`/`failed`/`remove`/`mark_pinged` at arbitrary (even decreasing) times
+//! keep the structural invariants, and `closest` always equals a brute-force
+//! XOR sort of the entries.
+
+mod common;
+
+use std::time::Duration;
+
+use mau_proto::routing_table::{FailedOutcome, SeenOutcome};
+use mau_proto::{Contact, Fingerprint, Key, Liveness, RoutingTable, Time};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// `seen(pool[i])` at time `t`, with address `addr`.
+    Seen(usize, u32, u64),
+    /// `failed(pool[i])`.
+    Failed(usize),
+    /// `remove(pool[i])`.
+    Remove(usize),
+    /// `mark_pinged(pool[i])` at time `t`.
+    MarkPinged(usize, u64),
+    /// `seen` of the local node itself (must be refused).
+    SeenSelf(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Times in 0..10^7 ms (about 3 h): well across the 30 s backoff, any order.
+    let t = 0u64..10_000_000;
+    prop_oneof![
+        8 => (any::<usize>(), 0u32..4, t.clone()).prop_map(|(i, a, t)| Op::Seen(i, a, t)),
+        3 => any::<usize>().prop_map(Op::Failed),
+        1 => any::<usize>().prop_map(Op::Remove),
+        2 => (any::<usize>(), t.clone()).prop_map(|(i, t)| Op::MarkPinged(i, t)),
+        1 => t.prop_map(Op::SeenSelf),
+    ]
+}
+
+/// What `closest` must return: every entry (filtered by liveness) sorted by
+/// XOR distance to `target`, cut to `n`.
+fn brute_closest(
+    t: &RoutingTable<u32>,
+    target: &Key,
+    n: usize,
+    liveness: Liveness,
+) -> Vec<Contact<u32>> {
+    let mut all: Vec<_> = t
+        .entries()
+        .filter(|e| liveness == Liveness::Any || e.failures == 0)
+        .map(|e| e.contact.clone())
+        .collect();
+    all.sort_by_key(|c| c.fingerprint.key().distance(target));
+    all.truncate(n);
+    all
+}
+
+fn check_closest(t: &RoutingTable<u32>, targets: &[Key], n: usize) -> Result<(), TestCaseError> {
+    for target in targets {
+        for liveness in [Liveness::Any, Liveness::Responsive] {
+            let got = t.closest(target, n, liveness);
+            let want = brute_closest(t, target, n, liveness);
+            prop_assert_eq!(got, want, "closest({:?}, {}, {:?})", target, n, liveness);
+        }
+    }
+    Ok(())
+}
+
+const BACKOFF: Duration = Duration::from_secs(30);
+
+proptest! {
+    // Kept small so `cargo test -p mau-proto` stays fast in debug; raise with
+    // PROPTEST_CASES=10000 for a soak.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn table_invariants_and_closest(
+        (local, pool) in common::local_and_pool(1..48),
+        k in 1usize..6,
+        cap in 0usize..4,
+        max_failures in 1u8..4,
+        ops in proptest::collection::vec(op(), 0..120),
+        n in 0usize..12,
+        random_targets in proptest::collection::vec(any::<[u8; 32]>(), 1),
+    ) {
+        prop_assume!(!pool.is_empty());
+        let mut t: RoutingTable<u32> = RoutingTable::new(local, k, cap, max_failures);
+        // Targets: the local id, a pool id, random keys.
+        let mut targets = vec![local.key(), pool[pool.len() / 2].key()];
+        targets.extend(random_targets.iter().map(|b| Key::from_bytes(*b)));
+
+        for op in ops {
+            match op {
+                Op::Seen(i, addr, now) => {
+                    let fp = pool[i % pool.len()];
+                    let before = t.len();
+                    let outcome = t.seen(Contact::new(fp, addr), Time(now), BACKOFF);
+                    match &outcome {
+                        SeenOutcome::Inserted => {
+                            prop_assert_eq!(t.len(), before + 1);
+                            prop_assert!(t.contains(&fp));
+                        }
+                        SeenOutcome::Updated => {
+                            let e = t.get(&fp).expect("updated entry present");
+                            prop_assert_eq!(e.contact.address, addr);
+                            prop_assert_eq!(e.last_seen, Time(now));
+                            prop_assert_eq!(e.failures, 0);
+                        }
+                        SeenOutcome::PingRequired(head) => {
+                            prop_assert!(!t.contains(&fp));
+                            prop_assert!(t.contains(&head.fingerprint));
+                            prop_assert_ne!(head.fingerprint, fp);
+                        }
+                        SeenOutcome::Cached => prop_assert!(!t.contains(&fp)),
+                        SeenOutcome::Refused => {
+                            prop_assert!(false, "refused a distinct non-local id {}", fp)
+                        }
+                    }
+                }
+                Op::Failed(i) => {
+                    let fp = pool[i % pool.len()];
+                    let was = t.contains(&fp);
+                    let before = t.len();
+                    match t.failed(&fp) {
+                        FailedOutcome::Unknown => prop_assert!(!was),
+                        FailedOutcome::Counted => {
+                            prop_assert!(t.get(&fp).is_some_and(|e| e.failures > 0));
+                        }
+                        FailedOutcome::Evicted { promoted } => {
+                            prop_assert!(was);
+                            prop_assert!(!t.contains(&fp));
+                            match promoted {
+                                Some(c) => {
+                                    prop_assert!(t.contains(&c.fingerprint));
+                                    prop_assert_eq!(t.len(), before);
+                                }
+                                None => prop_assert_eq!(t.len(), before - 1),
+                            }
+                        }
+                    }
+                }
+                Op::Remove(i) => {
+                    let fp = pool[i % pool.len()];
+                    t.remove(&fp);
+                    prop_assert!(!t.contains(&fp));
+                }
+                Op::MarkPinged(i, now) => {
+                    let fp = pool[i % pool.len()];
+                    let was = t.contains(&fp);
+                    let ok = t.mark_pinged(&fp, Time(now), BACKOFF);
+                    if was && ok {
+                        prop_assert_eq!(t.get(&fp).and_then(|e| e.last_ping), Some(Time(now)));
+                    }
+                    if !was {
+                        prop_assert!(ok, "an unknown peer may always be pinged");
+                    }
+                }
+                Op::SeenSelf(now) => {
+                    prop_assert_eq!(
+                        t.seen(Contact::new(local, 0), Time(now), BACKOFF),
+                        SeenOutcome::Refused
+                    );
+                }
+            }
+            if let Err(e) = t.check_invariants() {
+                prop_assert!(false, "invariant broken: {}", e);
+            }
+            prop_assert!(!t.contains(&local));
+            check_closest(&t, &targets, n)?;
+        }
+        // A final wide query: closest(all) is every entry, sorted.
+        check_closest(&t, &targets, t.len() + 3)?;
+        prop_assert_eq!(t.closest(&local.key(), usize::MAX, Liveness::Any).len(), t.len());
+    }
+
+    /// Filling a table from many ids never exceeds K per bucket and `closest`
+    /// stays exact on a big, deep table (K = 20, the Mau default).
+    #[test]
+    fn closest_exact_on_large_table(
+        (local, pool) in common::local_and_pool(200..400),
+        targets in proptest::collection::vec(any::<[u8; 32]>(), 4),
+        n in 1usize..40,
+    ) {
+        let mut t: RoutingTable<u32> = RoutingTable::new(local, 20, 8, 2);
+        for (i, fp) in pool.iter().enumerate() {
+            t.seen(Contact::new(*fp, i as u32), Time(i as u64), BACKOFF);
+        }
+        if let Err(e) = t.check_invariants() {
+            prop_assert!(false, "invariant broken: {}", e);
+        }
+        let mut keys: Vec<Key> = targets.iter().map(|b| Key::from_bytes(*b)).collect();
+        keys.push(local.key());
+        keys.extend(pool.iter().take(3).map(Fingerprint::key));
+        check_closest(&t, &keys, n)?;
+    }
+}
