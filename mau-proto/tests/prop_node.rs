@@ -30,10 +30,12 @@ enum Resp {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    /// An inbound request from `universe[from]` (the last one is the local id).
+    /// An inbound request from `universe[from]` (the last one is the local id);
+    /// `claimed`: through `on_request_unverified`, maybe at another address.
     Request {
         from: usize,
         find: Option<usize>,
+        claimed: Option<u32>,
     },
     /// The answer to outstanding transmit `pick % len`; `keep` leaves it
     /// outstanding so it may be answered again (a duplicate).
@@ -68,8 +70,12 @@ fn resp() -> impl Strategy<Value = Resp> {
 
 fn ev() -> impl Strategy<Value = Ev> {
     prop_oneof![
-        4 => (any::<usize>(), proptest::option::of(any::<usize>()))
-            .prop_map(|(from, find)| Ev::Request { from, find }),
+        4 => (
+            any::<usize>(),
+            proptest::option::of(any::<usize>()),
+            proptest::option::weighted(0.3, 0u32..2),
+        )
+            .prop_map(|(from, find, claimed)| Ev::Request { from, find, claimed }),
         12 => (any::<usize>(), resp(), proptest::bool::weighted(0.1))
             .prop_map(|(pick, resp, keep)| Ev::Respond { pick, resp, keep }),
         1 => (any::<u64>(), resp()).prop_map(|(id, resp)| Ev::Unknown { id, resp }),
@@ -142,7 +148,7 @@ impl Driver {
                 Output::Transmit(t) => {
                     prop_assert_ne!(t.to.fingerprint, self.local, "transmit to ourselves");
                     prop_assert!(self.ids.insert(t.id), "request id {:?} reused", t.id);
-                    let i = t.to.address as usize;
+                    let i = t.to.address as usize % self.universe.len();
                     prop_assert_eq!(self.universe[i], t.to.fingerprint, "address mixed up");
                     self.outstanding.push(t.clone());
                 }
@@ -196,13 +202,25 @@ impl Driver {
         self.now = self.now + Duration::from_millis(37);
         let n = self.universe.len();
         match ev {
-            Ev::Request { from, find } => {
+            Ev::Request {
+                from,
+                find,
+                claimed,
+            } => {
                 let from = self.contact(*from);
                 let request = match find {
                     Some(t) => Request::FindPeer(self.universe[t % n]),
                     None => Request::Ping,
                 };
-                let answer = self.node.on_request(self.now, from, &request);
+                let answer = match claimed {
+                    None => self.node.on_request(self.now, from, &request),
+                    // 0: the true address; 1: a wrong one (nobody listens there).
+                    Some(0) => self.node.on_request_unverified(self.now, from, &request),
+                    Some(_) => {
+                        let wrong = Contact::new(from.fingerprint, n as u32 + from.address);
+                        self.node.on_request_unverified(self.now, wrong, &request)
+                    }
+                };
                 match (&request, &answer) {
                     (Request::Ping, Response::Pong) => {}
                     (Request::FindPeer(t), Response::Peers(peers)) => {
@@ -304,6 +322,22 @@ fn run(
     for ev in events {
         d.step(ev)?;
     }
+    // Liveness: fail everything outstanding (and whatever that sends) until
+    // the node is quiet; then no lookup may be left running and a join must
+    // have ended.
+    let mut rounds = 0;
+    while !d.outstanding.is_empty() {
+        rounds += 1;
+        prop_assert!(rounds < 100_000, "the node never goes quiet");
+        d.step(&Ev::Respond {
+            pick: 0,
+            resp: Resp::Fail(1),
+            keep: false,
+        })?;
+    }
+    prop_assert_eq!(d.node.requests_in_flight(), 0);
+    prop_assert_eq!(d.node.lookups_in_progress(), 0);
+    prop_assert!(!d.node.is_joining(), "join never ended");
     Ok(d.log)
 }
 
