@@ -1,0 +1,216 @@
+//! The HTTPS client: mutual TLS with the peer's fingerprint pinned, HTTP/1.1
+//! keep-alive with a small per-peer connection pool, bounded bodies, timeouts.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_rustls::TlsConnector;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::client::conn::http1::SendRequest;
+use mau_identity::TlsIdentity;
+use mau_proto::{Contact, Fingerprint, PeerAddress};
+use smol_hyper::rt::FuturesIo;
+use tracing::{debug, trace};
+
+use crate::config::Limits;
+use crate::runtime::{timeout, Runtime};
+
+/// Why a request to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address did not resolve.
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
+    /// TCP connect failed on every resolved address.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    /// The TLS handshake failed (wrong fingerprint, bad certificate, ...).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, std::io::Error),
+    /// The TLS configuration could not be built.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// An HTTP-level failure.
+    #[error("HTTP error: {0}")]
+    Http(String),
+    /// The peer answered with a non-success status.
+    #[error("peer answered {status}: {body}")]
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// Start of the body, for the error message.
+        body: String,
+    },
+    /// The body is larger than the caller allows.
+    #[error("response body exceeds {0} bytes")]
+    TooLarge(usize),
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+type Sender = SendRequest<Empty<Bytes>>;
+
+/// A pooled HTTPS client for one local identity.
+pub struct Client<R: Runtime> {
+    rt: R,
+    identity: TlsIdentity,
+    limits: Limits,
+    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Sender>>>,
+}
+
+impl<R: Runtime> Client<R> {
+    /// A client presenting `identity`.
+    pub fn new(rt: R, identity: TlsIdentity, limits: Limits) -> Arc<Self> {
+        Arc::new(Client {
+            rt,
+            identity,
+            limits,
+            pool: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The identity this client presents.
+    pub fn identity(&self) -> &TlsIdentity {
+        &self.identity
+    }
+
+    /// `GET path` from `to`; the body of a 2xx answer, at most `max_body` bytes.
+    /// The whole exchange is bounded by `limits.rpc_timeout`.
+    pub async fn get(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        max_body: usize,
+    ) -> Result<Bytes, ClientError> {
+        let t = self.limits.rpc_timeout;
+        timeout(&self.rt, t, self.get_inner(to, path, max_body))
+            .await
+            .map_err(|_| ClientError::Timeout(t))?
+    }
+
+    async fn get_inner(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        max_body: usize,
+    ) -> Result<Bytes, ClientError> {
+        let key = (to.fingerprint, to.address.clone());
+        let mut sender = match self.take_pooled(&key) {
+            Some(s) => s,
+            None => self.connect(to).await?,
+        };
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, to.address.as_str())
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    ClientError::TooLarge(max_body)
+                } else {
+                    ClientError::Http(e.to_string())
+                }
+            })?
+            .to_bytes();
+        self.give_back(key, sender);
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Ok(body)
+    }
+
+    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Sender> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let senders = pool.get_mut(key)?;
+        while let Some(s) = senders.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        pool.remove(key);
+        None
+    }
+
+    fn give_back(&self, key: (Fingerprint, PeerAddress), sender: Sender) {
+        if !sender.is_ready() {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let senders = pool.entry(key).or_default();
+        if senders.len() < self.limits.pool_per_peer {
+            senders.push(sender);
+        }
+    }
+
+    /// Drops pooled connections to `fp` (e.g. after it failed).
+    pub fn forget(&self, fp: &Fingerprint) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.retain(|(f, _), _| f != fp);
+    }
+
+    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Sender, ClientError> {
+        let addr = to.address.as_str();
+        let addrs = self
+            .rt
+            .resolve(to.address.host(), to.address.port())
+            .await
+            .map_err(|e| ClientError::Resolve(addr.into(), e))?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        let mut tcp = None;
+        for a in addrs {
+            match timeout(
+                &self.rt,
+                self.limits.connect_timeout,
+                self.rt.connect_tcp(a),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                }
+            }
+        }
+        let tcp = tcp.ok_or_else(|| ClientError::Connect(addr.into(), last))?;
+        let config = mau_identity::client_config(&self.identity, to.fingerprint)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let tls = TlsConnector::from(config)
+            .connect(mau_identity::server_name(), tcp)
+            .await
+            .map_err(|e| ClientError::Tls(addr.into(), e))?;
+        trace!(peer = %to.fingerprint, %addr, "TLS connection established");
+        let (sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(tls))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let peer = to.fingerprint;
+        self.rt.spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "client connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}

@@ -1,0 +1,107 @@
+//! Configuration of a networked node: addresses, peers to join through, limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mau_proto::{Contact, Fingerprint, PeerAddress};
+
+/// Resource limits of the HTTP server and client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// Request headers must arrive within this (slowloris).
+    pub header_timeout: Duration,
+    /// A whole outgoing RPC (connect, TLS, request, body) must finish within this.
+    pub rpc_timeout: Duration,
+    /// Connect timeout for outgoing TCP connections.
+    pub connect_timeout: Duration,
+    /// Largest request header block the server reads.
+    pub max_header_bytes: usize,
+    /// Connections the server serves at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Outgoing RPCs in flight at once.
+    pub max_outgoing: usize,
+    /// Idle pooled connections kept per peer.
+    pub pool_per_peer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            max_outgoing: 128,
+            pool_per_peer: 2,
+        }
+    }
+}
+
+/// How a networked node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where the HTTPS server listens.
+    pub listen: SocketAddr,
+    /// The `host:port` other peers should use to reach us. `None`: the bound
+    /// address (fine on loopback and LANs; behind NAT set it, or use UPnP).
+    pub advertise: Option<PeerAddress>,
+    /// Peers to join through.
+    pub bootstrap: Vec<Contact<PeerAddress>>,
+    /// Where the routing table is persisted (`None`: not persisted).
+    pub table_file: Option<PathBuf>,
+    /// Where the local control socket is created (`None`: no control channel).
+    pub control_socket: Option<PathBuf>,
+    /// Protocol parameters of the core.
+    pub protocol: mau_proto::Config,
+    /// Server and client limits.
+    pub limits: Limits,
+    /// Seed of the core's random choices (`None`: from the OS clock and address).
+    pub seed: Option<u64>,
+}
+
+impl NodeConfig {
+    /// A node listening on `listen` with defaults for everything else.
+    pub fn new(listen: SocketAddr) -> Self {
+        NodeConfig {
+            listen,
+            advertise: None,
+            bootstrap: Vec::new(),
+            table_file: None,
+            control_socket: None,
+            protocol: mau_proto::Config::default(),
+            limits: Limits::default(),
+            seed: None,
+        }
+    }
+}
+
+/// Parses a bootstrap peer written `FINGERPRINT@HOST:PORT`.
+pub fn parse_peer_spec(spec: &str) -> Result<Contact<PeerAddress>, String> {
+    let (fp, addr) = spec
+        .split_once('@')
+        .ok_or_else(|| format!("{spec:?}: expected FINGERPRINT@HOST:PORT"))?;
+    let fp = Fingerprint::parse(fp).map_err(|e| format!("{spec:?}: {e}"))?;
+    let addr = PeerAddress::parse(addr).map_err(|e| format!("{spec:?}: {e}"))?;
+    Ok(Contact::new(fp, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_specs() {
+        let fp = "0123456789abcdef0123456789abcdef01234567";
+        let c = parse_peer_spec(&format!("{fp}@127.0.0.1:9000")).unwrap();
+        assert_eq!(c.fingerprint.to_string(), fp);
+        assert_eq!(c.address.as_str(), "127.0.0.1:9000");
+        assert!(parse_peer_spec("nope").is_err());
+        assert!(parse_peer_spec(&format!("{fp}@host")).is_err());
+        assert!(parse_peer_spec("abcd@host:1").is_err());
+    }
+}

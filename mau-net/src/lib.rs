@@ -1,0 +1,32 @@
+//! # mau-net: Mau's networking, written once for every async runtime
+//!
+//! The sans-IO core (`mau-proto`) decides; this crate carries its decisions
+//! over mutual-TLS HTTPS. It is runtime-agnostic: it needs only a
+//! [`Runtime`] (sockets, timers, spawning), which `mau-smol` and `mau-tokio`
+//! provide.
+//!
+//! - [`runtime`]: the trait an adapter implements;
+//! - [`node`]: a running node (the core behind a mutex and its driver task);
+//! - [`server`] / [`router`]: accept, TLS, HTTP, which path answers what;
+//! - [`client`]: pooled HTTPS client with the peer's fingerprint pinned;
+//! - [`resolver`]: turning a fingerprint into addresses and a verified connection;
+//! - [`control`]: the local control socket used by the `mau` command line;
+//! - [`persist`]: the routing table on disk.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod node;
+pub mod persist;
+pub mod resolver;
+mod router;
+pub mod runtime;
+mod server;
+
+pub use client::{Client, ClientError};
+pub use config::{parse_peer_spec, Limits, NodeConfig};
+pub use node::{NetError, RunningNode};
+pub use runtime::Runtime;

@@ -1,0 +1,95 @@
+//! The routing table on disk, so a restarted node rejoins without bootstrap peers.
+//!
+//! `{"version":1,"peers":[{"fingerprint","address"}]}`, written atomically
+//! (temporary file, fsync, rename): a crash leaves the old or the new file.
+
+use std::path::Path;
+
+use mau_proto::PeerRecord;
+use serde::{Deserialize, Serialize};
+
+/// Largest table file read (a full table is far smaller).
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct TableFile {
+    version: u32,
+    peers: Vec<PeerRecord>,
+}
+
+/// Why the table file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// Reading failed.
+    #[error("reading {0}: {1}")]
+    Read(String, std::io::Error),
+    /// Writing failed.
+    #[error("writing: {0}")]
+    Write(String),
+    /// The file is not a table file.
+    #[error("{0}: not a routing table file: {1}")]
+    Format(String, String),
+}
+
+/// Writes `peers` to `path` atomically.
+pub fn save_table(path: &Path, peers: &[PeerRecord]) -> Result<(), PersistError> {
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "version": 1, "peers": peers }))
+        .map_err(|e| PersistError::Write(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| PersistError::Write(format!("{}: {e}", dir.display())))?;
+    }
+    mau_identity::write_atomic(path, &body).map_err(|e| PersistError::Write(e.to_string()))
+}
+
+/// Reads a saved table; a missing file is an empty table.
+pub fn load_table(path: &Path) -> Result<Vec<PeerRecord>, PersistError> {
+    let name = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PersistError::Read(name, e)),
+    };
+    if meta.len() > MAX_FILE {
+        return Err(PersistError::Format(
+            name,
+            format!("{} bytes is too large", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| PersistError::Read(name.clone(), e))?;
+    let file: TableFile = serde_json::from_slice(&bytes)
+        .map_err(|e| PersistError::Format(name.clone(), e.to_string()))?;
+    if file.version != 1 {
+        return Err(PersistError::Format(
+            name,
+            format!("unknown version {}", file.version),
+        ));
+    }
+    Ok(file.peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".mau/table.json");
+        assert!(load_table(&path).unwrap().is_empty());
+        let peers = vec![PeerRecord {
+            fingerprint: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            address: "127.0.0.1:9".parse().unwrap(),
+        }];
+        save_table(&path, &peers).unwrap();
+        assert_eq!(load_table(&path).unwrap(), peers);
+        std::fs::write(
+            &path,
+            b"{\"version\":1,\"peers\":[{\"fingerprint\":\"zz\",\"address\":\"a:1\"}]}",
+        )
+        .unwrap();
+        assert!(matches!(load_table(&path), Err(PersistError::Format(..))));
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(load_table(&path), Err(PersistError::Format(..))));
+    }
+}

@@ -1,0 +1,115 @@
+//! Request routing: which handler answers which path, with which status.
+//!
+//! Every request arrives with the caller's fingerprint proven by mutual TLS.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, StatusCode};
+use mau_proto::wire::{encode_find_peer, parse_kad_path, KadRoute, WireError};
+use mau_proto::{Contact, Fingerprint, PeerAddress, PeerRecord, Request, Response};
+use tracing::debug;
+
+use crate::node::Shared;
+use crate::runtime::Runtime;
+
+/// Who is calling: proven fingerprint, claimed listening address.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub fingerprint: Fingerprint,
+    /// From the caller's certificate (the Go implementation's convention).
+    pub address: Option<PeerAddress>,
+}
+
+/// The caller's listening address: the one in its certificate, with an
+/// unspecified host (`0.0.0.0`, `::`) replaced by the IP we see it connect from.
+pub(crate) fn listening_address(claimed: PeerAddress, observed: IpAddr) -> PeerAddress {
+    match claimed.host().parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => {
+            PeerAddress::from(std::net::SocketAddr::new(observed, claimed.port()))
+        }
+        _ => claimed,
+    }
+}
+
+type Reply = hyper::Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut r = hyper::Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// A short JSON error: `{"error":"..."}`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
+    let body = serde_json::json!({ "error": message }).to_string();
+    reply(status, "application/json", body)
+}
+
+/// Answers one request.
+pub(crate) async fn handle<R: Runtime, B>(
+    shared: &Shared<R>,
+    caller: &Caller,
+    req: hyper::Request<B>,
+) -> Reply {
+    let path = req.uri().path();
+    debug!(peer = %caller.fingerprint, method = %req.method(), path, "request");
+    if req.method() != Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    if path.starts_with("/kad/") {
+        return kad(shared, caller, path);
+    }
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+fn kad<R: Runtime>(shared: &Shared<R>, caller: &Caller, path: &str) -> Reply {
+    let request = match parse_kad_path(path) {
+        Ok(KadRoute::Ping) => Request::Ping,
+        Ok(KadRoute::FindPeer(fp)) => Request::FindPeer(fp),
+        Err(WireError::UnknownPath) => return error(StatusCode::NOT_FOUND, "no such route"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let response = shared.with_node(|node, now| match &caller.address {
+        Some(address) => {
+            let from = Contact::new(caller.fingerprint, address.clone());
+            node.on_request_unverified(now, from, &request)
+        }
+        // No address to reach it at: answer, but it cannot enter the table.
+        None => match &request {
+            Request::Ping => Response::Pong,
+            Request::FindPeer(t) => Response::Peers(node.closest(t)),
+        },
+    });
+    match response {
+        Response::Pong => reply(StatusCode::OK, "text/plain", Bytes::new()),
+        Response::Peers(peers) => {
+            let records: Vec<PeerRecord> = peers.into_iter().map(PeerRecord::from).collect();
+            reply(
+                StatusCode::OK,
+                "application/json",
+                encode_find_peer(&records),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_host_takes_the_observed_ip() {
+        let ip: IpAddr = "127.0.0.7".parse().unwrap();
+        let a = listening_address(PeerAddress::parse("0.0.0.0:9000").unwrap(), ip);
+        assert_eq!(a.as_str(), "127.0.0.7:9000");
+        let b = listening_address(PeerAddress::parse("[::]:9000").unwrap(), ip);
+        assert_eq!(b.as_str(), "127.0.0.7:9000");
+        let c = listening_address(PeerAddress::parse("example.org:9000").unwrap(), ip);
+        assert_eq!(c.as_str(), "example.org:9000");
+    }
+}

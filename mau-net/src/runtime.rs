@@ -1,0 +1,126 @@
+//! What an async runtime must supply: sockets, timers and spawning.
+//!
+//! Everything else (TLS, HTTP, the node driver, resolvers) is written once in
+//! this crate against this trait; `mau-smol` and `mau-tokio` implement it in a
+//! few dozen lines each.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+/// A byte stream (TCP or Unix socket) in futures-io terms.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// The runtime glue. Cheap to clone (a handle).
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// A connected TCP stream.
+    type TcpStream: Stream;
+    /// A bound TCP listener.
+    type TcpListener: Send + Sync + 'static;
+    /// A connected Unix-domain stream (the local control channel).
+    type UnixStream: Stream;
+    /// A bound Unix-domain listener.
+    type UnixListener: Send + Sync + 'static;
+    /// A timer future; `Sync` because hyper's timer requires it.
+    type Sleep: Future<Output = ()> + Send + Sync + 'static;
+
+    /// Runs `fut` in the background; it stops itself on shutdown.
+    fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Completes after `d`.
+    fn sleep(&self, d: Duration) -> Self::Sleep;
+
+    /// Opens a TCP connection.
+    fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;
+
+    /// Binds a TCP listener.
+    fn bind_tcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::TcpListener>> + Send;
+
+    /// Accepts one TCP connection.
+    fn accept_tcp(
+        listener: &Self::TcpListener,
+    ) -> impl Future<Output = io::Result<(Self::TcpStream, SocketAddr)>> + Send;
+
+    /// The address a TCP listener is bound to.
+    fn tcp_local_addr(listener: &Self::TcpListener) -> io::Result<SocketAddr>;
+
+    /// Resolves `host` (a name or an IP literal) to socket addresses.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+
+    /// Binds a Unix-domain listener at `path`.
+    fn bind_unix(&self, path: &Path) -> io::Result<Self::UnixListener>;
+
+    /// Accepts one Unix-domain connection.
+    fn accept_unix(
+        listener: &Self::UnixListener,
+    ) -> impl Future<Output = io::Result<Self::UnixStream>> + Send;
+
+    /// Connects to a Unix-domain socket.
+    fn connect_unix(
+        &self,
+        path: &Path,
+    ) -> impl Future<Output = io::Result<Self::UnixStream>> + Send;
+}
+
+/// The deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("timed out")]
+pub struct Elapsed;
+
+/// Runs `fut` for at most `d`.
+pub async fn timeout<R: Runtime, F: Future>(
+    rt: &R,
+    d: Duration,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let sleep = rt.sleep(d);
+    futures_lite::future::or(async { Ok(fut.await) }, async {
+        sleep.await;
+        Err(Elapsed)
+    })
+    .await
+}
+
+/// hyper's timer on top of any [`Runtime`] (header read timeouts, keep-alive).
+#[derive(Clone, Debug)]
+pub(crate) struct HyperTimer<R>(pub R);
+
+struct HyperSleep<S>(Pin<Box<S>>);
+
+impl<S: Future<Output = ()>> Future for HyperSleep<S> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl<S: Future<Output = ()> + Send + Sync + 'static> hyper::rt::Sleep for HyperSleep<S> {}
+
+impl<R: Runtime> hyper::rt::Timer for HyperTimer<R> {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(Box::pin(self.0.sleep(duration))))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep(deadline.saturating_duration_since(Instant::now()))
+    }
+}

@@ -1,0 +1,102 @@
+//! # mau-smol: Mau on the smol runtime
+//!
+//! Only the glue: sockets, timers and spawning for [`mau_net::Runtime`].
+//! Everything Mau does lives in `mau-net` (networking) and `mau-proto` (the
+//! protocol), shared with the tokio adapter.
+//!
+//! ```no_run
+//! use mau_net::{NodeConfig, RunningNode};
+//! use mau_smol::SmolRuntime;
+//! # fn identity(_: Option<&str>) -> Result<mau_identity::TlsIdentity, mau_identity::IdentityError> { unimplemented!() }
+//! smol::block_on(async {
+//!     let config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+//!     let node = RunningNode::start(SmolRuntime, config, identity).await.unwrap();
+//!     println!("listening on {}", node.local_addr());
+//! });
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use smol::net::unix::{UnixListener, UnixStream};
+use smol::net::{TcpListener, TcpStream};
+
+/// The smol runtime (its global executor and reactor).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmolRuntime;
+
+/// A smol timer that yields `()`.
+pub struct Sleep(async_io::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl mau_net::Runtime for SmolRuntime {
+    type TcpStream = TcpStream;
+    type TcpListener = TcpListener;
+    type UnixStream = UnixStream;
+    type UnixListener = UnixListener;
+    type Sleep = Sleep;
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        smol::spawn(fut).detach();
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        Sleep(async_io::Timer::after(d))
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    async fn bind_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind(addr).await
+    }
+
+    async fn accept_tcp(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, a) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((s, a))
+    }
+
+    fn tcp_local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        smol::net::resolve((host, port)).await
+    }
+
+    fn bind_unix(&self, path: &Path) -> io::Result<UnixListener> {
+        UnixListener::bind(path)
+    }
+
+    async fn accept_unix(listener: &UnixListener) -> io::Result<UnixStream> {
+        listener.accept().await.map(|(s, _)| s)
+    }
+
+    async fn connect_unix(&self, path: &Path) -> io::Result<UnixStream> {
+        UnixStream::connect(path).await
+    }
+}
