@@ -13,7 +13,7 @@ pub const MAU_DIR: &str = ".mau";
 pub const ACCOUNT_FILE: &str = "account.pgp";
 
 /// Creates `<root>/.mau` (mode 0700) if needed and returns its path.
-pub(crate) fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
+pub fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
     let dir = root.join(MAU_DIR);
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -65,7 +65,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: a temporary file (mode 0600) in the
 /// same directory, fsync, rename over `path`, fsync of the directory. A crash
 /// at any point leaves either the old file or the new one, never a mix.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     write_atomic_hooked(path, bytes, |_| Ok(()))
 }
 

@@ -14,6 +14,7 @@
 //! The crate reads and writes files but has no async runtime and no sockets.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod account;
 #[cfg(test)]
@@ -27,7 +28,7 @@ mod tls;
 pub use account::{Account, Friend, KeyVersion};
 pub use cert::{derive_fingerprint, CertTemplate, PeerIdentity, FINGERPRINT_URI_PREFIX};
 pub use error::{IdentityError, VerifyError};
-pub use fsutil::{ACCOUNT_FILE, MAU_DIR};
+pub use fsutil::{ensure_mau_dir, write_atomic, ACCOUNT_FILE, MAU_DIR};
 pub use mau_proto::Fingerprint;
 pub use tls::{
     client_config, peer_identity, provider, server_config, server_name, MauVerifier, TlsIdentity,
