@@ -1,0 +1,240 @@
+//! A `Node<u32>` driven by an arbitrary event sequence: inbound requests
+//! (verified or not), answers, failures, duplicates and unknown ids, time
+//! passing, lookups, joins, probes, additions and removals. Asserted after
+//! every step: no panic, `check_invariants()`, every transmit to a non-local
+//! peer, find-peer answers at most K peers and never the local node.
+#![no_main]
+
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use mau_proto::{
+    BucketIndex, Config, Contact, Fingerprint, Node, Output, Request, RequestId, Response,
+    RpcFailure, Time, Transmit,
+};
+
+/// How one peer id is built.
+#[derive(Arbitrary, Debug)]
+enum Id {
+    V4([u8; 20]),
+    V6([u8; 32]),
+    /// An id sharing `cpl` leading bits with the local id (deep buckets).
+    Near {
+        cpl: u8,
+        noise: [u8; 4],
+    },
+    /// The zero-padded v6 twin of an earlier v4 id (one key, two fingerprints).
+    Twin(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Resp {
+    Peers(Vec<u8>),
+    Pong,
+    Timeout,
+    Unreachable,
+    Bad,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Ev {
+    Request {
+        from: u8,
+        find: Option<u8>,
+        unverified: bool,
+    },
+    Respond {
+        pick: u8,
+        resp: Resp,
+        duplicate: bool,
+    },
+    Unknown {
+        id: u64,
+        resp: Resp,
+    },
+    Advance(u32),
+    ToDeadline,
+    StartLookup(u8),
+    Join(Vec<u8>),
+    Probe(u8),
+    AddPeer(u8),
+    RemovePeer(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    local: Id,
+    k: u8,
+    alpha: u8,
+    cache: u8,
+    max_failures: u8,
+    lookups: u8,
+    rpc_ms: u16,
+    stall_s: u16,
+    backoff_s: u8,
+    seed: u64,
+    ids: Vec<Id>,
+    events: Vec<Ev>,
+}
+
+fn build(id: &Id, local: Option<&Fingerprint>, earlier: &[Fingerprint]) -> Fingerprint {
+    match id {
+        Id::V4(b) => Fingerprint::V4(*b),
+        Id::V6(b) => Fingerprint::V6(*b),
+        Id::Near { cpl, noise } => {
+            let Some(local) = local else {
+                return Fingerprint::V4([cpl.wrapping_add(1); 20]);
+            };
+            let bits = local.as_bytes().len() * 8;
+            let cpl = *cpl as usize % bits;
+            let mut random = [0u8; 32];
+            random[28..].copy_from_slice(noise);
+            let d = BucketIndex::from_common_prefix_len(cpl)
+                .expect("cpl < 256")
+                .random_distance(random);
+            let key = local.key().offset(&d);
+            Fingerprint::from_bytes(&key.as_bytes()[..local.as_bytes().len()])
+                .expect("20 or 32 bytes")
+        }
+        Id::Twin(i) => {
+            let v4: Vec<&Fingerprint> = earlier.iter().filter(|f| f.version() == 4).collect();
+            match v4.get(*i as usize % v4.len().max(1)) {
+                Some(f) => {
+                    let mut b = [0u8; 32];
+                    b[..20].copy_from_slice(f.as_bytes());
+                    Fingerprint::V6(b)
+                }
+                None => Fingerprint::V6([*i; 32]),
+            }
+        }
+    }
+}
+
+fn response(universe: &[Contact<u32>], r: &Resp) -> Result<Response<u32>, RpcFailure> {
+    match r {
+        Resp::Peers(v) => Ok(Response::Peers(
+            v.iter()
+                .take(64)
+                .map(|i| universe[*i as usize % universe.len()].clone())
+                .collect(),
+        )),
+        Resp::Pong => Ok(Response::Pong),
+        Resp::Timeout => Err(RpcFailure::Timeout),
+        Resp::Unreachable => Err(RpcFailure::Unreachable),
+        Resp::Bad => Err(RpcFailure::BadResponse),
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let local = build(&input.local, None, &[]);
+    let config = Config {
+        k: 1 + input.k as usize % 20,
+        alpha: 1 + input.alpha as usize % 4,
+        stall_period: Duration::from_secs(1 + input.stall_s as u64),
+        ping_min_backoff: Duration::from_secs(input.backoff_s as u64 % 61),
+        rpc_timeout: Duration::from_millis(1 + input.rpc_ms as u64),
+        replacement_cache: input.cache as usize % 9,
+        max_failures: 1 + input.max_failures % 3,
+        max_lookup_candidates: 80,
+        max_concurrent_lookups: 1 + input.lookups as usize % 16,
+    };
+    let k = config.k;
+    let mut fps: Vec<Fingerprint> = Vec::new();
+    for id in input.ids.iter().take(64) {
+        let fp = build(id, Some(&local), &fps);
+        fps.push(fp);
+    }
+    fps.push(local);
+    let universe: Vec<Contact<u32>> = fps
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Contact::new(*f, i as u32))
+        .collect();
+    let n = universe.len();
+
+    let mut now = Time(0);
+    let mut node: Node<u32> = Node::new(local, config, now, input.seed);
+    let mut outstanding: Vec<Transmit<u32>> = Vec::new();
+    for ev in input.events.iter().take(2_000) {
+        now = now + Duration::from_millis(10);
+        match ev {
+            Ev::Request {
+                from,
+                find,
+                unverified,
+            } => {
+                let from = universe[*from as usize % n].clone();
+                let request = match find {
+                    Some(t) => Request::FindPeer(fps[*t as usize % n]),
+                    None => Request::Ping,
+                };
+                let answer = if *unverified {
+                    node.on_request_unverified(now, from, &request)
+                } else {
+                    node.on_request(now, from, &request)
+                };
+                if let Response::Peers(p) = answer {
+                    assert!(p.len() <= k);
+                    assert!(p.iter().all(|c| c.fingerprint != local));
+                }
+            }
+            Ev::Respond {
+                pick,
+                resp,
+                duplicate,
+            } => {
+                if !outstanding.is_empty() {
+                    let i = *pick as usize % outstanding.len();
+                    let t = if *duplicate {
+                        outstanding[i].clone()
+                    } else {
+                        outstanding.swap_remove(i)
+                    };
+                    node.on_response(now, t.id, response(&universe, resp));
+                }
+            }
+            Ev::Unknown { id, resp } => {
+                node.on_response(now, RequestId(*id), response(&universe, resp));
+            }
+            Ev::Advance(ms) => {
+                now = now + Duration::from_millis(*ms as u64);
+                node.handle_timeout(now);
+            }
+            Ev::ToDeadline => {
+                if let Some(t) = node.poll_timeout() {
+                    now = now.max(t);
+                }
+                node.handle_timeout(now);
+            }
+            Ev::StartLookup(t) => {
+                let _ = node.start_lookup(now, fps[*t as usize % n]);
+            }
+            Ev::Join(boot) => {
+                let boot: Vec<Contact<u32>> = boot
+                    .iter()
+                    .take(32)
+                    .map(|i| universe[*i as usize % n].clone())
+                    .collect();
+                let _ = node.join(now, boot);
+            }
+            Ev::Probe(i) => node.probe(now, universe[*i as usize % n].clone()),
+            Ev::AddPeer(i) => node.add_peer(now, universe[*i as usize % n].clone()),
+            Ev::RemovePeer(i) => {
+                let fp = fps[*i as usize % n];
+                node.remove_peer(&fp);
+                assert!(!node.table().contains(&fp));
+            }
+        }
+        while let Some(o) = node.poll_output() {
+            if let Output::Transmit(t) = o {
+                assert_ne!(t.to.fingerprint, local, "transmit to ourselves");
+                outstanding.push(t);
+            }
+        }
+        if let Err(e) = node.check_invariants() {
+            panic!("invariant broken after {ev:?}: {e}");
+        }
+        assert!(node.lookups_in_progress() <= node.config().max_concurrent_lookups);
+    }
+});
