@@ -1,0 +1,25 @@
+//! # mau-sim: a deterministic network simulator for the Mau Kademlia core
+//!
+//! Drives the real sans-IO [`mau_proto::Node`] (one `Node<u32>` per simulated
+//! node, the address being the node's index) over a simulated network with
+//! per-message latency, loss, staggered joins through bootstrap peers, churn
+//! (departed nodes silently drop messages, so requesters time out through the
+//! core's own `rpc_timeout`) and a virtual clock, so that STALL_PERIOD
+//! refreshes and ping backoffs really happen.
+//!
+//! - [`Scenario`]: what to simulate (plain, serialisable data);
+//! - [`run`]: the run loop, separate from any command line;
+//! - [`Report`]: the metrics, split into a [`Deterministic`] part (a pure
+//!   function of the scenario: same seed, byte-identical JSON) and
+//!   [`Resources`] (wall-clock time, peak memory).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod metrics;
+pub mod scenario;
+pub mod sim;
+
+pub use metrics::{Deterministic, Report, Resources, Stats};
+pub use scenario::{ProtocolParams, Scenario};
+pub use sim::{run, Sim};

@@ -1,0 +1,194 @@
+//! `mau-sim`: run one simulation scenario from the command line.
+
+use std::process::ExitCode;
+
+use mau_sim::{run, Scenario};
+
+const USAGE: &str = "\
+mau-sim: deterministic simulation of the Mau Kademlia core (mau-proto)
+
+USAGE: mau-sim [OPTIONS]
+
+Network and workload:
+  --nodes N              initial nodes                                [1000]
+  --lookups N            measured find-peer lookups                   [1000]
+  --churn F              fraction of nodes leaving (and as many
+                         arriving) during the lookup phase             [0]
+  --loss F               probability a message is lost                 [0]
+  --seed N               seed of every random choice                   [1]
+  --latency MIN-MAX      one-way latency range in ms                   [10-100]
+  --bootstrap N          bootstrap peers per newcomer                  [3]
+  --join-interval MS     virtual ms between two initial joins          [10]
+  --settle MS            pause between joins and lookups               [1000]
+  --lookup-interval MS   virtual ms between two lookups                [10]
+  --duration T           minimum virtual time (ms, or with s/m/h)      [0]
+
+Protocol:
+  --k N  --alpha N  --rpc-timeout MS  --stall-period T  --ping-backoff T
+
+Output and checks:
+  --json                 print the report as JSON instead of a summary
+  --check                check every node's invariants after each step
+  --min-success F        exit with status 2 if the lookup success rate
+                         (found / target alive) is below F (e.g. 0.99)
+  -h, --help             this text
+";
+
+struct Cli {
+    scenario: Scenario,
+    json: bool,
+    min_success: Option<f64>,
+}
+
+fn parse_time_ms(v: &str) -> Result<u64, String> {
+    let (num, mult) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = v.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (v, 1)
+    };
+    let x: f64 = num.parse().map_err(|_| format!("bad time {v:?}"))?;
+    if !x.is_finite() || x < 0.0 {
+        return Err(format!("bad time {v:?}"));
+    }
+    Ok((x * mult as f64).round() as u64)
+}
+
+fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: bad value {v:?}"))
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
+    let mut cli = Cli {
+        scenario: Scenario::default(),
+        json: false,
+        min_success: None,
+    };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let s = &mut cli.scenario;
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--json" => {
+                cli.json = true;
+                continue;
+            }
+            "--check" => {
+                s.check_invariants = true;
+                continue;
+            }
+            _ => {}
+        }
+        let v = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
+        };
+        match flag.as_str() {
+            "--nodes" => s.nodes = num(&flag, &v)?,
+            "--lookups" => s.lookups = num(&flag, &v)?,
+            "--churn" => s.churn = num(&flag, &v)?,
+            "--loss" => s.loss = num(&flag, &v)?,
+            "--seed" => s.seed = num(&flag, &v)?,
+            "--latency" => {
+                let (a, b) = v
+                    .split_once('-')
+                    .ok_or_else(|| format!("--latency wants MIN-MAX, got {v:?}"))?;
+                s.latency_min_ms = num(&flag, a)?;
+                s.latency_max_ms = num(&flag, b)?;
+            }
+            "--bootstrap" => s.bootstrap_peers = num(&flag, &v)?,
+            "--join-interval" => s.join_interval_ms = parse_time_ms(&v)?,
+            "--settle" => s.settle_ms = parse_time_ms(&v)?,
+            "--lookup-interval" => s.lookup_interval_ms = parse_time_ms(&v)?,
+            "--duration" => s.duration_ms = parse_time_ms(&v)?,
+            "--k" => s.protocol.k = num(&flag, &v)?,
+            "--alpha" => s.protocol.alpha = num(&flag, &v)?,
+            "--rpc-timeout" => s.protocol.rpc_timeout_ms = parse_time_ms(&v)?,
+            "--stall-period" => s.protocol.stall_period_ms = parse_time_ms(&v)?,
+            "--ping-backoff" => s.protocol.ping_min_backoff_ms = parse_time_ms(&v)?,
+            "--min-success" => cli.min_success = Some(num(&flag, &v)?),
+            _ => return Err(format!("unknown option {flag:?} (try --help)")),
+        }
+    }
+    Ok(Some(cli))
+}
+
+fn main() -> ExitCode {
+    let cli = match parse(std::env::args().skip(1)) {
+        Ok(Some(cli)) => cli,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("mau-sim: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let report = match run(&cli.scenario) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mau-sim: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if cli.json {
+        println!("{}", report.to_json_pretty());
+    } else {
+        print!("{}", report.summary());
+    }
+    let rate = report.deterministic.lookups.success_rate;
+    let mut code = ExitCode::SUCCESS;
+    if let Some(min) = cli.min_success {
+        if rate < min {
+            eprintln!("mau-sim: lookup success {rate} is below --min-success {min}");
+            code = ExitCode::from(2);
+        }
+    }
+    if report.deterministic.tables.invariant_violations > 0 {
+        eprintln!(
+            "mau-sim: {} invariant violations",
+            report.deterministic.tables.invariant_violations
+        );
+        code = ExitCode::from(3);
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Cli {
+        parse(s.split_whitespace().map(String::from))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn parses_flags() {
+        let c = p("--nodes 500 --churn=0.2 --duration 2h --latency 5-50 --json --min-success 0.99");
+        assert_eq!(c.scenario.nodes, 500);
+        assert_eq!(c.scenario.churn, 0.2);
+        assert_eq!(c.scenario.duration_ms, 7_200_000);
+        assert_eq!(
+            (c.scenario.latency_min_ms, c.scenario.latency_max_ms),
+            (5, 50)
+        );
+        assert!(c.json);
+        assert_eq!(c.min_success, Some(0.99));
+        assert!(parse(["--bogus".to_string()].into_iter()).is_err());
+        assert!(parse(["--help".to_string()].into_iter()).unwrap().is_none());
+        assert_eq!(parse_time_ms("1.5s").unwrap(), 1500);
+        assert_eq!(parse_time_ms("30m").unwrap(), 1_800_000);
+    }
+}

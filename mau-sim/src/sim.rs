@@ -1,0 +1,655 @@
+//! The discrete-event run loop.
+//!
+//! One `Node<u32>` per simulated node (the address is the node's index in a
+//! `Vec`), one binary heap of events ordered by (virtual time, sequence number),
+//! one seeded [`Rng`] for every random choice of the simulator (each node's own
+//! generator is seeded from it). Nothing iterates a hash map, so a run is a
+//! pure function of its [`Scenario`].
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Instant;
+
+use mau_proto::{
+    Config, Contact, Event, Fingerprint, LookupKind, LookupOutcome, Node, Output, Request,
+    RequestId, Response, Rng, Time,
+};
+
+use crate::metrics::{
+    peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics, LookupMetrics, Report,
+    Resources, Stats, TableMetrics, TrafficMetrics,
+};
+use crate::scenario::Scenario;
+
+/// Index of a simulated node (its address).
+type Addr = u32;
+
+/// No timer scheduled.
+const NEVER: u64 = u64::MAX;
+
+enum Ev {
+    /// A request arrives at `to`.
+    Request {
+        from: Addr,
+        to: Addr,
+        id: RequestId,
+        request: Request,
+    },
+    /// The answer to request `id` arrives back at `to`.
+    Response {
+        to: Addr,
+        id: RequestId,
+        response: Response<Addr>,
+    },
+    /// A node's `poll_timeout` deadline; stale unless `seq` is the node's current timer.
+    Timer { node: Addr },
+    /// The next initial node starts joining.
+    InitialJoin { node: Addr },
+    /// The next measured lookup starts.
+    Lookup { remaining: u32 },
+    /// A random node leaves and a newcomer arrives.
+    Churn { remaining: u32 },
+}
+
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    /// Reversed: the heap pops the earliest (time, sequence) first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Slot {
+    /// `None` once the node left.
+    node: Option<Node<Addr>>,
+    fp: Fingerprint,
+    /// Position in `Sim::joined` while alive and joined.
+    joined_pos: Option<u32>,
+    /// Deadline of the wakeup in the queue, `NEVER` if none.
+    timer_at: u64,
+    /// Sequence number of that wakeup (older ones are stale).
+    timer_seq: u64,
+    join_started: u64,
+    join_requests: u32,
+    join_lookups: u32,
+    joining: bool,
+    stale_refreshes: u32,
+}
+
+struct MeasuredLookup {
+    target: Addr,
+}
+
+/// A simulation in progress. Use [`run`] unless you need to step it yourself.
+pub struct Sim {
+    sc: Scenario,
+    config: Config,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Queued>,
+    slots: Vec<Slot>,
+    /// Alive nodes that finished joining (random picks: bootstrap, lookups, churn).
+    joined: Vec<Addr>,
+    measured: BTreeMap<(Addr, u64), MeasuredLookup>,
+    initial_joined: u32,
+    lookup_phase_start: Option<u64>,
+    lookups_settled: u64,
+    events: u64,
+    wall_join_done: Option<Instant>,
+    // Samples.
+    hops: Vec<u64>,
+    lookup_msgs: Vec<u64>,
+    lookup_failures: Vec<u64>,
+    lookup_latency: Vec<u64>,
+    join_msgs: Vec<u64>,
+    join_lookups: Vec<u64>,
+    join_duration: Vec<u64>,
+    join_peers: Vec<u64>,
+    lookups: LookupMetrics,
+    traffic: TrafficMetrics,
+    background: BackgroundMetrics,
+    join: JoinMetrics,
+    invariant_violations: u64,
+}
+
+/// Runs `scenario` to the end and returns its metrics.
+pub fn run(scenario: &Scenario) -> Result<Report, String> {
+    scenario.validate()?;
+    let started = Instant::now();
+    let mut sim = Sim::new(scenario.clone());
+    sim.run_to_end();
+    Ok(sim.report(started))
+}
+
+impl Sim {
+    /// A network with no node yet; the first initial join is scheduled at time 0.
+    pub fn new(sc: Scenario) -> Sim {
+        let config = sc.protocol.to_config();
+        let rng = Rng::new(sc.seed);
+        let mut sim = Sim {
+            config,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            slots: Vec::with_capacity((sc.nodes + sc.churn_events()) as usize),
+            joined: Vec::with_capacity(sc.nodes as usize),
+            measured: BTreeMap::new(),
+            initial_joined: 0,
+            lookup_phase_start: None,
+            lookups_settled: 0,
+            events: 0,
+            wall_join_done: None,
+            hops: Vec::new(),
+            lookup_msgs: Vec::new(),
+            lookup_failures: Vec::new(),
+            lookup_latency: Vec::new(),
+            join_msgs: Vec::new(),
+            join_lookups: Vec::new(),
+            join_duration: Vec::new(),
+            join_peers: Vec::new(),
+            lookups: LookupMetrics {
+                scheduled: sc.lookups as u64,
+                ..Default::default()
+            },
+            traffic: TrafficMetrics::default(),
+            background: BackgroundMetrics::default(),
+            join: JoinMetrics::default(),
+            invariant_violations: 0,
+            sc,
+        };
+        sim.push(0, Ev::InitialJoin { node: 0 });
+        sim
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) -> u64 {
+        let seq = self.seq;
+        self.seq += 1;
+        self.queue.push(Queued { at, seq, ev });
+        seq
+    }
+
+    fn latency(&mut self) -> u64 {
+        let span = self.sc.latency_max_ms - self.sc.latency_min_ms + 1;
+        self.sc.latency_min_ms + self.rng.below(span)
+    }
+
+    fn lost(&mut self) -> bool {
+        if self.sc.loss <= 0.0 {
+            return false;
+        }
+        let lost = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - self.sc.loss;
+        if lost {
+            self.traffic.lost += 1;
+        }
+        lost
+    }
+
+    fn lookups_done(&self) -> bool {
+        self.lookup_phase_start.is_some() && self.lookups_settled == self.sc.lookups as u64
+    }
+
+    /// Processes events until every lookup has finished and `duration_ms` passed.
+    pub fn run_to_end(&mut self) {
+        while let Some(q) = self.queue.pop() {
+            if self.lookups_done() && q.at > self.sc.duration_ms {
+                break;
+            }
+            debug_assert!(q.at >= self.now);
+            self.now = q.at;
+            self.events += 1;
+            self.dispatch(q.seq, q.ev);
+        }
+    }
+
+    fn dispatch(&mut self, seq: u64, ev: Ev) {
+        let now = Time(self.now);
+        match ev {
+            Ev::Request {
+                from,
+                to,
+                id,
+                request,
+            } => {
+                let from_contact = Contact::new(self.slots[from as usize].fp, from);
+                let Some(node) = self.slots[to as usize].node.as_mut() else {
+                    self.traffic.to_departed += 1;
+                    return;
+                };
+                let response = node.on_request(now, from_contact, &request);
+                self.pump(to);
+                self.traffic.responses += 1;
+                if let Response::Peers(p) = &response {
+                    self.traffic.contacts_carried += p.len() as u64;
+                }
+                if !self.lost() {
+                    let at = self.now + self.latency();
+                    self.push(
+                        at,
+                        Ev::Response {
+                            to: from,
+                            id,
+                            response,
+                        },
+                    );
+                }
+            }
+            Ev::Response { to, id, response } => {
+                let Some(node) = self.slots[to as usize].node.as_mut() else {
+                    self.traffic.responses_to_departed += 1;
+                    return;
+                };
+                node.on_response(now, id, Ok(response));
+                self.pump(to);
+            }
+            Ev::Timer { node: a } => {
+                let slot = &mut self.slots[a as usize];
+                if slot.timer_seq != seq || slot.timer_at == NEVER {
+                    return;
+                }
+                slot.timer_at = NEVER;
+                let Some(node) = slot.node.as_mut() else {
+                    return;
+                };
+                node.handle_timeout(now);
+                self.pump(a);
+            }
+            Ev::InitialJoin { node } => {
+                let a = self.spawn();
+                debug_assert_eq!(a, node);
+                self.start_join(a);
+                if node + 1 < self.sc.nodes {
+                    let at = self.now + self.sc.join_interval_ms;
+                    self.push(at, Ev::InitialJoin { node: node + 1 });
+                }
+            }
+            Ev::Lookup { remaining } => {
+                self.start_measured_lookup();
+                if remaining > 1 {
+                    let at = self.now + self.sc.lookup_interval_ms;
+                    self.push(
+                        at,
+                        Ev::Lookup {
+                            remaining: remaining - 1,
+                        },
+                    );
+                }
+            }
+            Ev::Churn { remaining } => {
+                self.churn_one();
+                if remaining > 1 {
+                    let at = self.now + self.churn_interval();
+                    self.push(
+                        at,
+                        Ev::Churn {
+                            remaining: remaining - 1,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn churn_interval(&self) -> u64 {
+        let window = self.sc.lookups.max(1) as u64 * self.sc.lookup_interval_ms;
+        (window / self.sc.churn_events().max(1) as u64).max(1)
+    }
+
+    /// Creates a node (not yet joining) and returns its address.
+    fn spawn(&mut self) -> Addr {
+        let a = self.slots.len() as Addr;
+        let mut bytes = [0u8; 20];
+        for chunk in bytes.chunks_mut(8) {
+            let r = self.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        let fp = Fingerprint::V4(bytes);
+        let seed = self.rng.next_u64();
+        let node = Node::new(fp, self.config.clone(), Time(self.now), seed);
+        self.slots.push(Slot {
+            node: Some(node),
+            fp,
+            joined_pos: None,
+            timer_at: NEVER,
+            timer_seq: 0,
+            join_started: self.now,
+            join_requests: 0,
+            join_lookups: 0,
+            joining: true,
+            stale_refreshes: 0,
+        });
+        a
+    }
+
+    fn start_join(&mut self, a: Addr) {
+        let n = self.joined.len();
+        let want = (self.sc.bootstrap_peers as usize).min(n);
+        let mut boot: Vec<Contact<Addr>> = Vec::with_capacity(want);
+        while boot.len() < want {
+            let b = self.joined[self.rng.below(n as u64) as usize];
+            if boot.iter().all(|c| c.address != b) {
+                boot.push(Contact::new(self.slots[b as usize].fp, b));
+            }
+        }
+        self.join.started += 1;
+        let node = self.slots[a as usize].node.as_mut().expect("new node");
+        // A fresh node runs no lookup, so join cannot be refused.
+        let _ = node.join(Time(self.now), boot);
+        self.pump(a);
+    }
+
+    fn start_measured_lookup(&mut self) {
+        let n = self.joined.len();
+        if n < 2 {
+            self.lookups.start_errors += 1;
+            self.lookups_settled += 1;
+            return;
+        }
+        let src = self.joined[self.rng.below(n as u64) as usize];
+        let target = loop {
+            let t = self.joined[self.rng.below(n as u64) as usize];
+            if t != src {
+                break t;
+            }
+        };
+        let tfp = self.slots[target as usize].fp;
+        let node = self.slots[src as usize]
+            .node
+            .as_mut()
+            .expect("joined is alive");
+        match node.start_lookup(Time(self.now), tfp) {
+            Ok(id) => {
+                self.measured.insert((src, id.0), MeasuredLookup { target });
+            }
+            Err(_) => {
+                self.lookups.start_errors += 1;
+                self.lookups_settled += 1;
+            }
+        }
+        self.pump(src);
+    }
+
+    fn churn_one(&mut self) {
+        let n = self.joined.len();
+        if n > 1 {
+            let a = self.joined[self.rng.below(n as u64) as usize];
+            self.leave(a);
+        }
+        let a = self.spawn();
+        self.start_join(a);
+    }
+
+    fn leave(&mut self, a: Addr) {
+        // Measured lookups of a departing source never finish: settle them now.
+        let orphaned: Vec<(Addr, u64)> = self
+            .measured
+            .range((a, 0)..=(a, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in orphaned {
+            self.measured.remove(&k);
+            self.lookups.source_departed += 1;
+            self.lookups_settled += 1;
+        }
+        let slot = &mut self.slots[a as usize];
+        slot.node = None;
+        slot.timer_at = NEVER;
+        if let Some(pos) = slot.joined_pos.take() {
+            self.joined.swap_remove(pos as usize);
+            if let Some(&moved) = self.joined.get(pos as usize) {
+                self.slots[moved as usize].joined_pos = Some(pos);
+            }
+        }
+    }
+
+    /// Drains a node's outputs into the network and (re)schedules its wakeup.
+    fn pump(&mut self, a: Addr) {
+        loop {
+            let Some(node) = self.slots[a as usize].node.as_mut() else {
+                return;
+            };
+            let Some(out) = node.poll_output() else {
+                break;
+            };
+            match out {
+                Output::Transmit(t) => self.transmit(a, t.to.address, t.id, t.request),
+                Output::Event(e) => self.on_event(a, e),
+            }
+        }
+        let slot = &mut self.slots[a as usize];
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        if self.sc.check_invariants {
+            if let Err(e) = node.check_invariants() {
+                self.invariant_violations += 1;
+                if self.invariant_violations == 1 {
+                    eprintln!("invariant violated at node {a}, t={} ms: {e}", self.now);
+                }
+            }
+        }
+        if let Some(t) = node.poll_timeout() {
+            let t = t.0.max(self.now);
+            if t < slot.timer_at {
+                slot.timer_at = t;
+                let seq = self.push(t, Ev::Timer { node: a });
+                self.slots[a as usize].timer_seq = seq;
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: Addr, to: Addr, id: RequestId, request: Request) {
+        self.traffic.requests += 1;
+        match request {
+            Request::Ping => self.traffic.pings += 1,
+            Request::FindPeer(_) => self.traffic.find_peer += 1,
+        }
+        let slot = &mut self.slots[from as usize];
+        if slot.joining {
+            slot.join_requests += 1;
+        }
+        if self.lost() {
+            return;
+        }
+        let at = self.now + self.latency();
+        self.push(
+            at,
+            Ev::Request {
+                from,
+                to,
+                id,
+                request,
+            },
+        );
+    }
+
+    fn on_event(&mut self, a: Addr, e: Event<Addr>) {
+        match e {
+            Event::LookupFinished(o) => self.on_lookup_finished(a, o),
+            Event::Joined { peers } => {
+                let now = self.now;
+                let slot = &mut self.slots[a as usize];
+                slot.joining = false;
+                self.join.completed += 1;
+                self.join_msgs.push(slot.join_requests as u64);
+                self.join_lookups.push(slot.join_lookups as u64);
+                self.join_duration.push(now - slot.join_started);
+                self.join_peers.push(peers as u64);
+                slot.joined_pos = Some(self.joined.len() as u32);
+                self.joined.push(a);
+                if a < self.sc.nodes {
+                    self.initial_joined += 1;
+                    if self.initial_joined == self.sc.nodes {
+                        self.begin_lookup_phase();
+                    }
+                }
+            }
+            Event::PeerAdded(_) | Event::PeerRemoved(_) => {}
+        }
+    }
+
+    fn begin_lookup_phase(&mut self) {
+        self.wall_join_done = Some(Instant::now());
+        let start = self.now + self.sc.settle_ms;
+        self.lookup_phase_start = Some(start);
+        if self.sc.lookups > 0 {
+            self.push(
+                start,
+                Ev::Lookup {
+                    remaining: self.sc.lookups,
+                },
+            );
+        }
+        let churn = self.sc.churn_events();
+        if churn > 0 {
+            let at = start + self.churn_interval() / 2;
+            self.push(at, Ev::Churn { remaining: churn });
+        }
+    }
+
+    fn on_lookup_finished(&mut self, a: Addr, o: LookupOutcome<Addr>) {
+        let slot = &mut self.slots[a as usize];
+        match o.kind {
+            LookupKind::Join => {
+                self.background.join_lookups += 1;
+                slot.join_lookups += 1;
+            }
+            LookupKind::Refresh if slot.joining => {
+                self.background.join_refreshes += 1;
+                slot.join_lookups += 1;
+            }
+            LookupKind::Refresh => {
+                self.background.stale_refreshes += 1;
+                if slot.stale_refreshes == 0 {
+                    self.background.nodes_with_stale_refresh += 1;
+                }
+                slot.stale_refreshes += 1;
+            }
+            LookupKind::FindPeer => {
+                let Some(m) = self.measured.remove(&(a, o.id.0)) else {
+                    return;
+                };
+                self.lookups_settled += 1;
+                self.lookups.finished += 1;
+                let target_alive = self.slots[m.target as usize].node.is_some();
+                let found = o
+                    .found
+                    .as_ref()
+                    .is_some_and(|c| c.address == m.target && c.fingerprint == o.target);
+                if found {
+                    self.lookups.found += 1;
+                    self.hops.push(o.hops as u64);
+                }
+                if target_alive || found {
+                    self.lookups.counted += 1;
+                } else {
+                    self.lookups.target_departed += 1;
+                }
+                self.lookup_msgs.push(o.requests as u64);
+                self.lookup_failures.push(o.failures as u64);
+                self.lookup_latency.push(self.now - o.started.0);
+            }
+        }
+    }
+
+    fn tables(&mut self) -> TableMetrics {
+        let mut size = Vec::new();
+        let mut buckets = Vec::new();
+        let mut dead = Vec::new();
+        let mut departed = 0;
+        for slot in &self.slots {
+            let Some(node) = slot.node.as_ref() else {
+                departed += 1;
+                continue;
+            };
+            let t = node.table();
+            size.push(t.len() as u64);
+            buckets.push(t.buckets().count() as u64);
+            dead.push(
+                t.entries()
+                    .filter(|e| self.slots[e.contact.address as usize].node.is_none())
+                    .count() as u64,
+            );
+        }
+        TableMetrics {
+            alive_nodes: size.len() as u64,
+            departed_nodes: departed,
+            size: Stats::from_samples(&mut size),
+            buckets: Stats::from_samples(&mut buckets),
+            dead_entries: Stats::from_samples(&mut dead),
+            invariant_violations: self.invariant_violations,
+        }
+    }
+
+    /// The metrics so far; `started` is when the run began (for wall time).
+    pub fn report(&mut self, started: Instant) -> Report {
+        let end = Instant::now();
+        let mut lookups = self.lookups.clone();
+        lookups.success_rate = if lookups.counted == 0 {
+            1.0
+        } else {
+            round3_6(lookups.found as f64 / lookups.counted as f64)
+        };
+        lookups.success_rate_all = if lookups.scheduled == 0 {
+            1.0
+        } else {
+            round3_6(lookups.found as f64 / lookups.scheduled as f64)
+        };
+        lookups.hops = Stats::from_samples(&mut self.hops);
+        lookups.messages = Stats::from_samples(&mut self.lookup_msgs);
+        lookups.failures = Stats::from_samples(&mut self.lookup_failures);
+        lookups.latency_ms = Stats::from_samples(&mut self.lookup_latency);
+        let mut join = self.join.clone();
+        join.messages_per_node = Stats::from_samples(&mut self.join_msgs);
+        join.lookups_per_node = Stats::from_samples(&mut self.join_lookups);
+        join.duration_ms = Stats::from_samples(&mut self.join_duration);
+        join.peers_at_join = Stats::from_samples(&mut self.join_peers);
+        let tables = self.tables();
+        let deterministic = Deterministic {
+            scenario: Some(self.sc.clone()),
+            virtual_time_ms: self.now,
+            lookup_phase_start_ms: self.lookup_phase_start.unwrap_or(0),
+            events: self.events,
+            lookups,
+            join,
+            traffic: self.traffic.clone(),
+            background: self.background.clone(),
+            tables,
+        };
+        let wall = end.duration_since(started);
+        let join_done = self.wall_join_done.unwrap_or(end);
+        let wall_ms = wall.as_millis() as u64;
+        Report {
+            deterministic,
+            resources: Resources {
+                wall_ms,
+                wall_join_ms: join_done.duration_since(started).as_millis() as u64,
+                wall_lookup_ms: end.duration_since(join_done).as_millis() as u64,
+                events_per_sec: (self.events as f64 / wall.as_secs_f64().max(1e-9)) as u64,
+                peak_rss_kib: peak_rss_kib(),
+            },
+        }
+    }
+}
+
+/// Rates keep 6 decimals (enough to tell 99.99% from 100%).
+fn round3_6(x: f64) -> f64 {
+    round3(x * 1000.0) / 1000.0
+}
