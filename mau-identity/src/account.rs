@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mau_proto::Fingerprint;
 use sequoia_openpgp as openpgp;
+use zeroize::Zeroizing;
 
 use openpgp::cert::prelude::*;
 use openpgp::crypto::{Password, SessionKey};
@@ -55,16 +56,7 @@ pub struct Account {
 }
 
 /// A 32-byte secret that is wiped on drop.
-struct Seed([u8; 32]);
-
-impl Drop for Seed {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // Volatile so the wipe is not optimised away.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-    }
-}
+type Seed = Zeroizing<[u8; 32]>;
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,7 +130,14 @@ impl Account {
         }
         let mut account = Self::generate_in_memory(name, email, version)?;
         account.root = Some(root.to_path_buf());
-        account.save(passphrase)?;
+        match account.write(passphrase, false, |_| Ok(())) {
+            Err(IdentityError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                return Err(IdentityError::AccountExists(path))
+            }
+            r => r?,
+        }
         tracing::info!(fingerprint = %account.fingerprint, "created account");
         Ok(account)
     }
@@ -244,9 +243,9 @@ impl Account {
             }),
             _ => None,
         }
-        .map(Seed)
+        .map(Zeroizing::new)
         .ok_or_else(|| unsupported("unusable Ed25519 secret key"))?;
-        if crate::cert::ed25519_public(&seed.0) != Some(public) {
+        if crate::cert::ed25519_public(&seed) != Some(public) {
             return Err(IdentityError::CorruptKey {
                 path: path.map(Path::to_path_buf),
                 reason: "secret and public key do not match".into(),
@@ -304,12 +303,13 @@ impl Account {
     /// (Re)writes `<root>/.mau/account.pgp` atomically, encrypted with
     /// `passphrase` (which may differ from the old one).
     pub fn save(&self, passphrase: &str) -> Result<(), IdentityError> {
-        self.save_hooked(passphrase, |_| Ok(()))
+        self.write(passphrase, true, |_| Ok(()))
     }
 
-    pub(crate) fn save_hooked(
+    pub(crate) fn write(
         &self,
         passphrase: &str,
+        replace: bool,
         before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
     ) -> Result<(), IdentityError> {
         if passphrase.is_empty() {
@@ -318,7 +318,7 @@ impl Account {
         let root = self.root.as_ref().ok_or(IdentityError::NoDirectory)?;
         let dir = fsutil::ensure_mau_dir(root)?;
         let bytes = encrypt_with_password(&self.cert, passphrase)?;
-        fsutil::write_atomic_hooked(&dir.join(ACCOUNT_FILE), &bytes, before_rename)
+        fsutil::write_atomic_hooked(&dir.join(ACCOUNT_FILE), &bytes, replace, before_rename)
     }
 
     /// The account's fingerprint.
@@ -341,7 +341,7 @@ impl Account {
     }
 
     pub(crate) fn ed25519_seed(&self) -> &[u8; 32] {
-        &self.seed.0
+        &self.seed
     }
 
     /// The account's user ids.
@@ -518,9 +518,12 @@ impl Account {
 
     /// Reads a friend file: either a plain public key or a message encrypted
     /// to this account (as Go writes it).
+    ///
+    /// Stored keys are not re-validated (a friend whose key expired since it
+    /// was added is still listed); imports are validated.
     fn read_friend(&self, bytes: &[u8], path: &Path) -> Result<Friend, IdentityError> {
-        if let Ok(f) = parse_public_key(bytes, Some(path)) {
-            return Ok(f);
+        if let Ok(cert) = Cert::from_bytes(bytes) {
+            return stored_friend(cert, path);
         }
         let p = policy();
         let helper = SelfHelper {
@@ -536,8 +539,19 @@ impl Account {
             .and_then(|b| b.with_policy(&p, None, helper))
             .map_err(|e| corrupt(&e))?;
         d.read_to_end(&mut plain).map_err(|e| corrupt(&e))?;
-        parse_public_key(&plain, Some(path))
+        let cert = Cert::from_bytes(&plain).map_err(|e| corrupt(&e))?;
+        stored_friend(cert, path)
     }
+}
+
+/// A friend from a stored key file (structure checked, validity not).
+fn stored_friend(cert: Cert, path: &Path) -> Result<Friend, IdentityError> {
+    let cert = cert.strip_secret_key_material();
+    let fingerprint = to_mau_fpr(&cert.fingerprint()).ok_or_else(|| IdentityError::CorruptKey {
+        path: Some(path.to_path_buf()),
+        reason: "unknown key version".into(),
+    })?;
+    Ok(Friend { fingerprint, cert })
 }
 
 /// Parses and validates a friend's public key.
@@ -573,9 +587,9 @@ pub(crate) fn encrypt_with_password(
     cert: &Cert,
     passphrase: &str,
 ) -> Result<Vec<u8>, IdentityError> {
-    let mut tsk = Vec::new();
+    let mut tsk = Zeroizing::new(Vec::new());
     cert.as_tsk()
-        .serialize(&mut tsk)
+        .serialize(&mut *tsk)
         .map_err(IdentityError::pgp)?;
     let mut sink = Vec::new();
     (|| -> openpgp::Result<()> {
@@ -587,10 +601,6 @@ pub(crate) fn encrypt_with_password(
         w.finalize()
     })()
     .map_err(IdentityError::pgp)?;
-    // Wipe the plaintext copy of the secret key.
-    for b in tsk.iter_mut() {
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
     Ok(sink)
 }
 
@@ -618,16 +628,12 @@ fn decrypt_with_password(
                 return Err(corrupt(&e));
             }
         };
-    let mut plain = Vec::new();
+    let mut plain = Zeroizing::new(Vec::new());
     d.read_to_end(&mut plain).map_err(|e| corrupt(&e))?;
     if d.helper_ref().wrong {
         return Err(IdentityError::WrongPassphrase(path.to_path_buf()));
     }
-    let cert = Cert::from_bytes(&plain).map_err(|e| corrupt(&e));
-    for b in plain.iter_mut() {
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    let cert = cert?;
+    let cert = Cert::from_bytes(&plain[..]).map_err(|e| corrupt(&e))?;
     if !cert.is_tsk() {
         return Err(corrupt(&"the account file holds no secret key"));
     }

@@ -165,7 +165,7 @@ fn interrupted_save_keeps_the_old_file() {
     let before = std::fs::read(account_file(dir.path())).expect("read");
     // Fail after the temporary file is written and synced, before the rename.
     let err = a
-        .save_hooked("new passphrase", |tmp| {
+        .write("new passphrase", true, |tmp| {
             assert!(tmp.exists());
             Err(std::io::Error::other("simulated crash"))
         })

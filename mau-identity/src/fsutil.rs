@@ -66,14 +66,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// same directory, fsync, rename over `path`, fsync of the directory. A crash
 /// at any point leaves either the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
-    write_atomic_hooked(path, bytes, |_| Ok(()))
+    write_atomic_hooked(path, bytes, true, |_| Ok(()))
 }
 
 /// [`write_atomic`] with a hook run after the temporary file is synced and
 /// before the rename (tests use it to simulate an interruption there).
+/// With `replace == false` an existing `path` is never overwritten: the
+/// temporary file is hard-linked into place (atomic, fails if `path`
+/// exists) and the error is `AlreadyExists`.
 pub(crate) fn write_atomic_hooked(
     path: &Path,
     bytes: &[u8],
+    replace: bool,
     before_rename: impl FnOnce(&Path) -> io::Result<()>,
 ) -> Result<(), IdentityError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -93,7 +97,12 @@ pub(crate) fn write_atomic_hooked(
         f.sync_all()?;
         drop(f);
         before_rename(&tmp)?;
-        fs::rename(&tmp, path)?;
+        if replace {
+            fs::rename(&tmp, path)?;
+        } else {
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        }
         sync_dir(dir)
     })();
     if let Err(e) = result {

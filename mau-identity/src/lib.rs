@@ -14,6 +14,7 @@
 //! The crate reads and writes files but has no async runtime and no sockets.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod account;
 #[cfg(test)]
