@@ -443,6 +443,15 @@ impl<R: Runtime> RunningNode<R> {
         &self.shared.client
     }
 
+    /// True while the join sequence (self lookup, bucket refreshes) runs.
+    pub fn is_joining(&self) -> bool {
+        self.shared
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_joining()
+    }
+
     /// True once [`Self::shutdown`] ran.
     pub fn is_shut_down(&self) -> bool {
         self.shared.shutdown.is_down()

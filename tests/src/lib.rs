@@ -1,0 +1,357 @@
+//! One conformance suite for every runtime adapter.
+//!
+//! Each scenario is an async function generic over [`Harness`]; the
+//! [`conformance_suite!`] macro turns them into `#[test]`s for one adapter.
+//! Everything runs on 127.0.0.1 with discovery off.
+
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use mau_identity::{IdentityError, KeyVersion, TlsIdentity};
+use mau_net::runtime::Runtime;
+use mau_net::{ClientError, NodeConfig, RunningNode};
+use mau_proto::{Contact, Fingerprint, PeerAddress};
+
+/// How a scenario gets a runtime and runs on it.
+pub trait Harness: 'static {
+    /// The adapter's runtime.
+    type R: Runtime;
+    /// A runtime handle.
+    fn rt() -> Self::R;
+    /// Runs a future to completion.
+    fn block_on<F: Future>(f: F) -> F::Output;
+}
+
+/// A deterministic identity for test node `n` (no OpenPGP key generation:
+/// fast, and the same `n` gives the same fingerprint across restarts).
+pub fn identity(n: u32) -> impl FnOnce(Option<&str>) -> Result<TlsIdentity, IdentityError> {
+    move |address| {
+        let mut seed = [0x5au8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        TlsIdentity::from_ed25519_seed(&seed, 1_700_000_000, KeyVersion::V4, address)
+    }
+}
+
+/// The fingerprint test node `n` will have.
+pub fn fingerprint(n: u32) -> Fingerprint {
+    identity(n)(None)
+        .map(|i| i.fingerprint())
+        .unwrap_or_else(|e| panic!("identity {n}: {e}"))
+}
+
+/// A loopback node configuration with short timeouts, so dead peers are
+/// noticed within a test's patience.
+pub fn config(seed: u64) -> NodeConfig {
+    let mut c = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    c.protocol.rpc_timeout = Duration::from_secs(3);
+    c.limits.rpc_timeout = Duration::from_secs(2);
+    c.limits.connect_timeout = Duration::from_secs(1);
+    c.limits.handshake_timeout = Duration::from_secs(2);
+    c.seed = Some(seed);
+    c
+}
+
+/// Starts node `n`.
+pub async fn start<R: Runtime>(
+    rt: &R,
+    n: u32,
+    mut cfg: NodeConfig,
+    bootstrap: Vec<Contact<PeerAddress>>,
+) -> RunningNode<R> {
+    cfg.bootstrap = bootstrap;
+    RunningNode::start(rt.clone(), cfg, identity(n))
+        .await
+        .unwrap_or_else(|e| panic!("node {n} failed to start: {e}"))
+}
+
+/// Waits (bounded) until `cond` holds.
+pub async fn eventually<R: Runtime>(
+    rt: &R,
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        rt.sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` nodes: node 0 first, every other node joins through it.
+pub async fn network<R: Runtime>(rt: &R, n: u32) -> Vec<RunningNode<R>> {
+    let first = start(rt, 0, config(0), vec![]).await;
+    let boot = first.contact();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(start(rt, i, config(u64::from(i)), vec![boot.clone()]).await);
+    }
+    eventually(rt, "all nodes joined", Duration::from_secs(60), || {
+        nodes.iter().all(|n| !n.is_joining())
+    })
+    .await;
+    nodes
+}
+
+/// Every node finds every other node by a DHT lookup.
+pub async fn every_node_finds_every_other<R: Runtime>(rt: R, n: u32) {
+    let nodes = network(&rt, n).await;
+    let mut failures = Vec::new();
+    for (i, a) in nodes.iter().enumerate() {
+        for (j, b) in nodes.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let o = a.lookup(b.fingerprint()).await.expect("lookup runs");
+            match o.found {
+                Some(c) if c.address == *b.advertised() => {}
+                other => failures.push(format!("{i} -> {j}: {other:?} ({} requests)", o.requests)),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} lookups failed: {failures:?}",
+        failures.len()
+    );
+    for node in &nodes {
+        assert!(!node.snapshot().peers.is_empty());
+    }
+}
+
+/// A stopped node is noticed and evicted from the tables of those who need it.
+pub async fn stopped_node_is_evicted<R: Runtime>(rt: R) {
+    let mut nodes = network(&rt, 5).await;
+    let victim = nodes[4].fingerprint();
+    assert!(nodes[0]
+        .snapshot()
+        .peers
+        .iter()
+        .any(|p| p.fingerprint == victim));
+    nodes[4].shutdown();
+    // Each lookup for it asks it directly and fails; max_failures (2) evicts.
+    for _ in 0..3 {
+        let o = nodes[0].lookup(victim).await.expect("lookup runs");
+        assert!(o.found.is_none(), "a stopped node answered");
+    }
+    let left = nodes[0].snapshot();
+    assert!(
+        left.peers.iter().all(|p| p.fingerprint != victim),
+        "stopped node still in the table: {left:?}"
+    );
+}
+
+/// A node restarted with its saved table rejoins without bootstrap peers.
+pub async fn restarted_node_rejoins_from_saved_table<R: Runtime>(rt: R) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = dir.path().join(".mau/routing_table.json");
+    let nodes = network(&rt, 4).await;
+    let mut cfg = config(99);
+    cfg.table_file = Some(table.clone());
+    let mut node = start(&rt, 99, cfg.clone(), vec![nodes[1].contact()]).await;
+    eventually(&rt, "node 99 joined", Duration::from_secs(30), || {
+        !node.is_joining()
+    })
+    .await;
+    assert!(node
+        .lookup(nodes[3].fingerprint())
+        .await
+        .expect("lookup")
+        .found
+        .is_some());
+    node.shutdown();
+    drop(node);
+    let saved = mau_net::persist::load_table(&table).expect("table saved");
+    assert!(saved.len() >= 3, "saved only {} peers", saved.len());
+    // Restart: no bootstrap peers, a new port, the saved table.
+    let node = start(&rt, 99, cfg, vec![]).await;
+    eventually(&rt, "node 99 rejoined", Duration::from_secs(30), || {
+        !node.is_joining()
+    })
+    .await;
+    let o = node.lookup(nodes[2].fingerprint()).await.expect("lookup");
+    assert_eq!(o.found.map(|c| c.fingerprint), Some(nodes[2].fingerprint()));
+    // And the others learn its new address through the DHT.
+    let seen = nodes[0].lookup(fingerprint(99)).await.expect("lookup");
+    assert_eq!(
+        seen.found.map(|c| c.address),
+        Some(node.advertised().clone())
+    );
+}
+
+/// Malformed and unknown paths, a wrong pinned fingerprint, a client without
+/// a certificate: each gets a clear refusal.
+pub async fn rejections<R: Runtime>(rt: R) {
+    let nodes = network(&rt, 2).await;
+    let target = nodes[1].contact();
+    let client = nodes[0].client();
+    let status = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Status { status, body }) => (status, body),
+        other => panic!("expected an HTTP error status, got {other:?}"),
+    };
+    let (s, body) = status(client.get(&target, "/kad/find_peer/not-hex", 4096).await);
+    assert_eq!(s, 400);
+    assert!(body.contains("error"), "{body}");
+    assert_eq!(
+        status(client.get(&target, "/kad/find_peer/abcd", 4096).await).0,
+        400
+    );
+    assert_eq!(status(client.get(&target, "/nope", 4096).await).0, 404);
+    assert!(client.get(&target, "/kad/ping", 16).await.is_ok());
+    // The right address but another fingerprint pinned: TLS refuses.
+    let wrong = Contact::new(fingerprint(12345), target.address.clone());
+    match client.get(&wrong, "/kad/ping", 16).await {
+        Err(ClientError::Tls(..)) => {}
+        other => panic!("expected a TLS refusal, got {other:?}"),
+    }
+    // No client certificate: the server refuses the handshake.
+    let config = rustls::ClientConfig::builder_with_provider(mau_identity::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(mau_identity::MauVerifier::pinned(
+            target.fingerprint,
+        )))
+        .with_no_client_auth();
+    let tcp = rt
+        .connect_tcp(nodes[1].local_addr())
+        .await
+        .expect("connect");
+    let answered = async {
+        let mut tls = futures_rustls::TlsConnector::from(Arc::new(config))
+            .connect(mau_identity::server_name(), tcp)
+            .await?;
+        tls.write_all(b"GET /kad/ping HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await?;
+        tls.flush().await?;
+        let mut buf = vec![0u8; 64];
+        let n = tls.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf[..n].to_vec())
+    }
+    .await;
+    // Refused (an error) is what we want; an answer must not be a success.
+    if let Ok(bytes) = answered {
+        assert!(
+            !bytes.starts_with(b"HTTP/1.1 200"),
+            "served without a client certificate"
+        );
+    }
+}
+
+/// A peer that accepts connections and never answers, and a peer that answers
+/// with an endless body: lookups still complete, without them.
+pub async fn hostile_peers_do_not_stall_lookups<R: Runtime>(rt: R) {
+    let nodes = network(&rt, 3).await;
+    // Silent: accepts TCP, says nothing.
+    let silent = rt
+        .bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let silent_addr = R::tcp_local_addr(&silent).expect("addr");
+    let hold = rt.clone();
+    rt.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = R::accept_tcp(&silent).await {
+            held.push(s);
+            if held.len() > 100 {
+                break;
+            }
+        }
+        hold.sleep(Duration::from_secs(60)).await;
+    });
+    // Endless: a valid identity that streams a never-ending JSON body.
+    let hostile = identity(777)(None).expect("identity");
+    let hostile_fp = hostile.fingerprint();
+    let server_tls = mau_identity::server_config(&hostile).expect("config");
+    let endless = rt
+        .bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let endless_addr = R::tcp_local_addr(&endless).expect("addr");
+    let rt2 = rt.clone();
+    rt.spawn(async move {
+        while let Ok((s, _)) = R::accept_tcp(&endless).await {
+            let server_tls = server_tls.clone();
+            let rt3 = rt2.clone();
+            rt2.spawn(async move {
+                let Ok(mut tls) = futures_rustls::TlsAcceptor::from(server_tls).accept(s).await else {
+                    return;
+                };
+                let mut req = [0u8; 1024];
+                let _ = tls.read(&mut req).await;
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                let chunk = format!("{:x}\r\n[{}\r\n", 8193, " ".repeat(8192));
+                for _ in 0..2000 {
+                    if tls.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    rt3.sleep(Duration::from_millis(1)).await;
+                }
+            });
+        }
+    });
+    let silent_fp = fingerprint(778);
+    let mut cfg = config(50);
+    cfg.bootstrap = vec![
+        Contact::new(silent_fp, PeerAddress::from(silent_addr)),
+        Contact::new(hostile_fp, PeerAddress::from(endless_addr)),
+        nodes[0].contact(),
+    ];
+    let node = RunningNode::start(rt.clone(), cfg, identity(50))
+        .await
+        .expect("start");
+    eventually(
+        &rt,
+        "joined despite hostile peers",
+        Duration::from_secs(60),
+        || !node.is_joining(),
+    )
+    .await;
+    let o = node.lookup(nodes[2].fingerprint()).await.expect("lookup");
+    assert_eq!(o.found.map(|c| c.fingerprint), Some(nodes[2].fingerprint()));
+    let table = node.snapshot();
+    for bad in [silent_fp, hostile_fp] {
+        let entry = table.peers.iter().find(|p| p.fingerprint == bad);
+        assert!(
+            entry.is_none_or(|p| p.failures > 0),
+            "hostile peer {bad} looks healthy: {entry:?}"
+        );
+    }
+}
+
+/// Instantiates every scenario as a `#[test]` for one adapter's [`Harness`].
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:ty) => {
+        fn run<F: std::future::Future>(
+            f: impl FnOnce(<$harness as $crate::Harness>::R) -> F,
+        ) -> F::Output {
+            <$harness as $crate::Harness>::block_on(f(<$harness as $crate::Harness>::rt()))
+        }
+        #[test]
+        fn thirty_nodes_find_each_other() {
+            run(|rt| $crate::every_node_finds_every_other(rt, 30));
+        }
+        #[test]
+        fn stopped_node_is_evicted() {
+            run($crate::stopped_node_is_evicted);
+        }
+        #[test]
+        fn restarted_node_rejoins_from_saved_table() {
+            run($crate::restarted_node_rejoins_from_saved_table);
+        }
+        #[test]
+        fn rejections() {
+            run($crate::rejections);
+        }
+        #[test]
+        fn hostile_peers_do_not_stall_lookups() {
+            run($crate::hostile_peers_do_not_stall_lookups);
+        }
+    };
+}
