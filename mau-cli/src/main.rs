@@ -1,0 +1,158 @@
+//! `mau`: the Mau command line.
+
+mod account;
+mod devnet;
+mod logging;
+mod server;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mau_proto::Fingerprint;
+use tracing_subscriber::filter::LevelFilter;
+
+/// Mau: a peer-to-peer social network where every user is an OpenPGP key.
+#[derive(Parser)]
+#[command(name = "mau", version, about)]
+struct Cli {
+    /// The account directory (keys in DIR/.mau). Default: $MAU_DIR, else the current directory.
+    #[arg(long, global = true, env = "MAU_DIR", default_value = ".")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an account (Ed25519 key; the passphrase from MAU_PASSPHRASE or a prompt).
+    Init {
+        /// Your name.
+        #[arg(long)]
+        name: String,
+        /// Your email.
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Make an OpenPGP v6 key (default v4, what the Go implementation uses).
+        #[arg(long)]
+        v6: bool,
+    },
+    /// Show the account: fingerprint, user ids, key version.
+    Show,
+    /// Print (or write) the public key, armored, for friends to import.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Manage friends' public keys.
+    #[command(subcommand)]
+    Friend(FriendCommand),
+    /// Run a peer.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Ask the running server about its routing table.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Find a peer through the running server's DHT.
+    Discover {
+        /// The fingerprint to look up.
+        #[arg(long)]
+        fingerprint: Fingerprint,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A local network of real nodes on 127.0.0.1 (no discovery, no
+    /// multicast): joins, runs lookups, prints what happened. Safe anywhere.
+    Devnet {
+        /// How many nodes.
+        #[arg(long, default_value_t = 20)]
+        nodes: u32,
+        /// Lookups to run (random node looks up another random node).
+        #[arg(long, default_value_t = 100)]
+        lookups: u32,
+        /// Seed for identities and choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FriendCommand {
+    /// Import a friend's public key file.
+    Add {
+        /// An armored or binary OpenPGP public key.
+        file: PathBuf,
+    },
+    /// List friends.
+    List,
+    /// Remove a friend.
+    Remove {
+        /// The friend's fingerprint.
+        fingerprint: Fingerprint,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Start serving: HTTPS with mutual TLS, the Kademlia RPCs, a control socket.
+    Start(server::StartArgs),
+}
+
+#[derive(Subcommand)]
+enum PeersCommand {
+    /// Every peer in the routing table.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The k-buckets: how full, how fresh.
+    Buckets {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Server(_) => LevelFilter::INFO,
+        _ => LevelFilter::WARN,
+    };
+    logging::init(default_level);
+    let dir = cli.dir;
+    let result = match cli.command {
+        Command::Init { name, email, v6 } => account::init(&dir, &name, &email, v6),
+        Command::Show => account::show(&dir),
+        Command::Export { output } => account::export(&dir, output.as_deref()),
+        Command::Friend(FriendCommand::Add { file }) => account::friend_add(&dir, &file),
+        Command::Friend(FriendCommand::List) => account::friend_list(&dir),
+        Command::Friend(FriendCommand::Remove { fingerprint }) => {
+            account::friend_remove(&dir, &fingerprint)
+        }
+        Command::Server(ServerCommand::Start(args)) => server::start(&dir, args),
+        Command::Peers(PeersCommand::List { json }) => server::peers(&dir, json, false),
+        Command::Peers(PeersCommand::Buckets { json }) => server::peers(&dir, json, true),
+        Command::Discover { fingerprint, json } => server::discover(&dir, fingerprint, json),
+        Command::Devnet {
+            nodes,
+            lookups,
+            seed,
+            json,
+        } => devnet::run(nodes, lookups, seed, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mau: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! `mau server start`, and the commands that talk to a running server.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity, MAU_DIR};
+use mau_net::control::{self, ControlRequest, ControlResponse};
+use mau_net::{parse_peer_spec, NodeConfig, RunningNode};
+use mau_proto::{Fingerprint, PeerAddress};
+use mau_smol::SmolRuntime;
+use tracing::info;
+
+use crate::{account, table};
+
+/// Options of `mau server start`.
+#[derive(Args)]
+pub struct StartArgs {
+    /// Where to listen. Use 0.0.0.0:PORT to be reachable from other machines.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The host:port peers should use to reach this node (default: the listen address).
+    #[arg(long)]
+    advertise: Option<PeerAddress>,
+    /// A peer to join through, FINGERPRINT@HOST:PORT (repeatable; also read,
+    /// one per line, from DIR/.mau/bootstrap.txt).
+    #[arg(long = "bootstrap", value_name = "FINGERPRINT@HOST:PORT")]
+    bootstrap: Vec<String>,
+}
+
+fn control_socket(dir: &Path) -> PathBuf {
+    dir.join(MAU_DIR).join("control.sock")
+}
+
+fn bootstrap_file(dir: &Path) -> Result<Vec<String>, String> {
+    let path = dir.join(MAU_DIR).join("bootstrap.txt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Loads the account, or offers to create one on a terminal.
+fn account_or_create(dir: &Path) -> Result<Account, String> {
+    let exists = dir.join(MAU_DIR).join(mau_identity::ACCOUNT_FILE).exists();
+    if exists || !std::io::stdin().is_terminal() {
+        return account::load(dir).map_err(|e| {
+            if exists {
+                e
+            } else {
+                format!(
+                    "no account in {}: create one with `mau init --name NAME`",
+                    dir.display()
+                )
+            }
+        });
+    }
+    eprint!(
+        "No account in {}. Create one now? Name (empty to cancel): ",
+        dir.display()
+    );
+    let mut name = String::new();
+    std::io::stdin()
+        .read_line(&mut name)
+        .map_err(|e| e.to_string())?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("no account; nothing started".into());
+    }
+    let p = account::passphrase(true)?;
+    let a = Account::create(dir, name, "", &p, KeyVersion::V4).map_err(|e| e.to_string())?;
+    eprintln!("created account {}", a.fingerprint());
+    Ok(a)
+}
+
+pub fn start(dir: &Path, args: StartArgs) -> Result<(), String> {
+    let account = account_or_create(dir)?;
+    let mut config = NodeConfig::new(args.listen);
+    config.advertise = args.advertise;
+    let specs = args.bootstrap.into_iter().chain(bootstrap_file(dir)?);
+    config.bootstrap = specs
+        .map(|s| parse_peer_spec(&s))
+        .collect::<Result<_, _>>()?;
+    config.table_file = Some(dir.join(MAU_DIR).join("routing_table.json"));
+    config.control_socket = Some(control_socket(dir));
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    smol::block_on(async move {
+        let identity = |addr: Option<&str>| -> Result<TlsIdentity, IdentityError> {
+            TlsIdentity::from_account(&account, addr)
+        };
+        let mut node = RunningNode::start(SmolRuntime, config, identity)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "mau server {} listening on {} (advertised as {})",
+            node.fingerprint(),
+            node.local_addr(),
+            node.advertised()
+        );
+        let _ = stop_rx.recv().await;
+        info!("shutting down");
+        node.shutdown();
+        Ok(())
+    })
+}
+
+fn ask(dir: &Path, request: ControlRequest, wait: Duration) -> Result<ControlResponse, String> {
+    let path = control_socket(dir);
+    let response = smol::block_on(control::call(&SmolRuntime, &path, &request, wait))
+        .map_err(|e| e.to_string())?;
+    match response {
+        ControlResponse::Error { message } => Err(message),
+        r => Ok(r),
+    }
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
+pub fn peers(dir: &Path, json: bool, buckets: bool) -> Result<(), String> {
+    let ControlResponse::Table(t) = ask(dir, ControlRequest::Table, Duration::from_secs(10))?
+    else {
+        return Err("unexpected answer from the server".into());
+    };
+    if json {
+        let v = if buckets {
+            serde_json::to_string_pretty(&t.buckets)
+        } else {
+            serde_json::to_string_pretty(&t.peers)
+        };
+        println!("{}", v.map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!(
+        "node {} at {}: {} peers in {} buckets",
+        t.fingerprint,
+        t.address,
+        t.peers.len(),
+        t.buckets.len()
+    );
+    if buckets {
+        let rows: Vec<Vec<String>> = t
+            .buckets
+            .iter()
+            .map(|b| {
+                vec![
+                    b.index.to_string(),
+                    b.common_prefix_len.to_string(),
+                    b.peers.to_string(),
+                    b.replacements.to_string(),
+                    age(b.last_lookup_secs),
+                ]
+            })
+            .collect();
+        table::print(
+            &["BUCKET", "PREFIX", "PEERS", "WAITING", "LAST LOOKUP"],
+            &rows,
+        );
+    } else {
+        let rows: Vec<Vec<String>> = t
+            .peers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.fingerprint.to_string(),
+                    p.address.to_string(),
+                    p.bucket.to_string(),
+                    age(p.last_seen_secs),
+                    p.failures.to_string(),
+                ]
+            })
+            .collect();
+        table::print(
+            &["FINGERPRINT", "ADDRESS", "BUCKET", "SEEN", "FAILURES"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+pub fn discover(dir: &Path, fingerprint: Fingerprint, json: bool) -> Result<(), String> {
+    let ControlResponse::Lookup(r) = ask(
+        dir,
+        ControlRequest::Lookup { fingerprint },
+        Duration::from_secs(120),
+    )?
+    else {
+        return Err("unexpected answer from the server".into());
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+        );
+    } else {
+        match &r.found {
+            Some(p) => println!(
+                "{} is at {} ({} hops, {} requests)",
+                p.fingerprint, p.address, r.hops, r.requests
+            ),
+            None => println!(
+                "{} not found ({} requests, {} failed); closest peers that answered: {}",
+                r.target,
+                r.requests,
+                r.failures,
+                r.closest.len()
+            ),
+        }
+    }
+    if r.found.is_none() {
+        return Err(format!("{fingerprint} not found"));
+    }
+    Ok(())
+}
