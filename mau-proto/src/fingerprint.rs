@@ -111,6 +111,7 @@ impl Fingerprint {
     }
 
     /// The raw fingerprint bytes (20 or 32).
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Fingerprint::V4(b) => b,
@@ -127,6 +128,7 @@ impl Fingerprint {
     }
 
     /// This fingerprint's position in the shared 256-bit keyspace.
+    #[inline]
     pub fn key(&self) -> Key {
         let mut k = [0u8; 32];
         k[..self.as_bytes().len()].copy_from_slice(self.as_bytes());

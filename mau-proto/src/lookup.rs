@@ -140,6 +140,16 @@ impl<A: Clone + Eq> Lookup<A> {
             return false;
         }
         let distance = contact.fingerprint.key().distance(&self.target_key);
+        // Full and farther than every candidate: it would not be kept (the
+        // common case late in a lookup), so skip the search.
+        if self.candidates.len() >= self.max_candidates
+            && self
+                .candidates
+                .last()
+                .is_some_and(|c| c.distance < distance)
+        {
+            return false;
+        }
         let pos = match self
             .candidates
             .binary_search_by(|c| c.distance.cmp(&distance))

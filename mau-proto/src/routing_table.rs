@@ -121,6 +121,20 @@ pub enum Liveness {
     Responsive,
 }
 
+/// True if `a` and `b` sit on the same [`Key`] (equal, or a v4 and a v6
+/// fingerprint padded to one key), without building the two keys: this runs
+/// for every entry of a bucket each time a peer is seen.
+#[inline]
+fn same_key(a: &Fingerprint, b: &Fingerprint) -> bool {
+    match (a, b) {
+        (Fingerprint::V4(x), Fingerprint::V4(y)) => x == y,
+        (Fingerprint::V6(x), Fingerprint::V6(y)) => x == y,
+        (Fingerprint::V4(v4), Fingerprint::V6(v6)) | (Fingerprint::V6(v6), Fingerprint::V4(v4)) => {
+            v6[..v4.len()] == v4[..] && v6[v4.len()..].iter().all(|b| *b == 0)
+        }
+    }
+}
+
 /// The Kademlia routing table of one node.
 #[derive(Clone, Debug)]
 pub struct RoutingTable<A> {
@@ -229,10 +243,11 @@ impl<A: Clone + Eq> RoutingTable<A> {
         let k = self.k;
         let cap = self.replacement_cap;
         let bucket = &mut self.buckets[cpl];
+        let fp = contact.fingerprint;
         if let Some(pos) = bucket
             .entries
             .iter()
-            .position(|e| e.contact.fingerprint.key() == key)
+            .position(|e| same_key(&e.contact.fingerprint, &fp))
         {
             if bucket.entries[pos].contact.fingerprint != contact.fingerprint {
                 // A v4 and a v6 fingerprint padded to one key: first one wins.
@@ -399,7 +414,8 @@ impl<A: Clone + Eq> RoutingTable<A> {
             .cpl(target)
             .unwrap_or(usize::MAX)
             .min(self.buckets.len());
-        let mut group: Vec<(Distance, &Entry<A>)> = Vec::new();
+        // Room for two full buckets: the usual need, so no regrowth.
+        let mut group: Vec<(Distance, &Entry<A>)> = Vec::with_capacity(2 * self.k);
         let flush = |group: &mut Vec<(Distance, &Entry<A>)>, out: &mut Vec<Contact<A>>| {
             group.sort_unstable_by_key(|g| g.0);
             for (_, e) in group.drain(..) {
@@ -578,6 +594,26 @@ mod tests {
         );
         assert!(t.is_empty());
         assert_eq!(t.failed(&fp(1, 0)), FailedOutcome::Unknown);
+    }
+
+    #[test]
+    fn same_key_matches_key_equality() {
+        let v4 = fp(0x12, 0x34);
+        let mut b = [0u8; 32];
+        b[..20].copy_from_slice(v4.as_bytes());
+        let v6 = Fingerprint::V6(b);
+        b[31] = 1;
+        let v6_other = Fingerprint::V6(b);
+        for (x, y) in [
+            (v4, v4),
+            (v4, v6),
+            (v6, v4),
+            (v4, v6_other),
+            (v6_other, v6),
+            (v4, fp(0x12, 0x35)),
+        ] {
+            assert_eq!(same_key(&x, &y), x.key() == y.key(), "{x:?} {y:?}");
+        }
     }
 
     #[test]
