@@ -309,6 +309,9 @@ impl ClientCertVerifier for MauVerifier {
 /// A server configuration: TLS 1.3 only, presents `identity`, requires and
 /// verifies a client certificate with [`MauVerifier::any_peer`]. Session
 /// resumption is off, so every connection proves its certificate afresh.
+///
+/// To change a setting (e.g. `alpn_protocols`), clone the config:
+/// `let mut c = (*server_config(&id)?).clone();`.
 pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>, IdentityError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -321,7 +324,8 @@ pub fn server_config(identity: &TlsIdentity) -> Result<Arc<rustls::ServerConfig>
 
 /// A client configuration: TLS 1.3 only, presents `identity` as client
 /// certificate and accepts only the server whose fingerprint is `expected`.
-/// Use it with [`server_name`]. Session resumption is off.
+/// Use it with [`server_name`]. Session resumption is off. Clone it to
+/// change settings, as with [`server_config`].
 pub fn client_config(
     identity: &TlsIdentity,
     expected: Fingerprint,
@@ -343,7 +347,9 @@ pub fn client_config(
 /// the fingerprint from its key. The signature and time checks are not
 /// repeated: rustls exposes peer certificates only once the handshake,
 /// with [`MauVerifier`], has accepted them (and resumption, which would skip
-/// the verifier, is off in [`server_config`] and [`client_config`]).
+/// the verifier, is off in [`server_config`] and [`client_config`]). Use it
+/// only on connections made with those configurations (or another that uses
+/// [`MauVerifier`]).
 pub fn peer_identity(conn: &CommonState) -> Result<PeerIdentity, IdentityError> {
     if conn.is_handshaking() {
         return Err(IdentityError::HandshakeIncomplete);
