@@ -1,0 +1,149 @@
+//! The `mau` binary end to end, on loopback: accounts, two servers, the
+//! control channel (`peers list`, `peers buckets`, `discover`), graceful stop.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASS: &str = "correct horse battery staple";
+
+fn mau(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mau"));
+    c.arg("--dir")
+        .arg(dir)
+        .env("MAU_PASSPHRASE", PASS)
+        .env_remove("MAU_LOG_LEVEL");
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = mau(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mau");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server on an ephemeral port; returns it and its "FPR@ADDR".
+fn serve(dir: &Path, extra: &[&str]) -> (Server, String) {
+    let mut child = mau(dir)
+        .args(["server", "start", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read banner");
+    // "mau server FPR listening on ADDR (advertised as ADDR)"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        words.len() >= 6 && words[3] == "listening",
+        "unexpected banner {line:?}"
+    );
+    let spec = format!("{}@{}", words[2], words[5]);
+    (Server(child), spec)
+}
+
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_servers_over_the_control_channel() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for (dir, name) in [(a.path(), "alice"), (b.path(), "bob")] {
+        let (ok, out, err) = run(
+            dir,
+            &[
+                "init",
+                "--name",
+                name,
+                "--email",
+                &format!("{name}@example.org"),
+            ],
+        );
+        assert!(ok, "init failed: {err}");
+        assert!(out.contains("created account"), "{out}");
+    }
+    let (ok, show, _) = run(a.path(), &["show"]);
+    assert!(ok && show.contains("alice@example.org"), "{show}");
+    // Without a server, the control commands say so clearly.
+    let (ok, _, err) = run(b.path(), &["peers", "list"]);
+    assert!(!ok && err.contains("no running server"), "{err}");
+
+    let (_sa, spec_a) = serve(a.path(), &[]);
+    let fpr_a = spec_a.split('@').next().unwrap().to_string();
+    let (mut sb, _) = serve(b.path(), &["--bootstrap", &spec_a]);
+
+    until("bob's table holds alice", || {
+        let (ok, out, _) = run(b.path(), &["peers", "list", "--json"]);
+        ok && out.contains(&fpr_a)
+    });
+    let (ok, out, err) = run(b.path(), &["peers", "buckets"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("BUCKET") && out.contains("1 peers"), "{out}");
+    let (ok, out, err) = run(b.path(), &["discover", "--fingerprint", &fpr_a]);
+    assert!(ok, "discover failed: {err}");
+    assert!(
+        out.contains(&spec_a.split('@').nth(1).unwrap().to_string()),
+        "{out}"
+    );
+    // A malformed fingerprint is refused before anything is sent.
+    let (ok, _, err) = run(b.path(), &["discover", "--fingerprint", "xyz"]);
+    assert!(!ok && err.contains("invalid"), "{err}");
+
+    // Graceful stop (SIGTERM) saves the routing table.
+    let pid = sb.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = sb.0.wait().unwrap();
+    assert!(status.success(), "server exited with {status:?}");
+    let table = std::fs::read_to_string(b.path().join(".mau/routing_table.json")).unwrap();
+    assert!(table.contains(&fpr_a), "{table}");
+}
+
+#[test]
+fn wrong_passphrase_is_a_clear_error() {
+    let a = tempfile::tempdir().unwrap();
+    assert!(run(a.path(), &["init", "--name", "carol"]).0);
+    let out = mau(a.path())
+        .env("MAU_PASSPHRASE", "wrong")
+        .arg("show")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("passphrase"), "{err}");
+}
