@@ -406,72 +406,125 @@ impl Account {
         })
     }
 
-    /// The friend with this fingerprint.
+    /// The friend with this fingerprint (looked up in `.mau` and, like Go's
+    /// sub-keyrings, in its sub-directories).
     pub fn friend(&self, fingerprint: &Fingerprint) -> Result<Friend, IdentityError> {
-        let path = self.mau_dir()?.join(format!("{fingerprint}.pgp"));
-        let bytes = match std::fs::read(&path) {
+        let top = self.mau_dir()?.join(format!("{fingerprint}.pgp"));
+        if top.is_file() {
+            return self.read_friend_file(fingerprint, &top);
+        }
+        match self
+            .friend_files()?
+            .into_iter()
+            .find(|(f, _)| f == fingerprint)
+        {
+            Some((_, path)) => self.read_friend_file(fingerprint, &path),
+            None => Err(IdentityError::FriendNotFound(*fingerprint)),
+        }
+    }
+
+    fn read_friend_file(
+        &self,
+        fingerprint: &Fingerprint,
+        path: &Path,
+    ) -> Result<Friend, IdentityError> {
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(IdentityError::FriendNotFound(*fingerprint))
             }
-            Err(e) => return Err(IdentityError::io(&path, e)),
+            Err(e) => return Err(IdentityError::io(path, e)),
         };
-        let friend = self.read_friend(&bytes, &path)?;
+        let friend = self.read_friend(&bytes, path)?;
         if friend.fingerprint != *fingerprint {
             return Err(IdentityError::CorruptKey {
-                path: Some(path),
+                path: Some(path.to_path_buf()),
                 reason: format!("file holds the key of {}", friend.fingerprint),
             });
         }
         Ok(friend)
     }
 
-    /// All friends, sorted by fingerprint. Fails on the first unreadable
-    /// friend file, naming it.
-    pub fn friends(&self) -> Result<Vec<Friend>, IdentityError> {
-        let dir = self.mau_dir()?;
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(IdentityError::io(&dir, e)),
-        };
+    /// Every `<fingerprint>.pgp` in `.mau` and its sub-directories (Go's
+    /// sub-keyrings; hidden directories and temporary files are skipped),
+    /// top level first.
+    fn friend_files(&self) -> Result<Vec<(Fingerprint, PathBuf)>, IdentityError> {
+        const MAX_DEPTH: usize = 4;
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| IdentityError::io(&dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if fsutil::is_temp_name(name) {
-                continue;
-            }
-            let Some(stem) = name.strip_suffix(".pgp") else {
-                continue;
+        let mut dirs = vec![(self.mau_dir()?, 0usize)];
+        while let Some((dir, depth)) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(IdentityError::io(&dir, e)),
             };
-            if !(stem.len() == 40 || stem.len() == 64) {
-                continue;
+            let mut subdirs = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| IdentityError::io(&dir, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let file_type = entry.file_type().map_err(|e| IdentityError::io(&dir, e))?;
+                if file_type.is_dir() {
+                    if depth < MAX_DEPTH {
+                        subdirs.push((entry.path(), depth + 1));
+                    }
+                    continue;
+                }
+                let Some(stem) = name.strip_suffix(".pgp") else {
+                    continue;
+                };
+                if !(stem.len() == 40 || stem.len() == 64) {
+                    continue;
+                }
+                if let Ok(fpr) = Fingerprint::parse(stem) {
+                    out.push((fpr, entry.path()));
+                }
             }
-            let Ok(fpr) = Fingerprint::parse(stem) else {
-                continue;
-            };
-            out.push(self.friend(&fpr)?);
+            subdirs.sort();
+            dirs.extend(subdirs.into_iter().rev());
+        }
+        Ok(out)
+    }
+
+    /// All friends, sorted by fingerprint, from `.mau` and its
+    /// sub-directories (a key found twice is listed once). Fails on the first
+    /// unreadable friend file, naming it.
+    pub fn friends(&self) -> Result<Vec<Friend>, IdentityError> {
+        let mut out: Vec<Friend> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (fpr, path) in self.friend_files()? {
+            if seen.insert(fpr) {
+                out.push(self.read_friend_file(&fpr, &path)?);
+            }
         }
         out.sort_by_key(|f| f.fingerprint);
         Ok(out)
     }
 
-    /// Removes a friend's key file. [`IdentityError::FriendNotFound`] if there
-    /// is none.
+    /// Removes a friend's key file(s), in `.mau` and its sub-directories.
+    /// [`IdentityError::FriendNotFound`] if there is none.
     pub fn remove_friend(&self, fingerprint: &Fingerprint) -> Result<(), IdentityError> {
-        let path = self.mau_dir()?.join(format!("{fingerprint}.pgp"));
-        match fsutil::remove_synced(&path) {
-            Ok(()) => {
-                tracing::info!(fingerprint = %fingerprint, "removed friend");
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(IdentityError::FriendNotFound(*fingerprint))
-            }
-            Err(e) => Err(IdentityError::io(&path, e)),
+        let paths: Vec<PathBuf> = self
+            .friend_files()?
+            .into_iter()
+            .filter(|(f, _)| f == fingerprint)
+            .map(|(_, p)| p)
+            .collect();
+        if paths.is_empty() {
+            return Err(IdentityError::FriendNotFound(*fingerprint));
         }
+        for path in paths {
+            match fsutil::remove_synced(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(IdentityError::io(&path, e)),
+            }
+        }
+        tracing::info!(fingerprint = %fingerprint, "removed friend");
+        Ok(())
     }
 
     /// Serializes `friend` encrypted to this account's encryption subkey(s)

@@ -259,6 +259,18 @@ fn friends_add_list_remove() {
         .join(format!("{}.pgp", f0.fingerprint()));
     std::fs::write(&plain, friend_key(0).to_vec().expect("serialize")).expect("write");
     assert_eq!(reloaded.friends().expect("list").len(), 2);
+
+    // Go's sub-keyrings: friend files in sub-directories of .mau count too.
+    let group = dir.path().join(MAU_DIR).join("family");
+    std::fs::create_dir(&group).expect("mkdir");
+    std::fs::rename(&plain, group.join(format!("{}.pgp", f0.fingerprint()))).expect("move");
+    std::fs::write(group.join("notes.txt"), b"not a key").expect("write");
+    assert_eq!(reloaded.friends().expect("list").len(), 2);
+    assert!(reloaded.friend(&f0.fingerprint()).is_ok());
+    reloaded
+        .remove_friend(&f0.fingerprint())
+        .expect("remove from group");
+    assert_eq!(reloaded.friends().expect("list").len(), 1);
 }
 
 #[test]

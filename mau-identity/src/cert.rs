@@ -36,6 +36,12 @@ pub const FINGERPRINT_URI_PREFIX: &str = "mau:fingerprint:";
 /// Seconds from NotBefore to NotAfter are "100 calendar years", as in Go.
 pub const VALIDITY_YEARS: i64 = 100;
 
+/// How far in the future a certificate's NotBefore may lie and still be
+/// accepted, in seconds. NotBefore is the PGP key's creation time, so a peer
+/// whose key was just made on a machine whose clock runs slightly ahead
+/// would otherwise be refused for a while.
+pub const NOT_BEFORE_SKEW_SECS: u64 = 300;
+
 /// DER AlgorithmIdentifier of Ed25519 (RFC 8410, parameters absent).
 const ED25519_ALG_ID: &[u8] = &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
 
@@ -471,7 +477,7 @@ pub(crate) fn verify_certificate(
     }
 
     if let Some(now) = now {
-        if now < c.not_before {
+        if now.saturating_add(NOT_BEFORE_SKEW_SECS) < c.not_before {
             return Err(VerifyError::NotYetValid {
                 not_before: c.not_before,
                 now,

@@ -62,7 +62,8 @@ pub enum VerifyError {
         /// The handshake time.
         now: u64,
     },
-    /// The certificate's NotBefore is in the future.
+    /// The certificate's NotBefore is in the future (by more than
+    /// [`crate::NOT_BEFORE_SKEW_SECS`]).
     #[error("certificate not valid before unix time {not_before} (now {now})")]
     NotYetValid {
         /// NotBefore, seconds since the Unix epoch.

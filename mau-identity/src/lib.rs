@@ -26,7 +26,9 @@ mod fsutil;
 mod tls;
 
 pub use account::{Account, Friend, KeyVersion};
-pub use cert::{derive_fingerprint, CertTemplate, PeerIdentity, FINGERPRINT_URI_PREFIX};
+pub use cert::{
+    derive_fingerprint, CertTemplate, PeerIdentity, FINGERPRINT_URI_PREFIX, NOT_BEFORE_SKEW_SECS,
+};
 pub use error::{IdentityError, VerifyError};
 pub use fsutil::{ensure_mau_dir, write_atomic, ACCOUNT_FILE, MAU_DIR};
 pub use mau_proto::Fingerprint;

@@ -398,3 +398,19 @@ fn data_flows_after_handshake() {
     assert_eq!(&buf, b"ping");
     let _: &ServerConnection = &s;
 }
+
+#[test]
+fn small_clock_skew_on_not_before_is_tolerated() {
+    let server = ident(2, KeyVersion::V4, None);
+    let soon = now() + 60;
+    let client = with_validity(1, soon, soon + 86400);
+    let (_, s, _, se) = connect(
+        client_config(&client, server.fingerprint()).expect("config"),
+        server_config(&server).expect("config"),
+    );
+    assert!(se.is_none(), "{se:?}");
+    assert_eq!(
+        peer_identity(&s).expect("identity").fingerprint,
+        derive_fingerprint(KeyVersion::V4, &public(1), soon as u32)
+    );
+}
