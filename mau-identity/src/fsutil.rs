@@ -34,11 +34,6 @@ pub fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
     Ok(dir)
 }
 
-/// True for the temporary files [`write_atomic`] makes (ignored by listings).
-pub(crate) fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp.")
-}
-
 fn open_owner_only(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
@@ -62,8 +57,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file (mode 0600) in the
-/// same directory, fsync, rename over `path`, fsync of the directory. A crash
+/// Writes `bytes` to `path` atomically: a temporary file (mode 0600, a
+/// hidden `.<name>.tmp.<pid>.<n>`, which listings skip) in the same directory, fsync, rename over `path`, fsync of the directory. A crash
 /// at any point leaves either the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     write_atomic_hooked(path, bytes, true, |_| Ok(()))
