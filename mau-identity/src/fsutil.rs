@@ -58,8 +58,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file (mode 0600, a
-/// hidden `.<name>.tmp.<pid>.<n>`, which listings skip) in the same directory, fsync, rename over `path`, fsync of the directory. A crash
-/// at any point leaves either the old file or the new one, never a mix.
+/// hidden `.<name>.tmp.<pid>.<n>`, which listings skip) in the same
+/// directory, fsync, rename over `path`, fsync of the directory. A crash at
+/// any point leaves either the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     write_atomic_hooked(path, bytes, true, |_| Ok(()))
 }
