@@ -282,7 +282,8 @@ impl Account {
         let cert = match Cert::from_bytes(&bytes) {
             // A bare transferable secret key (gpg style).
             Ok(cert) if cert.is_tsk() => {
-                let mut a = Self::from_cert(cert, Some(passphrase), Some(&path))?;
+                let cert = decrypt_all_secrets(cert, passphrase, &path)?;
+                let mut a = Self::from_cert(cert, None, Some(&path))?;
                 a.root = Some(root.to_path_buf());
                 return Ok(a);
             }
@@ -605,6 +606,33 @@ fn stored_friend(cert: Cert, path: &Path) -> Result<Friend, IdentityError> {
         reason: "unknown key version".into(),
     })?;
     Ok(Friend { fingerprint, cert })
+}
+
+/// Decrypts every passphrase-protected secret key of a transferable secret
+/// key (gpg style), so that subkeys are usable too.
+fn decrypt_all_secrets(cert: Cert, passphrase: &str, path: &Path) -> Result<Cert, IdentityError> {
+    let password = Password::from(passphrase);
+    let mut decrypted: Vec<openpgp::Packet> = Vec::new();
+    for ka in cert.keys().secret() {
+        if !ka.key().secret().is_encrypted() {
+            continue;
+        }
+        let key = ka
+            .key()
+            .clone()
+            .decrypt_secret(&password)
+            .map_err(|_| IdentityError::WrongPassphrase(path.to_path_buf()))?;
+        decrypted.push(if ka.primary() {
+            key.role_into_primary().into()
+        } else {
+            key.role_into_subordinate().into()
+        });
+    }
+    if decrypted.is_empty() {
+        return Ok(cert);
+    }
+    let (cert, _) = cert.insert_packets(decrypted).map_err(IdentityError::pgp)?;
+    Ok(cert)
 }
 
 /// Parses and validates a friend's public key.

@@ -135,7 +135,12 @@ fn gpg_style_protected_secret_key_loads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, _) = CertBuilder::new()
         .set_cipher_suite(CipherSuite::Cv25519)
-        .set_primary_key_flags(openpgp::types::KeyFlags::empty().set_certification())
+        .set_primary_key_flags(
+            openpgp::types::KeyFlags::empty()
+                .set_certification()
+                .set_signing(),
+        )
+        .add_storage_encryption_subkey()
         .add_userid("gpg <g@example.org>")
         .set_password(Some(PASS.into()))
         .generate()
@@ -151,6 +156,11 @@ fn gpg_style_protected_secret_key_loads() {
         a.fingerprint().to_string(),
         cert.fingerprint().to_hex().to_lowercase()
     );
+    // The encryption subkey was decrypted too: friends can be stored and read.
+    let f = a
+        .add_friend(&friend_key(0).to_vec().expect("serialize"))
+        .expect("add friend");
+    assert_eq!(a.friends().expect("list")[0].fingerprint(), f.fingerprint());
     assert!(matches!(
         Account::load(dir.path(), "nope"),
         Err(IdentityError::WrongPassphrase(_))
