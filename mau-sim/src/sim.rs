@@ -51,18 +51,15 @@ enum Ev {
     Churn { remaining: u32 },
 }
 
+/// A heap entry: 24 bytes, the payload waits in [`EventQueue::slab`], so the
+/// heap's sift moves stay small however big an event is.
+#[derive(PartialEq, Eq)]
 struct Queued {
     at: u64,
     seq: u64,
-    ev: Ev,
+    idx: u32,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
 impl PartialOrd for Queued {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
@@ -72,6 +69,46 @@ impl Ord for Queued {
     /// Reversed: the heap pops the earliest (time, sequence) first.
     fn cmp(&self, o: &Self) -> Ordering {
         (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Events ordered by (virtual time, sequence number): a binary heap of small
+/// keys plus a slab of payloads with a free list.
+#[derive(Default)]
+struct EventQueue {
+    heap: BinaryHeap<Queued>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl EventQueue {
+    fn push(&mut self, at: u64, ev: Ev) -> u64 {
+        let seq = self.seq;
+        self.seq += 1;
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.heap.push(Queued { at, seq, idx });
+        seq
+    }
+
+    fn pop(&mut self) -> Option<(u64, u64, Ev)> {
+        let q = self.heap.pop()?;
+        let ev = self.slab[q.idx as usize].take().expect("queued event");
+        self.free.push(q.idx);
+        Some((q.at, q.seq, ev))
+    }
+
+    fn peek_time(&self) -> Option<u64> {
+        self.heap.peek().map(|q| q.at)
     }
 }
 
@@ -102,8 +139,7 @@ pub struct Sim {
     config: Config,
     rng: Rng,
     now: u64,
-    seq: u64,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue,
     slots: Vec<Slot>,
     /// Alive nodes that finished joining (random picks: bootstrap, lookups, churn).
     joined: Vec<Addr>,
@@ -147,8 +183,7 @@ impl Sim {
             config,
             rng,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             slots: Vec::with_capacity((sc.nodes + sc.churn_events()) as usize),
             joined: Vec::with_capacity(sc.nodes as usize),
             measured: BTreeMap::new(),
@@ -180,10 +215,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: u64, ev: Ev) -> u64 {
-        let seq = self.seq;
-        self.seq += 1;
-        self.queue.push(Queued { at, seq, ev });
-        seq
+        self.queue.push(at, ev)
     }
 
     fn latency(&mut self) -> u64 {
@@ -208,14 +240,15 @@ impl Sim {
 
     /// Processes events until every lookup has finished and `duration_ms` passed.
     pub fn run_to_end(&mut self) {
-        while let Some(q) = self.queue.pop() {
-            if self.lookups_done() && q.at > self.sc.duration_ms {
+        while let Some(at) = self.queue.peek_time() {
+            if self.lookups_done() && at > self.sc.duration_ms {
                 break;
             }
-            debug_assert!(q.at >= self.now);
-            self.now = q.at;
+            let (at, seq, ev) = self.queue.pop().expect("peeked");
+            debug_assert!(at >= self.now);
+            self.now = at;
             self.events += 1;
-            self.dispatch(q.seq, q.ev);
+            self.dispatch(seq, ev);
         }
     }
 
