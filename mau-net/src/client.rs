@@ -97,7 +97,12 @@ impl<R: Runtime> Client<R> {
         max_body: usize,
     ) -> Result<Bytes, ClientError> {
         let key = (to.fingerprint, to.address.clone());
-        let mut sender = match self.take_pooled(&key) {
+        let pooled = match self.take_pooled(&key) {
+            // A pooled connection may still be finishing its previous answer.
+            Some(mut s) => s.ready().await.ok().map(|_| s),
+            None => None,
+        };
+        let mut sender = match pooled {
             Some(s) => s,
             None => self.connect(to).await?,
         };
@@ -142,7 +147,7 @@ impl<R: Runtime> Client<R> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.get_mut(key)?;
         while let Some(s) = senders.pop() {
-            if s.is_ready() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }
@@ -151,7 +156,7 @@ impl<R: Runtime> Client<R> {
     }
 
     fn give_back(&self, key: (Fingerprint, PeerAddress), sender: Sender) {
-        if !sender.is_ready() {
+        if sender.is_closed() {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
