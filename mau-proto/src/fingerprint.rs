@@ -135,6 +135,33 @@ impl Fingerprint {
         Key::from_bytes(k)
     }
 
+    /// `self == other` without the call to `memcmp` the derived `==` makes
+    /// (lookups compare fingerprints in their hot loop).
+    #[inline]
+    pub(crate) fn same(&self, other: &Fingerprint) -> bool {
+        #[inline(always)]
+        fn w16(b: &[u8]) -> u128 {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[..16]);
+            u128::from_ne_bytes(a)
+        }
+        #[inline(always)]
+        fn w4(b: &[u8]) -> u32 {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&b[..4]);
+            u32::from_ne_bytes(a)
+        }
+        match (self, other) {
+            (Fingerprint::V4(a), Fingerprint::V4(b)) => {
+                w16(a) == w16(b) && w4(&a[16..]) == w4(&b[16..])
+            }
+            (Fingerprint::V6(a), Fingerprint::V6(b)) => {
+                w16(a) == w16(b) && w16(&a[16..]) == w16(&b[16..])
+            }
+            _ => false,
+        }
+    }
+
     /// Lowercase hex, as on the wire.
     pub fn to_hex(&self) -> String {
         self.to_string()
@@ -238,6 +265,28 @@ mod tests {
             Err(FingerprintError::BadLength(_))
         ));
         assert!(Fingerprint::parse("0x0123").is_err());
+    }
+
+    #[test]
+    fn same_is_equality() {
+        let a = Fingerprint::parse(V4).unwrap();
+        let mut bytes = [0u8; 20];
+        bytes.copy_from_slice(a.as_bytes());
+        let six = Fingerprint::parse(&"ab".repeat(32)).unwrap();
+        let mut fps = vec![a, six];
+        for i in [0, 15, 16, 19] {
+            let mut b = bytes;
+            b[i] ^= 1;
+            fps.push(Fingerprint::V4(b));
+            let mut c = [0xab; 32];
+            c[i + 12] ^= 0x80;
+            fps.push(Fingerprint::V6(c));
+        }
+        for x in &fps {
+            for y in &fps {
+                assert_eq!(x.same(y), x == y, "{x:?} {y:?}");
+            }
+        }
     }
 
     #[test]

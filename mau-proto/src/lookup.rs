@@ -136,9 +136,6 @@ impl<A: Clone + Eq> Lookup<A> {
 
     /// Adds a candidate unless known; returns whether it is now the closest.
     fn offer(&mut self, contact: Contact<A>, depth: u32, local: Option<&Fingerprint>) -> bool {
-        if Some(&contact.fingerprint) == local {
-            return false;
-        }
         let distance = contact.fingerprint.key().distance(&self.target_key);
         // Full and farther than every candidate: it would not be kept (the
         // common case late in a lookup), so skip the search.
@@ -150,6 +147,9 @@ impl<A: Clone + Eq> Lookup<A> {
         {
             return false;
         }
+        if local.is_some_and(|l| l.same(&contact.fingerprint)) {
+            return false;
+        }
         let pos = match self
             .candidates
             .binary_search_by(|c| c.distance.cmp(&distance))
@@ -157,7 +157,7 @@ impl<A: Clone + Eq> Lookup<A> {
             Ok(i) => {
                 // Known (or another fingerprint on the same key): keep the shorter path.
                 let c = &mut self.candidates[i];
-                if c.contact.fingerprint == contact.fingerprint && depth < c.depth {
+                if c.contact.fingerprint.same(&contact.fingerprint) && depth < c.depth {
                     c.depth = depth;
                 }
                 return false;
@@ -232,7 +232,7 @@ impl<A: Clone + Eq> Lookup<A> {
             .candidates
             .binary_search_by(|c| c.distance.cmp(&d))
             .ok()?;
-        (self.candidates[i].contact.fingerprint == *fp).then_some(i)
+        self.candidates[i].contact.fingerprint.same(fp).then_some(i)
     }
 
     /// `from` answered with `peers`. `local` is our own id (never a candidate).
