@@ -54,8 +54,23 @@ pub fn show(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-pub fn export(dir: &Path, output: Option<&Path>) -> Result<(), String> {
+pub fn export(
+    dir: &Path,
+    output: Option<&Path>,
+    tls: Option<(&Path, &Path)>,
+    address: Option<&str>,
+) -> Result<(), String> {
     let a = load(dir)?;
+    if let Some((cert_path, key_path)) = tls {
+        let (cert, key) = a.export_tls_pem(address).map_err(|e| e.to_string())?;
+        std::fs::write(cert_path, cert).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+        mau_identity::write_atomic(key_path, key.as_bytes()).map_err(|e| e.to_string())?;
+        eprintln!(
+            "wrote {} and {} (keep the key secret)",
+            cert_path.display(),
+            key_path.display()
+        );
+    }
     let armored = a.export_public().map_err(|e| e.to_string())?;
     match output {
         Some(path) => std::fs::write(path, armored).map_err(|e| format!("{}: {e}", path.display())),

@@ -45,6 +45,15 @@ enum Command {
         /// Write to this file instead of stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Also write the TLS certificate (PEM) here, e.g. for curl --cert.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Also write the TLS private key (PEM, unencrypted, mode 0600) here.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The host:port to advertise in the exported certificate.
+        #[arg(long)]
+        tls_address: Option<String>,
     },
     /// Manage friends' public keys.
     #[command(subcommand)]
@@ -131,7 +140,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init { name, email, v6 } => account::init(&dir, &name, &email, v6),
         Command::Show => account::show(&dir),
-        Command::Export { output } => account::export(&dir, output.as_deref()),
+        Command::Export {
+            output,
+            tls_cert,
+            tls_key,
+            tls_address,
+        } => account::export(
+            &dir,
+            output.as_deref(),
+            tls_cert.as_deref().zip(tls_key.as_deref()),
+            tls_address.as_deref(),
+        ),
         Command::Friend(FriendCommand::Add { file }) => account::friend_add(&dir, &file),
         Command::Friend(FriendCommand::List) => account::friend_list(&dir),
         Command::Friend(FriendCommand::Remove { fingerprint }) => {

@@ -120,6 +120,65 @@ fn two_servers_over_the_control_channel() {
     let (ok, _, err) = run(b.path(), &["discover", "--fingerprint", "xyz"]);
     assert!(!ok && err.contains("invalid"), "{err}");
 
+    // curl, a client nobody here wrote, with the exported certificate and key.
+    let cert = b.path().join("bob.crt");
+    let key = b.path().join("bob.key");
+    let (ok, _, err) = run(
+        b.path(),
+        &[
+            "export",
+            "--output",
+            b.path().join("bob.pgp").to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "export failed: {err}");
+    let url = format!("https://{}/kad/ping", spec_a.split('@').nth(1).unwrap());
+    let curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--tlsv1.3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(&url)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "200",
+        "curl: {}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    // Without a client certificate, the server refuses curl.
+    let curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&curl.stdout), "200");
+
     // Graceful stop (SIGTERM) saves the routing table.
     let pid = sb.0.id().to_string();
     assert!(Command::new("kill")

@@ -23,6 +23,7 @@ pub mod cert;
 mod der;
 mod error;
 mod fsutil;
+mod pem;
 mod tls;
 
 pub use account::{Account, Friend, KeyVersion};
