@@ -71,9 +71,7 @@ fn table_seen(c: &mut Criterion) {
 /// the fingerprint padded with zeros: the same XOR distances).
 #[cfg(feature = "compare-discv5")]
 mod discv5_table {
-    use discv5::kbucket::{
-        ConnectionDirection, ConnectionState, Filter, KBucketsTable, Key, NodeStatus,
-    };
+    use discv5::kbucket::{ConnectionDirection, ConnectionState, KBucketsTable, Key, NodeStatus};
     use mau_proto::Fingerprint;
     use std::time::Duration;
 
@@ -88,8 +86,8 @@ mod discv5_table {
             key(&local),
             Duration::from_secs(60),
             discv5::kbucket::MAX_NODES_PER_BUCKET,
-            None::<Box<dyn Filter<u32>>>,
-            None::<Box<dyn Filter<u32>>>,
+            None,
+            None,
         );
         let status = NodeStatus {
             direction: ConnectionDirection::Outgoing,

@@ -33,9 +33,12 @@ fn lookup(c: &mut Criterion) {
         .collect();
     // A sample of outcomes, for the record (and a sanity check).
     let (mut hops, mut requests, mut found) = (0u64, 0u64, 0u64);
+    let mut times = Vec::with_capacity(256);
     for (from, to) in pairs.iter().take(256) {
         let target = net.ids()[*to as usize];
+        let t = Instant::now();
         let o = net.lookup(*from, target);
+        times.push(t.elapsed());
         hops += o.hops as u64;
         requests += o.requests as u64;
         found += o.found.is_some() as u64;
@@ -44,6 +47,11 @@ fn lookup(c: &mut Criterion) {
         "lookup: over 256 lookups: found {found}, mean hops {:.2}, mean requests {:.1}",
         hops as f64 / 256.0,
         requests as f64 / 256.0
+    );
+    times.sort();
+    eprintln!(
+        "lookup: one lookup takes min {:.1?}, median {:.1?}, p90 {:.1?}, max {:.1?}",
+        times[0], times[128], times[230], times[255]
     );
     assert_eq!(found, 256, "every target exists and must be found");
     pairs.rotate_left(256);
