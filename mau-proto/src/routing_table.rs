@@ -261,6 +261,13 @@ impl<A: Clone + Eq> RoutingTable<A> {
             return SeenOutcome::Updated;
         }
         if bucket.entries.len() < k {
+            if bucket.entries.len() == bucket.entries.capacity() {
+                // Grow by doubling but never past K: a full bucket then holds
+                // exactly K slots, not the next power of two (32 for K = 20),
+                // a third of a simulated node's memory.
+                let want = (2 * bucket.entries.len()).max(4).min(k);
+                bucket.entries.reserve_exact(want - bucket.entries.len());
+            }
             bucket.entries.push(Entry {
                 contact,
                 last_seen: now,
