@@ -22,4 +22,4 @@ pub mod sim;
 
 pub use metrics::{Deterministic, Report, Resources, Stats};
 pub use scenario::{ProtocolParams, Scenario};
-pub use sim::{run, Sim};
+pub use sim::{run, run_with_progress, Sim};

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use mau_sim::{run, Scenario};
+use mau_sim::{run_with_progress, Scenario};
 
 const USAGE: &str = "\
 mau-sim: deterministic simulation of the Mau Kademlia core (mau-proto)
@@ -28,6 +28,7 @@ Protocol:
 
 Output and checks:
   --json                 print the report as JSON instead of a summary
+  --progress             print progress lines to stderr
   --check                check every node's invariants after each step
   --min-success F        exit with status 2 if the lookup success rate
                          (found / target alive) is below F (e.g. 0.99)
@@ -37,6 +38,7 @@ Output and checks:
 struct Cli {
     scenario: Scenario,
     json: bool,
+    progress: bool,
     min_success: Option<f64>,
 }
 
@@ -67,6 +69,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut cli = Cli {
         scenario: Scenario::default(),
         json: false,
+        progress: false,
         min_success: None,
     };
     let mut args = args.peekable();
@@ -80,6 +83,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
             "-h" | "--help" => return Ok(None),
             "--json" => {
                 cli.json = true;
+                continue;
+            }
+            "--progress" => {
+                cli.progress = true;
                 continue;
             }
             "--check" => {
@@ -134,7 +141,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let report = match run(&cli.scenario) {
+    let report = match run_with_progress(&cli.scenario, cli.progress) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mau-sim: {e}");

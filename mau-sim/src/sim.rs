@@ -149,6 +149,8 @@ pub struct Sim {
     lookups_settled: u64,
     events: u64,
     wall_join_done: Option<Instant>,
+    /// Print progress to stderr (the run's start time).
+    progress: Option<Instant>,
     // Samples.
     hops: Vec<u64>,
     lookup_msgs: Vec<u64>,
@@ -167,9 +169,16 @@ pub struct Sim {
 
 /// Runs `scenario` to the end and returns its metrics.
 pub fn run(scenario: &Scenario) -> Result<Report, String> {
+    run_with_progress(scenario, false)
+}
+
+/// Like [`run`]; with `progress`, prints a line to stderr every few million
+/// events (does not change the results).
+pub fn run_with_progress(scenario: &Scenario, progress: bool) -> Result<Report, String> {
     scenario.validate()?;
     let started = Instant::now();
     let mut sim = Sim::new(scenario.clone());
+    sim.progress = progress.then_some(started);
     sim.run_to_end();
     Ok(sim.report(started))
 }
@@ -192,6 +201,7 @@ impl Sim {
             lookups_settled: 0,
             events: 0,
             wall_join_done: None,
+            progress: None,
             hops: Vec::new(),
             lookup_msgs: Vec::new(),
             lookup_failures: Vec::new(),
@@ -249,6 +259,20 @@ impl Sim {
             self.now = at;
             self.events += 1;
             self.dispatch(seq, ev);
+            if self.events % (1 << 22) == 0 {
+                if let Some(t0) = self.progress {
+                    eprintln!(
+                        "[{:7.1} s wall] virtual {:8.1} s, {} events, {} nodes joined, {}/{} lookups settled, peak RSS {} MiB",
+                        t0.elapsed().as_secs_f64(),
+                        self.now as f64 / 1000.0,
+                        self.events,
+                        self.joined.len(),
+                        self.lookups_settled,
+                        self.sc.lookups,
+                        peak_rss_kib() / 1024
+                    );
+                }
+            }
         }
     }
 
