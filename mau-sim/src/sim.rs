@@ -257,6 +257,11 @@ impl Sim {
             let (at, seq, ev) = self.queue.pop().expect("peeked");
             debug_assert!(at >= self.now);
             self.now = at;
+            if self.lookup_phase_start.is_none() && at > self.join_deadline() {
+                // Some initial join never completed (it cannot without a
+                // bug): measure anyway rather than run forever.
+                self.begin_lookup_phase();
+            }
             self.events += 1;
             self.dispatch(seq, ev);
             if self.events % (1 << 22) == 0 {
@@ -362,6 +367,11 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Latest time the lookup phase waits for: the last initial join plus 10 min.
+    fn join_deadline(&self) -> u64 {
+        (self.sc.nodes as u64 - 1) * self.sc.join_interval_ms + 600_000
     }
 
     fn churn_interval(&self) -> u64 {
