@@ -720,3 +720,39 @@ impl Sim {
 fn round3_6(x: f64) -> f64 {
     round3(x * 1000.0) / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_pops_by_time_then_insertion_order() {
+        let mut q = EventQueue::default();
+        let times = [50u64, 10, 50, 0, 10, 99, 0];
+        for (i, &t) in times.iter().enumerate() {
+            q.push(t, Ev::Timer { node: i as Addr });
+        }
+        let mut got = Vec::new();
+        while let Some((at, _, Ev::Timer { node })) = q.pop() {
+            got.push((at, node));
+            // Slots are reused: push one more while draining.
+            if node == 1 {
+                q.push(60, Ev::Timer { node: 7 });
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (0, 3),
+                (0, 6),
+                (10, 1),
+                (10, 4),
+                (50, 0),
+                (50, 2),
+                (60, 7),
+                (99, 5)
+            ]
+        );
+        assert!(q.slab.len() <= times.len());
+    }
+}
