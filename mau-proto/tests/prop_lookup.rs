@@ -255,7 +255,7 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(common::config(512))]
 
     #[test]
     fn lookup_is_bounded_and_never_repeats(

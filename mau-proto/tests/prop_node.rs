@@ -342,7 +342,7 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(common::config(256))]
 
     #[test]
     fn node_survives_arbitrary_events_deterministically(

@@ -69,9 +69,9 @@ fn check_closest(t: &RoutingTable<u32>, targets: &[Key], n: usize) -> Result<(),
 const BACKOFF: Duration = Duration::from_secs(30);
 
 proptest! {
-    // Kept small so `cargo test -p mau-proto` stays fast in debug; raise with
-    // PROPTEST_CASES=10000 for a soak.
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // Kept small so `cargo test -p mau-proto` stays fast in debug; for a soak:
+    // PROPTEST_CASES=10000 cargo test -p mau-proto --release.
+    #![proptest_config(common::config(64))]
 
     #[test]
     fn table_invariants_and_closest(

@@ -65,3 +65,17 @@ pub fn local_and_pool(
         (local, pool)
     })
 }
+
+/// `default` cases, unless `PROPTEST_CASES` is set (for a soak:
+/// `PROPTEST_CASES=10000 cargo test -p mau-proto --release`).
+pub fn config(default: u32) -> ProptestConfig {
+    let env = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_some() {
+        env
+    } else {
+        ProptestConfig {
+            cases: default,
+            ..env
+        }
+    }
+}
