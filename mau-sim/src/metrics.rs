@@ -187,7 +187,12 @@ pub struct Resources {
     pub wall_join_ms: u64,
     /// Wall-clock time of the lookup phase (and any extra duration), in ms.
     pub wall_lookup_ms: u64,
-    /// Simulator events per wall-clock second.
+    /// CPU time the run got (from `/proc/thread-self/schedstat`), in ms; 0 if
+    /// unknown. On a shared machine this, not `wall_ms`, is the cost of the run.
+    pub cpu_ms: u64,
+    /// Time the process waited for a CPU (runqueue), in ms; 0 if unknown.
+    pub cpu_wait_ms: u64,
+    /// Simulator events per second of CPU time (of wall time if CPU is unknown).
     pub events_per_sec: u64,
     /// Peak resident memory of the process (VmHWM), in KiB; 0 if unknown.
     pub peak_rss_kib: u64,
@@ -213,6 +218,16 @@ pub fn peak_rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time of the calling thread on a CPU and waiting for one, in ms, from
+/// `/proc/thread-self/schedstat` (the simulator is single-threaded).
+pub fn cpu_times_ms() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut f = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+    let run = f.next().unwrap_or(0);
+    let wait = f.next().unwrap_or(0);
+    (run / 1_000_000, wait / 1_000_000)
 }
 
 impl Report {
@@ -315,10 +330,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "wall:     {:.2} s (join {:.2} s, lookups {:.2} s), {} events/s, peak RSS {:.1} MiB",
+            "wall:     {:.2} s (join {:.2} s, lookups {:.2} s); CPU {:.2} s (waited {:.2} s for a CPU), {} events/CPU-s, peak RSS {:.1} MiB",
             r.wall_ms as f64 / 1000.0,
             r.wall_join_ms as f64 / 1000.0,
             r.wall_lookup_ms as f64 / 1000.0,
+            r.cpu_ms as f64 / 1000.0,
+            r.cpu_wait_ms as f64 / 1000.0,
             r.events_per_sec,
             r.peak_rss_kib as f64 / 1024.0
         );

@@ -16,8 +16,8 @@ use mau_proto::{
 };
 
 use crate::metrics::{
-    peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics, LookupMetrics, Report,
-    Resources, Stats, TableMetrics, TrafficMetrics,
+    cpu_times_ms, peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics,
+    LookupMetrics, Report, Resources, Stats, TableMetrics, TrafficMetrics,
 };
 use crate::scenario::Scenario;
 
@@ -151,6 +151,9 @@ pub struct Sim {
     wall_join_done: Option<Instant>,
     /// Print progress to stderr (the run's start time).
     progress: Option<Instant>,
+    /// Process CPU time (and runqueue wait) when the simulation was created, ms.
+    cpu_at_start: u64,
+    cpu_wait_at_start: u64,
     // Samples.
     hops: Vec<u64>,
     lookup_msgs: Vec<u64>,
@@ -202,6 +205,8 @@ impl Sim {
             events: 0,
             wall_join_done: None,
             progress: None,
+            cpu_at_start: cpu_times_ms().0,
+            cpu_wait_at_start: cpu_times_ms().1,
             hops: Vec::new(),
             lookup_msgs: Vec::new(),
             lookup_failures: Vec::new(),
@@ -668,6 +673,7 @@ impl Sim {
     /// The metrics so far; `started` is when the run began (for wall time).
     pub fn report(&mut self, started: Instant) -> Report {
         let end = Instant::now();
+        let (cpu_ms, cpu_wait_ms) = cpu_times_ms();
         let mut lookups = self.lookups.clone();
         lookups.success_rate = if lookups.counted == 0 {
             1.0
@@ -709,7 +715,13 @@ impl Sim {
                 wall_ms,
                 wall_join_ms: join_done.duration_since(started).as_millis() as u64,
                 wall_lookup_ms: end.duration_since(join_done).as_millis() as u64,
-                events_per_sec: (self.events as f64 / wall.as_secs_f64().max(1e-9)) as u64,
+                cpu_ms: cpu_ms.saturating_sub(self.cpu_at_start),
+                cpu_wait_ms: cpu_wait_ms.saturating_sub(self.cpu_wait_at_start),
+                events_per_sec: if cpu_ms > self.cpu_at_start {
+                    self.events * 1000 / (cpu_ms - self.cpu_at_start)
+                } else {
+                    (self.events as f64 / wall.as_secs_f64().max(1e-9)) as u64
+                },
                 peak_rss_kib: peak_rss_kib(),
             },
         }
