@@ -62,6 +62,14 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Seed of the core's random choices (`None`: from the OS clock and address).
     pub seed: Option<u64>,
+    /// Advertise and browse `_mau._tcp.local.` over mDNS (multicast on every
+    /// interface). Off by default; the `mau` command line turns it on.
+    pub mdns: bool,
+    /// Map the listening port on the gateway with UPnP IGD and advertise the
+    /// external address (when `advertise` is not set). Off by default.
+    pub upnp: bool,
+    /// The UPnP lease asked for; renewed at half of it.
+    pub upnp_lease: Duration,
 }
 
 impl NodeConfig {
@@ -76,6 +84,9 @@ impl NodeConfig {
             protocol: mau_proto::Config::default(),
             limits: Limits::default(),
             seed: None,
+            mdns: false,
+            upnp: false,
+            upnp_lease: Duration::from_secs(3600),
         }
     }
 }

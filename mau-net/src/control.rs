@@ -27,6 +27,8 @@ pub enum ControlRequest {
         /// Who to look for.
         fingerprint: Fingerprint,
     },
+    /// The peers seen on the LAN (mDNS).
+    LanPeers,
 }
 
 /// The answer on the control channel.
@@ -37,6 +39,13 @@ pub enum ControlResponse {
     Table(TableSnapshot),
     /// A lookup's result.
     Lookup(LookupReport),
+    /// The peers seen on the LAN.
+    LanPeers {
+        /// Whether mDNS runs on this server.
+        mdns: bool,
+        /// The peers, most recently seen first.
+        peers: Vec<crate::mdns::LanPeer>,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -210,6 +219,10 @@ async fn answer<R: Runtime>(shared: &Shared<R>, stream: R::UnixStream) -> std::i
             message: format!("bad request: {e}"),
         },
         Ok(ControlRequest::Table) => ControlResponse::Table(snapshot(shared)),
+        Ok(ControlRequest::LanPeers) => ControlResponse::LanPeers {
+            mdns: shared.config.mdns,
+            peers: shared.lan_peers.list(),
+        },
         Ok(ControlRequest::Lookup { fingerprint }) => match shared.lookup(fingerprint).await {
             Ok(o) => ControlResponse::Lookup(o.into()),
             Err(e) => ControlResponse::Error {

@@ -11,7 +11,9 @@
 //! - [`client`]: pooled HTTPS client with the peer's fingerprint pinned;
 //! - [`resolver`]: turning a fingerprint into addresses and a verified connection;
 //! - [`control`]: the local control socket used by the `mau` command line;
-//! - [`persist`]: the routing table on disk.
+//! - [`persist`]: the routing table on disk;
+//! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
+//! - [`upnp`]: NAT port mapping (UPnP IGD).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,12 +21,14 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod mdns;
 pub mod node;
 pub mod persist;
 pub mod resolver;
 mod router;
 pub mod runtime;
 mod server;
+pub mod upnp;
 
 pub use client::{Client, ClientError};
 pub use config::{parse_peer_spec, Limits, NodeConfig};

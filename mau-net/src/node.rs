@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::client::{Client, ClientError};
 use crate::config::NodeConfig;
 use crate::runtime::Runtime;
-use crate::{control, persist, server};
+use crate::{control, mdns, persist, server, upnp};
 
 /// Why a node could not start or a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,8 @@ pub(crate) struct Shared<R: Runtime> {
     table_dirty: AtomicBool,
     outgoing: async_lock::Semaphore,
     pub connections: Arc<async_lock::Semaphore>,
+    /// Peers seen on the LAN (empty when mDNS is off).
+    pub lan_peers: Arc<mdns::LanPeers>,
 }
 
 impl<R: Runtime> Shared<R> {
@@ -302,6 +304,8 @@ pub struct RunningNode<R: Runtime> {
     shared: Arc<Shared<R>>,
     stop: Option<async_channel::Sender<()>>,
     local_addr: SocketAddr,
+    mdns: Option<mdns::Mdns>,
+    upnp: Option<Arc<upnp::PortMapping>>,
 }
 
 impl<R: Runtime> RunningNode<R> {
@@ -319,11 +323,23 @@ impl<R: Runtime> RunningNode<R> {
             .map_err(|e| NetError::Io(format!("bind {}", config.listen), e))?;
         let local_addr =
             R::tcp_local_addr(&listener).map_err(|e| NetError::Io("local address".into(), e))?;
-        let advertised = match &config.advertise {
-            Some(a) => a.clone(),
-            None => PeerAddress::from(local_addr),
+        let upnp = if config.upnp {
+            match upnp::map(&rt, local_addr, config.upnp_lease).await {
+                Ok(m) => Some(Arc::new(m)),
+                Err(e) => {
+                    warn!(error = %e, "UPnP: no port mapping; running on the local address");
+                    None
+                }
+            }
+        } else {
+            None
         };
-        if local_addr.ip().is_unspecified() && config.advertise.is_none() {
+        let advertised = match (&config.advertise, &upnp) {
+            (Some(a), _) => a.clone(),
+            (None, Some(m)) => PeerAddress::from(m.external),
+            (None, None) => PeerAddress::from(local_addr),
+        };
+        if local_addr.ip().is_unspecified() && config.advertise.is_none() && upnp.is_none() {
             warn!(%local_addr, "listening on an unspecified address without --advertise: peers learn our IP from the connection");
         }
         let identity = identity(Some(advertised.as_str()))?;
@@ -362,6 +378,7 @@ impl<R: Runtime> RunningNode<R> {
             server_tls,
             shutdown: Shutdown(stop_rx),
             table_dirty: AtomicBool::new(false),
+            lan_peers: Arc::new(mdns::LanPeers::default()),
         });
         info!(fingerprint = %fingerprint, listen = %local_addr, advertise = %shared.advertised, "node started");
         rt.spawn(drive(shared.clone(), wake_rx));
@@ -371,6 +388,37 @@ impl<R: Runtime> RunningNode<R> {
             let listener = control::bind(&rt, &path)?;
             rt.spawn(control::serve(shared.clone(), listener));
         }
+        if let Some(m) = &upnp {
+            let stop = shared.shutdown.clone();
+            rt.spawn(upnp::renew(rt.clone(), m.clone(), async move {
+                stop.wait().await
+            }));
+        }
+        let mdns = if !shared.config.mdns {
+            None
+        } else if local_addr.ip().is_loopback() {
+            info!(%local_addr, "mDNS off: listening on loopback only");
+            None
+        } else {
+            match mdns::Mdns::start(Some((fingerprint, local_addr))) {
+                Ok((m, events)) => {
+                    let s = shared.clone();
+                    let stop = shared.shutdown.clone();
+                    rt.spawn(mdns::browse(
+                        events,
+                        shared.lan_peers.clone(),
+                        Some(fingerprint),
+                        move |c| s.with_node(|node, now| node.probe(now, c)),
+                        async move { stop.wait().await },
+                    ));
+                    Some(m)
+                }
+                Err(e) => {
+                    warn!(error = %e, "mDNS: LAN discovery off");
+                    None
+                }
+            }
+        };
         let peers: Vec<Contact<PeerAddress>> = saved
             .into_iter()
             .map(Contact::from)
@@ -387,6 +435,8 @@ impl<R: Runtime> RunningNode<R> {
             shared,
             stop: Some(stop_tx),
             local_addr,
+            mdns,
+            upnp,
         })
     }
 
@@ -433,6 +483,30 @@ impl<R: Runtime> RunningNode<R> {
         self.shared.with_node(|node, now| node.probe(now, peer));
     }
 
+    /// Peers seen on the LAN over mDNS (empty when mDNS is off).
+    pub fn lan_peers(&self) -> &Arc<mdns::LanPeers> {
+        &self.shared.lan_peers
+    }
+
+    /// A resolver answering from the peers seen on the LAN, waiting up to `deadline`.
+    pub fn lan_resolver(&self, deadline: Duration) -> mdns::LanResolver<R> {
+        mdns::LanResolver::new(
+            self.shared.rt.clone(),
+            self.shared.lan_peers.clone(),
+            deadline,
+        )
+    }
+
+    /// True while mDNS advertises and browses.
+    pub fn mdns_running(&self) -> bool {
+        self.mdns.is_some()
+    }
+
+    /// The UPnP port mapping held, if any.
+    pub fn port_mapping(&self) -> Option<&upnp::PortMapping> {
+        self.upnp.as_deref()
+    }
+
     /// A snapshot of the routing table.
     pub fn snapshot(&self) -> control::TableSnapshot {
         control::snapshot(&self.shared)
@@ -461,6 +535,12 @@ impl<R: Runtime> RunningNode<R> {
     pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             stop.close();
+            if let Some(mut m) = self.mdns.take() {
+                m.withdraw();
+            }
+            if let Some(m) = self.upnp.take() {
+                m.remove(Duration::from_secs(5));
+            }
             self.shared.table_dirty.store(true, Ordering::Relaxed);
             self.shared.save_table_if_dirty();
             if let Some(p) = &self.shared.config.control_socket {

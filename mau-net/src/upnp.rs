@@ -1,0 +1,252 @@
+//! NAT port mapping with UPnP IGD (`igd-next`, its blocking API run off the
+//! executor through [`Runtime::run_blocking`]).
+//!
+//! [`map`] finds the gateway (SSDP), maps the listening TCP port, and learns
+//! the external IP, which the node then advertises. [`renew`] refreshes the
+//! lease at half its length; [`PortMapping::remove`] deletes the mapping on
+//! shutdown. Every failure is reported to the caller, who logs a warning and
+//! keeps running on the local address. All SSDP/HTTP/XML parsing is the
+//! crate's.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use igd_next::{Gateway, PortMappingProtocol, SearchOptions};
+use tracing::{debug, info, warn};
+
+use crate::runtime::{timeout, Runtime};
+
+/// The description the mapping carries on the gateway.
+pub const DESCRIPTION: &str = "mau";
+
+/// How long gateway discovery may take, all attempts together.
+pub const SEARCH_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// SSDP searches tried (a bogus answer ends one search early).
+const SEARCH_ATTEMPTS: u32 = 3;
+
+/// How long one whole mapping step (search, map, query) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why no port mapping was made or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum UpnpError {
+    /// No gateway answered the SSDP search.
+    #[error("no UPnP gateway found: {0}")]
+    Search(String),
+    /// The gateway did not tell its external address.
+    #[error("gateway {gateway}: external IP: {reason}")]
+    ExternalIp {
+        /// The gateway's control address.
+        gateway: SocketAddr,
+        /// What it said.
+        reason: String,
+    },
+    /// The gateway refused the mapping.
+    #[error("gateway {gateway}: mapping refused: {reason}")]
+    Refused {
+        /// The gateway's control address.
+        gateway: SocketAddr,
+        /// What it said.
+        reason: String,
+    },
+    /// Our own address towards the gateway is unknown.
+    #[error("local address towards the gateway: {0}")]
+    Local(std::io::Error),
+    /// The blocking step did not finish in time (or panicked).
+    #[error("UPnP step timed out")]
+    Timeout,
+}
+
+/// A port mapping held on a gateway.
+pub struct PortMapping {
+    gateway: Gateway,
+    /// Where the gateway forwards to (our address on its LAN).
+    pub internal: SocketAddr,
+    /// The gateway's external address and mapped port.
+    pub external: SocketAddr,
+    /// The lease asked for.
+    pub lease: Duration,
+}
+
+impl std::fmt::Debug for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortMapping")
+            .field("gateway", &self.gateway.addr)
+            .field("internal", &self.internal)
+            .field("external", &self.external)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+fn search(search_timeout: Duration) -> Result<Gateway, UpnpError> {
+    let per = search_timeout / SEARCH_ATTEMPTS;
+    let mut last = String::from("no answer");
+    for attempt in 1..=SEARCH_ATTEMPTS {
+        let options = SearchOptions {
+            timeout: Some(per),
+            single_search_timeout: Some(per),
+            ..SearchOptions::default()
+        };
+        match igd_next::search_gateway(options) {
+            Ok(g) => return Ok(g),
+            Err(e) => {
+                debug!(attempt, error = %e, "UPnP: gateway search failed");
+                last = e.to_string();
+            }
+        }
+    }
+    Err(UpnpError::Search(last))
+}
+
+/// Our IP on the route to `gateway`.
+fn local_ip_towards(gateway: SocketAddr) -> Result<IpAddr, UpnpError> {
+    let bind: SocketAddr = match gateway {
+        SocketAddr::V4(_) => (IpAddr::from([0u8, 0, 0, 0]), 0).into(),
+        SocketAddr::V6(_) => (IpAddr::from([0u16; 8]), 0).into(),
+    };
+    let s = UdpSocket::bind(bind).map_err(UpnpError::Local)?;
+    s.connect(gateway).map_err(UpnpError::Local)?;
+    Ok(s.local_addr().map_err(UpnpError::Local)?.ip())
+}
+
+fn map_blocking(
+    listen: SocketAddr,
+    lease: Duration,
+    search_timeout: Duration,
+) -> Result<PortMapping, UpnpError> {
+    let gateway = search(search_timeout)?;
+    let gw = gateway.addr;
+    let ip = if listen.ip().is_unspecified() {
+        local_ip_towards(gw)?
+    } else {
+        listen.ip()
+    };
+    let internal = SocketAddr::new(ip, listen.port());
+    let external_ip = gateway
+        .get_external_ip()
+        .map_err(|e| UpnpError::ExternalIp {
+            gateway: gw,
+            reason: e.to_string(),
+        })?;
+    let secs = lease.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+    let port = match gateway.add_port(
+        PortMappingProtocol::TCP,
+        listen.port(),
+        internal,
+        secs,
+        DESCRIPTION,
+    ) {
+        Ok(()) => listen.port(),
+        Err(e) => {
+            debug!(error = %e, "UPnP: same-port mapping refused, asking for any port");
+            gateway
+                .add_any_port(PortMappingProtocol::TCP, internal, secs, DESCRIPTION)
+                .map_err(|e2| UpnpError::Refused {
+                    gateway: gw,
+                    reason: format!("{e}; {e2}"),
+                })?
+        }
+    };
+    Ok(PortMapping {
+        gateway,
+        internal,
+        external: SocketAddr::new(external_ip, port),
+        lease,
+    })
+}
+
+/// Finds the gateway, maps `listen`'s TCP port for `lease` and learns the
+/// external address. Runs off the executor; bounded in time.
+pub async fn map<R: Runtime>(
+    rt: &R,
+    listen: SocketAddr,
+    lease: Duration,
+) -> Result<PortMapping, UpnpError> {
+    let m = timeout(
+        rt,
+        STEP_TIMEOUT,
+        rt.run_blocking(move || map_blocking(listen, lease, SEARCH_TIMEOUT)),
+    )
+    .await
+    .map_err(|_| UpnpError::Timeout)?
+    .ok_or(UpnpError::Timeout)??;
+    info!(gateway = %m.gateway.addr, internal = %m.internal, external = %m.external,
+          lease_secs = m.lease.as_secs(), "UPnP: port mapped");
+    Ok(m)
+}
+
+impl PortMapping {
+    /// The gateway's control address.
+    pub fn gateway(&self) -> SocketAddr {
+        self.gateway.addr
+    }
+
+    fn renew_blocking(&self) -> Result<(), UpnpError> {
+        let secs = self.lease.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+        self.gateway
+            .add_port(
+                PortMappingProtocol::TCP,
+                self.external.port(),
+                self.internal,
+                secs,
+                DESCRIPTION,
+            )
+            .map_err(|e| UpnpError::Refused {
+                gateway: self.gateway.addr,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Deletes the mapping; blocks for at most `wait`.
+    pub fn remove(self: &Arc<Self>, wait: Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mau-upnp-remove".into())
+            .spawn(move || {
+                let _ = tx.send(
+                    m.gateway
+                        .remove_port(PortMappingProtocol::TCP, m.external.port()),
+                );
+            });
+        if spawned.is_err() {
+            warn!("UPnP: could not start the removal thread");
+            return;
+        }
+        match rx.recv_timeout(wait) {
+            Ok(Ok(())) => info!(external = %self.external, "UPnP: mapping removed"),
+            Ok(Err(e)) => {
+                warn!(external = %self.external, error = %e, "UPnP: could not remove the mapping")
+            }
+            Err(_) => warn!(external = %self.external, "UPnP: removing the mapping timed out"),
+        }
+    }
+}
+
+/// Renews `mapping` at half its lease until `stop` completes. A failed
+/// renewal is a warning; the next one is tried at the next period.
+pub async fn renew<R: Runtime, S: Future<Output = ()>>(rt: R, mapping: Arc<PortMapping>, stop: S) {
+    let period = (mapping.lease / 2).max(Duration::from_secs(1));
+    let run = async {
+        loop {
+            rt.sleep(period).await;
+            let m = mapping.clone();
+            let r = timeout(
+                &rt,
+                STEP_TIMEOUT,
+                rt.run_blocking(move || m.renew_blocking()),
+            )
+            .await;
+            match r {
+                Ok(Some(Ok(()))) => debug!(external = %mapping.external, "UPnP: lease renewed"),
+                Ok(Some(Err(e))) => warn!(error = %e, "UPnP: lease renewal failed"),
+                _ => warn!("UPnP: lease renewal timed out"),
+            }
+        }
+    };
+    futures_lite::future::or(run, stop).await;
+}
