@@ -358,6 +358,12 @@ impl Account {
         self.root.as_deref()
     }
 
+    /// The account's certificate with its secret keys (for signing and
+    /// decrypting content).
+    pub(crate) fn secret_cert(&self) -> &Cert {
+        &self.cert
+    }
+
     /// The account's public key (no secrets), as an OpenPGP certificate.
     pub fn public_cert(&self) -> Cert {
         self.cert.clone().strip_secret_key_material()

@@ -20,6 +20,7 @@ mod account;
 #[cfg(test)]
 mod account_tests;
 pub mod cert;
+pub mod content;
 mod der;
 mod error;
 mod fsutil;
@@ -30,6 +31,7 @@ pub use account::{Account, Friend, KeyVersion};
 pub use cert::{
     derive_fingerprint, CertTemplate, PeerIdentity, FINGERPRINT_URI_PREFIX, NOT_BEFORE_SKEW_SECS,
 };
+pub use content::ContentError;
 pub use error::{IdentityError, VerifyError};
 pub use fsutil::{ensure_mau_dir, write_atomic, ACCOUNT_FILE, MAU_DIR};
 pub use mau_proto::Fingerprint;

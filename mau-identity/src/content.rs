@@ -1,0 +1,281 @@
+//! Content files: signed by their owner and encrypted to the owner and the
+//! recipients, as the Go implementation writes them (`openpgp.Encrypt` with
+//! a signer: PKESKs, then an encrypted, signed literal data packet).
+//!
+//! * [`Account::seal`] signs and encrypts;
+//! * [`Account::open`] decrypts and requires a good signature of the
+//!   expected signer (and that the message is encrypted to this account);
+//! * [`recipients`] lists the key handles a file is encrypted to, reading
+//!   only its first packets, so a server can decide who may read it without
+//!   decrypting;
+//! * [`is_recipient`] matches those handles against a friend's key.
+
+use std::io::{self, Read, Write};
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::crypto::SessionKey;
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
+use openpgp::parse::{PacketParser, PacketParserResult, Parse};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
+use openpgp::types::{KeyFlags, SymmetricAlgorithm};
+use openpgp::{Cert, KeyHandle, Packet};
+
+use crate::account::Account;
+
+/// Why sealing or opening a content file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// Reading the input or writing the output failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// A recipient (or the account) has no usable encryption key.
+    #[error("{0} has no usable encryption key")]
+    NoEncryptionKey(String),
+    /// The file is not an OpenPGP message encrypted to this account.
+    #[error("not encrypted to this account: {0}")]
+    NotForUs(String),
+    /// The file has no good signature by the expected signer.
+    #[error("bad or missing signature of {signer}: {reason}")]
+    BadSignature {
+        /// The expected signer's fingerprint.
+        signer: String,
+        /// What sequoia reported.
+        reason: String,
+    },
+    /// The OpenPGP data is malformed or another OpenPGP operation failed.
+    #[error("OpenPGP: {0}")]
+    Pgp(String),
+}
+
+fn pgp(e: impl std::fmt::Display) -> ContentError {
+    ContentError::Pgp(e.to_string())
+}
+
+fn policy() -> StandardPolicy<'static> {
+    StandardPolicy::new()
+}
+
+fn encryption_flags() -> KeyFlags {
+    KeyFlags::empty()
+        .set_storage_encryption()
+        .set_transport_encryption()
+}
+
+impl Account {
+    /// Signs `input` with the account's primary key and encrypts it to the
+    /// account itself and to every cert in `recipients`, writing the
+    /// OpenPGP message to `output`. Streams: memory use does not grow with
+    /// the input.
+    pub fn seal(
+        &self,
+        mut input: impl Read,
+        output: impl Write + Send + Sync,
+        recipients: &[&Cert],
+    ) -> Result<(), ContentError> {
+        let p = policy();
+        let own = self.secret_cert();
+        let mut keys = Vec::new();
+        for cert in std::iter::once(own).chain(recipients.iter().copied()) {
+            let found: Vec<_> = cert
+                .keys()
+                .with_policy(&p, None)
+                .supported()
+                .alive()
+                .revoked(false)
+                .key_flags(encryption_flags())
+                .collect();
+            if found.is_empty() {
+                return Err(ContentError::NoEncryptionKey(cert.fingerprint().to_hex()));
+            }
+            keys.extend(found);
+        }
+        let signer = own
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .and_then(|k| k.into_keypair())
+            .map_err(pgp)?;
+        let message = Message::new(output);
+        let message = Encryptor::for_recipients(message, keys)
+            .build()
+            .map_err(pgp)?;
+        let message = Signer::new(message, signer)
+            .and_then(|s| s.build())
+            .map_err(pgp)?;
+        let mut w = LiteralWriter::new(message).build().map_err(pgp)?;
+        io::copy(&mut input, &mut w)?;
+        w.finalize().map_err(pgp)?;
+        Ok(())
+    }
+
+    /// Decrypts `input` (a message encrypted to this account) into `output`,
+    /// and fails unless it carries a good signature by `signer`. Use
+    /// [`io::sink`] as the output to only verify.
+    ///
+    /// Plaintext reaches `output` before the signature is checked (it is at
+    /// the end of the message); treat it as untrusted until this returns
+    /// `Ok`.
+    pub fn open(
+        &self,
+        input: impl Read + Send + Sync,
+        mut output: impl Write,
+        signer: &Cert,
+    ) -> Result<(), ContentError> {
+        let p = policy();
+        let helper = OpenHelper {
+            account: self.secret_cert(),
+            signer,
+            policy: &p,
+            decrypted: false,
+            signature: None,
+        };
+        let mut d = DecryptorBuilder::from_reader(input)
+            .and_then(|b| b.with_policy(&p, None, helper))
+            .map_err(|e| classify(e.to_string(), e.downcast_ref::<ContentError>(), signer))?;
+        let copied = io::copy(&mut d, &mut output);
+        let helper = d.into_helper();
+        if let Some(reason) = helper.signature {
+            return Err(ContentError::BadSignature {
+                signer: signer.fingerprint().to_hex(),
+                reason,
+            });
+        }
+        copied?;
+        if !helper.decrypted {
+            return Err(ContentError::NotForUs(
+                "the message is not encrypted".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn classify(text: String, inner: Option<&ContentError>, signer: &Cert) -> ContentError {
+    match inner {
+        Some(ContentError::NotForUs(r)) => ContentError::NotForUs(r.clone()),
+        Some(ContentError::BadSignature { signer, reason }) => ContentError::BadSignature {
+            signer: signer.clone(),
+            reason: reason.clone(),
+        },
+        Some(other) => ContentError::Pgp(other.to_string()),
+        None if text.to_ascii_lowercase().contains("signature") => ContentError::BadSignature {
+            signer: signer.fingerprint().to_hex(),
+            reason: text,
+        },
+        None => ContentError::Pgp(text),
+    }
+}
+
+struct OpenHelper<'a> {
+    account: &'a Cert,
+    signer: &'a Cert,
+    policy: &'a StandardPolicy<'a>,
+    decrypted: bool,
+    signature: Option<String>,
+}
+
+impl VerificationHelper for OpenHelper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(vec![self.signer.clone()])
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let mut reason = String::from("the message is not signed");
+        for layer in structure {
+            if let MessageLayer::SignatureGroup { results } = layer {
+                for r in results {
+                    match r {
+                        Ok(good) if good.ka.cert().fingerprint() == self.signer.fingerprint() => {
+                            return Ok(());
+                        }
+                        Ok(_) => reason = "signed by another key".into(),
+                        Err(e) => reason = e.to_string(),
+                    }
+                }
+            }
+        }
+        self.signature = Some(reason.clone());
+        Err(ContentError::BadSignature {
+            signer: self.signer.fingerprint().to_hex(),
+            reason,
+        }
+        .into())
+    }
+}
+
+impl DecryptionHelper for OpenHelper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        let keys: Vec<_> = self
+            .account
+            .keys()
+            .with_policy(self.policy, None)
+            .key_flags(encryption_flags())
+            .secret()
+            .collect();
+        for pkesk in pkesks {
+            for key in &keys {
+                if let Some(r) = pkesk.recipient() {
+                    if !r.aliases(key.key().key_handle()) {
+                        continue;
+                    }
+                }
+                let Ok(mut pair) = key.key().clone().into_keypair() else {
+                    continue;
+                };
+                if pkesk
+                    .decrypt(&mut pair, sym_algo)
+                    .map(|(algo, sk)| decrypt(algo, &sk))
+                    .unwrap_or(false)
+                {
+                    self.decrypted = true;
+                    return Ok(None);
+                }
+            }
+        }
+        Err(
+            ContentError::NotForUs("no session key decrypts with this account's keys".into())
+                .into(),
+        )
+    }
+}
+
+/// The recipients a message is encrypted to (the key handles of its PKESK
+/// packets; anonymous recipients are skipped). Reads only the packets before
+/// the encrypted data, not the whole file.
+pub fn recipients(input: impl Read + Send + Sync) -> Result<Vec<KeyHandle>, ContentError> {
+    let mut out = Vec::new();
+    let mut ppr = PacketParser::from_reader(input).map_err(pgp)?;
+    while let PacketParserResult::Some(pp) = ppr {
+        match &pp.packet {
+            Packet::PKESK(p) => {
+                if let Some(h) = p.recipient() {
+                    out.push(h);
+                }
+            }
+            Packet::SKESK(_) | Packet::Marker(_) => {}
+            _ => break,
+        }
+        ppr = pp.next().map_err(pgp)?.1;
+    }
+    Ok(out)
+}
+
+/// Whether any key of `cert` (primary or subkey) is among `recipients`.
+pub fn is_recipient(recipients: &[KeyHandle], cert: &Cert) -> bool {
+    cert.keys().any(|k| {
+        let h = k.key().key_handle();
+        recipients.iter().any(|r| r.aliases(&h))
+    })
+}
