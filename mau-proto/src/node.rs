@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::fingerprint::Fingerprint;
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupOutcome};
 use crate::rng::Rng;
-use crate::routing_table::{Contact, FailedOutcome, Liveness, RoutingTable, SeenOutcome};
+use crate::routing_table::{Contact, FailedOutcome, Liveness, Removed, RoutingTable, SeenOutcome};
 use crate::time::Time;
 
 /// Identifies one outgoing request of one node.
@@ -300,10 +300,12 @@ impl<A: Clone + Eq> Node<A> {
             .is_some_and(|t| t <= now)
         {
             for bucket in self.table.stale_buckets(now, self.config.stall_period) {
-                let target = self.random_target_in(bucket);
                 // Touched even if no lookup can start, so a stale bucket never spins.
-                self.table.touch_bucket_of(&target.key(), now);
-                if !self.table.is_empty() {
+                self.table.touch_bucket(bucket, now);
+                let target = self.random_target_in(bucket);
+                // A v4 node cannot name an id in a bucket deeper than 160 bits
+                // (only a v6 twin of itself lives there): nothing to look up.
+                if !self.table.is_empty() && target != self.local() {
                     let _ = self.start(now, target, LookupKind::Refresh);
                 }
             }
@@ -397,13 +399,20 @@ impl<A: Clone + Eq> Node<A> {
     }
 
     /// Removes a peer from the table (e.g. the user unfriended or blocked it).
+    /// Returns whether it was known.
     pub fn remove_peer(&mut self, fp: &Fingerprint) -> bool {
-        let contact = self.table.get(fp).map(|e| e.contact.clone());
-        let removed = self.table.remove(fp);
-        if let Some(c) = contact {
-            self.out.push_back(Output::Event(Event::PeerRemoved(c)));
+        match self.table.remove(fp) {
+            Removed::Nothing => false,
+            Removed::Waiting => true,
+            Removed::Entry { removed, promoted } => {
+                self.out
+                    .push_back(Output::Event(Event::PeerRemoved(removed)));
+                if let Some(c) = promoted {
+                    self.out.push_back(Output::Event(Event::PeerAdded(c)));
+                }
+                true
+            }
         }
-        removed
     }
 
     /// Starts a lookup for `target`; [`Event::LookupFinished`] reports its end.

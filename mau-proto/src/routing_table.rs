@@ -112,6 +112,22 @@ pub enum FailedOutcome<A> {
     },
 }
 
+/// What [`RoutingTable::remove`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Removed<A> {
+    /// Not known.
+    Nothing,
+    /// It was only waiting in a replacement cache.
+    Waiting,
+    /// It left its bucket; `promoted` took the slot.
+    Entry {
+        /// The contact that left.
+        removed: Contact<A>,
+        /// The newcomer that replaced it, if any was waiting.
+        promoted: Option<Contact<A>>,
+    },
+}
+
 /// Whether [`RoutingTable::closest`] may return peers that failed their last request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
@@ -278,6 +294,15 @@ impl<A: Clone + Eq> RoutingTable<A> {
             return SeenOutcome::Inserted;
         }
         // Full: the newcomer waits; the least-recently-seen entry decides.
+        // A fingerprint whose key another waiting fingerprint already holds
+        // (a v4 id and its zero-padded v6 twin) is refused: first one wins.
+        if bucket
+            .replacements
+            .iter()
+            .any(|c| c.fingerprint != contact.fingerprint && c.fingerprint.key() == key)
+        {
+            return SeenOutcome::Refused;
+        }
         bucket
             .replacements
             .retain(|c| c.fingerprint != contact.fingerprint);
@@ -337,7 +362,18 @@ impl<A: Clone + Eq> RoutingTable<A> {
     /// cached; it is put at the head (least recently seen) so it is checked first.
     fn promote(&mut self, cpl: usize) -> Option<Contact<A>> {
         let bucket = &mut self.buckets[cpl];
-        let contact = bucket.replacements.pop()?;
+        // Never promote a key already in the bucket (see the twin rule in `seen`).
+        let contact = loop {
+            let c = bucket.replacements.pop()?;
+            let key = c.fingerprint.key();
+            if !bucket
+                .entries
+                .iter()
+                .any(|e| e.contact.fingerprint.key() == key)
+            {
+                break c;
+            }
+        };
         bucket.entries.insert(
             0,
             Entry {
@@ -351,24 +387,39 @@ impl<A: Clone + Eq> RoutingTable<A> {
         Some(contact)
     }
 
-    /// Removes `fp` (from its bucket or replacement cache). Returns whether it was there.
-    pub fn remove(&mut self, fp: &Fingerprint) -> bool {
+    /// Removes `fp` from its bucket (a waiting newcomer takes the slot) or
+    /// from a replacement cache.
+    pub fn remove(&mut self, fp: &Fingerprint) -> Removed<A> {
         if let Some((cpl, pos)) = self.locate(fp) {
-            self.buckets[cpl].entries.remove(pos);
+            let entry = self.buckets[cpl].entries.remove(pos);
             self.len -= 1;
-            self.promote(cpl);
-            return true;
+            let promoted = self.promote(cpl);
+            return Removed::Entry {
+                removed: entry.contact,
+                promoted,
+            };
         }
         let Some(cpl) = self.cpl(&fp.key()) else {
-            return false;
+            return Removed::Nothing;
         };
         match self.buckets.get_mut(cpl) {
             Some(b) => {
                 let before = b.replacements.len();
                 b.replacements.retain(|c| c.fingerprint != *fp);
-                before != b.replacements.len()
+                if before != b.replacements.len() {
+                    Removed::Waiting
+                } else {
+                    Removed::Nothing
+                }
             }
-            None => false,
+            None => Removed::Nothing,
+        }
+    }
+
+    /// Marks bucket `index` as just looked up (not stale).
+    pub fn touch_bucket(&mut self, index: BucketIndex, now: Time) {
+        if let Some(b) = self.buckets.get_mut(index.common_prefix_len()) {
+            b.last_lookup = now;
         }
     }
 
