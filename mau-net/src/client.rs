@@ -219,3 +219,136 @@ impl<R: Runtime> Client<R> {
         Ok(sender)
     }
 }
+
+/// An answer whose body is read chunk by chunk ([`Client::get_streaming`]).
+/// Every wait (for the headers, for each chunk) is bounded by an idle
+/// timeout, not the whole transfer, so large files are not cut off.
+pub struct Streaming<'a, R: Runtime> {
+    client: &'a Client<R>,
+    key: (Fingerprint, PeerAddress),
+    sender: Option<Sender>,
+    status: u16,
+    headers: hyper::HeaderMap,
+    body: hyper::body::Incoming,
+    idle: std::time::Duration,
+}
+
+impl<R: Runtime> Streaming<'_, R> {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &hyper::HeaderMap {
+        &self.headers
+    }
+
+    /// The next chunk of the body; `None` at its end (the connection then
+    /// goes back to the pool).
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            let frame = timeout(&self.client.rt, self.idle, self.body.frame())
+                .await
+                .map_err(|_| ClientError::Timeout(self.idle))?;
+            match frame {
+                None => {
+                    if let Some(s) = self.sender.take() {
+                        self.client.give_back(self.key.clone(), s);
+                    }
+                    return Ok(None);
+                }
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+                Some(Err(e)) => return Err(ClientError::Http(e.to_string())),
+            }
+        }
+    }
+
+    /// The whole remaining body, at most `max` bytes.
+    pub async fn collect(&mut self, max: usize) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::new();
+        while let Some(c) = self.chunk().await? {
+            if out.len() + c.len() > max {
+                return Err(ClientError::TooLarge(max));
+            }
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
+    }
+
+    /// Turns a non-2xx answer into [`ClientError::Status`] (reading the
+    /// start of its body for the message).
+    pub async fn error_for_status(mut self) -> Result<Self, ClientError> {
+        if (200..300).contains(&self.status) {
+            return Ok(self);
+        }
+        let status = self.status;
+        let body = match self.collect(64 * 1024).await {
+            Ok(b) => String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        Err(ClientError::Status { status, body })
+    }
+}
+
+impl<R: Runtime> Client<R> {
+    /// `GET path` from `to` with extra request `headers`, answering as soon
+    /// as the response headers arrive, whatever the status. Connecting and
+    /// waiting for the headers, then every body chunk, must each finish
+    /// within `idle`; there is no limit on the whole transfer or its size.
+    /// (The DHT's [`Client::get`] keeps its whole-RPC timeout and body cap.)
+    pub async fn get_streaming(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        headers: &[(hyper::header::HeaderName, String)],
+        idle: std::time::Duration,
+    ) -> Result<Streaming<'_, R>, ClientError> {
+        let key = (to.fingerprint, to.address.clone());
+        let start = async {
+            let pooled = match self.take_pooled(&key) {
+                Some(mut s) => s.ready().await.ok().map(|_| s),
+                None => None,
+            };
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => self.connect(to).await?,
+            };
+            let mut req = hyper::Request::get(path)
+                .header(hyper::header::HOST, to.address.as_str())
+                .header(
+                    hyper::header::USER_AGENT,
+                    concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
+                );
+            for (name, value) in headers {
+                req = req.header(name, value.as_str());
+            }
+            let req = req
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            Ok::<_, ClientError>((sender, resp))
+        };
+        let (sender, resp) = timeout(&self.rt, idle, start)
+            .await
+            .map_err(|_| ClientError::Timeout(idle))??;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        Ok(Streaming {
+            client: self,
+            key,
+            sender: Some(sender),
+            status,
+            headers: parts.headers,
+            body,
+            idle,
+        })
+    }
+}

@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Seed of the core's random choices (`None`: from the OS clock and address).
     pub seed: Option<u64>,
+    /// The content store served under `/p2p/` (`None`: those routes answer 404).
+    pub content: Option<std::sync::Arc<mau_store::Store>>,
     /// Advertise and browse `_mau._tcp.local.` over mDNS (multicast on every
     /// interface). Off by default; the `mau` command line turns it on.
     pub mdns: bool,
@@ -84,6 +86,7 @@ impl NodeConfig {
             protocol: mau_proto::Config::default(),
             limits: Limits::default(),
             seed: None,
+            content: None,
             mdns: false,
             upnp: false,
             upnp_lease: Duration::from_secs(3600),

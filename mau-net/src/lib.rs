@@ -10,6 +10,7 @@
 //! - [`server`] / [`router`]: accept, TLS, HTTP, which path answers what;
 //! - [`client`]: pooled HTTPS client with the peer's fingerprint pinned;
 //! - [`resolver`]: turning a fingerprint into addresses and a verified connection;
+//! - `content` / [`sync`]: the `/p2p/` content routes and the friend sync client;
 //! - [`control`]: the local control socket used by the `mau` command line;
 //! - [`persist`]: the routing table on disk;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
@@ -20,6 +21,7 @@
 
 pub mod client;
 pub mod config;
+mod content;
 pub mod control;
 pub mod mdns;
 pub mod node;
@@ -28,6 +30,7 @@ pub mod resolver;
 mod router;
 pub mod runtime;
 mod server;
+pub mod sync;
 pub mod upnp;
 
 pub use client::{Client, ClientError};

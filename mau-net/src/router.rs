@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::{Method, StatusCode};
 use mau_proto::wire::{encode_find_peer, parse_kad_path, KadRoute, WireError};
 use mau_proto::{Contact, Fingerprint, PeerAddress, PeerRecord, Request, Response};
@@ -33,10 +33,17 @@ pub(crate) fn listening_address(claimed: PeerAddress, observed: IpAddr) -> PeerA
     }
 }
 
-type Reply = hyper::Response<Full<Bytes>>;
+/// A response body: in memory, or streamed (content files).
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+pub(crate) type Reply = hyper::Response<Body>;
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
-    let mut r = hyper::Response::new(Full::new(body.into()));
+/// A body held in memory.
+pub(crate) fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut r = hyper::Response::new(full(body));
     *r.status_mut() = status;
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -60,6 +67,9 @@ pub(crate) async fn handle<R: Runtime, B>(
     debug!(peer = %caller.fingerprint, method = %req.method(), path, "request");
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    if path.starts_with("/p2p/") {
+        return crate::content::handle(shared, caller, &req).await;
     }
     if path.starts_with("/kad/") {
         return kad(shared, caller, path);

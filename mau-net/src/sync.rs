@@ -1,0 +1,625 @@
+//! Friend file sync: list what a followed friend shares with us (every
+//! page), download what is new or changed with bounded concurrency, resume
+//! interrupted downloads with `Range`, and let a file replace nothing before
+//! its size, SHA-256, the friend's signature and decryption to us are
+//! checked (in [`mau_store::Store::accept_download`]).
+//!
+//! [`FriendClient`] is also the library API for embedders (the Go guide's
+//! `account.Client(fpr, fallbacks).List(...)`):
+//!
+//! ```no_run
+//! # async fn demo<R: mau_net::Runtime>(node: &mau_net::RunningNode<R>,
+//! #     store: std::sync::Arc<mau_store::Store>, friend: mau_proto::Fingerprint,
+//! #     fallback: mau_proto::PeerAddress) -> Result<(), mau_net::sync::SyncError> {
+//! use mau_net::sync::{FriendClient, SyncOptions};
+//! let client = FriendClient::connect(node, store, friend, &[fallback], SyncOptions::default()).await?;
+//! let posts = client.list_prefix("posts").await?;   // what the friend shares with us
+//! let report = client.sync(&()).await?;             // fetch it
+//! # let _ = (posts, report); Ok(()) }
+//! ```
+//!
+//! Sync state: `last_sync[friend]` moves to the friend's clock (`Date` of the
+//! first listing answer, minus a second) only when every listed file
+//! arrived; otherwise the next sync lists from the old time again and skips
+//! what is already here by size and sum.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::header::{self, HeaderName};
+use mau_identity::TlsIdentity;
+use mau_proto::{Contact, Fingerprint, PeerAddress};
+use mau_store::{Store, StoreError};
+use tracing::{debug, info, warn};
+
+use crate::client::{Client, ClientError};
+use crate::config::Limits;
+use crate::content::{percent_decode, percent_encode, ListItem, MAX_PAGE};
+use crate::node::RunningNode;
+use crate::resolver::{self, ResolveError};
+use crate::runtime::Runtime;
+
+/// Largest listing page body accepted.
+const MAX_PAGE_BODY: usize = 16 * 1024 * 1024;
+/// Most pages followed in one listing (a loop guard).
+const MAX_PAGES: usize = 100_000;
+
+/// How a sync runs.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Downloads in flight at once.
+    pub concurrency: usize,
+    /// Longest wait for any progress (connect, headers, each body chunk).
+    pub idle_timeout: Duration,
+    /// Entries asked for per listing page.
+    pub page_limit: usize,
+    /// Ignore the sync state: list everything (and retire local copies the
+    /// friend no longer lists).
+    pub full: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            concurrency: 4,
+            idle_timeout: Duration::from_secs(30),
+            page_limit: MAX_PAGE,
+            full: false,
+        }
+    }
+}
+
+/// Why a sync (or a listing) failed as a whole. Failures of single files
+/// are in [`SyncReport::failed`].
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The friend is not followed (`<root>/<fpr>` does not exist).
+    #[error("{0} is not followed (mau follow {0})")]
+    NotFollowed(Fingerprint),
+    /// No address reached the friend.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A request to the friend failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// The friend answered something that is not a valid listing.
+    #[error("bad answer from {peer}: {reason}")]
+    Protocol {
+        /// The friend.
+        peer: Fingerprint,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A local storage operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task died.
+    #[error("a blocking task failed")]
+    Blocking,
+}
+
+/// What became of one listed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The local copy already had this size and sum.
+    Unchanged,
+    /// Downloaded (bytes transferred now; `resumed` if a partial download
+    /// was continued).
+    Downloaded {
+        /// Bytes received in this run.
+        bytes: u64,
+        /// Whether an earlier partial download was continued.
+        resumed: bool,
+    },
+}
+
+/// The result of syncing one friend.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    /// The friend.
+    pub friend: Option<Fingerprint>,
+    /// Entries listed.
+    pub listed: usize,
+    /// Files downloaded and installed.
+    pub downloaded: usize,
+    /// Of those, resumed from a partial download.
+    pub resumed: usize,
+    /// Files already up to date.
+    pub unchanged: usize,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Files that failed, with the reason (nothing local was replaced).
+    pub failed: Vec<(String, String)>,
+    /// Local copies the friend no longer lists (full listings only), moved
+    /// to their `.versions` directory.
+    pub retired: Vec<String>,
+    /// Whether everything arrived and the sync state moved forward.
+    pub complete: bool,
+}
+
+/// Receives progress of a sync (for progress bars). All methods default to
+/// nothing; `()` is the silent observer.
+pub trait Progress: Send + Sync {
+    /// The listing is in: `files` to check, `bytes` in total.
+    fn listed(&self, _files: usize, _bytes: u64) {}
+    /// `n` more bytes arrived.
+    fn bytes(&self, _n: u64) {}
+    /// A file is done (downloaded, unchanged or failed).
+    fn file_done(&self, _name: &str, _result: &Result<Outcome, String>) {}
+}
+
+impl Progress for () {}
+
+/// A friend's listing.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// Every entry, in the friend's order (oldest first).
+    pub items: Vec<ListItem>,
+    /// The friend's clock when the listing started (its `Date` header).
+    pub server_time: Option<SystemTime>,
+}
+
+/// A client for one friend's content. Cheap to clone.
+#[derive(Clone)]
+pub struct FriendClient<R: Runtime> {
+    rt: R,
+    client: Arc<Client<R>>,
+    store: Arc<Store>,
+    peer: Contact<PeerAddress>,
+    opts: SyncOptions,
+}
+
+impl<R: Runtime> FriendClient<R> {
+    /// A client for `peer` through `client` (e.g. a running node's
+    /// [`RunningNode::client`]).
+    pub fn new(
+        rt: R,
+        client: Arc<Client<R>>,
+        store: Arc<Store>,
+        peer: Contact<PeerAddress>,
+        opts: SyncOptions,
+    ) -> Self {
+        FriendClient {
+            rt,
+            client,
+            store,
+            peer,
+            opts,
+        }
+    }
+
+    /// A client with its own connection pool, presenting the store's
+    /// account (no running node needed; the friend is reached at `address`).
+    pub fn direct(
+        rt: R,
+        store: Arc<Store>,
+        peer: Contact<PeerAddress>,
+        opts: SyncOptions,
+    ) -> Result<Self, SyncError> {
+        let identity = TlsIdentity::from_account(store.account(), None)
+            .map_err(|e| SyncError::Store(StoreError::Identity(e)))?;
+        let limits = Limits {
+            pool_per_peer: opts.concurrency.max(1),
+            ..Limits::default()
+        };
+        let client = Client::new(rt.clone(), identity, limits);
+        Ok(Self::new(rt, client, store, peer, opts))
+    }
+
+    /// Finds `fpr` through the node's resolvers (the DHT) and the `fallbacks`
+    /// addresses, verified by a pinned ping, and returns a client for it.
+    pub async fn connect(
+        node: &RunningNode<R>,
+        store: Arc<Store>,
+        fpr: Fingerprint,
+        fallbacks: &[PeerAddress],
+        opts: SyncOptions,
+    ) -> Result<Self, SyncError> {
+        let dht: Arc<dyn resolver::Resolve> = Arc::new(resolver::DhtResolver::new(node));
+        let contact = resolver::connect(node, fpr, vec![dht], fallbacks).await?;
+        Ok(Self::new(
+            node.shared().rt.clone(),
+            node.client().clone(),
+            store,
+            contact,
+            opts,
+        ))
+    }
+
+    /// The friend and the address in use.
+    pub fn peer(&self) -> &Contact<PeerAddress> {
+        &self.peer
+    }
+
+    fn protocol(&self, reason: impl Into<String>) -> SyncError {
+        SyncError::Protocol {
+            peer: self.peer.fingerprint,
+            reason: reason.into(),
+        }
+    }
+
+    /// Everything the friend shares with us modified at or after `since`
+    /// (every page).
+    pub async fn list(&self, since: Option<SystemTime>) -> Result<Listing, SyncError> {
+        let fpr = self.peer.fingerprint;
+        let mut headers: Vec<(HeaderName, String)> = Vec::new();
+        if let Some(t) = since {
+            headers.push((header::IF_MODIFIED_SINCE, httpdate::fmt_http_date(t)));
+        }
+        let mut path = format!(
+            "/p2p/{fpr}?limit={}",
+            self.opts.page_limit.clamp(1, MAX_PAGE)
+        );
+        let mut listing = Listing::default();
+        for page in 0..MAX_PAGES {
+            let mut resp = self
+                .client
+                .get_streaming(&self.peer, &path, &headers, self.opts.idle_timeout)
+                .await?
+                .error_for_status()
+                .await?;
+            if page == 0 {
+                listing.server_time = resp
+                    .headers()
+                    .get(header::DATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| httpdate::parse_http_date(s).ok());
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let body = resp.collect(MAX_PAGE_BODY).await?;
+            let items: Vec<ListItem> = serde_json::from_slice(&body)
+                .map_err(|e| self.protocol(format!("listing is not valid JSON: {e}")))?;
+            debug!(peer = %fpr, page, entries = items.len(), "listing page");
+            listing.items.extend(items);
+            match next {
+                Some(n) if n.starts_with(&format!("/p2p/{fpr}?")) && n != path => path = n,
+                Some(n) if n == path => return Err(self.protocol("next page link loops")),
+                Some(n) => {
+                    return Err(self.protocol(format!("next page link {n:?} leaves the listing")))
+                }
+                None => return Ok(listing),
+            }
+        }
+        Err(self.protocol("too many listing pages"))
+    }
+
+    /// Entries whose name starts with `prefix` (a leading `/` is ignored),
+    /// like the Go guide's `client.List("/posts")`.
+    pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<ListItem>, SyncError> {
+        let prefix = prefix.trim_start_matches('/');
+        let fpr = self.peer.fingerprint;
+        Ok(self
+            .list(None)
+            .await?
+            .items
+            .into_iter()
+            .filter(|i| item_name(&fpr, &i.path).is_some_and(|n| n.starts_with(prefix)))
+            .collect())
+    }
+
+    /// Downloads one listed file into the store (resuming a partial
+    /// download), verifies and installs it. A local copy with the same size
+    /// and sum is left alone.
+    pub async fn fetch(
+        &self,
+        item: &ListItem,
+        progress: &dyn Progress,
+    ) -> Result<Outcome, SyncError> {
+        let fpr = self.peer.fingerprint;
+        let name = item_name(&fpr, &item.path)
+            .ok_or_else(|| self.protocol(format!("bad path {:?}", item.path)))?;
+        if !mau_store::is_sum(&item.sum) {
+            return Err(self.protocol(format!("bad sum {:?}", item.sum)));
+        }
+        let local = self.store.dir_of(&fpr).join(&name);
+        if local.is_file() {
+            let store = self.store.clone();
+            let l = local.clone();
+            let meta = self
+                .rt
+                .run_blocking(move || store.meta(&l))
+                .await
+                .ok_or(SyncError::Blocking)?;
+            if let Ok((e, m)) = meta {
+                if e.size == item.size && m.sum == item.sum {
+                    return Ok(Outcome::Unchanged);
+                }
+            }
+        }
+        let partial = self.store.partial_path(&fpr, &name, &item.sum);
+        let (bytes, resumed) = self.download_to(item, &name, &partial, progress).await?;
+        let store = self.store.clone();
+        let (n, size, sum) = (name.clone(), item.size, item.sum.clone());
+        let accepted = self
+            .rt
+            .run_blocking(move || store.accept_download(&fpr, &n, &partial, size, &sum))
+            .await
+            .ok_or(SyncError::Blocking)?;
+        accepted?;
+        debug!(peer = %fpr, file = %name, bytes, resumed, "file installed");
+        Ok(Outcome::Downloaded { bytes, resumed })
+    }
+
+    /// Fills `partial` with the file's bytes; returns bytes received now and
+    /// whether an earlier partial file was continued.
+    async fn download_to(
+        &self,
+        item: &ListItem,
+        name: &str,
+        partial: &std::path::Path,
+        progress: &dyn Progress,
+    ) -> Result<(u64, bool), SyncError> {
+        let fpr = self.peer.fingerprint;
+        let io = |e: std::io::Error| SyncError::Store(StoreError::io(partial, e));
+        let mut have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+        if have > item.size {
+            std::fs::remove_file(partial).map_err(io)?;
+            have = 0;
+        }
+        if have == item.size && have > 0 {
+            return Ok((0, true));
+        }
+        let path = format!("/p2p/{fpr}/{}", percent_encode(name));
+        let mut headers = Vec::new();
+        if have > 0 {
+            headers.push((header::RANGE, format!("bytes={have}-")));
+        }
+        let mut resp = self
+            .client
+            .get_streaming(&self.peer, &path, &headers, self.opts.idle_timeout)
+            .await?;
+        let resumed = match resp.status() {
+            206 if have > 0 => {
+                let start = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range_start);
+                if start != Some(have) {
+                    return Err(self.protocol("206 answer for another range"));
+                }
+                true
+            }
+            200 => {
+                have = 0;
+                false
+            }
+            416 if have > 0 => {
+                // Our partial copy does not fit the file any more: start over.
+                std::fs::remove_file(partial).map_err(io)?;
+                return Box::pin(self.download_to(item, name, partial, progress)).await;
+            }
+            _ => {
+                resp.error_for_status().await?;
+                return Err(self.protocol("unexpected status"));
+            }
+        };
+        let mut opts = OpenOptions::new();
+        opts.create(true).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(partial).map_err(io)?;
+        file.set_len(have).map_err(io)?;
+        let mut file = std::io::BufWriter::with_capacity(256 * 1024, file);
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
+        let mut got = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            got += chunk.len() as u64;
+            if have + got > item.size {
+                drop(file);
+                let _ = std::fs::remove_file(partial);
+                return Err(SyncError::Store(StoreError::SizeMismatch {
+                    expected: item.size,
+                    actual: have + got,
+                }));
+            }
+            file.write_all(&chunk).map_err(io)?;
+            progress.bytes(chunk.len() as u64);
+        }
+        file.flush().map_err(io)?;
+        Ok((got, resumed))
+    }
+
+    /// Syncs the friend: lists (since the last complete sync, unless
+    /// [`SyncOptions::full`]), fetches what is new or changed, records the
+    /// sync when everything arrived.
+    pub async fn sync(&self, progress: &dyn Progress) -> Result<SyncReport, SyncError> {
+        let fpr = self.peer.fingerprint;
+        if !self.store.dir_of(&fpr).is_dir() {
+            return Err(SyncError::NotFollowed(fpr));
+        }
+        let since = if self.opts.full {
+            None
+        } else {
+            self.store.sync_state()?.last_sync(&fpr)
+        };
+        let started = SystemTime::now();
+        let listing = self.list(since).await?;
+        let mut report = SyncReport {
+            friend: Some(fpr),
+            listed: listing.items.len(),
+            ..SyncReport::default()
+        };
+        // One entry per name (the last one wins).
+        let mut by_name: BTreeMap<String, ListItem> = BTreeMap::new();
+        for item in listing.items {
+            match item_name(&fpr, &item.path) {
+                Some(n) => {
+                    by_name.insert(n, item);
+                }
+                None => report
+                    .failed
+                    .push((item.path.clone(), "invalid path in listing".into())),
+            }
+        }
+        let total: u64 = by_name.values().map(|i| i.size).sum();
+        progress.listed(by_name.len(), total);
+        info!(peer = %fpr, files = by_name.len(), bytes = total, since = ?since.map(mau_store::format_rfc3339), "syncing");
+        let names: Vec<String> = by_name.keys().cloned().collect();
+        let results = self
+            .fetch_all(by_name.values().cloned().collect(), progress)
+            .await;
+        for (name, r) in results {
+            match r {
+                Ok(Outcome::Unchanged) => report.unchanged += 1,
+                Ok(Outcome::Downloaded { bytes, resumed }) => {
+                    report.downloaded += 1;
+                    report.bytes += bytes;
+                    report.resumed += usize::from(resumed);
+                }
+                Err(e) => {
+                    warn!(peer = %fpr, file = %name, error = %e, "file not synced");
+                    report.failed.push((name, e));
+                }
+            }
+        }
+        report.complete = report.failed.is_empty();
+        if report.complete {
+            if since.is_none() {
+                report.retired = self.retire_unlisted(&names)?;
+            }
+            let mark = listing.server_time.unwrap_or(started) - Duration::from_secs(1);
+            self.store.record_sync(fpr, mark)?;
+        }
+        info!(peer = %fpr, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failed.len(), bytes = report.bytes, "sync finished");
+        Ok(report)
+    }
+
+    /// Local copies of the friend's files that a full listing no longer
+    /// names move to their versions directory.
+    fn retire_unlisted(&self, listed: &[String]) -> Result<Vec<String>, SyncError> {
+        let fpr = self.peer.fingerprint;
+        let mut retired = Vec::new();
+        for e in self.store.files_in(&self.store.dir_of(&fpr))? {
+            if listed.binary_search(&e.name).is_err() {
+                self.store.retire(&fpr, &e.name)?;
+                info!(peer = %fpr, file = %e.name, "no longer shared: moved to its versions");
+                retired.push(e.name);
+            }
+        }
+        Ok(retired)
+    }
+
+    async fn fetch_all(
+        &self,
+        items: Vec<ListItem>,
+        progress: &dyn Progress,
+    ) -> Vec<(String, Result<Outcome, String>)> {
+        let fpr = self.peer.fingerprint;
+        let queue = async_lock::Mutex::new(items.into_iter());
+        let results = async_lock::Mutex::new(Vec::new());
+        let worker = || async {
+            loop {
+                let Some(item) = queue.lock().await.next() else {
+                    break;
+                };
+                let name = item_name(&fpr, &item.path).unwrap_or_default();
+                let r = self.fetch(&item, progress).await.map_err(|e| e.to_string());
+                progress.file_done(&name, &r);
+                results.lock().await.push((name, r));
+            }
+        };
+        let n = self.opts.concurrency.max(1);
+        let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> =
+            Vec::new();
+        for _ in 0..n {
+            all.push(Box::pin(worker()));
+        }
+        join_all(all).await;
+        results.into_inner()
+    }
+}
+
+/// Polls every future to completion on the current task.
+async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>) {
+    use std::task::Poll;
+    futures_lite::future::poll_fn(move |cx| {
+        futs.retain_mut(|f| std::pin::Pin::new(f).poll(cx).is_pending());
+        if futs.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The file name in a listed path `/p2p/<fpr>/<name>` (percent-decoded if
+/// encoded), if it is a valid content name of that friend.
+fn item_name(fpr: &Fingerprint, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/p2p/")?;
+    let (f, name) = rest.split_once('/')?;
+    if Fingerprint::parse(f).ok()? != *fpr {
+        return None;
+    }
+    let name = if name.contains('%') {
+        percent_decode(name)?
+    } else {
+        name.to_string()
+    };
+    mau_store::validate_name(&name).ok()?;
+    name.ends_with(mau_store::PGP_SUFFIX).then_some(name)
+}
+
+/// The target of a `rel="next"` link.
+fn next_link(v: &str) -> Option<String> {
+    v.split(',').find_map(|part| {
+        let part = part.trim();
+        let (target, params) = part.strip_prefix('<')?.split_once('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            })
+            .then(|| target.to_string())
+    })
+}
+
+/// `bytes START-END/SIZE` → START.
+fn content_range_start(v: &str) -> Option<u64> {
+    v.trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_names() {
+        assert_eq!(
+            next_link("</p2p/ab?after=1-61&limit=5>; rel=\"next\"").as_deref(),
+            Some("/p2p/ab?after=1-61&limit=5")
+        );
+        assert_eq!(next_link("</x>; rel=\"prev\""), None);
+        assert_eq!(content_range_start("bytes 10-99/100"), Some(10));
+        let f = Fingerprint::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let p = |s: &str| item_name(&f, &format!("/p2p/{f}/{s}"));
+        assert_eq!(p("a.pgp").as_deref(), Some("a.pgp"));
+        assert_eq!(p("a%20b.pgp").as_deref(), Some("a b.pgp"));
+        assert_eq!(p("a b.pgp").as_deref(), Some("a b.pgp"));
+        assert_eq!(p("..%2Fx.pgp"), None);
+        assert_eq!(p("x/y.pgp"), None);
+        assert_eq!(p("x.txt"), None);
+        assert_eq!(
+            item_name(&f, "/p2p/0000000000000000000000000000000000000000/a.pgp"),
+            None
+        );
+    }
+}
