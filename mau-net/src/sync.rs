@@ -413,6 +413,14 @@ impl<R: Runtime> FriendClient<R> {
         let mut file = std::io::BufWriter::with_capacity(256 * 1024, file);
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
         let mut got = 0u64;
+        // A full disk: drop the partial file (it cannot complete and holds
+        // space the rest of the store needs).
+        let full = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                let _ = std::fs::remove_file(partial);
+            }
+            io(e)
+        };
         while let Some(chunk) = resp.chunk().await? {
             got += chunk.len() as u64;
             if have + got > item.size {
@@ -423,10 +431,10 @@ impl<R: Runtime> FriendClient<R> {
                     actual: have + got,
                 }));
             }
-            file.write_all(&chunk).map_err(io)?;
+            file.write_all(&chunk).map_err(full)?;
             progress.bytes(chunk.len() as u64);
         }
-        file.flush().map_err(io)?;
+        file.flush().map_err(full)?;
         Ok((got, resumed))
     }
 

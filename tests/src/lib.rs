@@ -353,5 +353,27 @@ macro_rules! conformance_suite {
         fn hostile_peers_do_not_stall_lookups() {
             run($crate::hostile_peers_do_not_stall_lookups);
         }
+        #[test]
+        fn content_sync_250_files_then_15() {
+            run($crate::content_sync::sync_250_files_then_15);
+        }
+        #[test]
+        fn content_go_acceptance() {
+            run($crate::content_sync::content_acceptance);
+        }
+        #[test]
+        fn content_interrupted_download_resumes() {
+            run($crate::content_sync::interrupted_download_resumes);
+        }
+        #[test]
+        fn content_bad_files_are_rejected() {
+            run($crate::content_sync::bad_files_are_rejected);
+        }
+        #[test]
+        fn content_full_disk_loses_nothing() {
+            run($crate::content_sync::full_disk_loses_nothing);
+        }
     };
 }
+
+pub mod content_sync;
