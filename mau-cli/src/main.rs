@@ -2,6 +2,7 @@
 
 mod account;
 mod devnet;
+mod lan;
 mod logging;
 mod server;
 mod table;
@@ -64,11 +65,19 @@ enum Command {
     /// Ask the running server about its routing table.
     #[command(subcommand)]
     Peers(PeersCommand),
-    /// Find a peer through the running server's DHT.
+    /// Find a peer through the running server's DHT, or (--local) list the
+    /// peers seen on the LAN over mDNS.
     Discover {
         /// The fingerprint to look up.
+        #[arg(long, required_unless_present = "local", conflicts_with = "local")]
+        fingerprint: Option<Fingerprint>,
+        /// List the peers seen on the LAN: the running server's (if it runs
+        /// mDNS), else browse `_mau._tcp.local.` for --seconds (multicast).
         #[arg(long)]
-        fingerprint: Fingerprint,
+        local: bool,
+        /// How long to browse when no server with mDNS runs.
+        #[arg(long, default_value_t = 3, requires = "local")]
+        seconds: u64,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -159,7 +168,15 @@ fn main() -> ExitCode {
         Command::Server(ServerCommand::Start(args)) => server::start(&dir, args),
         Command::Peers(PeersCommand::List { json }) => server::peers(&dir, json, false),
         Command::Peers(PeersCommand::Buckets { json }) => server::peers(&dir, json, true),
-        Command::Discover { fingerprint, json } => server::discover(&dir, fingerprint, json),
+        Command::Discover {
+            fingerprint,
+            local,
+            seconds,
+            json,
+        } => match fingerprint {
+            Some(fp) if !local => server::discover(&dir, fp, json),
+            _ => lan::discover_local(&dir, seconds, json),
+        },
         Command::Devnet {
             nodes,
             lookups,

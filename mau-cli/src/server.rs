@@ -27,9 +27,17 @@ pub struct StartArgs {
     /// one per line, from DIR/.mau/bootstrap.txt).
     #[arg(long = "bootstrap", value_name = "FINGERPRINT@HOST:PORT")]
     bootstrap: Vec<String>,
+    /// Do not advertise or browse on the LAN (mDNS is on by default; it is
+    /// also off while listening on loopback only).
+    #[arg(long)]
+    no_mdns: bool,
+    /// Map the listening port on the router with UPnP IGD and advertise the
+    /// external address (unless --advertise is given). Failures are warnings.
+    #[arg(long)]
+    upnp: bool,
 }
 
-fn control_socket(dir: &Path) -> PathBuf {
+pub(crate) fn control_socket(dir: &Path) -> PathBuf {
     dir.join(MAU_DIR).join("control.sock")
 }
 
@@ -90,6 +98,8 @@ pub fn start(dir: &Path, args: StartArgs) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     config.table_file = Some(dir.join(MAU_DIR).join("routing_table.json"));
     config.control_socket = Some(control_socket(dir));
+    config.mdns = !args.no_mdns;
+    config.upnp = args.upnp;
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
@@ -125,7 +135,7 @@ fn ask(dir: &Path, request: ControlRequest, wait: Duration) -> Result<ControlRes
     }
 }
 
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m", secs / 60),

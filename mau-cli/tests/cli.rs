@@ -42,7 +42,7 @@ impl Drop for Server {
 /// Starts a server on an ephemeral port; returns it and its "FPR@ADDR".
 fn serve(dir: &Path, extra: &[&str]) -> (Server, String) {
     let mut child = mau(dir)
-        .args(["server", "start", "--listen", "127.0.0.1:0"])
+        .args(["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

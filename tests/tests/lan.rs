@@ -1,0 +1,330 @@
+//! LAN discovery (mDNS-SD) end to end, in network namespaces on one bridge:
+//! our nodes find each other and enter each other's routing tables over
+//! mutual TLS; python-zeroconf (an independent implementation) sees and
+//! resolves our advertisement and we find what it publishes, on IPv4 and
+//! IPv6; hostile packets do not bring a node down or grow it.
+//!
+//! Every test skips (with a message) when not root or without `ip netns`.
+
+#![allow(clippy::needless_range_loop)]
+
+#[path = "../netns/mod.rs"]
+mod netns;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use netns::{init_account, mau_bin, Lab, PASSPHRASE};
+
+const PORT: &str = "7000";
+
+/// Starts `mau server start` in `ns` for the account in `dir`; returns the
+/// child index and the moment its banner appeared.
+fn start_server(lab: &mut Lab, ns: &str, dir: &Path, extra: &[&str]) -> (usize, Instant) {
+    let bin = mau_bin();
+    let log = dir.join("server.log");
+    let listen = format!("[::]:{PORT}");
+    let mut args: Vec<&str> = vec![bin.to_str().expect("utf-8 path"), "--dir"];
+    args.push(dir.to_str().expect("utf-8 path"));
+    args.extend(["server", "start", "--listen", &listen]);
+    args.extend(extra);
+    let i = lab.spawn(
+        ns,
+        &args,
+        &[("MAU_PASSPHRASE", PASSPHRASE), ("MAU_LOG_LEVEL", "debug")],
+        &log,
+    );
+    let banner = lab.read_line(i, Duration::from_secs(30));
+    assert!(
+        banner.as_deref().is_some_and(|l| l.contains("listening")),
+        "no banner from the server in {ns}: {banner:?}; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (i, Instant::now())
+}
+
+/// Fingerprints a server lists, via `mau discover --local --json` or
+/// `mau peers list --json` (run inside `ns`, so nothing multicasts outside).
+fn listed(lab: &Lab, ns: &str, dir: &Path, what: &[&str]) -> BTreeSet<String> {
+    let bin = mau_bin();
+    let mut args = vec![
+        bin.to_str().expect("utf-8"),
+        "--dir",
+        dir.to_str().expect("utf-8"),
+    ];
+    args.extend(what);
+    let out = lab.try_sh(ns, &args);
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(_) => return BTreeSet::new(),
+    };
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["fingerprint"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn lan_list(lab: &Lab, ns: &str, dir: &Path) -> BTreeSet<String> {
+    listed(lab, ns, dir, &["discover", "--local", "--json"])
+}
+
+fn table(lab: &Lab, ns: &str, dir: &Path) -> BTreeSet<String> {
+    listed(lab, ns, dir, &["peers", "list", "--json"])
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn three_nodes_find_each_other_and_ping_over_mutual_tls() {
+    let Some(mut lab) = Lab::new("mdns3") else {
+        return;
+    };
+    let nss = lab.bridged_lan(3);
+    let dirs: Vec<_> = (0..3).map(|i| lab.path(&format!("n{i}"))).collect();
+    let fps: Vec<String> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| init_account(d, &format!("node{i}")))
+        .collect();
+    let mut started = Vec::new();
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let (p, t) = start_server(&mut lab, &nss[i], &dirs[i], &[]);
+        procs.push(p);
+        started.push(t);
+    }
+    // Discovery: every node lists the two others as LAN peers.
+    let mut found: BTreeMap<(usize, usize), Duration> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < 6 && Instant::now() < deadline {
+        for i in 0..3 {
+            let seen = lan_list(&lab, &nss[i], &dirs[i]);
+            for j in 0..3 {
+                if i != j && seen.contains(&fps[j]) && !found.contains_key(&(i, j)) {
+                    let later = started[i].max(started[j]);
+                    found.insert((i, j), later.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(found.len(), 6, "LAN discovery incomplete: {found:?}");
+    let m = median(found.values().copied().collect());
+    println!("mDNS discovery on the bridge: median {m:?} from the later start to being listed (6 pairs: {found:?})");
+    // Mutual TLS: each one is in the others' routing tables.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tables = Vec::new();
+    while Instant::now() < deadline {
+        tables = (0..3).map(|i| table(&lab, &nss[i], &dirs[i])).collect();
+        let complete = (0..3).all(|i| (0..3).all(|j| i == j || tables[i].contains(&fps[j])));
+        if complete {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..3 {
+        for j in 0..3 {
+            assert!(
+                i == j || tables[i].contains(&fps[j]),
+                "node {i} has not verified node {j}: {:?}; log: {}",
+                tables[i],
+                std::fs::read_to_string(dirs[i].join("server.log")).unwrap_or_default()
+            );
+        }
+    }
+    // Goodbye: node 2 stops and the others forget it as a LAN peer.
+    assert!(
+        lab.interrupt(procs[2], Duration::from_secs(15)),
+        "node 2 did not stop cleanly"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut gone = false;
+    while !gone && Instant::now() < deadline {
+        gone = (0..2).all(|i| !lan_list(&lab, &nss[i], &dirs[i]).contains(&fps[2]));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gone, "node 2's goodbye was not seen");
+    for &p in &procs[..2] {
+        assert!(lab.running(p), "a node died");
+    }
+}
+
+/// python-zeroconf helper (tests/netns/zc.py) in `ns`.
+fn zc(lab: &Lab, ns: &str, args: &[&str]) -> std::process::Output {
+    let script = netns::scripts_dir().join("zc.py");
+    let mut a = vec!["/usr/bin/python3", script.to_str().expect("utf-8")];
+    a.extend(args);
+    lab.try_sh(ns, &a)
+}
+
+#[test]
+fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
+    let Some(mut lab) = Lab::new("mdnszc") else {
+        return;
+    };
+    assert!(
+        netns::have_python_zeroconf(),
+        "python3-zeroconf is missing: apt-get install python3-zeroconf (see .ci/run)"
+    );
+    let nss = lab.bridged_lan(2);
+    let dir = lab.path("n0");
+    let fp = init_account(&dir, "node0");
+    let (p, _) = start_server(&mut lab, &nss[0], &dir, &[]);
+
+    // zeroconf resolves our advertisement: SRV port, TXT, A and AAAA.
+    let out = zc(&lab, &nss[1], &["resolve", &fp, "10"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "zeroconf did not resolve us: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("zc.py output");
+    assert_eq!(v["port"], 7000, "{v}");
+    assert_eq!(v["txt"]["fpr"], fp.as_str(), "{v}");
+    let addrs: Vec<&str> = v["addresses"]
+        .as_array()
+        .expect("addresses")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(addrs.contains(&"10.77.0.1"), "no IPv4 address: {v}");
+    assert!(addrs.contains(&"fd77::1"), "no IPv6 address: {v}");
+
+    // The same over IPv6 only (zeroconf bound to IPv6).
+    let out = zc(&lab, &nss[1], &["resolve6", &fp, "10"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "zeroconf (IPv6 only) did not resolve us: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("fd77::1"), "{text}");
+
+    // We find what zeroconf publishes: dual-stack, then IPv6 only.
+    let fake4 = "ab".repeat(20);
+    let fake6 = "cd".repeat(20);
+    let bin = mau_bin();
+    let pubdir = lab.path("zc");
+    std::fs::create_dir_all(&pubdir).expect("dir");
+    let z1 = lab.spawn(
+        &nss[1],
+        &[
+            "/usr/bin/python3",
+            netns::scripts_dir().join("zc.py").to_str().expect("utf-8"),
+            "publish",
+            &fake4,
+            "7100",
+            "10.77.0.2,fd77::2",
+            "30",
+        ],
+        &[],
+        &pubdir.join("zc1.log"),
+    );
+    let z2 = lab.spawn(
+        &nss[1],
+        &[
+            "/usr/bin/python3",
+            netns::scripts_dir().join("zc.py").to_str().expect("utf-8"),
+            "publish",
+            &fake6,
+            "7200",
+            "fd77::2",
+            "30",
+        ],
+        &[],
+        &pubdir.join("zc2.log"),
+    );
+    assert!(
+        lab.read_line(z1, Duration::from_secs(20)).is_some(),
+        "zeroconf publisher 1 did not start"
+    );
+    assert!(
+        lab.read_line(z2, Duration::from_secs(20)).is_some(),
+        "zeroconf publisher 2 did not start"
+    );
+    // A standalone browse (no server in this namespace's account dir).
+    let empty = lab.path("nobody");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let mut last = String::new();
+    let mut ok = false;
+    for _ in 0..3 {
+        let out = lab.try_sh(
+            &nss[0],
+            &[
+                bin.to_str().expect("utf-8"),
+                "--dir",
+                empty.to_str().expect("utf-8"),
+                "discover",
+                "--local",
+                "--seconds",
+                "4",
+                "--json",
+            ],
+        );
+        last = String::from_utf8_lossy(&out.stdout).to_string();
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        let addrs_of = |fp: &str| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["fingerprint"] == fp)
+                .flat_map(|p| p["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect()
+        };
+        let a4 = addrs_of(&fake4);
+        let a6 = addrs_of(&fake6);
+        if a4.contains(&"10.77.0.2:7100".to_string())
+            && a4.contains(&"[fd77::2]:7100".to_string())
+            && a6 == vec!["[fd77::2]:7200".to_string()]
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "our browser did not find zeroconf's services: {last}");
+    // The running node saw them too, as candidates (they do not speak TLS, so
+    // they never enter its table).
+    let seen = lan_list(&lab, &nss[0], &dir);
+    assert!(seen.contains(&fake4) && seen.contains(&fake6), "{seen:?}");
+    assert!(!table(&lab, &nss[0], &dir).contains(&fake4));
+
+    // Goodbye: zeroconf sees our instance removed when we stop.
+    let watcher = lab.spawn(
+        &nss[1],
+        &[
+            "/usr/bin/python3",
+            netns::scripts_dir().join("zc.py").to_str().expect("utf-8"),
+            "wait-removed",
+            &fp,
+            "20",
+        ],
+        &[],
+        &pubdir.join("watch.log"),
+    );
+    let line = lab.read_line(watcher, Duration::from_secs(20));
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("added")),
+        "watcher did not see us: {line:?} {}",
+        std::fs::read_to_string(pubdir.join("watch.log")).unwrap_or_default()
+    );
+    assert!(
+        lab.interrupt(p, Duration::from_secs(15)),
+        "server did not stop cleanly"
+    );
+    let line = lab.read_line(watcher, Duration::from_secs(20));
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("removed")),
+        "no goodbye seen by zeroconf: {line:?}"
+    );
+    let _ = Command::new("true").status();
+}
