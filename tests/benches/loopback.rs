@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut g = c.benchmark_group("loopback_request");
-    g.bench_function("find_peer_mutual_tls_keepalive", |b| {
+    g.bench_function("find_peer_mutual_tls_keepalive_smol", |b| {
         b.iter(|| smol::block_on(client.get(&server, &path, max)).expect("find_peer"))
     });
     g.bench_function("static_200_plain_tcp_keepalive", |b| {
@@ -75,8 +75,28 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    g.finish();
     drop(nodes);
+
+    // The same find_peer on a tokio network, in the same run: the adapter ratio.
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let tk = mau_tokio::TokioRuntime::from_handle(tokio_rt.handle().clone());
+    let tnodes = tokio_rt.block_on(mau_tests::network(&tk, 25));
+    let tclient = tnodes[0].client().clone();
+    let tserver = tnodes[1].contact();
+    let tpath = find_peer_path(&tnodes[2].fingerprint());
+    g.bench_function("find_peer_mutual_tls_keepalive_tokio", |b| {
+        b.iter(|| {
+            tokio_rt
+                .block_on(tclient.get(&tserver, &tpath, max))
+                .expect("find_peer")
+        })
+    });
+    g.finish();
+    drop(tnodes);
 }
 
 criterion_group!(benches, bench);
