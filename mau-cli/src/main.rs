@@ -1,6 +1,7 @@
 //! `mau`: the Mau command line.
 
 mod account;
+mod content;
 mod devnet;
 mod lan;
 mod logging;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mau_proto::Fingerprint;
+use mau_proto::{Fingerprint, PeerAddress};
 use tracing_subscriber::filter::LevelFilter;
 
 /// Mau: a peer-to-peer social network where every user is an OpenPGP key.
@@ -27,6 +28,70 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Sign and encrypt a file to friends and store it as your own content
+    /// (DIR/<fpr>/<name>.pgp; a file of the same name becomes an old version).
+    Share {
+        /// The file to share.
+        file: PathBuf,
+        /// Friends who may read it (repeatable); none: only you.
+        #[arg(long = "to", value_name = "FPR")]
+        to: Vec<Fingerprint>,
+        /// Store it under this name (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your files (or a followed friend's, --fingerprint).
+    Files {
+        /// Whose files (default: yours).
+        #[arg(long)]
+        fingerprint: Option<Fingerprint>,
+    },
+    /// Decrypt a file (yours or a friend's) to stdout or --output.
+    Open {
+        /// The file name.
+        name: String,
+        /// Whose file (default: yours).
+        #[arg(long)]
+        fingerprint: Option<Fingerprint>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Delete one of your files and its old versions.
+    Delete {
+        /// The file name.
+        name: String,
+    },
+    /// Follow a friend: sync fetches their files into DIR/<fpr>/.
+    Follow {
+        /// The friend's fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// Stop following a friend (their files move to DIR/.<fpr>/, kept).
+    Unfollow {
+        /// The friend's fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// List followed friends and when they were last synced.
+    Follows,
+    /// Fetch what followed friends share with you (all of them, or one).
+    Sync {
+        /// Only this friend.
+        fingerprint: Option<Fingerprint>,
+        /// Where to reach the friend (repeatable), besides the running server's DHT.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Vec<PeerAddress>,
+        /// List everything, not only what changed since the last sync (and
+        /// retire local copies the friend no longer shares).
+        #[arg(long)]
+        full: bool,
+        /// Downloads at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Give up on a friend that sends nothing for this many seconds.
+        #[arg(long, default_value_t = 30)]
+        idle_timeout: u64,
+    },
     /// Create an account (Ed25519 key; the passphrase from MAU_PASSPHRASE or a prompt).
     Init {
         /// Your name.
@@ -147,6 +212,33 @@ fn main() -> ExitCode {
     logging::init(default_level);
     let dir = cli.dir;
     let result = match cli.command {
+        Command::Share { file, to, name } => content::share(&dir, &file, name.as_deref(), &to),
+        Command::Files { fingerprint } => content::files(&dir, fingerprint),
+        Command::Open {
+            name,
+            fingerprint,
+            output,
+        } => content::open(&dir, &name, fingerprint, output.as_deref()),
+        Command::Delete { name } => content::delete(&dir, &name),
+        Command::Follow { fingerprint } => content::follow(&dir, &fingerprint, true),
+        Command::Unfollow { fingerprint } => content::follow(&dir, &fingerprint, false),
+        Command::Follows => content::follows(&dir),
+        Command::Sync {
+            fingerprint,
+            address,
+            full,
+            concurrency,
+            idle_timeout,
+        } => content::sync(
+            &dir,
+            content::SyncArgs {
+                fingerprint,
+                address,
+                full,
+                concurrency,
+                idle_timeout,
+            },
+        ),
         Command::Init { name, email, v6 } => account::init(&dir, &name, &email, v6),
         Command::Show => account::show(&dir),
         Command::Export {

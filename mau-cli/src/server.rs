@@ -98,6 +98,9 @@ pub fn start(dir: &Path, args: StartArgs) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     config.table_file = Some(dir.join(MAU_DIR).join("routing_table.json"));
     config.control_socket = Some(control_socket(dir));
+    config.content = Some(std::sync::Arc::new(
+        mau_store::Store::new(account.clone()).map_err(|e| e.to_string())?,
+    ));
     config.mdns = !args.no_mdns;
     config.upnp = args.upnp;
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);

@@ -46,6 +46,7 @@ pub enum KeyVersion {
 }
 
 /// A Mau account: an OpenPGP key whose Ed25519 primary key is also the TLS key.
+#[derive(Clone)]
 pub struct Account {
     cert: Cert,
     seed: Seed,
