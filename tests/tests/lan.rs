@@ -328,3 +328,71 @@ fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
     );
     let _ = Command::new("true").status();
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_mdns_packets_neither_crash_nor_grow_the_node() {
+    let Some(mut lab) = Lab::new("mdnsbad") else {
+        return;
+    };
+    assert!(
+        netns::have_python_zeroconf(),
+        "python3-zeroconf is missing: apt-get install python3-zeroconf (see .ci/run)"
+    );
+    let nss = lab.bridged_lan(2);
+    let dir = lab.path("n0");
+    let fp = init_account(&dir, "node0");
+    let (p, _) = start_server(&mut lab, &nss[0], &dir, &[]);
+    let pid = lab.child(p).id();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss_kib(pid);
+    // Two floods of random, truncated, oversized, looping and fake-service packets.
+    for _ in 0..2 {
+        let out = zc(&lab, &nss[1], &["flood", "10.77.0.2", "5"]);
+        assert!(out.status.success(), "flood: {out:?}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(lab.running(p), "node died under hostile mDNS input");
+    let after = rss_kib(pid);
+    println!("RSS before {before} KiB, after two floods {after} KiB");
+    assert!(
+        after < before + 32 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+    // Still advertising and answering: zeroconf resolves it, its LAN list is bounded.
+    let out = zc(&lab, &nss[1], &["resolve", &fp, "10"]);
+    assert!(
+        out.status.success(),
+        "not resolvable after the flood: {out:?}"
+    );
+    let bin = mau_bin();
+    let out = lab.try_sh(
+        &nss[0],
+        &[
+            bin.to_str().expect("utf-8"),
+            "--dir",
+            dir.to_str().expect("utf-8"),
+            "discover",
+            "--local",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("discover --local --json");
+    assert!(v.as_array().map(|a| a.len()).unwrap_or(0) <= mau_net::mdns::MAX_LAN_PEERS);
+    assert!(
+        lab.interrupt(p, Duration::from_secs(15)),
+        "did not stop cleanly"
+    );
+}
