@@ -39,7 +39,9 @@ pub(crate) type Reply = hyper::Response<Body>;
 
 /// A body held in memory.
 pub(crate) fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
