@@ -196,13 +196,9 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
 fn list(store: &Arc<Store>, ask: &Ask, fpr: Fingerprint) -> Reply {
     let since = match ask.headers.get(header::IF_MODIFIED_SINCE) {
         None => None,
-        Some(v) => match v
-            .to_str()
-            .ok()
-            .and_then(|s| httpdate::parse_http_date(s).ok())
-        {
-            Some(t) => Some(t),
-            None => return error(StatusCode::BAD_REQUEST, "malformed If-Modified-Since"),
+        Some(v) => match v.to_str().map(parse_if_modified_since) {
+            Ok(Ok(t)) => t,
+            _ => return error(StatusCode::BAD_REQUEST, "malformed If-Modified-Since"),
         },
     };
     let q = ask.query.as_deref();
@@ -263,6 +259,23 @@ fn list(store: &Arc<Store>, ask: &Ask, fpr: Fingerprint) -> Reply {
         }
     }
     r
+}
+
+/// Parses `If-Modified-Since`. A date before 1970 — Go clients send its
+/// zero time, `Mon, 01 Jan 0001 00:00:00 GMT`, for a full sync — means no
+/// filter.
+fn parse_if_modified_since(v: &str) -> Result<Option<std::time::SystemTime>, ()> {
+    if let Ok(t) = httpdate::parse_http_date(v) {
+        return Ok(Some(t));
+    }
+    let year = v
+        .split_whitespace()
+        .find(|w| w.len() == 4 && w.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|w| w.parse::<u32>().ok());
+    match year {
+        Some(y) if y < 1970 && v.ends_with("GMT") => Ok(None),
+        _ => Err(()),
+    }
 }
 
 /// A `Range: bytes=...` request against a file of `size` bytes.
@@ -442,6 +455,16 @@ mod tests {
         assert_eq!(parse_range("bytes=9-1", 100), RangeAsk::All);
         assert_eq!(parse_range("items=0-1", 100), RangeAsk::All);
         assert_eq!(parse_range("bytes=0-", 0), RangeAsk::Unsatisfiable);
+    }
+
+    #[test]
+    fn go_zero_time_means_everything() {
+        assert_eq!(
+            parse_if_modified_since("Mon, 01 Jan 0001 00:00:00 GMT"),
+            Ok(None)
+        );
+        assert!(parse_if_modified_since("Sun, 06 Nov 1994 08:49:37 GMT").is_ok_and(|t| t.is_some()));
+        assert_eq!(parse_if_modified_since("garbage"), Err(()));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::header::{self, HeaderName};
 use mau_identity::TlsIdentity;
@@ -246,7 +246,13 @@ impl<R: Runtime> FriendClient<R> {
     pub async fn list(&self, since: Option<SystemTime>) -> Result<Listing, SyncError> {
         let fpr = self.peer.fingerprint;
         let mut headers: Vec<(HeaderName, String)> = Vec::new();
-        if let Some(t) = since {
+        // HTTP dates cover 1970..=9999; anything else (e.g. Go's zero time)
+        // means "everything".
+        let representable = |t: &SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .is_ok_and(|d| d.as_secs() < 253_402_300_799)
+        };
+        if let Some(t) = since.filter(representable) {
             headers.push((header::IF_MODIFIED_SINCE, httpdate::fmt_http_date(t)));
         }
         let mut path = format!(
@@ -496,7 +502,11 @@ impl<R: Runtime> FriendClient<R> {
             if since.is_none() {
                 report.retired = self.retire_unlisted(&names)?;
             }
-            let mark = listing.server_time.unwrap_or(started) - Duration::from_secs(1);
+            let mark = listing
+                .server_time
+                .unwrap_or(started)
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or(UNIX_EPOCH);
             self.store.record_sync(fpr, mark)?;
         }
         info!(peer = %fpr, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failed.len(), bytes = report.bytes, "sync finished");
