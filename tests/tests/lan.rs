@@ -396,3 +396,39 @@ fn hostile_mdns_packets_neither_crash_nor_grow_the_node() {
         "did not stop cleanly"
     );
 }
+
+/// The LAN resolver answers from the peers seen, waits for a late one, and
+/// gives up at its deadline (no network: the map is filled by hand).
+#[test]
+fn lan_resolver_waits_until_its_deadline() {
+    use std::sync::Arc;
+
+    use mau_net::mdns::{LanPeers, LanResolver};
+    use mau_net::resolver::Resolve;
+    use mau_proto::{Fingerprint, PeerAddress};
+
+    let peers = Arc::new(LanPeers::default());
+    let known = Fingerprint::parse(&"ab".repeat(20)).expect("fp");
+    let late = Fingerprint::parse(&"cd".repeat(20)).expect("fp");
+    let never = Fingerprint::parse(&"ef".repeat(20)).expect("fp");
+    let addr = PeerAddress::parse("10.77.0.9:7000").expect("addr");
+    peers.insert(known, vec![addr.clone()]);
+    let resolver = LanResolver::new(
+        mau_smol::SmolRuntime,
+        peers.clone(),
+        Duration::from_millis(500),
+    );
+    smol::block_on(async {
+        assert_eq!(resolver.resolve(known).await, Ok(vec![addr.clone()]));
+        let p = peers.clone();
+        let a = addr.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            p.insert(late, vec![a]);
+        });
+        assert_eq!(resolver.resolve(late).await, Ok(vec![addr.clone()]));
+        let t = Instant::now();
+        assert!(resolver.resolve(never).await.is_err());
+        assert!(t.elapsed() >= Duration::from_millis(450));
+    });
+}
