@@ -452,13 +452,13 @@ impl<R: Runtime> Progress for KillAfter<R> {
 pub async fn interrupted_download_resumes<R: Runtime>(rt: R) {
     let (mut a, b) = friends(&rt).await;
     let (af, bf) = (a.fpr(), b.fpr());
-    let data: Vec<u8> = (0..12u32 << 20)
+    let data: Vec<u8> = (0..24u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let big = a.store.share("big", &data[..], &[bf]).expect("share");
     let a_addr = a.node().advertised().clone();
     let killer = KillAfter {
-        after: 1 << 20,
+        after: 512 << 10,
         seen: Mutex::new(0),
         node: Mutex::new(a.node.take()),
     };
