@@ -11,16 +11,16 @@ use mau_identity::{KeyVersion, TlsIdentity};
 use mau_net::runtime::Runtime;
 use mau_net::{NodeConfig, RunningNode};
 use mau_proto::Rng;
-use mau_smol::SmolRuntime;
 use serde_json::json;
 
+use crate::runtime::Exec;
 use crate::table;
 
-pub fn run(nodes: u32, lookups: u32, seed: u64, json: bool) -> Result<(), String> {
+pub fn run<E: Exec>(nodes: u32, lookups: u32, seed: u64, json: bool) -> Result<(), String> {
     if !(2..=500).contains(&nodes) {
         return Err("--nodes must be between 2 and 500".into());
     }
-    smol::block_on(devnet(SmolRuntime, nodes, lookups, seed, json))
+    E::run(|rt| devnet(rt, nodes, lookups, seed, json))
 }
 
 async fn devnet<R: Runtime>(
@@ -58,6 +58,7 @@ async fn devnet<R: Runtime>(
     let mut found = 0u32;
     let mut hops = Vec::new();
     let mut requests = Vec::new();
+    let mut latencies = Vec::new();
     let lookup_start = Instant::now();
     for _ in 0..lookups {
         let a = rng.below(u64::from(n)) as usize;
@@ -65,10 +66,12 @@ async fn devnet<R: Runtime>(
         if b >= a {
             b += 1;
         }
+        let t = Instant::now();
         let o = nodes[a]
             .lookup(nodes[b].fingerprint())
             .await
             .map_err(|e| e.to_string())?;
+        latencies.push(t.elapsed().as_micros() as u64);
         if o.found
             .as_ref()
             .is_some_and(|c| c.address == *nodes[b].advertised())
@@ -81,6 +84,14 @@ async fn devnet<R: Runtime>(
     let lookup_time = lookup_start.elapsed();
     hops.sort_unstable();
     requests.sort_unstable();
+    latencies.sort_unstable();
+    let pct = |v: &[u64], p: usize| {
+        v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let (p50, p99) = (pct(&latencies, 50), pct(&latencies, 99));
     let median = |v: &[u32]| v.get(v.len() / 2).copied().unwrap_or(0);
     let sizes: Vec<usize> = nodes.iter().map(|n| n.snapshot().peers.len()).collect();
 
@@ -94,6 +105,8 @@ async fn devnet<R: Runtime>(
             "hops_max": hops.last().copied().unwrap_or(0),
             "requests_median": median(&requests),
             "lookup_ms_total": lookup_time.as_millis() as u64,
+            "lookup_ms_p50": p50,
+            "lookup_ms_p99": p99,
             "table_sizes": sizes,
             "node0": nodes[0].snapshot(),
         });
@@ -122,11 +135,10 @@ async fn devnet<R: Runtime>(
         table::print(&["NODE", "FINGERPRINT", "ADDRESS", "PEERS"], &rows);
         println!();
         println!(
-            "lookups: {found}/{lookups} found their target; hops median {} max {}; requests median {}; {:.1} ms per lookup",
+            "lookups: {found}/{lookups} found their target; hops median {} max {}; requests median {}; latency p50 {p50:.1} ms, p99 {p99:.1} ms",
             median(&hops),
             hops.last().copied().unwrap_or(0),
             median(&requests),
-            lookup_time.as_secs_f64() * 1000.0 / f64::from(lookups.max(1))
         );
         println!();
         let t = nodes[0].snapshot();

@@ -5,6 +5,7 @@ mod content;
 mod devnet;
 mod lan;
 mod logging;
+mod runtime;
 mod server;
 mod table;
 
@@ -22,6 +23,15 @@ struct Cli {
     /// The account directory (keys in DIR/.mau). Default: $MAU_DIR, else the current directory.
     #[arg(long, global = true, env = "MAU_DIR", default_value = ".")]
     dir: PathBuf,
+    /// The async runtime to run on (the same node either way).
+    #[arg(
+        long,
+        global = true,
+        env = "MAU_RUNTIME",
+        value_enum,
+        default_value = "smol"
+    )]
+    runtime: runtime::RuntimeChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -211,6 +221,7 @@ fn main() -> ExitCode {
     };
     logging::init(default_level);
     let dir = cli.dir;
+    let rt = cli.runtime;
     let result = match cli.command {
         Command::Share { file, to, name } => content::share(&dir, &file, name.as_deref(), &to),
         Command::Files { fingerprint } => content::files(&dir, fingerprint),
@@ -257,16 +268,22 @@ fn main() -> ExitCode {
         Command::Friend(FriendCommand::Remove { fingerprint }) => {
             account::friend_remove(&dir, &fingerprint)
         }
-        Command::Server(ServerCommand::Start(args)) => server::start(&dir, args),
-        Command::Peers(PeersCommand::List { json }) => server::peers(&dir, json, false),
-        Command::Peers(PeersCommand::Buckets { json }) => server::peers(&dir, json, true),
+        Command::Server(ServerCommand::Start(args)) => {
+            runtime::on_runtime!(rt, server::start, &dir, args)
+        }
+        Command::Peers(PeersCommand::List { json }) => {
+            runtime::on_runtime!(rt, server::peers, &dir, json, false)
+        }
+        Command::Peers(PeersCommand::Buckets { json }) => {
+            runtime::on_runtime!(rt, server::peers, &dir, json, true)
+        }
         Command::Discover {
             fingerprint,
             local,
             seconds,
             json,
         } => match fingerprint {
-            Some(fp) if !local => server::discover(&dir, fp, json),
+            Some(fp) if !local => runtime::on_runtime!(rt, server::discover, &dir, fp, json),
             _ => lan::discover_local(&dir, seconds, json),
         },
         Command::Devnet {
@@ -274,7 +291,7 @@ fn main() -> ExitCode {
             lookups,
             seed,
             json,
-        } => devnet::run(nodes, lookups, seed, json),
+        } => runtime::on_runtime!(rt, devnet::run, nodes, lookups, seed, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

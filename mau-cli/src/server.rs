@@ -9,9 +9,9 @@ use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity, MAU_DIR};
 use mau_net::control::{self, ControlRequest, ControlResponse};
 use mau_net::{parse_peer_spec, NodeConfig, RunningNode};
 use mau_proto::{Fingerprint, PeerAddress};
-use mau_smol::SmolRuntime;
 use tracing::info;
 
+use crate::runtime::Exec;
 use crate::{account, table};
 
 /// Options of `mau server start`.
@@ -88,7 +88,7 @@ fn account_or_create(dir: &Path) -> Result<Account, String> {
     Ok(a)
 }
 
-pub fn start(dir: &Path, args: StartArgs) -> Result<(), String> {
+pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     let account = account_or_create(dir)?;
     let mut config = NodeConfig::new(args.listen);
     config.advertise = args.advertise;
@@ -108,11 +108,11 @@ pub fn start(dir: &Path, args: StartArgs) -> Result<(), String> {
         let _ = stop_tx.try_send(());
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
-    smol::block_on(async move {
+    E::run(|rt| async move {
         let identity = |addr: Option<&str>| -> Result<TlsIdentity, IdentityError> {
             TlsIdentity::from_account(&account, addr)
         };
-        let mut node = RunningNode::start(SmolRuntime, config, identity)
+        let mut node = RunningNode::start(rt, config, identity)
             .await
             .map_err(|e| e.to_string())?;
         println!(
@@ -128,9 +128,13 @@ pub fn start(dir: &Path, args: StartArgs) -> Result<(), String> {
     })
 }
 
-fn ask(dir: &Path, request: ControlRequest, wait: Duration) -> Result<ControlResponse, String> {
+fn ask<E: Exec>(
+    dir: &Path,
+    request: ControlRequest,
+    wait: Duration,
+) -> Result<ControlResponse, String> {
     let path = control_socket(dir);
-    let response = smol::block_on(control::call(&SmolRuntime, &path, &request, wait))
+    let response = E::run(|rt| async move { control::call(&rt, &path, &request, wait).await })
         .map_err(|e| e.to_string())?;
     match response {
         ControlResponse::Error { message } => Err(message),
@@ -146,8 +150,8 @@ pub(crate) fn age(secs: u64) -> String {
     }
 }
 
-pub fn peers(dir: &Path, json: bool, buckets: bool) -> Result<(), String> {
-    let ControlResponse::Table(t) = ask(dir, ControlRequest::Table, Duration::from_secs(10))?
+pub fn peers<E: Exec>(dir: &Path, json: bool, buckets: bool) -> Result<(), String> {
+    let ControlResponse::Table(t) = ask::<E>(dir, ControlRequest::Table, Duration::from_secs(10))?
     else {
         return Err("unexpected answer from the server".into());
     };
@@ -207,8 +211,8 @@ pub fn peers(dir: &Path, json: bool, buckets: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn discover(dir: &Path, fingerprint: Fingerprint, json: bool) -> Result<(), String> {
-    let ControlResponse::Lookup(r) = ask(
+pub fn discover<E: Exec>(dir: &Path, fingerprint: Fingerprint, json: bool) -> Result<(), String> {
+    let ControlResponse::Lookup(r) = ask::<E>(
         dir,
         ControlRequest::Lookup { fingerprint },
         Duration::from_secs(120),
