@@ -307,6 +307,21 @@ pub async fn content_acceptance<R: Runtime>(rt: R) {
     )
     .await;
     assert_eq!(body, b"[]");
+    // Go clients send their zero time for a full sync.
+    let (_, _, body) = get(
+        format!("/p2p/{af}"),
+        vec![(
+            header::IF_MODIFIED_SINCE,
+            "Mon, 01 Jan 0001 00:00:00 GMT".into(),
+        )],
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+            .expect("json")
+            .len(),
+        121
+    );
     let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
     let (_, _, body) = get(
         format!("/p2p/{af}"),
