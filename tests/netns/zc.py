@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """python-zeroconf side of the LAN tests; run only inside a test namespace.
 
-  zc.py resolve FPR SECONDS        resolve FPR._mau._tcp.local. (IPv4+IPv6), print JSON
+  zc.py resolve FPR SECONDS [IP]   resolve FPR._mau._tcp.local. (IPv4+IPv6; until IP is
+                                   among its addresses), print JSON
   zc.py resolve6 FPR SECONDS       the same with zeroconf bound to IPv6 only
   zc.py publish NAME PORT IPS SECS publish NAME._mau._tcp.local. at IPS (comma list),
                                    print "published", unregister after SECS
@@ -22,7 +23,7 @@ from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange,
 TYPE = "_mau._tcp.local."
 
 
-def resolve(fpr, seconds, ipv):
+def resolve(fpr, seconds, ipv, want=None):
     zc = Zeroconf(ip_version=ipv)
     name = f"{fpr}.{TYPE}"
     deadline = time.time() + seconds
@@ -31,6 +32,9 @@ def resolve(fpr, seconds, ipv):
             info = ServiceInfo(TYPE, name)
             if info.request(zc, 2000):
                 addrs = info.parsed_addresses()
+                if want is not None and want not in addrs:
+                    time.sleep(0.3)
+                    continue
                 if ipv == IPVersion.All and not ("fd77::1" in addrs and any(":" not in a for a in addrs)):
                     time.sleep(0.3)
                     continue
@@ -131,7 +135,8 @@ def flood(ip, seconds):
 def main():
     cmd = sys.argv[1]
     if cmd == "resolve":
-        return resolve(sys.argv[2], float(sys.argv[3]), IPVersion.All)
+        want = sys.argv[4] if len(sys.argv) > 4 else None
+        return resolve(sys.argv[2], float(sys.argv[3]), IPVersion.All, want)
     if cmd == "resolve6":
         return resolve(sys.argv[2], float(sys.argv[3]), IPVersion.V6Only)
     if cmd == "publish":

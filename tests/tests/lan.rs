@@ -432,3 +432,30 @@ fn lan_resolver_waits_until_its_deadline() {
         assert!(t.elapsed() >= Duration::from_millis(450));
     });
 }
+
+/// A new interface address is announced without a restart.
+#[test]
+fn a_new_address_is_announced() {
+    let Some(mut lab) = Lab::new("mdnsaddr") else {
+        return;
+    };
+    assert!(
+        netns::have_python_zeroconf(),
+        "python3-zeroconf is missing: apt-get install python3-zeroconf (see .ci/run)"
+    );
+    let nss = lab.bridged_lan(2);
+    let dir = lab.path("n0");
+    let fp = init_account(&dir, "node0");
+    let (p, _) = start_server(&mut lab, &nss[0], &dir, &[]);
+    let out = zc(&lab, &nss[1], &["resolve", &fp, "10"]);
+    assert!(out.status.success(), "not resolvable: {out:?}");
+    lab.addr(&nss[0], "eth0", "10.77.0.50/24");
+    let out = zc(&lab, &nss[1], &["resolve", &fp, "30", "10.77.0.50"]);
+    assert!(
+        out.status.success(),
+        "the new address was not announced: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab.interrupt(p, Duration::from_secs(15)));
+}
