@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sign and encrypt a file to friends and store it as your own content
-    /// (DIR/<fpr>/<name>.pgp; a file of the same name becomes an old version).
+    /// (DIR/FPR/NAME.pgp; a file of the same name becomes an old version).
     Share {
         /// The file to share.
         file: PathBuf,
@@ -72,12 +72,12 @@ enum Command {
         /// The file name.
         name: String,
     },
-    /// Follow a friend: sync fetches their files into DIR/<fpr>/.
+    /// Follow a friend: sync fetches their files into DIR/FPR/.
     Follow {
         /// The friend's fingerprint.
         fingerprint: Fingerprint,
     },
-    /// Stop following a friend (their files move to DIR/.<fpr>/, kept).
+    /// Stop following a friend (their files move to DIR/.FPR/, kept).
     Unfollow {
         /// The friend's fingerprint.
         fingerprint: Fingerprint,

@@ -7,7 +7,7 @@
 //!
 //! - [`runtime`]: the trait an adapter implements;
 //! - [`node`]: a running node (the core behind a mutex and its driver task);
-//! - [`server`] / [`router`]: accept, TLS, HTTP, which path answers what;
+//! - `server` / `router` (private): accept, TLS, HTTP, which path answers what;
 //! - [`client`]: pooled HTTPS client with the peer's fingerprint pinned;
 //! - [`resolver`]: turning a fingerprint into addresses and a verified connection;
 //! - `content` / [`sync`]: the `/p2p/` content routes and the friend sync client;
