@@ -133,6 +133,8 @@ pub struct SyncReport {
     pub bytes: u64,
     /// Files that failed, with the reason (nothing local was replaced).
     pub failed: Vec<(String, String)>,
+    /// Listed paths ignored: not `/p2p/<fpr>/<name>.pgp` with a safe name.
+    pub skipped: Vec<String>,
     /// Local copies the friend no longer lists (full listings only), moved
     /// to their `.versions` directory.
     pub retired: Vec<String>,
@@ -471,9 +473,12 @@ impl<R: Runtime> FriendClient<R> {
                 Some(n) => {
                     by_name.insert(n, item);
                 }
-                None => report
-                    .failed
-                    .push((item.path.clone(), "invalid path in listing".into())),
+                // Not a content file we may store (Go lists every regular
+                // file, e.g. its `.tmp` leftovers): skipped, not an error.
+                None => {
+                    warn!(peer = %fpr, path = %item.path, "skipping a listed path that is not a valid content file");
+                    report.skipped.push(item.path.clone());
+                }
             }
         }
         let total: u64 = by_name.values().map(|i| i.size).sum();
