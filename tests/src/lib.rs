@@ -324,6 +324,73 @@ pub async fn hostile_peers_do_not_stall_lookups<R: Runtime>(rt: R) {
     }
 }
 
+/// The client path of the guide: resolve a fingerprint (DHT, static, fallback
+/// addresses at once), connect with the fingerprint pinned, add the peer to
+/// the table; and when nothing works, say why for every candidate.
+pub async fn resolvers_connect_and_explain_failures<R: Runtime>(rt: R) {
+    use mau_net::resolver::{connect, DhtResolver, Resolve, StaticAddress};
+    let nodes = network(&rt, 6).await;
+    let target = nodes[5].contact();
+    // A wrong static address and a dead fallback, but the DHT knows the truth.
+    let wrong = nodes[3].advertised().clone();
+    let dead = PeerAddress::parse("127.0.0.1:9").expect("address");
+    let resolvers: Vec<Arc<dyn Resolve>> = vec![
+        Arc::new(StaticAddress(wrong.clone())),
+        Arc::new(DhtResolver::new(&nodes[0])),
+    ];
+    let reached = connect(
+        &nodes[0],
+        target.fingerprint,
+        resolvers,
+        std::slice::from_ref(&dead),
+    )
+    .await
+    .expect("reached through the DHT");
+    assert_eq!(reached, target);
+    assert!(nodes[0]
+        .snapshot()
+        .peers
+        .iter()
+        .any(|p| p.fingerprint == target.fingerprint));
+    // Nobody answers as this fingerprint anywhere: every attempt is explained.
+    let ghost = fingerprint(4242);
+    let resolvers: Vec<Arc<dyn Resolve>> = vec![
+        Arc::new(StaticAddress(wrong.clone())),
+        Arc::new(DhtResolver::new(&nodes[0])),
+    ];
+    let err = connect(&nodes[0], ghost, resolvers, std::slice::from_ref(&dead))
+        .await
+        .expect_err("no such peer");
+    assert_eq!(err.fingerprint, ghost);
+    let sources: Vec<&str> = err.attempts.iter().map(|a| a.source.as_str()).collect();
+    assert!(sources.contains(&"dht"), "{err}");
+    assert_eq!(
+        sources.iter().filter(|s| **s == "static").count(),
+        2,
+        "{err}"
+    );
+    let wrong_attempt = err
+        .attempts
+        .iter()
+        .find(|a| a.address.as_ref() == Some(&wrong))
+        .expect("wrong address tried");
+    assert!(
+        wrong_attempt.reason.contains("TLS"),
+        "a wrong peer at the address must fail the pinned handshake: {err}"
+    );
+    assert!(
+        err.attempts
+            .iter()
+            .any(|a| a.address.as_ref() == Some(&dead)),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.1:9") && text.contains(wrong.as_str()),
+        "{text}"
+    );
+}
+
 /// Instantiates every scenario as a `#[test]` for one adapter's [`Harness`].
 #[macro_export]
 macro_rules! conformance_suite {
@@ -352,6 +419,10 @@ macro_rules! conformance_suite {
         #[test]
         fn hostile_peers_do_not_stall_lookups() {
             run($crate::hostile_peers_do_not_stall_lookups);
+        }
+        #[test]
+        fn resolvers_connect_and_explain_failures() {
+            run($crate::resolvers_connect_and_explain_failures);
         }
         #[test]
         fn content_sync_250_files_then_15() {
