@@ -342,12 +342,14 @@ impl<R: Runtime> FriendClient<R> {
             }
         }
         let partial = self.store.partial_path(&fpr, &name, &item.sum);
-        let (bytes, resumed) = self.download_to(item, &name, &partial, progress).await?;
+        let (bytes, resumed, hashed) = self.download_to(item, &name, &partial, progress).await?;
         let store = self.store.clone();
         let (n, size, sum) = (name.clone(), item.size, item.sum.clone());
         let accepted = self
             .rt
-            .run_blocking(move || store.accept_download(&fpr, &n, &partial, size, &sum))
+            .run_blocking(move || {
+                store.accept_download_hashed(&fpr, &n, &partial, size, &sum, hashed)
+            })
             .await
             .ok_or(SyncError::Blocking)?;
         accepted?;
@@ -355,15 +357,16 @@ impl<R: Runtime> FriendClient<R> {
         Ok(Outcome::Downloaded { bytes, resumed })
     }
 
-    /// Fills `partial` with the file's bytes; returns bytes received now and
-    /// whether an earlier partial file was continued.
+    /// Fills `partial` with the file's bytes; returns bytes received now,
+    /// whether an earlier partial file was continued, and the SHA-256 of the
+    /// whole file when it was computed on the way.
     async fn download_to(
         &self,
         item: &ListItem,
         name: &str,
         partial: &std::path::Path,
         progress: &dyn Progress,
-    ) -> Result<(u64, bool), SyncError> {
+    ) -> Result<(u64, bool, Option<String>), SyncError> {
         let fpr = self.peer.fingerprint;
         let io = |e: std::io::Error| SyncError::Store(StoreError::io(partial, e));
         let mut have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
@@ -372,7 +375,7 @@ impl<R: Runtime> FriendClient<R> {
             have = 0;
         }
         if have == item.size && have > 0 {
-            return Ok((0, true));
+            return Ok((0, true, None));
         }
         let path = format!("/p2p/{fpr}/{}", percent_encode(name));
         let mut headers = Vec::new();
@@ -410,7 +413,7 @@ impl<R: Runtime> FriendClient<R> {
             }
         };
         let mut opts = OpenOptions::new();
-        opts.create(true).write(true);
+        opts.create(true).read(true).write(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -418,6 +421,19 @@ impl<R: Runtime> FriendClient<R> {
         }
         let file = opts.open(partial).map_err(io)?;
         file.set_len(have).map_err(io)?;
+        let mut hasher = mau_store::Sha256::default();
+        if have > 0 {
+            // The bytes already here count too.
+            let mut r = std::io::Read::take(&file, have);
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut r, &mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
         let mut file = std::io::BufWriter::with_capacity(256 * 1024, file);
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
         let mut got = 0u64;
@@ -440,10 +456,11 @@ impl<R: Runtime> FriendClient<R> {
                 }));
             }
             file.write_all(&chunk).map_err(full)?;
+            hasher.update(&chunk);
             progress.bytes(chunk.len() as u64);
         }
         file.flush().map_err(full)?;
-        Ok((got, resumed))
+        Ok((got, resumed, Some(hasher.finish())))
     }
 
     /// Syncs the friend: lists (since the last complete sync, unless

@@ -171,6 +171,27 @@ pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
     Ok(hex(ctx.finish().as_ref()))
 }
 
+/// An incremental SHA-256 (for hashing a download as it arrives).
+pub struct Sha256(ring::digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest, lowercase hex.
+    pub fn finish(self) -> String {
+        hex(self.0.finish().as_ref())
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -806,6 +827,21 @@ impl Store {
         size: u64,
         sum: &str,
     ) -> Result<PathBuf, StoreError> {
+        self.accept_download_hashed(fpr, name, partial, size, sum, None)
+    }
+
+    /// [`Store::accept_download`] when the caller hashed the bytes as it
+    /// wrote them (`hashed`: their SHA-256), which saves reading the file
+    /// once more.
+    pub fn accept_download_hashed(
+        &self,
+        fpr: &Fingerprint,
+        name: &str,
+        partial: &Path,
+        size: u64,
+        sum: &str,
+        hashed: Option<String>,
+    ) -> Result<PathBuf, StoreError> {
         validate_name(name)?;
         let dest = self.dir_of(fpr).join(name);
         let mut guard = TempGuard(Some(partial.to_path_buf()));
@@ -818,7 +854,10 @@ impl Store {
                 actual,
             });
         }
-        let actual = sha256_file(partial)?;
+        let actual = match hashed {
+            Some(h) => h,
+            None => sha256_file(partial)?,
+        };
         if actual != sum {
             return Err(StoreError::SumMismatch {
                 expected: sum.to_string(),
