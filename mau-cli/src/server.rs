@@ -35,6 +35,9 @@ pub struct StartArgs {
     /// external address (unless --advertise is given). Failures are warnings.
     #[arg(long)]
     upnp: bool,
+    /// The UPnP lease to ask for, in seconds; renewed at half of it.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
+    upnp_lease: u64,
 }
 
 pub(crate) fn control_socket(dir: &Path) -> PathBuf {
@@ -103,6 +106,7 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     ));
     config.mdns = !args.no_mdns;
     config.upnp = args.upnp;
+    config.upnp_lease = Duration::from_secs(args.upnp_lease);
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());

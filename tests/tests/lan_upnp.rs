@@ -77,7 +77,7 @@ fn setup(tag: &str, allow: bool) -> Option<Net> {
             "ext_ifname=wan0\nlistening_ip=lan0\nhttp_port=5555\nenable_natpmp=no\nenable_upnp=yes\n\
              secure_mode=yes\nsystem_uptime=yes\nupnp_table_name=filter\nupnp_nat_table_name=filter\n\
              upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
-             upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
+             upnp_nat_postrouting_chain=postrouting_miniupnpd\nmin_lifetime=1\n\
              uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07d\n{rules}"
         ),
     )
@@ -182,11 +182,12 @@ fn maps_the_port_is_reachable_from_outside_and_removes_it() {
     let node_fp = init_account(&node_dir, "node");
     let peer_fp = init_account(&peer_dir, "peer");
     let lan = net.lan.clone();
+    let node_start = Instant::now();
     let (node, banner) = server(
         &mut net.lab,
         &lan,
         &node_dir,
-        &["--listen", "0.0.0.0:7000", "--upnp"],
+        &["--listen", "0.0.0.0:7000", "--upnp", "--upnp-lease", "4"],
     );
     assert!(
         banner.contains("advertised as 11.77.0.1:7000"),
@@ -226,6 +227,15 @@ fn maps_the_port_is_reachable_from_outside_and_removes_it() {
         b.contains(&peer_fp),
         "the node did not verify the outside peer: {b}"
     );
+    // The 4 s lease is renewed every 2 s: the mapping outlives it.
+    let wait = Duration::from_secs(9).saturating_sub(node_start.elapsed());
+    std::thread::sleep(wait);
+    let listed = mappings(&net);
+    assert!(
+        listed.contains("7000->192.168.77.2:7000"),
+        "the mapping expired (not renewed): {listed}"
+    );
+    assert!(log_of(&node_dir).contains("UPnP: lease renewed"));
     // Shutdown deletes the mapping.
     assert!(
         net.lab.interrupt(node, Duration::from_secs(20)),
