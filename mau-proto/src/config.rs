@@ -11,6 +11,19 @@ pub const STALL_PERIOD: Duration = Duration::from_secs(60 * 60);
 /// A peer heard from within this is alive without a ping; no peer is pinged more often.
 pub const PING_MIN_BACKOFF: Duration = Duration::from_secs(30);
 
+/// When an iterative lookup stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Termination {
+    /// Stop when the K closest live candidates have all answered, nobody is
+    /// left to ask, or (find-peer) the target answered. Stalls widen to K requests.
+    #[default]
+    KClosest,
+    /// The Go implementation's rule: α requests at a time to the closest
+    /// unasked candidates, stopping only on an exact match or an empty queue
+    /// (no K-closest rule). For baseline comparisons.
+    GoExhaustive,
+}
+
 /// Tunable parameters of a [`crate::Node`]. Change them at run time; no rebuild.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -32,6 +45,8 @@ pub struct Config {
     pub max_lookup_candidates: usize,
     /// Lookups running at once; further requests fail fast rather than queue without bound.
     pub max_concurrent_lookups: usize,
+    /// When a lookup stops ([`Termination::KClosest`] unless comparing with Go).
+    pub lookup_termination: Termination,
 }
 
 impl Default for Config {
@@ -46,6 +61,7 @@ impl Default for Config {
             max_failures: 2,
             max_lookup_candidates: 4 * K,
             max_concurrent_lookups: 256,
+            lookup_termination: Termination::KClosest,
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod routing_table;
 pub mod time;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, Termination};
 pub use distance::{BucketIndex, Distance, Key};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use lookup::{LookupId, LookupKind, LookupOutcome};

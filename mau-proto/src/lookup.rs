@@ -9,6 +9,7 @@
 //!
 //! Pure data: the [`crate::Node`] sends the requests and feeds back answers.
 
+use crate::config::Termination;
 use crate::distance::{Distance, Key};
 use crate::fingerprint::Fingerprint;
 use crate::routing_table::Contact;
@@ -87,6 +88,7 @@ pub struct Lookup<A> {
     failures: u32,
     started: Time,
     found: Option<usize>,
+    termination: Termination,
 }
 
 impl<A: Clone + Eq> Lookup<A> {
@@ -117,11 +119,18 @@ impl<A: Clone + Eq> Lookup<A> {
             failures: 0,
             started: now,
             found: None,
+            termination: Termination::KClosest,
         };
         for c in seeds {
             l.offer(c, 0, None);
         }
         l
+    }
+
+    /// Uses `termination` as the stopping rule (default [`Termination::KClosest`]).
+    pub fn with_termination(mut self, termination: Termination) -> Self {
+        self.termination = termination;
+        self
     }
 
     /// This lookup's id.
@@ -199,6 +208,19 @@ impl<A: Clone + Eq> Lookup<A> {
         if self.is_finished() {
             return None;
         }
+        if self.termination == Termination::GoExhaustive {
+            if self.waiting >= self.alpha {
+                return None;
+            }
+            let c = self
+                .candidates
+                .iter_mut()
+                .find(|c| c.state == State::NotContacted)?;
+            c.state = State::Waiting;
+            self.waiting += 1;
+            self.requests += 1;
+            return Some(c.contact.clone());
+        }
         let parallelism = if self.no_progress >= self.alpha {
             self.k
         } else {
@@ -269,9 +291,17 @@ impl<A: Clone + Eq> Lookup<A> {
 
     /// True once nothing more can be learned: the target answered (find-peer),
     /// or the K closest live candidates all answered, or nobody is left to ask.
+    /// With [`Termination::GoExhaustive`] only the first and last apply.
     pub fn is_finished(&self) -> bool {
         if self.found.is_some() {
             return true;
+        }
+        if self.termination == Termination::GoExhaustive {
+            return self.waiting == 0
+                && self
+                    .candidates
+                    .iter()
+                    .all(|c| c.state != State::NotContacted);
         }
         let mut live = 0;
         for c in &self.candidates {
@@ -415,5 +445,56 @@ mod tests {
         assert!(l.is_finished());
         // K = 2: the two closest (2 and 3) answered, so 4 and 5 are never asked.
         assert_eq!(asked, vec![fp(2), fp(3)]);
+    }
+
+    #[test]
+    fn go_exhaustive_asks_past_the_k_closest() {
+        let local = fp(0xff);
+        let run = |t: Termination| {
+            let mut l = Lookup::new(
+                LookupId(1),
+                LookupKind::Refresh,
+                fp(1),
+                vec![c(2)],
+                2,
+                1,
+                80,
+                Time(0),
+            )
+            .with_termination(t);
+            let mut asked = Vec::new();
+            while let Some(p) = l.next_request() {
+                asked.push(p.fingerprint);
+                // Peer n knows n + 1 and n + 2, up to 5.
+                let n = p.address;
+                let known = (n + 1..=(n + 2).min(5)).map(c).collect();
+                l.on_success(&p.fingerprint, known, &local);
+            }
+            assert!(l.is_finished());
+            asked
+        };
+        assert_eq!(run(Termination::KClosest), vec![fp(2), fp(3)]);
+        // Go: no K-closest rule, the queue is drained (5 ^ 1 < 4 ^ 1).
+        assert_eq!(
+            run(Termination::GoExhaustive),
+            vec![fp(2), fp(3), fp(5), fp(4)]
+        );
+        // Go still stops on an exact match.
+        let mut l = Lookup::new(
+            LookupId(2),
+            LookupKind::FindPeer,
+            fp(1),
+            vec![c(1), c(2), c(3)],
+            20,
+            1,
+            80,
+            Time(0),
+        )
+        .with_termination(Termination::GoExhaustive);
+        assert_eq!(l.next_request(), Some(c(1)));
+        assert_eq!(l.next_request(), None, "α = 1");
+        l.on_success(&fp(1), vec![c(4)], &local);
+        assert!(l.is_finished());
+        assert_eq!(l.outcome().requests, 1);
     }
 }

@@ -448,7 +448,8 @@ impl<A: Clone + Eq> Node<A> {
             self.config.alpha,
             self.config.max_lookup_candidates,
             now,
-        );
+        )
+        .with_termination(self.config.lookup_termination);
         self.lookups.insert(id, lookup);
         self.drive_lookup(now, id);
         Ok(id)

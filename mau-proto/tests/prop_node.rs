@@ -111,6 +111,7 @@ fn config() -> impl Strategy<Value = Config> {
                 max_failures: fails,
                 max_lookup_candidates: 4 * k,
                 max_concurrent_lookups: lookups,
+                ..Config::default()
             },
         )
 }
