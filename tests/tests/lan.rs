@@ -84,7 +84,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn three_nodes_find_each_other_and_ping_over_mutual_tls() {
-    let Some(mut lab) = Lab::new("mdns3") else {
+    three_nodes("mdns3", &[]);
+}
+
+#[test]
+fn three_nodes_on_tokio_find_each_other_and_ping_over_mutual_tls() {
+    three_nodes("mdns3t", &["--runtime", "tokio"]);
+}
+
+fn three_nodes(tag: &str, extra: &[&str]) {
+    let Some(mut lab) = Lab::new(tag) else {
         return;
     };
     let nss = lab.bridged_lan(3);
@@ -97,7 +106,7 @@ fn three_nodes_find_each_other_and_ping_over_mutual_tls() {
     let mut started = Vec::new();
     let mut procs = Vec::new();
     for i in 0..3 {
-        let (p, t) = start_server(&mut lab, &nss[i], &dirs[i], &[]);
+        let (p, t) = start_server(&mut lab, &nss[i], &dirs[i], extra);
         procs.push(p);
         started.push(t);
     }
@@ -118,7 +127,7 @@ fn three_nodes_find_each_other_and_ping_over_mutual_tls() {
     }
     assert_eq!(found.len(), 6, "LAN discovery incomplete: {found:?}");
     let m = median(found.values().copied().collect());
-    println!("mDNS discovery on the bridge: median {m:?} from the later start to being listed (6 pairs: {found:?})");
+    println!("mDNS discovery on the bridge ({extra:?}): median {m:?} from the later start to being listed (6 pairs: {found:?})");
     // Mutual TLS: each one is in the others' routing tables.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut tables = Vec::new();
