@@ -19,7 +19,8 @@
 pub mod metrics;
 pub mod scenario;
 pub mod sim;
+pub mod sweep;
 
 pub use metrics::{Deterministic, Report, Resources, Stats};
-pub use scenario::{ProtocolParams, Scenario};
+pub use scenario::{Policy, ProtocolParams, Scenario};
 pub use sim::{run, run_with_progress, Sim};

@@ -2,12 +2,19 @@
 
 use std::process::ExitCode;
 
-use mau_sim::{run_with_progress, Scenario};
+use mau_sim::sweep::{to_csv, to_json, Sweep};
+use mau_sim::{run_with_progress, Policy, Scenario};
 
 const USAGE: &str = "\
 mau-sim: deterministic simulation of the Mau Kademlia core (mau-proto)
 
 USAGE: mau-sim [OPTIONS]
+       mau-sim sweep --sizes N,N.. --churn F,F.. [--policies ours,go] [--out FILE.json|.csv] [OPTIONS]
+       mau-sim plot --input SWEEP.json --out DIR
+
+Sweep: runs every (size, churn, policy), prints one CSV line per run to
+stderr as it goes, and writes the table (FILE.json and FILE.csv, whichever
+extension is given, both written) or prints the JSON to stdout.
 
 Network and workload:
   --nodes N              initial nodes                                [1000]
@@ -25,6 +32,10 @@ Network and workload:
 
 Protocol:
   --k N  --alpha N  --rpc-timeout MS  --stall-period T  --ping-backoff T
+  --policy ours|go       go = the Go implementation's policies: no
+                         replacement cache, evict on first failure, no
+                         periodic refresh, lookups stop on exact match or
+                         empty queue                                   [ours]
 
 Output and checks:
   --json                 print the report as JSON instead of a summary
@@ -101,6 +112,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
         };
         match flag.as_str() {
             "--nodes" => s.nodes = num(&flag, &v)?,
+            "--policy" => s.protocol.apply(Policy::parse(&v)?),
             "--lookups" => s.lookups = num(&flag, &v)?,
             "--churn" => s.churn = num(&flag, &v)?,
             "--loss" => s.loss = num(&flag, &v)?,
@@ -129,8 +141,112 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     Ok(Some(cli))
 }
 
+fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
+    v.split(',').map(|x| num(flag, x.trim())).collect()
+}
+
+/// `mau-sim sweep ...`: sweep flags, then the single-run flags for the base scenario.
+fn sweep_main(args: Vec<String>) -> ExitCode {
+    let mut sweep = Sweep {
+        sizes: vec![1000, 10_000],
+        churns: vec![0.0, 0.1, 0.2],
+        policies: Policy::ALL.to_vec(),
+        base: Scenario::default(),
+    };
+    let mut out: Option<String> = None;
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    let res: Result<(), String> = (|| {
+        while let Some(a) = it.next() {
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) => (f.to_string(), Some(v.to_string())),
+                None => (a.clone(), None),
+            };
+            if !matches!(
+                flag.as_str(),
+                "--sizes" | "--churn" | "--policies" | "--out"
+            ) {
+                rest.push(a);
+                continue;
+            }
+            let v = match inline {
+                Some(v) => v,
+                None => it.next().ok_or_else(|| format!("{flag} needs a value"))?,
+            };
+            match flag.as_str() {
+                "--sizes" => sweep.sizes = list(&flag, &v)?,
+                "--churn" => sweep.churns = list(&flag, &v)?,
+                "--policies" => {
+                    sweep.policies = v
+                        .split(',')
+                        .map(|p| Policy::parse(p.trim()))
+                        .collect::<Result<_, _>>()?
+                }
+                _ => out = Some(v),
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        eprintln!("mau-sim sweep: {e}");
+        return ExitCode::from(64);
+    }
+    match parse(rest.into_iter()) {
+        Ok(Some(cli)) => sweep.base = cli.scenario,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("mau-sim sweep: {e}");
+            return ExitCode::from(64);
+        }
+    }
+    eprintln!("{}", mau_sim::sweep::COLUMNS.join(","));
+    let rows = match sweep.run(|r| {
+        eprint!(
+            "{}",
+            to_csv(std::slice::from_ref(r))
+                .lines()
+                .nth(1)
+                .map(|l| format!("{l}\n"))
+                .unwrap_or_default()
+        )
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mau-sim sweep: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let json = to_json(&rows, &sweep.base);
+    let csv = to_csv(&rows);
+    match out {
+        None => println!("{json}"),
+        Some(path) => {
+            let stem = path
+                .strip_suffix(".json")
+                .or_else(|| path.strip_suffix(".csv"))
+                .unwrap_or(&path)
+                .to_string();
+            for (p, body) in [(format!("{stem}.json"), json), (format!("{stem}.csv"), csv)] {
+                if let Err(e) = std::fs::write(&p, body) {
+                    eprintln!("mau-sim sweep: {p}: {e}");
+                    return ExitCode::from(74);
+                }
+                eprintln!("wrote {p}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
-    let cli = match parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("sweep") {
+        return sweep_main(args[1..].to_vec());
+    }
+    let cli = match parse(args.into_iter()) {
         Ok(Some(cli)) => cli,
         Ok(None) => {
             print!("{USAGE}");

@@ -5,8 +5,48 @@
 
 use std::time::Duration;
 
-use mau_proto::Config;
+use mau_proto::{Config, Termination};
 use serde::Serialize;
+
+/// Which protocol policies the nodes follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// mau-proto's defaults (replacement cache, 2 failures, STALL_PERIOD
+    /// refreshes, K-closest lookup termination).
+    #[default]
+    Ours,
+    /// The Go implementation's policies: a full bucket pings its head and drops
+    /// the newcomer (no replacement cache), a failed peer is removed at once,
+    /// the periodic refresh never runs, lookups stop only on an exact match or
+    /// an empty queue.
+    Go,
+}
+
+impl Policy {
+    /// Both, ours first.
+    pub const ALL: [Policy; 2] = [Policy::Ours, Policy::Go];
+
+    /// The lowercase name (`ours`, `go`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Ours => "ours",
+            Policy::Go => "go",
+        }
+    }
+
+    /// Parses `ours` or `go`.
+    pub fn parse(s: &str) -> Result<Policy, String> {
+        match s {
+            "ours" => Ok(Policy::Ours),
+            "go" => Ok(Policy::Go),
+            _ => Err(format!("unknown policy {s:?} (ours or go)")),
+        }
+    }
+}
+
+/// "Never" for the Go policy's refresh period: 100 years of virtual time.
+const NEVER_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
 /// Protocol parameters handed to every simulated [`mau_proto::Node`].
 ///
@@ -31,6 +71,8 @@ pub struct ProtocolParams {
     pub max_lookup_candidates: usize,
     /// Lookups a node runs at once.
     pub max_concurrent_lookups: usize,
+    /// Go's lookup rule (exact match or empty queue) instead of K-closest termination.
+    pub go_lookup_termination: bool,
 }
 
 impl Default for ProtocolParams {
@@ -46,11 +88,29 @@ impl Default for ProtocolParams {
             max_failures: c.max_failures,
             max_lookup_candidates: c.max_lookup_candidates,
             max_concurrent_lookups: c.max_concurrent_lookups,
+            go_lookup_termination: c.lookup_termination == Termination::GoExhaustive,
         }
     }
 }
 
 impl ProtocolParams {
+    /// The defaults with `policy` applied.
+    pub fn for_policy(policy: Policy) -> Self {
+        let mut p = ProtocolParams::default();
+        p.apply(policy);
+        p
+    }
+
+    /// Sets the fields `policy` decides (leaves K, α, timeouts alone).
+    pub fn apply(&mut self, policy: Policy) {
+        let d = ProtocolParams::default();
+        let go = policy == Policy::Go;
+        self.replacement_cache = if go { 0 } else { d.replacement_cache };
+        self.max_failures = if go { 1 } else { d.max_failures };
+        self.stall_period_ms = if go { NEVER_MS } else { d.stall_period_ms };
+        self.go_lookup_termination = go;
+    }
+
     /// The core's configuration for these parameters.
     pub fn to_config(&self) -> Config {
         Config {
@@ -63,6 +123,11 @@ impl ProtocolParams {
             max_failures: self.max_failures,
             max_lookup_candidates: self.max_lookup_candidates,
             max_concurrent_lookups: self.max_concurrent_lookups,
+            lookup_termination: if self.go_lookup_termination {
+                Termination::GoExhaustive
+            } else {
+                Termination::KClosest
+            },
         }
     }
 }
