@@ -133,7 +133,16 @@ pub async fn stopped_node_is_evicted<R: Runtime>(rt: R) {
         .peers
         .iter()
         .any(|p| p.fingerprint == victim));
+    let victim_addr = nodes[4].local_addr();
     nodes[4].shutdown();
+    // Its tasks stop asynchronously: wait (bounded) until nothing listens
+    // there any more, so no late answer of the stopped node resets its count.
+    for _ in 0..100 {
+        if rt.connect_tcp(victim_addr).await.is_err() {
+            break;
+        }
+        rt.sleep(Duration::from_millis(50)).await;
+    }
     // Each lookup for it asks it directly and fails; max_failures (2) evicts.
     for _ in 0..3 {
         let o = nodes[0].lookup(victim).await.expect("lookup runs");
