@@ -47,6 +47,10 @@ pub struct Config {
     pub max_concurrent_lookups: usize,
     /// When a lookup stops ([`Termination::KClosest`] unless comparing with Go).
     pub lookup_termination: Termination,
+    /// After a join that left fewer than K peers in the table (an early node
+    /// in a flash crowd, a tiny network), the join is repeated after this,
+    /// then after twice as long, up to `stall_period`, until K peers are known.
+    pub rejoin_interval: Duration,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             max_lookup_candidates: 4 * K,
             max_concurrent_lookups: 256,
             lookup_termination: Termination::KClosest,
+            rejoin_interval: Duration::from_secs(5),
         }
     }
 }

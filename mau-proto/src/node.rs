@@ -137,6 +137,11 @@ pub struct Node<A> {
     join: JoinPhase,
     /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded).
     probed: BTreeMap<Fingerprint, Time>,
+    /// When to repeat the join because it left fewer than K peers, and the
+    /// current backoff.
+    rejoin: Option<(Time, std::time::Duration)>,
+    /// The running join is such a repeat: it reports no second `Joined`.
+    rejoining: bool,
 }
 
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
@@ -170,6 +175,8 @@ impl<A: Clone + Eq> Node<A> {
             next_lookup: 0,
             join: JoinPhase::Idle,
             probed: BTreeMap::new(),
+            rejoin: None,
+            rejoining: false,
         }
     }
 
@@ -310,6 +317,20 @@ impl<A: Clone + Eq> Node<A> {
                 }
             }
         }
+        if let Some((at, backoff)) = self.rejoin {
+            if at <= now && self.join == JoinPhase::Idle {
+                match self.start(now, self.local(), LookupKind::Join) {
+                    Ok(id) => {
+                        self.rejoining = true;
+                        self.join = JoinPhase::SelfLookup(id);
+                        if !self.lookups.contains_key(&id) {
+                            self.advance_join(now, id);
+                        }
+                    }
+                    Err(_) => self.rejoin = Some((now + backoff, backoff)),
+                }
+            }
+        }
     }
 
     /// When [`Self::handle_timeout`] must be called next, if ever.
@@ -330,10 +351,11 @@ impl<A: Clone + Eq> Node<A> {
         } else {
             self.table.next_stale_at(self.config.stall_period)
         };
-        match (request, refresh) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let rejoin = match self.join {
+            JoinPhase::Idle => self.rejoin.map(|(t, _)| t),
+            _ => None,
+        };
+        [request, refresh, rejoin].into_iter().flatten().min()
     }
 
     /// The next request to send or event to report.
@@ -362,6 +384,7 @@ impl<A: Clone + Eq> Node<A> {
         }
         let id = self.start(now, self.local(), LookupKind::Join)?;
         self.join = JoinPhase::SelfLookup(id);
+        self.rejoining = false;
         // An empty table finishes the self lookup inside `start`, before the
         // phase above was set, so advance the join by hand.
         if !self.lookups.contains_key(&id) {
@@ -498,22 +521,36 @@ impl<A: Clone + Eq> Node<A> {
                 // Refreshes that finished at once are already gone.
                 ids.retain(|id| self.lookups.contains_key(id));
                 self.join = JoinPhase::Refreshing(ids);
-                self.maybe_joined();
+                self.maybe_joined(now);
             }
             JoinPhase::Refreshing(ids) => {
                 ids.retain(|id| *id != finished);
-                self.maybe_joined();
+                self.maybe_joined(now);
             }
             _ => {}
         }
     }
 
-    fn maybe_joined(&mut self) {
+    fn maybe_joined(&mut self, now: Time) {
         if matches!(&self.join, JoinPhase::Refreshing(ids) if ids.is_empty()) {
             self.join = JoinPhase::Idle;
-            self.out.push_back(Output::Event(Event::Joined {
-                peers: self.table.len(),
-            }));
+            if !self.rejoining {
+                self.out.push_back(Output::Event(Event::Joined {
+                    peers: self.table.len(),
+                }));
+            }
+            self.rejoining = false;
+            // Fewer than K peers (we joined before the network had formed
+            // around us): nobody near us knows us yet, so join again later.
+            self.rejoin = if !self.table.is_empty() && self.table.len() < self.config.k {
+                let backoff = match self.rejoin {
+                    Some((_, b)) => (b * 2).min(self.config.stall_period),
+                    None => self.config.rejoin_interval,
+                };
+                Some((now + backoff, backoff))
+            } else {
+                None
+            };
         }
     }
 
@@ -693,5 +730,76 @@ mod probe_tests {
         );
         assert!(n.closest(&fp(0x80)).is_empty());
         assert!(now > Time(0));
+    }
+}
+
+#[cfg(test)]
+mod rejoin_tests {
+    use super::*;
+
+    fn fp(n: u8) -> Fingerprint {
+        let mut b = [0u8; 20];
+        b[0] = n;
+        b[19] = 7;
+        Fingerprint::V4(b)
+    }
+
+    /// Answers every find_peer with nobody; returns the find_peer targets sent.
+    fn answer_all_empty(n: &mut Node<u32>, now: Time) -> Vec<Fingerprint> {
+        let mut targets = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Transmit(t) = o {
+                if let Request::FindPeer(f) = t.request {
+                    targets.push(f);
+                }
+                n.on_response(now, t.id, Ok(Response::Peers(vec![])));
+            }
+        }
+        targets
+    }
+
+    #[test]
+    fn a_join_that_finds_few_peers_is_repeated_with_backoff() {
+        let local = fp(0x10);
+        let mut n = Node::new(local, Config::default(), Time(0), 3);
+        n.join(Time(0), [Contact::new(fp(0x90), 1)]).unwrap();
+        // The bootstrap peer knows nobody yet (the first node of a network).
+        assert!(answer_all_empty(&mut n, Time(0)).contains(&local));
+        assert!(!n.is_joining());
+        let first = n.poll_timeout().expect("a rejoin is scheduled");
+        assert_eq!(first, Time(0) + n.config().rejoin_interval);
+        n.handle_timeout(first);
+        assert!(n.is_joining());
+        let targets = answer_all_empty(&mut n, first);
+        assert!(
+            targets.contains(&local),
+            "the rejoin looks up our own id again"
+        );
+        // Still alone: the next try waits twice as long, and no second Joined.
+        let second = n.poll_timeout().expect("another rejoin");
+        assert_eq!(second, first + n.config().rejoin_interval * 2);
+        n.handle_timeout(second);
+        let out: Vec<_> = std::iter::from_fn(|| n.poll_output()).collect();
+        assert!(!out
+            .iter()
+            .any(|o| matches!(o, Output::Event(Event::Joined { .. }))));
+    }
+
+    #[test]
+    fn a_full_table_is_not_rejoined() {
+        let config = Config {
+            k: 2,
+            ..Config::default()
+        };
+        let mut n = Node::new(fp(0x10), config, Time(0), 3);
+        n.join(
+            Time(0),
+            [Contact::new(fp(0x90), 1), Contact::new(fp(0x50), 2)],
+        )
+        .unwrap();
+        answer_all_empty(&mut n, Time(0));
+        assert!(!n.is_joining());
+        // K = 2 peers known: only the stale-bucket refresh remains.
+        assert_eq!(n.poll_timeout(), Some(Time(0) + n.config().stall_period));
     }
 }
