@@ -112,6 +112,8 @@ impl ProtocolParams {
     }
 
     /// The core's configuration for these parameters.
+    /// (Fields not mirrored here keep the core's defaults.)
+    #[allow(clippy::needless_update)]
     pub fn to_config(&self) -> Config {
         Config {
             k: self.k,
@@ -128,6 +130,7 @@ impl ProtocolParams {
             } else {
                 Termination::KClosest
             },
+            ..Config::default()
         }
     }
 }
