@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod metrics;
+pub mod plot;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;

@@ -241,10 +241,49 @@ fn sweep_main(args: Vec<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `mau-sim plot --input SWEEP.json --out DIR`.
+fn plot_main(args: Vec<String>) -> ExitCode {
+    let (mut input, mut out) = (None, None);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        let v = inline.or_else(|| it.next());
+        match (flag.as_str(), v) {
+            ("--input", Some(v)) => input = Some(v),
+            ("--out", Some(v)) => out = Some(v),
+            _ => {
+                eprintln!("mau-sim plot: usage: mau-sim plot --input SWEEP.json --out DIR");
+                return ExitCode::from(64);
+            }
+        }
+    }
+    let (Some(input), Some(out)) = (input, out) else {
+        eprintln!("mau-sim plot: usage: mau-sim plot --input SWEEP.json --out DIR");
+        return ExitCode::from(64);
+    };
+    match mau_sim::plot::plot(std::path::Path::new(&input), std::path::Path::new(&out)) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {f}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mau-sim plot: {e}");
+            ExitCode::from(65)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("sweep") {
-        return sweep_main(args[1..].to_vec());
+    match args.first().map(String::as_str) {
+        Some("sweep") => return sweep_main(args[1..].to_vec()),
+        Some("plot") => return plot_main(args[1..].to_vec()),
+        _ => {}
     }
     let cli = match parse(args.into_iter()) {
         Ok(Some(cli)) => cli,

@@ -1,0 +1,273 @@
+//! SVG plots of a sweep (`mau-sim plot --input sweep.json --out DIR`):
+//! hops vs n (ours, Go, theory), success vs churn, messages per lookup vs n,
+//! memory per node vs n.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One plotted series: a name, a colour and its points.
+struct Series {
+    name: String,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+const OURS: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const GO: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const THEORY: RGBColor = RGBColor(0x55, 0x55, 0x55);
+const THEORY2: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+const PALETTE: [RGBColor; 6] = [
+    OURS,
+    GO,
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+];
+
+fn f(r: &Value, c: &str) -> f64 {
+    r[c].as_f64().unwrap_or(0.0)
+}
+
+fn s(r: &Value, c: &str) -> String {
+    r[c].as_str().unwrap_or("").to_string()
+}
+
+/// `column` against n for `policy` at churn `churn`, sorted by n.
+fn by_n(rows: &[Value], policy: &str, churn: f64, column: &str) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| s(r, "policy") == policy && f(r, "churn") == churn)
+        .map(|r| (f(r, "nodes"), f(r, column)))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+fn draw(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    log_x: bool,
+    series: &[Series],
+) -> Result<(), String> {
+    let pts = series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0f64);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return Err(format!("{title}: no data"));
+    }
+    if x0 == x1 {
+        x0 = if log_x { x0 / 2.0 } else { x0 - 1.0 };
+        x1 = if log_x { x1 * 2.0 } else { x1 + 1.0 };
+    }
+    let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.15 };
+    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut b = ChartBuilder::on(&root);
+    b.caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    macro_rules! body {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for se in series {
+                let color = se.color;
+                chart
+                    .draw_series(LineSeries::new(
+                        se.points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| e.to_string())?
+                    .label(se.name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(se.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }};
+    }
+    if log_x {
+        body!(b
+            .build_cartesian_2d((x0..x1).log_scale(), 0f64..y1)
+            .map_err(|e| e.to_string())?);
+    } else {
+        body!(b
+            .build_cartesian_2d(x0..x1, 0f64..y1)
+            .map_err(|e| e.to_string())?);
+    }
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Reads a sweep JSON (`mau-sim sweep --out X.json`) and writes
+/// `hops_vs_n.svg`, `success_vs_churn.svg`, `messages_vs_n.svg` and
+/// `memory_vs_n.svg` into `out`; returns the files written.
+pub fn plot(input: &Path, out: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", input.display()))?;
+    let rows: Vec<Value> = doc["rows"].as_array().cloned().ok_or("no rows")?;
+    if rows.is_empty() {
+        return Err("no rows".into());
+    }
+    let k = doc["base_scenario"]["protocol"]["k"]
+        .as_f64()
+        .unwrap_or(20.0);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut churns: Vec<f64> = rows.iter().map(|r| f(r, "churn")).collect();
+    churns.sort_by(f64::total_cmp);
+    churns.dedup();
+    let mut sizes: Vec<f64> = rows.iter().map(|r| f(r, "nodes")).collect();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup();
+    let c0 = churns[0];
+    let mut written = Vec::new();
+    let mut emit = |name: &str,
+                    title: &str,
+                    xl: &str,
+                    yl: &str,
+                    log_x: bool,
+                    series: Vec<Series>|
+     -> Result<(), String> {
+        let p = out.join(name);
+        draw(&p, title, xl, yl, log_x, &series)?;
+        written.push(p.display().to_string());
+        Ok(())
+    };
+
+    let theory_k: Vec<(f64, f64)> = sizes.iter().map(|&n| (n, n.log2() / k.log2())).collect();
+    let theory_2: Vec<(f64, f64)> = sizes.iter().map(|&n| (n, n.log2().ceil())).collect();
+    emit(
+        "hops_vs_n.svg",
+        &format!("Lookup hops vs n (mean, churn {c0})"),
+        "nodes (log)",
+        "hops",
+        true,
+        vec![
+            Series {
+                name: "ours (mean)".into(),
+                color: OURS,
+                points: by_n(&rows, "ours", c0, "hops_mean"),
+            },
+            Series {
+                name: "ours (p99)".into(),
+                color: PALETTE[4],
+                points: by_n(&rows, "ours", c0, "hops_p99"),
+            },
+            Series {
+                name: "go baseline (mean)".into(),
+                color: GO,
+                points: by_n(&rows, "go", c0, "hops_mean"),
+            },
+            Series {
+                name: "theory log2(n)/log2(K)".into(),
+                color: THEORY2,
+                points: theory_k,
+            },
+            Series {
+                name: "theory ceil(log2 n)".into(),
+                color: THEORY,
+                points: theory_2,
+            },
+        ],
+    )?;
+
+    let mut series = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        for (j, p) in ["ours", "go"].iter().enumerate() {
+            let mut pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| s(r, "policy") == *p && f(r, "nodes") == n)
+                .map(|r| (f(r, "churn"), f(r, "success")))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            series.push(Series {
+                name: format!("{p}, n={n}"),
+                color: PALETTE[(2 * i + j) % PALETTE.len()],
+                points: pts,
+            });
+        }
+    }
+    emit(
+        "success_vs_churn.svg",
+        "Lookup success vs churn",
+        "churn (fraction of nodes replaced)",
+        "success (found / counted)",
+        false,
+        series,
+    )?;
+
+    let mut series = Vec::new();
+    for (i, &c) in churns.iter().enumerate() {
+        for (j, p) in ["ours", "go"].iter().enumerate() {
+            series.push(Series {
+                name: format!("{p}, churn {c}"),
+                color: PALETTE[(2 * i + j) % PALETTE.len()],
+                points: by_n(&rows, p, c, "msgs_per_lookup_mean"),
+            });
+        }
+    }
+    emit(
+        "messages_vs_n.svg",
+        "Requests per lookup vs n (mean)",
+        "nodes (log)",
+        "requests per lookup",
+        true,
+        series,
+    )?;
+
+    emit(
+        "memory_vs_n.svg",
+        &format!("Memory per node vs n (churn {c0})"),
+        "nodes (log)",
+        "bytes per node",
+        true,
+        vec![
+            Series {
+                name: "ours: struct-size estimate".into(),
+                color: OURS,
+                points: by_n(&rows, "ours", c0, "est_bytes_per_node"),
+            },
+            Series {
+                name: "ours: peak RSS / n".into(),
+                color: PALETTE[4],
+                points: by_n(&rows, "ours", c0, "rss_bytes_per_node"),
+            },
+            Series {
+                name: "go: struct-size estimate".into(),
+                color: GO,
+                points: by_n(&rows, "go", c0, "est_bytes_per_node"),
+            },
+            Series {
+                name: "go: peak RSS / n".into(),
+                color: PALETTE[3],
+                points: by_n(&rows, "go", c0, "rss_bytes_per_node"),
+            },
+        ],
+    )?;
+    Ok(written)
+}
