@@ -1,6 +1,6 @@
 //! SVG plots of a sweep (`mau-sim plot --input sweep.json --out DIR`):
 //! hops vs n (ours, Go, theory), success vs churn, messages per lookup vs n,
-//! memory per node vs n.
+//! memory per node vs n; plus `table.md`, ours and Go side by side.
 
 use std::path::Path;
 
@@ -269,5 +269,56 @@ pub fn plot(input: &Path, out: &Path) -> Result<Vec<String>, String> {
             },
         ],
     )?;
+    let p = out.join("table.md");
+    std::fs::write(&p, markdown_table(&rows)).map_err(|e| format!("{}: {e}", p.display()))?;
+    written.push(p.display().to_string());
     Ok(written)
+}
+
+/// A Markdown table with ours and Go side by side per (size, churn), with ratios.
+pub fn markdown_table(rows: &[Value]) -> String {
+    let mut t = String::from(
+        "| n | churn | success ours / go (ratio) | hops mean ours / go (ratio) | hops median / p99 ours; go | msgs/lookup mean ours / go (ratio) | latency median ms ours / go | join msgs/node ours / go | table entries | bytes/entry | est. bytes/node | peak RSS/node ours; go | CPU s ours / go | ⌈log₂ n⌉ | log₂n/log₂K |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for o in rows.iter().filter(|r| s(r, "policy") == "ours") {
+        let Some(g) = rows.iter().find(|g| {
+            s(g, "policy") == "go"
+                && f(g, "nodes") == f(o, "nodes")
+                && f(g, "churn") == f(o, "churn")
+        }) else {
+            continue;
+        };
+        t.push_str(&format!(
+            "| {} | {} | {:.2}% / {:.2}% ({:.3}) | {:.2} / {:.2} ({:.3}) | {} / {}; {} / {} | {:.1} / {:.1} ({:.3}) | {} / {} | {:.0} / {:.0} | {} | {} | {} | {} B; {} B | {:.1} / {:.1} | {} | {:.2} |\n",
+            f(o, "nodes"),
+            f(o, "churn"),
+            100.0 * f(o, "success"),
+            100.0 * f(g, "success"),
+            f(o, "success_vs_go"),
+            f(o, "hops_mean"),
+            f(g, "hops_mean"),
+            f(o, "hops_vs_go"),
+            f(o, "hops_median"),
+            f(o, "hops_p99"),
+            f(g, "hops_median"),
+            f(g, "hops_p99"),
+            f(o, "msgs_per_lookup_mean"),
+            f(g, "msgs_per_lookup_mean"),
+            f(o, "msgs_vs_go"),
+            f(o, "latency_median_ms"),
+            f(g, "latency_median_ms"),
+            f(o, "join_msgs_per_node"),
+            f(g, "join_msgs_per_node"),
+            f(o, "table_entries_median"),
+            f(o, "bytes_per_entry"),
+            f(o, "est_bytes_per_node"),
+            f(o, "rss_bytes_per_node"),
+            f(g, "rss_bytes_per_node"),
+            f(o, "cpu_ms") / 1000.0,
+            f(g, "cpu_ms") / 1000.0,
+            f(o, "theory_log2_n"),
+            f(o, "theory_log2n_over_log2k"),
+        ));
+    }
+    t
 }
