@@ -14,7 +14,8 @@ USAGE: mau-sim [OPTIONS]
 
 Sweep: runs every (size, churn, policy), prints one CSV line per run to
 stderr as it goes, and writes the table (FILE.json and FILE.csv, whichever
-extension is given, both written) or prints the JSON to stdout.
+extension is given, both written) or prints the JSON to stdout. Exits 2 if
+a row is below --min-success or ours succeeds less than go on a row.
 
 Network and workload:
   --nodes N              initial nodes                                [1000]
@@ -191,8 +192,11 @@ fn sweep_main(args: Vec<String>) -> ExitCode {
         eprintln!("mau-sim sweep: {e}");
         return ExitCode::from(64);
     }
-    match parse(rest.into_iter()) {
-        Ok(Some(cli)) => sweep.base = cli.scenario,
+    let min_success = match parse(rest.into_iter()) {
+        Ok(Some(cli)) => {
+            sweep.base = cli.scenario;
+            cli.min_success
+        }
         Ok(None) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -201,7 +205,7 @@ fn sweep_main(args: Vec<String>) -> ExitCode {
             eprintln!("mau-sim sweep: {e}");
             return ExitCode::from(64);
         }
-    }
+    };
     eprintln!("{}", mau_sim::sweep::COLUMNS.join(","));
     let rows = match sweep.run(|r| {
         eprint!(
@@ -238,7 +242,25 @@ fn sweep_main(args: Vec<String>) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    // CI checks: every row reaches --min-success, ours never below Go.
+    let mut code = ExitCode::SUCCESS;
+    for r in &rows {
+        if min_success.is_some_and(|m| r.success < m) {
+            eprintln!(
+                "mau-sim sweep: {} n={} churn={}: success {} below --min-success",
+                r.policy, r.nodes, r.churn, r.success
+            );
+            code = ExitCode::from(2);
+        }
+        if r.policy == "ours" && r.success_vs_go < 1.0 {
+            eprintln!(
+                "mau-sim sweep: n={} churn={}: ours succeeds less than go ({})",
+                r.nodes, r.churn, r.success_vs_go
+            );
+            code = ExitCode::from(2);
+        }
+    }
+    code
 }
 
 /// `mau-sim plot --input SWEEP.json --out DIR`.
