@@ -27,6 +27,15 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
+/// Halfway to white.
+fn lighter(c: RGBColor) -> RGBColor {
+    RGBColor(
+        ((c.0 as u16 + 255) / 2) as u8,
+        ((c.1 as u16 + 255) / 2) as u8,
+        ((c.2 as u16 + 255) / 2) as u8,
+    )
+}
+
 fn f(r: &Value, c: &str) -> f64 {
     r[c].as_f64().unwrap_or(0.0)
 }
@@ -68,7 +77,29 @@ fn draw(
         x0 = if log_x { x0 / 2.0 } else { x0 - 1.0 };
         x1 = if log_x { x1 * 2.0 } else { x1 + 1.0 };
     }
-    let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.15 };
+    let y_lo = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(f64::MAX, f64::min);
+    // Zoom in when every value is close to the top (success rates near 1).
+    let y0 = if y1 > 0.0 && y_lo > 0.8 * y1 {
+        (y_lo - 0.1 * (y1 - y_lo).max(0.01 * y1)).max(0.0)
+    } else {
+        0.0
+    };
+    let y1 = if y1 <= 0.0 {
+        1.0
+    } else if y0 > 0.0 {
+        y1 + 0.5 * (y1 - y0)
+    } else {
+        y1 * 1.15
+    };
+    // Zoomed plots have their lines at the top: legend at the bottom.
+    let legend_at = if y0 > 0.0 {
+        SeriesLabelPosition::LowerLeft
+    } else {
+        SeriesLabelPosition::UpperLeft
+    };
     let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut b = ChartBuilder::on(&root);
@@ -105,18 +136,18 @@ fn draw(
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(legend_at)
                 .draw()
                 .map_err(|e| e.to_string())?;
         }};
     }
     if log_x {
         body!(b
-            .build_cartesian_2d((x0..x1).log_scale(), 0f64..y1)
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
             .map_err(|e| e.to_string())?);
     } else {
         body!(b
-            .build_cartesian_2d(x0..x1, 0f64..y1)
+            .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| e.to_string())?);
     }
     root.present().map_err(|e| e.to_string())?;
@@ -205,10 +236,22 @@ pub fn plot(input: &Path, out: &Path) -> Result<Vec<String>, String> {
                 .map(|r| (f(r, "churn"), f(r, "success")))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut all: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| s(r, "policy") == *p && f(r, "nodes") == n)
+                .map(|r| (f(r, "churn"), f(r, "success_all")))
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let color = PALETTE[(2 * i + j) % PALETTE.len()];
             series.push(Series {
-                name: format!("{p}, n={n}"),
-                color: PALETTE[(2 * i + j) % PALETTE.len()],
+                name: format!("{p}, n={n}: found / counted"),
+                color,
                 points: pts,
+            });
+            series.push(Series {
+                name: format!("{p}, n={n}: found / all scheduled"),
+                color: lighter(color),
+                points: all,
             });
         }
     }
@@ -216,7 +259,7 @@ pub fn plot(input: &Path, out: &Path) -> Result<Vec<String>, String> {
         "success_vs_churn.svg",
         "Lookup success vs churn",
         "churn (fraction of nodes replaced)",
-        "success (found / counted)",
+        "success rate",
         false,
         series,
     )?;
