@@ -138,6 +138,8 @@ fuzz_target!(|input: Input| {
         max_failures: 1 + input.max_failures % 3,
         max_lookup_candidates: 80,
         max_concurrent_lookups: 1 + input.lookups as usize % 16,
+        rejoin_interval: Duration::from_millis(1 + input.rpc_ms as u64 * 3),
+        ..Config::default()
     };
     let k = config.k;
     let mut fps: Vec<Fingerprint> = Vec::new();
