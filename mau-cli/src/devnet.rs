@@ -143,19 +143,7 @@ async fn devnet<R: Runtime>(
         println!();
         let t = nodes[0].snapshot();
         println!("routing table of node 0 ({}):", t.fingerprint);
-        let rows: Vec<Vec<String>> = t
-            .peers
-            .iter()
-            .map(|p| {
-                vec![
-                    p.fingerprint.to_string(),
-                    p.address.to_string(),
-                    p.bucket.to_string(),
-                    p.failures.to_string(),
-                ]
-            })
-            .collect();
-        table::print(&["FINGERPRINT", "ADDRESS", "BUCKET", "FAILURES"], &rows);
+        table::print_peers(&t.peers);
     }
     for node in &mut nodes {
         node.shutdown();

@@ -194,23 +194,7 @@ pub fn peers<E: Exec>(dir: &Path, json: bool, buckets: bool) -> Result<(), Strin
             &rows,
         );
     } else {
-        let rows: Vec<Vec<String>> = t
-            .peers
-            .iter()
-            .map(|p| {
-                vec![
-                    p.fingerprint.to_string(),
-                    p.address.to_string(),
-                    p.bucket.to_string(),
-                    age(p.last_seen_secs),
-                    p.failures.to_string(),
-                ]
-            })
-            .collect();
-        table::print(
-            &["FINGERPRINT", "ADDRESS", "BUCKET", "SEEN", "FAILURES"],
-            &rows,
-        );
+        table::print_peers(&t.peers);
     }
     Ok(())
 }

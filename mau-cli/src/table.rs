@@ -21,3 +21,23 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
         line(row.iter().map(String::as_str).collect());
     }
 }
+
+/// The routing table's peers, as `mau peers list` and `mau devnet` show them.
+pub fn print_peers(peers: &[mau_net::control::PeerInfo]) {
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.fingerprint.to_string(),
+                p.address.to_string(),
+                p.bucket.to_string(),
+                crate::server::age(p.last_seen_secs),
+                p.failures.to_string(),
+            ]
+        })
+        .collect();
+    print(
+        &["FINGERPRINT", "ADDRESS", "BUCKET", "SEEN", "FAILURES"],
+        &rows,
+    );
+}
