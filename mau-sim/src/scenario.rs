@@ -73,6 +73,8 @@ pub struct ProtocolParams {
     pub max_concurrent_lookups: usize,
     /// Go's lookup rule (exact match or empty queue) instead of K-closest termination.
     pub go_lookup_termination: bool,
+    /// First delay before repeating a join that left fewer than K peers.
+    pub rejoin_interval_ms: u64,
 }
 
 impl Default for ProtocolParams {
@@ -89,6 +91,7 @@ impl Default for ProtocolParams {
             max_lookup_candidates: c.max_lookup_candidates,
             max_concurrent_lookups: c.max_concurrent_lookups,
             go_lookup_termination: c.lookup_termination == Termination::GoExhaustive,
+            rejoin_interval_ms: c.rejoin_interval.as_millis() as u64,
         }
     }
 }
@@ -109,6 +112,8 @@ impl ProtocolParams {
         self.max_failures = if go { 1 } else { d.max_failures };
         self.stall_period_ms = if go { NEVER_MS } else { d.stall_period_ms };
         self.go_lookup_termination = go;
+        // Go joins once.
+        self.rejoin_interval_ms = if go { NEVER_MS } else { d.rejoin_interval_ms };
     }
 
     /// The core's configuration for these parameters.
@@ -130,6 +135,7 @@ impl ProtocolParams {
             } else {
                 Termination::KClosest
             },
+            rejoin_interval: Duration::from_millis(self.rejoin_interval_ms),
             ..Config::default()
         }
     }
