@@ -106,7 +106,7 @@ impl PeerAddress {
             let Some(v6) = inner.strip_suffix(']') else {
                 return bad("unclosed bracket");
             };
-            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            if v6.parse::<core::net::Ipv6Addr>().is_err() {
                 return bad("bad IPv6 address");
             }
         } else {
@@ -160,8 +160,8 @@ impl std::str::FromStr for PeerAddress {
     }
 }
 
-impl From<std::net::SocketAddr> for PeerAddress {
-    fn from(a: std::net::SocketAddr) -> Self {
+impl From<core::net::SocketAddr> for PeerAddress {
+    fn from(a: core::net::SocketAddr) -> Self {
         PeerAddress(a.to_string())
     }
 }
