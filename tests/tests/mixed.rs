@@ -6,6 +6,28 @@ use mau_smol::SmolRuntime;
 use mau_tests::{config, eventually, start};
 use mau_tokio::TokioRuntime;
 
+/// The nodes of `nodes` (other than `fp` itself) that do not find `fp` at `addr`.
+async fn misses_from<R: mau_net::Runtime>(
+    nodes: &[mau_net::RunningNode<R>],
+    kind: &str,
+    fp: &mau_proto::Fingerprint,
+    addr: &mau_proto::PeerAddress,
+) -> Vec<String> {
+    let mut misses = Vec::new();
+    for n in nodes.iter().filter(|n| n.fingerprint() != *fp) {
+        let found = n
+            .lookup(*fp)
+            .await
+            .expect("lookup")
+            .found
+            .map(|c| c.address);
+        if found.as_ref() != Some(addr) {
+            misses.push(format!("{kind} {} -> {fp}", n.fingerprint()));
+        }
+    }
+    misses
+}
+
 #[test]
 fn ten_smol_and_ten_tokio_nodes_find_each_other() {
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
@@ -44,30 +66,8 @@ fn ten_smol_and_ten_tokio_nodes_find_each_other() {
             .collect();
         let mut misses = Vec::new();
         for (fp, addr) in &everyone {
-            for n in &smol_nodes {
-                if n.fingerprint() != *fp
-                    && n.lookup(*fp)
-                        .await
-                        .expect("lookup")
-                        .found
-                        .map(|c| c.address)
-                        != Some(addr.clone())
-                {
-                    misses.push(format!("smol {} -> {fp}", n.fingerprint()));
-                }
-            }
-            for n in &tokio_nodes {
-                if n.fingerprint() != *fp
-                    && n.lookup(*fp)
-                        .await
-                        .expect("lookup")
-                        .found
-                        .map(|c| c.address)
-                        != Some(addr.clone())
-                {
-                    misses.push(format!("tokio {} -> {fp}", n.fingerprint()));
-                }
-            }
+            misses.extend(misses_from(&smol_nodes, "smol", fp, addr).await);
+            misses.extend(misses_from(&tokio_nodes, "tokio", fp, addr).await);
         }
         assert!(misses.is_empty(), "{misses:?}");
         // Both kinds hold both kinds in their tables.
