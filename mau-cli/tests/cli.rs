@@ -6,29 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PASS: &str = "correct horse battery staple";
-
-fn mau(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mau"));
-    c.arg("--dir")
-        .arg(dir)
-        .env("MAU_PASSPHRASE", PASS)
-        .env_remove("MAU_LOG_LEVEL");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = mau(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mau");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{mau, run};
 
 struct Server(Child);
 
