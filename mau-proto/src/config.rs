@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::subnet::SubnetLimits;
+
 /// Max peers per bucket (the Kademlia replication parameter K).
 pub const K: usize = 20;
 /// Parallel requests per lookup (α).
@@ -51,6 +53,9 @@ pub struct Config {
     /// in a flash crowd, a tiny network), the join is repeated after this,
     /// then after twice as long, up to `stall_period`, until K peers are known.
     pub rejoin_interval: Duration,
+    /// Sybil limits: peers per IPv4 /24 or IPv6 /64 in a bucket and in the
+    /// table (2 and 10, public addresses only, by default). `None`: unlimited.
+    pub subnet_limits: Option<SubnetLimits>,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             max_concurrent_lookups: 256,
             lookup_termination: Termination::KClosest,
             rejoin_interval: Duration::from_secs(5),
+            subnet_limits: Some(SubnetLimits::default()),
         }
     }
 }
@@ -79,6 +85,10 @@ impl Config {
         self.max_failures = self.max_failures.max(1);
         self.max_lookup_candidates = self.max_lookup_candidates.max(self.k);
         self.max_concurrent_lookups = self.max_concurrent_lookups.max(1);
+        if let Some(l) = &mut self.subnet_limits {
+            l.per_bucket = l.per_bucket.max(1);
+            l.per_table = l.per_table.max(l.per_bucket);
+        }
         self
     }
 }

@@ -9,6 +9,7 @@
 //! - [`fingerprint`]: peer identities (OpenPGP v4/v6 fingerprints);
 //! - [`distance`]: the XOR metric and bucket indices;
 //! - [`routing_table`]: k-buckets, replacement caches, staleness;
+//! - [`subnet`]: Sybil limits (peers per IPv4 /24 or IPv6 /64);
 //! - [`lookup`]: one iterative lookup (α parallel, K-closest termination);
 //! - [`node`]: the state machine that ties them together (events in, commands out);
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
@@ -24,6 +25,7 @@ pub mod lookup;
 pub mod node;
 pub mod rng;
 pub mod routing_table;
+pub mod subnet;
 pub mod time;
 pub mod wire;
 
@@ -36,5 +38,6 @@ pub use node::{
 };
 pub use rng::Rng;
 pub use routing_table::{Contact, Liveness, RoutingTable};
+pub use subnet::{HostIp, LimitScope, Subnet, SubnetLimits};
 pub use time::Time;
 pub use wire::{KadRoute, PeerAddress, PeerRecord, WireError};

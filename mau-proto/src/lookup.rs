@@ -45,7 +45,17 @@ struct Candidate<A> {
     state: State,
     /// Answers between us and this peer: 0 for peers from our own table.
     depth: u32,
+    /// Another address someone gave for this peer, tried if the current one
+    /// fails: otherwise one hostile answer naming the target at a dead address
+    /// would hide the target from the whole lookup.
+    alternate: Option<A>,
+    /// Addresses tried so far (at most [`MAX_ADDRESSES_PER_PEER`]).
+    attempts: u8,
 }
+
+/// Addresses a lookup tries for one peer, so hostile answers cannot make it
+/// chase one fingerprint forever.
+pub const MAX_ADDRESSES_PER_PEER: u8 = 3;
 
 /// The result of a finished lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +99,14 @@ pub struct Lookup<A> {
     started: Time,
     found: Option<usize>,
     termination: Termination,
+}
+
+impl<A> Candidate<A> {
+    /// Asks this peer again, at `address`.
+    fn rearm(&mut self, address: A) {
+        self.contact.address = address;
+        self.state = State::NotContacted;
+    }
 }
 
 impl<A: Clone + Eq> Lookup<A> {
@@ -164,11 +182,28 @@ impl<A: Clone + Eq> Lookup<A> {
             .binary_search_by(|c| c.distance.cmp(&distance))
         {
             Ok(i) => {
-                // Known (or another fingerprint on the same key): keep the shorter path.
+                // Known (or another fingerprint on the same key): keep the
+                // shorter path, and remember a second address for it.
                 let c = &mut self.candidates[i];
-                if c.contact.fingerprint.same(&contact.fingerprint) && depth < c.depth {
+                if c.contact.fingerprint != contact.fingerprint {
+                    return false;
+                }
+                if depth < c.depth {
                     c.depth = depth;
                 }
+                // (The Go baseline policy keeps the first address only.)
+                let another = self.termination != Termination::GoExhaustive
+                    && c.contact.address != contact.address
+                    && c.state != State::Succeeded
+                    && c.attempts < MAX_ADDRESSES_PER_PEER;
+                if !another {
+                    return false;
+                }
+                if c.state == State::Failed {
+                    c.rearm(contact.address);
+                    return true;
+                }
+                c.alternate = Some(contact.address);
                 return false;
             }
             Err(i) => i,
@@ -183,6 +218,8 @@ impl<A: Clone + Eq> Lookup<A> {
                 contact,
                 state: State::NotContacted,
                 depth,
+                alternate: None,
+                attempts: 0,
             },
         );
         if let Some(f) = self.found.as_mut() {
@@ -217,6 +254,7 @@ impl<A: Clone + Eq> Lookup<A> {
                 .iter_mut()
                 .find(|c| c.state == State::NotContacted)?;
             c.state = State::Waiting;
+            c.attempts = c.attempts.saturating_add(1);
             self.waiting += 1;
             self.requests += 1;
             return Some(c.contact.clone());
@@ -239,6 +277,7 @@ impl<A: Clone + Eq> Lookup<A> {
                 State::Succeeded | State::Waiting => live += 1,
                 State::NotContacted => {
                     c.state = State::Waiting;
+                    c.attempts = c.attempts.saturating_add(1);
                     self.waiting += 1;
                     self.requests += 1;
                     return Some(c.contact.clone());
@@ -281,10 +320,16 @@ impl<A: Clone + Eq> Lookup<A> {
     /// The request to `from` failed or timed out: it is dropped from the lookup.
     pub fn on_failure(&mut self, from: &Fingerprint) {
         if let Some(i) = self.index_of(from) {
-            if self.candidates[i].state == State::Waiting {
-                self.candidates[i].state = State::Failed;
+            let c = &mut self.candidates[i];
+            if c.state == State::Waiting {
+                c.state = State::Failed;
                 self.waiting -= 1;
                 self.failures += 1;
+                if let Some(address) = c.alternate.take() {
+                    if c.attempts < MAX_ADDRESSES_PER_PEER {
+                        c.rearm(address);
+                    }
+                }
             }
         }
     }

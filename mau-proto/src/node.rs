@@ -21,6 +21,7 @@ use crate::fingerprint::Fingerprint;
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupOutcome};
 use crate::rng::Rng;
 use crate::routing_table::{Contact, FailedOutcome, Liveness, Removed, RoutingTable, SeenOutcome};
+use crate::subnet::HostIp;
 use crate::time::Time;
 
 /// Identifies one outgoing request of one node.
@@ -150,7 +151,7 @@ const RETAINED_QUEUE: usize = 16;
 /// Probes of unknown peers remembered at once; beyond it new probes wait.
 const MAX_RECENT_PROBES: usize = 1024;
 
-impl<A: Clone + Eq> Node<A> {
+impl<A: Clone + Eq + HostIp> Node<A> {
     /// A node for `local` with an empty table. `seed` determines every random
     /// choice it will make (refresh targets); give each node its own.
     pub fn new(local: Fingerprint, config: Config, now: Time, seed: u64) -> Self {
@@ -162,7 +163,8 @@ impl<A: Clone + Eq> Node<A> {
             config.k,
             config.replacement_cache,
             config.max_failures,
-        );
+        )
+        .with_subnet_limits(config.subnet_limits);
         Node {
             config,
             table,
@@ -268,8 +270,15 @@ impl<A: Clone + Eq> Node<A> {
             return;
         };
         match (p.purpose, result) {
-            (Purpose::Lookup(lid), Ok(Response::Peers(peers))) => {
+            (Purpose::Lookup(lid), Ok(Response::Peers(mut peers))) => {
                 self.record_seen(now, p.to.clone());
+                // Hearsay never overrides what we verified: a peer we know is
+                // asked at the address it answered us from, not a claimed one.
+                for c in &mut peers {
+                    if let Some(e) = self.table.get(&c.fingerprint) {
+                        c.address = e.contact.address.clone();
+                    }
+                }
                 if let Some(l) = self.lookups.get_mut(&lid) {
                     let local = self.table.local();
                     l.on_success(&p.to.fingerprint, peers, &local);
@@ -590,11 +599,23 @@ impl<A: Clone + Eq> Node<A> {
             SeenOutcome::PingRequired(head) => {
                 self.send(now, head, Request::Ping, Purpose::Liveness)
             }
-            SeenOutcome::Updated | SeenOutcome::Cached | SeenOutcome::Refused => {}
+            SeenOutcome::Updated
+            | SeenOutcome::Cached
+            | SeenOutcome::Refused
+            | SeenOutcome::SubnetFull => {}
         }
     }
 
     fn record_failure(&mut self, to: &Contact<A>) {
+        // Only a failure at the address we know counts against a table entry:
+        // a hostile answer naming a good peer at a dead address must not evict it.
+        let at_known_address = self
+            .table
+            .get(&to.fingerprint)
+            .is_some_and(|e| e.contact.address == to.address);
+        if !at_known_address {
+            return;
+        }
         if let FailedOutcome::Evicted { promoted } = self.table.failed(&to.fingerprint) {
             self.out
                 .push_back(Output::Event(Event::PeerRemoved(to.clone())));

@@ -10,7 +10,9 @@
 
 use crate::distance::{BucketIndex, Distance, Key};
 use crate::fingerprint::Fingerprint;
+use crate::subnet::{HostIp, Subnet, SubnetLimits};
 use crate::time::Time;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A peer and where to reach it. `A` is the adapter's address type
@@ -102,6 +104,9 @@ pub enum SeenOutcome<A> {
     Cached,
     /// Never stored: the local node itself, or another fingerprint on the same key.
     Refused,
+    /// Never stored: its subnet already has as many peers as the
+    /// [`SubnetLimits`] allow, in its bucket or in the table.
+    SubnetFull,
 }
 
 /// What happened when a request to a peer failed.
@@ -168,10 +173,14 @@ pub struct RoutingTable<A> {
     replacement_cap: usize,
     max_failures: u8,
     len: usize,
+    /// Sybil limits; `None` admits any number of peers per subnet.
+    limits: Option<SubnetLimits>,
+    /// Entries per limited subnet in the whole table (empty without limits).
+    per_subnet: BTreeMap<Subnet, u32>,
 }
 
-impl<A: Clone + Eq> RoutingTable<A> {
-    /// An empty table for `local`.
+impl<A: Clone + Eq + HostIp> RoutingTable<A> {
+    /// An empty table for `local`, with no subnet limits (see [`Self::with_subnet_limits`]).
     pub fn new(local: Fingerprint, k: usize, replacement_cap: usize, max_failures: u8) -> Self {
         RoutingTable {
             local,
@@ -181,6 +190,55 @@ impl<A: Clone + Eq> RoutingTable<A> {
             replacement_cap,
             max_failures: max_failures.max(1),
             len: 0,
+            limits: None,
+            per_subnet: BTreeMap::new(),
+        }
+    }
+
+    /// The same empty table admitting at most `limits` peers per subnet.
+    pub fn with_subnet_limits(mut self, limits: Option<SubnetLimits>) -> Self {
+        debug_assert!(self.is_empty(), "limits are set on an empty table");
+        self.limits = limits;
+        self
+    }
+
+    /// The subnet `address` counts against, if limits apply to it.
+    fn subnet(&self, address: &A) -> Option<Subnet> {
+        self.limits.as_ref()?.subnet_of(address)
+    }
+
+    /// True if one more peer of `subnet` fits in bucket `cpl` and the table,
+    /// not counting the entry `except` (a peer that changes address).
+    fn admits(&self, cpl: usize, subnet: Option<Subnet>, except: Option<&Fingerprint>) -> bool {
+        let (Some(limits), Some(subnet)) = (self.limits.as_ref(), subnet) else {
+            return true;
+        };
+        let others = |e: &&Entry<A>| Some(&e.contact.fingerprint) != except;
+        let in_subnet = |e: &&Entry<A>| self.subnet(&e.contact.address) == Some(subnet);
+        let in_bucket = self.buckets.get(cpl).map_or(0, |b| {
+            b.entries.iter().filter(others).filter(in_subnet).count()
+        });
+        let mut in_table = self.per_subnet.get(&subnet).copied().unwrap_or(0) as usize;
+        if let Some((c, p)) = except.and_then(|fp| self.locate(fp)) {
+            if self.subnet(&self.buckets[c].entries[p].contact.address) == Some(subnet) {
+                in_table -= 1;
+            }
+        }
+        in_bucket < limits.per_bucket && in_table < limits.per_table
+    }
+
+    fn count_subnet(&mut self, address: &A, up: bool) {
+        let Some(subnet) = self.subnet(address) else {
+            return;
+        };
+        let n = self.per_subnet.entry(subnet).or_insert(0);
+        if up {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_subnet.remove(&subnet);
+            }
         }
     }
 
@@ -264,17 +322,29 @@ impl<A: Clone + Eq> RoutingTable<A> {
         self.ensure_bucket(cpl, now);
         let k = self.k;
         let cap = self.replacement_cap;
-        let bucket = &mut self.buckets[cpl];
         let fp = contact.fingerprint;
-        if let Some(pos) = bucket
+        let subnet = self.subnet(&contact.address);
+        if let Some(pos) = self.buckets[cpl]
             .entries
             .iter()
             .position(|e| same_key(&e.contact.fingerprint, &fp))
         {
-            if bucket.entries[pos].contact.fingerprint != contact.fingerprint {
+            let old = &self.buckets[cpl].entries[pos].contact;
+            if old.fingerprint != fp {
                 // A v4 and a v6 fingerprint padded to one key: first one wins.
                 return SeenOutcome::Refused;
             }
+            if old.address != contact.address {
+                // A move into a subnet that is full is not followed: the
+                // old address keeps being tried and fails if it is gone.
+                if !self.admits(cpl, subnet, Some(&fp)) {
+                    return SeenOutcome::SubnetFull;
+                }
+                let old = old.address.clone();
+                self.count_subnet(&old, false);
+                self.count_subnet(&contact.address, true);
+            }
+            let bucket = &mut self.buckets[cpl];
             let mut entry = bucket.entries.remove(pos);
             entry.contact.address = contact.address;
             entry.last_seen = now;
@@ -282,6 +352,24 @@ impl<A: Clone + Eq> RoutingTable<A> {
             bucket.entries.push(entry);
             return SeenOutcome::Updated;
         }
+        if !self.admits(cpl, subnet, None) {
+            return SeenOutcome::SubnetFull;
+        }
+        let limits = self.limits;
+        if subnet.is_some() {
+            // Waiting newcomers of a subnet are capped like entries, so one
+            // subnet cannot fill the cache and crowd out everyone else.
+            let per_bucket = limits.map_or(usize::MAX, |l| l.per_bucket);
+            let waiting = self.buckets[cpl]
+                .replacements
+                .iter()
+                .filter(|c| c.fingerprint != fp && self.subnet(&c.address) == subnet)
+                .count();
+            if self.buckets[cpl].entries.len() >= k && waiting >= per_bucket {
+                return SeenOutcome::SubnetFull;
+            }
+        }
+        let bucket = &mut self.buckets[cpl];
         if bucket.entries.len() < k {
             if bucket.entries.len() == bucket.entries.capacity() {
                 // Grow by doubling but never past K: a full bucket then holds
@@ -290,6 +378,8 @@ impl<A: Clone + Eq> RoutingTable<A> {
                 let want = (2 * bucket.entries.len()).max(4).min(k);
                 bucket.entries.reserve_exact(want - bucket.entries.len());
             }
+            self.count_subnet(&contact.address, true);
+            let bucket = &mut self.buckets[cpl];
             bucket.entries.push(Entry {
                 contact,
                 last_seen: now,
@@ -360,8 +450,9 @@ impl<A: Clone + Eq> RoutingTable<A> {
         if bucket.replacements.is_empty() && entry.failures < max {
             return FailedOutcome::Counted;
         }
-        bucket.entries.remove(pos);
+        let gone = bucket.entries.remove(pos);
         self.len -= 1;
+        self.count_subnet(&gone.contact.address, false);
         let promoted = self.promote(cpl);
         FailedOutcome::Evicted { promoted }
     }
@@ -369,19 +460,21 @@ impl<A: Clone + Eq> RoutingTable<A> {
     /// Moves the most recent newcomer into a bucket with room. It was alive when
     /// cached; it is put at the head (least recently seen) so it is checked first.
     fn promote(&mut self, cpl: usize) -> Option<Contact<A>> {
-        let bucket = &mut self.buckets[cpl];
-        // Never promote a key already in the bucket (see the twin rule in `seen`).
+        // Never promote a key already in the bucket (see the twin rule in
+        // `seen`), nor a peer whose subnet filled up while it waited.
         let contact = loop {
-            let c = bucket.replacements.pop()?;
+            let c = self.buckets[cpl].replacements.pop()?;
             let key = c.fingerprint.key();
-            if !bucket
+            let twin = self.buckets[cpl]
                 .entries
                 .iter()
-                .any(|e| e.contact.fingerprint.key() == key)
-            {
+                .any(|e| e.contact.fingerprint.key() == key);
+            if !twin && self.admits(cpl, self.subnet(&c.address), None) {
                 break c;
             }
         };
+        self.count_subnet(&contact.address, true);
+        let bucket = &mut self.buckets[cpl];
         bucket.entries.insert(
             0,
             Entry {
@@ -401,6 +494,7 @@ impl<A: Clone + Eq> RoutingTable<A> {
         if let Some((cpl, pos)) = self.locate(fp) {
             let entry = self.buckets[cpl].entries.remove(pos);
             self.len -= 1;
+            self.count_subnet(&entry.contact.address, false);
             let promoted = self.promote(cpl);
             return Removed::Entry {
                 removed: entry.contact,
@@ -562,6 +656,38 @@ impl<A: Clone + Eq> RoutingTable<A> {
         }
         if count != self.len {
             return Err(format!("len {} but {count} entries", self.len));
+        }
+        self.check_subnet_limits()
+    }
+
+    fn check_subnet_limits(&self) -> Result<(), String> {
+        let Some(limits) = self.limits else {
+            return if self.per_subnet.is_empty() {
+                Ok(())
+            } else {
+                Err("subnet counts without limits".into())
+            };
+        };
+        let mut table: BTreeMap<Subnet, u32> = BTreeMap::new();
+        for (cpl, b) in self.buckets.iter().enumerate() {
+            let mut bucket: BTreeMap<Subnet, usize> = BTreeMap::new();
+            for s in b
+                .entries
+                .iter()
+                .filter_map(|e| self.subnet(&e.contact.address))
+            {
+                *bucket.entry(s).or_default() += 1;
+                *table.entry(s).or_default() += 1;
+            }
+            if let Some((s, n)) = bucket.iter().find(|(_, n)| **n > limits.per_bucket) {
+                return Err(format!("bucket {cpl} holds {n} peers of {s:?}"));
+            }
+        }
+        if let Some((s, n)) = table.iter().find(|(_, n)| **n as usize > limits.per_table) {
+            return Err(format!("the table holds {n} peers of {s:?}"));
+        }
+        if table != self.per_subnet {
+            return Err("subnet counts out of step with the entries".into());
         }
         Ok(())
     }

@@ -1,19 +1,22 @@
 //! Property tests of the routing table: arbitrary sequences of
 //! `seen`/`failed`/`remove`/`mark_pinged` at arbitrary (even decreasing) times
-//! keep the structural invariants, and `closest` always equals a brute-force
-//! XOR sort of the entries.
+//! keep the structural invariants (the subnet limits among them, when set),
+//! and `closest` always equals a brute-force XOR sort of the entries.
 
 mod common;
 
 use std::time::Duration;
 
 use mau_proto::routing_table::{FailedOutcome, SeenOutcome};
-use mau_proto::{Contact, Fingerprint, Key, Liveness, RoutingTable, Time};
+use mau_proto::{
+    Contact, Fingerprint, Key, LimitScope, Liveness, RoutingTable, SubnetLimits, Time,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// `seen(pool[i])` at time `t`, with address `addr`.
+    /// `seen(pool[i])` at time `t`, with address `addr` (an IPv4 address in
+    /// subnet 0.0.`addr`, so the few subnets fill up).
     Seen(usize, u32, u64),
     /// `failed(pool[i])`.
     Failed(usize),
@@ -82,9 +85,16 @@ proptest! {
         ops in proptest::collection::vec(op(), 0..120),
         n in 0usize..12,
         random_targets in proptest::collection::vec(any::<[u8; 32]>(), 1),
+        limits in proptest::option::of((1usize..3, 1usize..6)),
     ) {
         prop_assume!(!pool.is_empty());
-        let mut t: RoutingTable<u32> = RoutingTable::new(local, k, cap, max_failures);
+        let limits = limits.map(|(per_bucket, per_table)| SubnetLimits {
+            per_bucket,
+            per_table: per_table.max(per_bucket),
+            scope: LimitScope::All,
+        });
+        let mut t: RoutingTable<u32> =
+            RoutingTable::new(local, k, cap, max_failures).with_subnet_limits(limits);
         // Targets: the local id, a pool id, random keys.
         let mut targets = vec![local.key(), pool[pool.len() / 2].key()];
         targets.extend(random_targets.iter().map(|b| Key::from_bytes(*b)));
@@ -92,8 +102,10 @@ proptest! {
         for op in ops {
             match op {
                 Op::Seen(i, addr, now) => {
+                    let addr = addr << 8;
                     let fp = pool[i % pool.len()];
                     let before = t.len();
+                    let old = t.get(&fp).map(|e| e.contact.address);
                     let outcome = t.seen(Contact::new(fp, addr), Time(now), BACKOFF);
                     match &outcome {
                         SeenOutcome::Inserted => {
@@ -114,6 +126,11 @@ proptest! {
                         SeenOutcome::Cached => prop_assert!(!t.contains(&fp)),
                         SeenOutcome::Refused => {
                             prop_assert!(false, "refused a distinct non-local id {}", fp)
+                        }
+                        SeenOutcome::SubnetFull => {
+                            prop_assert!(limits.is_some(), "subnet full without limits");
+                            prop_assert_eq!(t.len(), before);
+                            prop_assert_eq!(t.get(&fp).map(|e| e.contact.address), old);
                         }
                     }
                 }
