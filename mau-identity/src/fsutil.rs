@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::error::IdentityError;
 
@@ -60,7 +61,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: a temporary file (mode 0600, a
 /// hidden `.<name>.tmp.<pid>.<n>`, which listings skip) in the same
 /// directory, fsync, rename over `path`, fsync of the directory. A crash at
-/// any point leaves either the old file or the new one, never a mix.
+/// any point leaves either the old file or the new one, never a mix; the
+/// temporary file a crash leaves is removed by a later write of `path`
+/// once it is a minute old.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     write_atomic_hooked(path, bytes, true, |_| Ok(()))
 }
@@ -105,11 +108,74 @@ pub(crate) fn write_atomic_hooked(
         let _ = fs::remove_file(&tmp);
         return Err(IdentityError::io(path, e));
     }
+    remove_stale_temps(dir, &name, STALE_TEMP);
     Ok(())
+}
+
+/// A temporary file of [`write_atomic`] older than this was left by a writer
+/// that died (`kill -9`, power loss): a write takes milliseconds. Younger
+/// ones may belong to a live writer in another process (two `mau sync` can
+/// save the sync state at once) and are left alone.
+const STALE_TEMP: Duration = Duration::from_secs(60);
+
+/// Removes the `.<name>.tmp.*` files in `dir` older than `age`, which a killed
+/// writer left behind, so they cannot pile up over many crashes: every
+/// successful write of `name` sweeps them. Best effort (a failure only leaves
+/// a file that nothing reads); returns how many were removed.
+pub(crate) fn remove_stale_temps(dir: &Path, name: &str, age: Duration) -> usize {
+    let prefix = format!(".{name}.tmp.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|e| e >= age);
+        if old && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Removes a file and syncs its directory.
 pub(crate) fn remove_synced(path: &Path) -> io::Result<()> {
     fs::remove_file(path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_sweeps_stale_temporaries_of_the_same_file_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let plant = |name: &str, old: bool| {
+            let p = dir.path().join(name);
+            let mut f = File::create(&p).expect("create");
+            f.write_all(b"half").expect("write");
+            if old {
+                f.set_modified(hour_ago).expect("set mtime");
+            }
+            p
+        };
+        let stale = plant(".state.json.tmp.4242.0", true);
+        let fresh = plant(".state.json.tmp.4243.0", false);
+        let other = plant(".other.json.tmp.4242.0", true);
+        write_atomic(&path, b"{}").expect("write");
+        assert!(!stale.exists(), "a stale temporary is removed");
+        assert!(fresh.exists(), "a young one may be a live writer's");
+        assert!(other.exists(), "another file's temporaries are not ours");
+        assert_eq!(fs::read(&path).expect("read"), b"{}");
+    }
 }
