@@ -149,7 +149,12 @@ impl<R: Runtime> Shared<R> {
                 self.client.forget(&c.fingerprint);
                 self.table_dirty.store(true, Ordering::Relaxed);
             }
-            Event::Joined { peers } => info!(peers, "joined the network"),
+            Event::Joined { peers } => {
+                info!(peers, "joined the network");
+                // Keep what the join learned at once rather than at the next
+                // periodic save (10 s): a node killed meanwhile restarts from it.
+                self.save_table_if_dirty();
+            }
         }
     }
 
