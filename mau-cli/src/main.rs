@@ -172,6 +172,21 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Soak instead: keep the nodes running this many seconds, stop and
+        /// restart nodes (--churn) while lookups run at --lookup-rate, sample
+        /// open fds, RSS and table sizes; fail on < 99% success, a panic, or
+        /// fd/RSS growth. --lookups is not used then.
+        #[arg(long, default_value_t = 0)]
+        soak_seconds: u64,
+        /// Soak: the fraction of nodes stopped and restarted (once each) over the run.
+        #[arg(long, default_value_t = 0.2, requires = "soak_seconds")]
+        churn: f64,
+        /// Soak: lookups started per second.
+        #[arg(long, default_value_t = 10.0, requires = "soak_seconds")]
+        lookup_rate: f64,
+        /// Soak: seconds between samples of fds, RSS and table sizes.
+        #[arg(long, default_value_t = 10, requires = "soak_seconds")]
+        sample_seconds: u64,
     },
 }
 
@@ -288,9 +303,28 @@ fn main() -> ExitCode {
         },
         Command::Devnet {
             nodes,
+            seed,
+            json,
+            soak_seconds,
+            churn,
+            lookup_rate,
+            sample_seconds,
+            ..
+        } if soak_seconds > 0 => {
+            let soak = devnet::SoakArgs {
+                seconds: soak_seconds,
+                churn,
+                lookup_rate,
+                sample_seconds,
+            };
+            runtime::on_runtime!(rt, devnet::soak, nodes, seed, json, soak)
+        }
+        Command::Devnet {
+            nodes,
             lookups,
             seed,
             json,
+            ..
         } => runtime::on_runtime!(rt, devnet::run, nodes, lookups, seed, json),
     };
     match result {
