@@ -7,20 +7,54 @@ use std::time::Duration;
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 
 /// Resource limits of the HTTP server and client.
+///
+/// When a server limit bites, the node logs a `warn!` line, at most one per
+/// limit and source IP or peer every 10 s (with the number suppressed in
+/// between). See `docs/hardening.md` for the attacks they were tested with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// TLS handshake must finish within this.
+    /// TLS handshake must finish within this, however slowly its bytes
+    /// trickle in (slowloris before TLS).
     pub handshake_timeout: Duration,
-    /// Request headers must arrive within this (slowloris).
+    /// A request head must be complete within this, counted from its first
+    /// byte (for the first request of a connection: from the end of the
+    /// handshake). Trickled bytes do not extend it (slowloris after TLS).
     pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
     /// A whole outgoing RPC (connect, TLS, request, body) must finish within this.
     pub rpc_timeout: Duration,
     /// Connect timeout for outgoing TCP connections.
     pub connect_timeout: Duration,
-    /// Largest request header block the server reads.
+    /// Largest request header block the server reads (hyper's read buffer,
+    /// at least 8 KiB); beyond it the answer is 431 and the connection closes.
     pub max_header_bytes: usize,
+    /// Largest request body accepted. Our routes are GETs and never read a
+    /// body: a request announcing more than this, or a body of unknown
+    /// length, is answered 413 and the connection closed, unread.
+    pub max_body_bytes: u64,
     /// Connections the server serves at once; more wait in the kernel backlog.
     pub max_connections: usize,
+    /// Connections served at once from one source IP (an IPv6 source counts
+    /// by its /64), checked before TLS: a connection over it is closed at
+    /// once. Keeps one host from holding all of `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// Requests of one peer (fingerprint, over all its connections) being
+    /// answered at once, streamed bodies included; over it the answer is
+    /// `503 Service Unavailable` with `Retry-After: 1`.
+    pub max_in_flight_per_peer: usize,
+    /// Requests a second one peer (fingerprint) may make on average (token
+    /// bucket); over it the answer is `429 Too Many Requests` with
+    /// `Retry-After` and a JSON `{"error":...}` body. Applies to every route
+    /// but the content routes (`/p2p/`): a friend's sync asks for each file
+    /// as fast as it can, and is bounded by `max_in_flight_per_peer`.
+    pub peer_rate: u32,
+    /// Requests one peer may make at once before `peer_rate` applies (the
+    /// bucket's size).
+    pub peer_burst: u32,
+    /// Peers whose request rate is tracked at once; idle (refilled) buckets
+    /// are dropped first, so the map stays bounded.
+    pub rate_tracked_peers: usize,
     /// Outgoing RPCs in flight at once.
     pub max_outgoing: usize,
     /// Idle pooled connections kept per peer.
@@ -32,10 +66,17 @@ impl Default for Limits {
         Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
             max_connections: 1024,
+            max_connections_per_ip: 128,
+            max_in_flight_per_peer: 32,
+            peer_rate: 50,
+            peer_burst: 100,
+            rate_tracked_peers: 4096,
             max_outgoing: 128,
             pool_per_peer: 2,
         }

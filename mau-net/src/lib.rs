@@ -8,6 +8,7 @@
 //! - [`runtime`]: the trait an adapter implements;
 //! - [`node`]: a running node (the core behind a mutex and its driver task);
 //! - `server` / `router` (private): accept, TLS, HTTP, which path answers what;
+//! - `limits` (private): the bookkeeping of the server's resource limits;
 //! - [`client`]: pooled HTTPS client with the peer's fingerprint pinned;
 //! - [`resolver`]: turning a fingerprint into addresses and a verified connection;
 //! - `content` / [`sync`]: the `/p2p/` content routes and the friend sync client;
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 mod content;
 pub mod control;
+mod limits;
 pub mod mdns;
 pub mod node;
 pub mod persist;

@@ -60,13 +60,26 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 /// Answers one request.
-pub(crate) async fn handle<R: Runtime, B>(
+pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
     shared: &Shared<R>,
     caller: &Caller,
     req: hyper::Request<B>,
 ) -> Reply {
     let path = req.uri().path();
     debug!(peer = %caller.fingerprint, method = %req.method(), path, "request");
+    // No route reads a body, so none is ever buffered; one that is large or
+    // of unknown length is refused before a byte of it is read.
+    let max_body = shared.config.limits.max_body_bytes;
+    if req.body().size_hint().upper().is_none_or(|n| n > max_body) {
+        debug!(peer = %caller.fingerprint, max_body, "request body too large");
+        let mut r = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        // Closing is what keeps the unread body from being read.
+        r.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
     }

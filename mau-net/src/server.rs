@@ -1,21 +1,100 @@
 //! The HTTPS server: accept, TLS handshake with a required client certificate,
 //! HTTP/1.1 keep-alive, then each request goes to the [`crate::router`].
+//!
+//! Every limit of [`crate::config::Limits`] that concerns serving is applied
+//! here, in this order: connections per source IP (before TLS), all
+//! connections, the handshake timeout, then per connection the header and
+//! idle timeouts, and per request the peer's rate and requests in flight.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
-use mau_proto::PeerAddress;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use mau_proto::{Fingerprint, PeerAddress};
 use smol_hyper::rt::FuturesIo;
 use tracing::{debug, warn};
 
+use crate::config::Limits;
+use crate::limits::{ip_key, ConnClock, Counter, Expiry, Held, LogThrottle, RateLimiter};
 use crate::node::Shared;
-use crate::router::{self, Caller};
+use crate::router::{self, Body, Caller, Reply};
 use crate::runtime::{timeout, HyperTimer, Runtime};
+
+/// How often one warning may be logged per limit and source.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Sources remembered by the warning throttle.
+const WARN_TRACKED: usize = 1024;
+
+/// Which limit bit, for the warning throttle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Bit {
+    PerIp,
+    Connections,
+    Handshake,
+    Header,
+    Rate,
+    InFlight,
+}
+
+/// Who the warning is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(IpAddr),
+    Peer(Fingerprint),
+    Node,
+}
+
+/// The server's limit bookkeeping, shared by its connections.
+struct Guards {
+    per_ip: Counter<IpAddr>,
+    in_flight: Counter<Fingerprint>,
+    rates: Mutex<RateLimiter<Fingerprint>>,
+    warnings: Mutex<LogThrottle<(Bit, Source)>>,
+}
+
+impl Guards {
+    fn new(limits: &Limits) -> Self {
+        Guards {
+            per_ip: Counter::new(),
+            in_flight: Counter::new(),
+            rates: Mutex::new(RateLimiter::new(
+                limits.peer_rate,
+                limits.peer_burst,
+                limits.rate_tracked_peers,
+            )),
+            warnings: Mutex::new(LogThrottle::new(WARN_EVERY, WARN_TRACKED)),
+        }
+    }
+
+    /// Runs `log(suppressed)` unless a line for this limit and source was
+    /// logged within [`WARN_EVERY`]: an attack cannot flood the log.
+    fn warn(&self, bit: Bit, source: Source, log: impl FnOnce(u64)) {
+        let allowed = self
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(&(bit, source), Instant::now());
+        if let Some(suppressed) = allowed {
+            log(suppressed);
+        }
+    }
+}
 
 /// Accepts connections until shutdown.
 pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::TcpListener) {
+    let limits = &shared.config.limits;
+    let guards = Arc::new(Guards::new(limits));
     loop {
         let next =
             futures_lite::future::or(async { Some(R::accept_tcp(&listener).await) }, async {
@@ -28,24 +107,50 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::TcpLi
         };
         match accepted {
             Ok((stream, peer)) => {
-                // At the connection limit, stop accepting: the kernel backlog waits.
-                let permit = shared.connections.acquire_arc().await;
-                let s = shared.clone();
+                let ip = ip_key(peer.ip());
+                let max = limits.max_connections_per_ip;
+                let Some(ip_held) = guards.per_ip.try_acquire(&ip, max) else {
+                    guards.warn(Bit::PerIp, Source::Ip(ip), |suppressed| {
+                        warn!(%ip, limit = max, suppressed, "too many connections from one IP: closing new ones");
+                    });
+                    drop(stream);
+                    continue;
+                };
+                // At the connection limit, stop accepting: the kernel backlog
+                // waits. No single IP can get here with more than its share.
+                let permit = match shared.connections.try_acquire_arc() {
+                    Some(p) => p,
+                    None => {
+                        guards.warn(Bit::Connections, Source::Node, |suppressed| {
+                            warn!(
+                                limit = limits.max_connections,
+                                suppressed, "connection limit reached: new connections wait"
+                            );
+                        });
+                        shared.connections.acquire_arc().await
+                    }
+                };
+                let (s, g) = (shared.clone(), guards.clone());
                 shared.rt.spawn(async move {
-                    connection(s, stream, peer).await;
-                    drop(permit);
+                    connection(s, g, stream, peer).await;
+                    drop((permit, ip_held));
                 });
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 // Out of descriptors and the like: back off instead of spinning.
-                shared.rt.sleep(std::time::Duration::from_millis(100)).await;
+                shared.rt.sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn connection<R: Runtime>(shared: Arc<Shared<R>>, stream: R::TcpStream, peer: SocketAddr) {
+async fn connection<R: Runtime>(
+    shared: Arc<Shared<R>>,
+    guards: Arc<Guards>,
+    stream: R::TcpStream,
+    peer: SocketAddr,
+) {
     let limits = &shared.config.limits;
     let acceptor = TlsAcceptor::from(shared.server_tls.clone());
     let tls = match timeout(
@@ -61,7 +166,10 @@ async fn connection<R: Runtime>(shared: Arc<Shared<R>>, stream: R::TcpStream, pe
             return;
         }
         Err(_) => {
-            debug!(%peer, "TLS handshake timed out");
+            let ip = ip_key(peer.ip());
+            guards.warn(Bit::Handshake, Source::Ip(ip), |suppressed| {
+                warn!(%ip, timeout = ?limits.handshake_timeout, suppressed, "TLS handshake timed out: connection closed");
+            });
             return;
         }
     };
@@ -77,29 +185,265 @@ async fn connection<R: Runtime>(shared: Arc<Shared<R>>, stream: R::TcpStream, pe
         .as_deref()
         .and_then(|a| PeerAddress::parse(a).ok())
         .map(|a| router::listening_address(a, peer.ip()));
-    debug!(peer = %identity.fingerprint, remote = %peer, advertised = ?address.as_ref().map(|a| a.as_str()), "peer connected");
+    let fingerprint = identity.fingerprint;
+    debug!(peer = %fingerprint, remote = %peer, advertised = ?address.as_ref().map(|a| a.as_str()), "peer connected");
     let caller = Arc::new(Caller {
-        fingerprint: identity.fingerprint,
+        fingerprint,
         address,
     });
-    let s = shared.clone();
+    let clock = Arc::new(Mutex::new(ConnState {
+        clock: ConnClock::new(Instant::now()),
+        reader: None,
+    }));
+    let io = Watched {
+        inner: tls,
+        rt: shared.rt.clone(),
+        clock: clock.clone(),
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+        timer: None,
+    };
+    let (s, g, c) = (shared.clone(), guards.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
-        let s = s.clone();
-        let caller = caller.clone();
-        async move { Ok::<_, Infallible>(router::handle(&s, &caller, req).await) }
+        let (s, g, c, caller) = (s.clone(), g.clone(), clock_start(&c), caller.clone());
+        async move { Ok::<_, Infallible>(admit(&s, &g, &caller, c, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(HyperTimer(shared.rt.clone()))
-        .header_read_timeout(limits.header_timeout)
+        // Our own clock (in `Watched`) times heads and idle connections:
+        // hyper's header timeout would also close idle keep-alive
+        // connections after the (short) header timeout.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true)
-        .serve_connection(FuturesIo::new(tls), service);
+        .serve_connection(FuturesIo::new(io), service);
     let result = futures_lite::future::or(conn, async {
         shared.shutdown.wait().await;
         Ok(())
     })
     .await;
-    if let Err(e) = result {
-        debug!(%peer, error = %e, "connection ended with an error");
+    let expired = clock_expiry(&clock);
+    match (result, expired) {
+        (_, Some(Expiry::Header)) => {
+            guards.warn(Bit::Header, Source::Ip(ip_key(peer.ip())), |suppressed| {
+                warn!(peer = %fingerprint, remote = %peer, timeout = ?limits.header_timeout, suppressed, "request head not received in time: connection closed");
+            });
+        }
+        (_, Some(Expiry::Idle)) => {
+            debug!(peer = %fingerprint, remote = %peer, "idle connection closed")
+        }
+        (Err(e), None) => debug!(%peer, error = %e, "connection ended with an error"),
+        (Ok(()), None) => {}
+    }
+}
+
+/// One connection's clock, shared by its stream (which enforces it) and its
+/// service (which marks requests).
+struct ConnState {
+    clock: ConnClock,
+    /// The task waiting to read: woken when an answer is done, so that its
+    /// read arms the idle deadline (hyper does not read again by itself).
+    reader: Option<Waker>,
+}
+
+type SharedState = Arc<Mutex<ConnState>>;
+
+fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, ConnState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks the connection busy (a request head arrived) and hands back what
+/// marks it idle again when the answer is done.
+fn clock_start(state: &SharedState) -> Busy {
+    lock(state).clock.request_started();
+    Busy(state.clone())
+}
+
+fn clock_expiry(state: &SharedState) -> Option<Expiry> {
+    lock(state).clock.expired
+}
+
+/// The connection is answering a request until this is dropped.
+struct Busy(SharedState);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let reader = {
+            let mut state = lock(&self.0);
+            state.clock.request_finished(Instant::now());
+            state.reader.take()
+        };
+        if let Some(w) = reader {
+            w.wake();
+        }
+    }
+}
+
+/// Applies the per-peer limits, then routes. What must last as long as the
+/// answer (the in-flight count, the connection's busy mark) rides along in
+/// its body, so a streamed file counts until its last byte.
+async fn admit<R: Runtime>(
+    shared: &Shared<R>,
+    guards: &Guards,
+    caller: &Caller,
+    busy: Busy,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Reply {
+    let limits = &shared.config.limits;
+    let fp = caller.fingerprint;
+    // A friend's sync makes a request per file, as fast as it can: content
+    // routes are bounded by the in-flight limit below, not the rate.
+    let rate = if req.uri().path().starts_with("/p2p/") {
+        Ok(())
+    } else {
+        let mut rates = guards.rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates.check(&fp, Instant::now())
+    };
+    if let Err(wait) = rate {
+        guards.warn(Bit::Rate, Source::Peer(fp), |suppressed| {
+            warn!(peer = %fp, rate = limits.peer_rate, burst = limits.peer_burst, suppressed, "peer over its request rate: 429");
+        });
+        let secs = wait.as_secs_f64().ceil().max(1.0);
+        return hold(
+            refusal(StatusCode::TOO_MANY_REQUESTS, "too many requests", secs),
+            (busy, None),
+        );
+    }
+    let max = limits.max_in_flight_per_peer;
+    let Some(in_flight) = guards.in_flight.try_acquire(&fp, max) else {
+        guards.warn(Bit::InFlight, Source::Peer(fp), |suppressed| {
+            warn!(peer = %fp, limit = max, suppressed, "peer has too many requests in flight: 503");
+        });
+        return hold(
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests in flight",
+                1.0,
+            ),
+            (busy, None),
+        );
+    };
+    let reply = router::handle(shared, caller, req).await;
+    hold(reply, (busy, Some(in_flight)))
+}
+
+fn refusal(status: StatusCode, message: &str, retry_after_secs: f64) -> Reply {
+    let mut r = router::error(status, message);
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, (retry_after_secs as u64).into());
+    r
+}
+
+/// The answer, holding `guard` until its body is done or dropped.
+fn hold(reply: Reply, guard: (Busy, Option<Held<Fingerprint>>)) -> Reply {
+    reply.map(|body| {
+        Guarded {
+            body,
+            _guard: guard,
+        }
+        .boxed()
+    })
+}
+
+struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Send + Sync + Unpin + 'static> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The TLS stream, with the connection's header and idle deadlines: a read
+/// waiting past the deadline fails with `TimedOut`, which ends the
+/// connection.
+struct Watched<S, R: Runtime> {
+    inner: S,
+    rt: R,
+    clock: SharedState,
+    header: Duration,
+    idle: Duration,
+    /// The armed deadline and its timer.
+    timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+}
+
+// Nothing in it is ever pinned in place (the timer is boxed), whatever `R` is.
+impl<S: Unpin, R: Runtime> Unpin for Watched<S, R> {}
+
+impl<S: AsyncRead + Unpin, R: Runtime> AsyncRead for Watched<S, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let mut state = lock(&this.clock);
+        match read {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                state.clock.on_read(Instant::now());
+                return Poll::Ready(Ok(n));
+            }
+            Poll::Ready(r) => return Poll::Ready(r),
+            Poll::Pending => {}
+        }
+        let Some((at, why)) = state.clock.deadline(this.header, this.idle) else {
+            this.timer = None;
+            state.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        if this.timer.as_ref().map(|t| t.0) != Some(at) {
+            let left = at.saturating_duration_since(Instant::now());
+            this.timer = Some((at, Box::pin(this.rt.sleep(left))));
+        }
+        let fired = match &mut this.timer {
+            Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if fired {
+            state.clock.expired = Some(why);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                match why {
+                    Expiry::Header => "request head not received in time",
+                    Expiry::Idle => "idle connection",
+                },
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncWrite + Unpin, R: Runtime> AsyncWrite for Watched<S, R> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }

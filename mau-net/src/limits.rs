@@ -1,0 +1,397 @@
+//! Bookkeeping of the server's resource limits: connections per source IP,
+//! requests in flight and request rate per peer, one connection's deadlines,
+//! and a throttle for the warnings they log.
+//!
+//! Pure data structures: the caller passes the time in, so they are tested
+//! without clocks or sockets. `server.rs` holds them and applies them.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The key connections are counted under: an IPv4 address as is (loopback
+/// too, so 127.0.0.2 is not 127.0.0.1), an IPv6 address by its /64 (one
+/// subscriber usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        other => other,
+    }
+}
+
+/// Counts holders per key with a cap per key. An entry lives only while
+/// someone holds it, so the map is never larger than what is held.
+pub(crate) struct Counter<K: Eq + Hash + Clone> {
+    held: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+/// One unit of a [`Counter`], given back on drop.
+pub(crate) struct Held<K: Eq + Hash + Clone> {
+    held: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Counter<K> {
+    pub(crate) fn new() -> Self {
+        Counter {
+            held: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// One more for `key`, unless `max` are held already.
+    pub(crate) fn try_acquire(&self, key: &K, max: usize) -> Option<Held<K>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                held.remove(key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            held: self.held.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// Keys with at least one holder.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Held<K> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets per key: `rate` requests a second on average, `burst` at
+/// once. At most `capacity` buckets are kept: a bucket that has refilled is
+/// the same as a new one and goes first; if all are busy, the one idle the
+/// longest goes (its peer gets a fresh bucket, which is what a new
+/// identity would get anyway).
+pub(crate) struct RateLimiter<K: Eq + Hash + Clone> {
+    rate: f64,
+    burst: f64,
+    capacity: usize,
+    buckets: HashMap<K, Bucket>,
+}
+
+impl<K: Eq + Hash + Clone> RateLimiter<K> {
+    pub(crate) fn new(rate: u32, burst: u32, capacity: usize) -> Self {
+        RateLimiter {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            capacity: capacity.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn refill(&self, b: &Bucket, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(b.at).as_secs_f64();
+        (b.tokens + dt * self.rate).min(self.burst)
+    }
+
+    /// Takes one token for `key`; `Err(wait)` when there is none, with the
+    /// time until the next one.
+    pub(crate) fn check(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
+        if !self.buckets.contains_key(key) && self.buckets.len() >= self.capacity {
+            self.evict(now);
+        }
+        let fresh = Bucket {
+            tokens: self.burst,
+            at: now,
+        };
+        let b = *self.buckets.get(key).unwrap_or(&fresh);
+        let tokens = self.refill(&b, now);
+        if tokens >= 1.0 {
+            self.buckets.insert(
+                key.clone(),
+                Bucket {
+                    tokens: tokens - 1.0,
+                    at: now,
+                },
+            );
+            Ok(())
+        } else {
+            self.buckets.insert(key.clone(), Bucket { tokens, at: now });
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
+    }
+
+    fn evict(&mut self, now: Instant) {
+        let burst = self.burst;
+        let rate = self.rate;
+        self.buckets.retain(|_, b| {
+            let dt = now.saturating_duration_since(b.at).as_secs_f64();
+            b.tokens + dt * rate < burst
+        });
+        if self.buckets.len() >= self.capacity {
+            let oldest = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.buckets.remove(&k);
+            }
+        }
+    }
+
+    /// Buckets held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// At most one log line per key per `every`; the lines suppressed in
+/// between are counted and reported with the next one. Bounded: when
+/// `capacity` keys are remembered, stale ones are forgotten, and if none is
+/// stale a new key is suppressed (and counted) instead.
+pub(crate) struct LogThrottle<K: Eq + Hash + Clone> {
+    every: Duration,
+    capacity: usize,
+    last: HashMap<K, (Instant, u64)>,
+    /// Suppressed because the map was full; reported with the next line.
+    overflow: u64,
+}
+
+impl<K: Eq + Hash + Clone> LogThrottle<K> {
+    pub(crate) fn new(every: Duration, capacity: usize) -> Self {
+        LogThrottle {
+            every,
+            capacity: capacity.max(1),
+            last: HashMap::new(),
+            overflow: 0,
+        }
+    }
+
+    /// `Some(suppressed)` if a line for `key` may be logged now (with how
+    /// many were suppressed since the last one), `None` if not.
+    pub(crate) fn allow(&mut self, key: &K, now: Instant) -> Option<u64> {
+        if let Some((at, suppressed)) = self.last.get_mut(key) {
+            if now.saturating_duration_since(*at) < self.every {
+                *suppressed += 1;
+                return None;
+            }
+            let n = std::mem::take(suppressed) + std::mem::take(&mut self.overflow);
+            *at = now;
+            return Some(n);
+        }
+        if self.last.len() >= self.capacity {
+            let every = self.every;
+            let mut dropped = 0;
+            self.last.retain(|_, (at, s)| {
+                let keep = now.saturating_duration_since(*at) < every;
+                if !keep {
+                    dropped += *s;
+                }
+                keep
+            });
+            self.overflow += dropped;
+            if self.last.len() >= self.capacity {
+                self.overflow += 1;
+                return None;
+            }
+        }
+        self.last.insert(key.clone(), (now, 0));
+        Some(std::mem::take(&mut self.overflow))
+    }
+}
+
+/// Why a connection's deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// A request head was started (or the first one awaited) and did not
+    /// complete in time: a slow or silent client.
+    Header,
+    /// No request on a keep-alive connection for the idle timeout.
+    Idle,
+}
+
+/// The deadlines of one HTTP connection. While a request is being answered
+/// there is none; between requests the idle timeout runs; once bytes of a
+/// new request arrive (or right after the handshake, for the first one) the
+/// head must be complete within the header timeout.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnClock {
+    busy: bool,
+    since: Instant,
+    head_started: bool,
+    /// Set when a deadline passed (the connection is then closed).
+    pub(crate) expired: Option<Expiry>,
+}
+
+impl ConnClock {
+    /// A connection that just finished its handshake: its first request
+    /// is due within the header timeout.
+    pub(crate) fn new(now: Instant) -> Self {
+        ConnClock {
+            busy: false,
+            since: now,
+            head_started: true,
+            expired: None,
+        }
+    }
+
+    /// Request bytes arrived.
+    pub(crate) fn on_read(&mut self, now: Instant) {
+        if !self.busy && !self.head_started {
+            self.head_started = true;
+            self.since = now;
+        }
+    }
+
+    /// A complete request head was handed to the service.
+    pub(crate) fn request_started(&mut self) {
+        self.busy = true;
+    }
+
+    /// The answer was sent (or dropped): the connection is idle again.
+    pub(crate) fn request_finished(&mut self, now: Instant) {
+        self.busy = false;
+        self.head_started = false;
+        self.since = now;
+    }
+
+    /// When the connection expires, and why; `None` while busy.
+    pub(crate) fn deadline(&self, header: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+        if self.busy {
+            None
+        } else if self.head_started {
+            Some((self.since + header, Expiry::Header))
+        } else {
+            Some((self.since + idle, Expiry::Idle))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_keys() {
+        let k = |s: &str| ip_key(s.parse().unwrap()).to_string();
+        assert_eq!(k("127.0.0.2"), "127.0.0.2");
+        assert_ne!(k("127.0.0.1"), k("127.0.0.2"));
+        assert_eq!(k("::1"), "::1");
+        assert_eq!(k("::ffff:10.0.0.1"), "10.0.0.1");
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(k("2001:db8:1:2:bbbb::9"), k("2001:db8:1:2:aaaa::1"));
+    }
+
+    #[test]
+    fn counter_caps_per_key_and_forgets_released_keys() {
+        let c = Counter::new();
+        let a1 = c.try_acquire(&"a", 2).unwrap();
+        let a2 = c.try_acquire(&"a", 2).unwrap();
+        assert!(c.try_acquire(&"a", 2).is_none());
+        let b = c.try_acquire(&"b", 2).unwrap();
+        assert_eq!(c.keys(), 2);
+        drop(a1);
+        let a3 = c.try_acquire(&"a", 2).unwrap();
+        drop((a2, a3, b));
+        assert_eq!(c.keys(), 0);
+        assert!(c.try_acquire(&"z", 0).is_none());
+        assert_eq!(c.keys(), 0);
+    }
+
+    #[test]
+    fn token_bucket_bursts_then_refills_at_the_rate() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(10, 5, 100);
+        for _ in 0..5 {
+            assert!(r.check(&1, t0).is_ok());
+        }
+        let wait = r.check(&1, t0).unwrap_err();
+        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
+        // Another key has its own bucket.
+        assert!(r.check(&2, t0).is_ok());
+        // 100 ms later one token is back, not two.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(r.check(&1, t1).is_ok());
+        assert!(r.check(&1, t1).is_err());
+        // Refill never exceeds the burst.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..5 {
+            assert!(r.check(&1, t2).is_ok());
+        }
+        assert!(r.check(&1, t2).is_err());
+    }
+
+    #[test]
+    fn bucket_map_is_bounded() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(1, 2, 8);
+        // Many distinct busy keys at once: never more than the capacity.
+        for k in 0..1000 {
+            let _ = r.check(&k, t0 + Duration::from_millis(k));
+            assert!(r.len() <= 8);
+        }
+        // Idle keys are refilled, so they go first and nothing is lost:
+        // a key seen again after a long pause gets its full burst.
+        let later = t0 + Duration::from_secs(10);
+        assert!(r.check(&5000, later).is_ok());
+        assert_eq!(r.len(), 1);
+        assert!(r.check(&5000, later).is_ok());
+        assert!(r.check(&5000, later).is_err());
+    }
+
+    #[test]
+    fn log_throttle_once_per_period_with_counts() {
+        let t0 = Instant::now();
+        let mut l = LogThrottle::new(Duration::from_secs(10), 2);
+        assert_eq!(l.allow(&"a", t0), Some(0));
+        assert_eq!(l.allow(&"a", t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.allow(&"a", t0 + Duration::from_secs(2)), None);
+        assert_eq!(l.allow(&"b", t0), Some(0));
+        // Full, nothing stale: a new key is suppressed and counted.
+        assert_eq!(l.allow(&"c", t0 + Duration::from_secs(3)), None);
+        assert_eq!(l.allow(&"a", t0 + Duration::from_secs(10)), Some(3));
+        // After the period, stale keys make room.
+        assert_eq!(l.allow(&"c", t0 + Duration::from_secs(25)), Some(0));
+    }
+
+    #[test]
+    fn connection_deadlines() {
+        let t0 = Instant::now();
+        let (h, i) = (Duration::from_secs(2), Duration::from_secs(60));
+        let mut c = ConnClock::new(t0);
+        assert_eq!(c.deadline(h, i), Some((t0 + h, Expiry::Header)));
+        c.on_read(t0 + Duration::from_secs(1));
+        // Trickled bytes do not extend the head's deadline.
+        assert_eq!(c.deadline(h, i), Some((t0 + h, Expiry::Header)));
+        c.request_started();
+        assert_eq!(c.deadline(h, i), None);
+        let t1 = t0 + Duration::from_secs(30);
+        c.on_read(t1); // pipelined bytes while busy
+        assert_eq!(c.deadline(h, i), None);
+        c.request_finished(t1);
+        assert_eq!(c.deadline(h, i), Some((t1 + i, Expiry::Idle)));
+        let t2 = t1 + Duration::from_secs(5);
+        c.on_read(t2);
+        assert_eq!(c.deadline(h, i), Some((t2 + h, Expiry::Header)));
+    }
+}
