@@ -453,7 +453,24 @@ macro_rules! conformance_suite {
         fn content_full_disk_loses_nothing() {
             run($crate::content_sync::full_disk_loses_nothing);
         }
+        #[test]
+        fn hardening_slowloris() {
+            run($crate::hardening::slowloris);
+        }
+        #[test]
+        fn hardening_handshake_flood() {
+            run($crate::hardening::handshake_flood);
+        }
+        #[test]
+        fn hardening_ten_thousand_requests_from_one_peer() {
+            run($crate::hardening::ten_thousand_requests_from_one_peer);
+        }
+        #[test]
+        fn hardening_oversized_requests() {
+            run($crate::hardening::oversized_requests);
+        }
     };
 }
 
 pub mod content_sync;
+pub mod hardening;

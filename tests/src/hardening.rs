@@ -1,0 +1,572 @@
+//! Attacks on a running node: slowloris before and after TLS, a handshake
+//! flood, 10,000 requests from one peer, oversized headers and bodies.
+//!
+//! The attacker runs in plain OS threads with blocking sockets bound to
+//! 127.0.0.2 (another host, as far as the node's per-IP limit can tell),
+//! outside the node's executor; meanwhile an honest node on 127.0.0.1 keeps
+//! asking the target for a ping and a find_peer through the normal client
+//! and must be answered. Each scenario also bounds the growth of the test
+//! process's peak memory (the node is in it) and prints its figures
+//! (`--nocapture`), which `docs/hardening.md` records.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mau_identity::TlsIdentity;
+use mau_net::runtime::{timeout, Runtime};
+use mau_net::{NodeConfig, RunningNode};
+use mau_proto::wire::{find_peer_path, max_find_peer_body, PING_PATH};
+use mau_proto::Fingerprint;
+
+/// The attacking host.
+pub const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// The most the test process's peak RSS may grow during one attack.
+const MAX_GROWTH_MIB: f64 = 100.0;
+/// How long an honest request may take during an attack (generous: two
+/// cores shared with the attack, debug build).
+const HONEST_PATIENCE: Duration = Duration::from_secs(8);
+
+/// A target with limits small enough for attacks to hit them within a test.
+pub fn hardened_config(seed: u64) -> NodeConfig {
+    let mut c = crate::config(seed);
+    c.limits.handshake_timeout = Duration::from_secs(2);
+    c.limits.header_timeout = Duration::from_secs(1);
+    c.limits.idle_timeout = Duration::from_secs(4);
+    c.limits.max_connections = 64;
+    c.limits.max_connections_per_ip = 32;
+    c.limits.max_in_flight_per_peer = 8;
+    c.limits.peer_rate = 50;
+    c.limits.peer_burst = 100;
+    c
+}
+
+/// The target node, an honest node that joined it, and how long an honest
+/// round (ping + find_peer) takes without an attack.
+struct Arena<R: Runtime> {
+    rt: R,
+    target: RunningNode<R>,
+    honest: RunningNode<R>,
+    baseline: Duration,
+    _turn: Turn,
+}
+
+/// What one attack cost, for the report.
+struct Figures {
+    growth_mib: f64,
+    rounds: usize,
+    ratio: f64,
+}
+
+/// One attack at a time in a test binary: they share the machine (and, on
+/// smol, the executor) with each other and the other scenarios.
+static ATTACKING: AtomicBool = AtomicBool::new(false);
+
+/// Held while an attack scenario runs.
+struct Turn;
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        ATTACKING.store(false, Ordering::Release);
+    }
+}
+
+async fn my_turn<R: Runtime>(rt: &R) -> Turn {
+    while ATTACKING
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        rt.sleep(Duration::from_millis(50)).await;
+    }
+    Turn
+}
+
+async fn arena<R: Runtime>(rt: R, n: u32) -> Arena<R> {
+    let turn = my_turn(&rt).await;
+    let target = crate::start(&rt, n, hardened_config(u64::from(n)), vec![]).await;
+    let mut cfg = crate::config(u64::from(n) + 1);
+    cfg.limits.rpc_timeout = HONEST_PATIENCE;
+    let honest = crate::start(&rt, n + 1, cfg, vec![target.contact()]).await;
+    crate::eventually(&rt, "honest node joined", Duration::from_secs(20), || {
+        !honest.is_joining()
+    })
+    .await;
+    let mut a = Arena {
+        rt,
+        target,
+        honest,
+        baseline: Duration::ZERO,
+        _turn: turn,
+    };
+    let mut quiet: Vec<Duration> = Vec::new();
+    for _ in 0..5 {
+        quiet.push(a.honest_round("before the attack").await);
+    }
+    a.baseline = median(&mut quiet);
+    a
+}
+
+impl<R: Runtime> Arena<R> {
+    fn addr(&self) -> SocketAddr {
+        self.target.local_addr()
+    }
+
+    /// The honest node asks the target for a ping and a find_peer; panics
+    /// unless both are answered within [`HONEST_PATIENCE`].
+    async fn honest_round(&self, when: &str) -> Duration {
+        let start = Instant::now();
+        let to = self.target.contact();
+        let client = self.honest.client();
+        let path = find_peer_path(&crate::fingerprint(4040));
+        let both = async {
+            client.get(&to, PING_PATH, 1024).await?;
+            client.get(&to, &path, max_find_peer_body(20)).await
+        };
+        match timeout(&self.rt, HONEST_PATIENCE, both).await {
+            Ok(Ok(_)) => start.elapsed(),
+            Ok(Err(e)) => panic!("honest peer refused {when}: {e}"),
+            Err(_) => panic!("honest peer not answered within {HONEST_PATIENCE:?} {when}"),
+        }
+    }
+
+    /// Runs `attack` in a thread while the honest node keeps asking; then
+    /// checks the node still answers and its memory did not balloon.
+    async fn during<T: Send + 'static>(
+        &self,
+        what: &str,
+        attack: impl FnOnce() -> T + Send + 'static,
+    ) -> (T, Figures) {
+        reset_peak_rss();
+        let before = rss_kib("VmRSS:");
+        let thread: JoinHandle<T> = std::thread::spawn(attack);
+        let mut times = Vec::new();
+        while !thread.is_finished() || times.is_empty() {
+            times.push(self.honest_round("during the attack").await);
+            self.rt.sleep(Duration::from_millis(100)).await;
+        }
+        let out = thread
+            .join()
+            .unwrap_or_else(|_| panic!("{what}: attacker thread panicked"));
+        let peak = rss_kib("VmHWM:");
+        self.honest_round("after the attack").await;
+        let growth_mib = peak.saturating_sub(before) as f64 / 1024.0;
+        let figures = Figures {
+            growth_mib,
+            rounds: times.len(),
+            ratio: median(&mut times).as_secs_f64() / self.baseline.as_secs_f64().max(1e-6),
+        };
+        println!(
+            "hardening {what}: peak RSS growth {:.1} MiB, {} honest rounds during the attack, median {:.2}x the quiet one",
+            figures.growth_mib, figures.rounds, figures.ratio
+        );
+        assert!(
+            growth_mib < MAX_GROWTH_MIB,
+            "{what}: peak RSS grew by {growth_mib:.1} MiB"
+        );
+        (out, figures)
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// A field of `/proc/self/status` in KiB (0 where there is none).
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS (Linux), so the peak is this attack's.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A blocking TCP connection from [`ATTACKER`].
+fn connect_from_attacker(to: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(ATTACKER, 0).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(s.into())
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A blocking mutual-TLS connection from [`ATTACKER`] as `me`.
+fn tls_from_attacker(to: SocketAddr, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
+    let tcp = connect_from_attacker(to)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let config = mau_identity::client_config(me, server).map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, mau_identity::server_name())
+        .map_err(io::Error::other)?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// The first bytes a real client sends: a TLS ClientHello.
+fn client_hello(server: Fingerprint) -> Vec<u8> {
+    let me = crate::identity(9999)(None).expect("identity");
+    let mut hello = Vec::new();
+    if let Ok(config) = mau_identity::client_config(&me, server) {
+        if let Ok(mut conn) = rustls::ClientConnection::new(config, mau_identity::server_name()) {
+            let _ = conn.write_tls(&mut hello);
+        }
+    }
+    assert!(hello.len() > 100, "no ClientHello");
+    hello
+}
+
+/// Open or closed, seen from a non-blocking socket.
+fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 512];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Same for a TLS stream (whose socket is non-blocking); plaintext that
+/// arrives is appended to `answer`.
+fn tls_closed_by_peer(t: &mut Tls, answer: &mut Vec<u8>) -> bool {
+    match t.conn.read_tls(&mut t.sock) {
+        Ok(0) => true,
+        Ok(_) => {
+            if t.conn.process_new_packets().is_err() {
+                return true;
+            }
+            let _ = t.conn.reader().read_to_end(answer);
+            false
+        }
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Status codes of the HTTP/1.1 answers read from `r`, until `n` were read
+/// or the stream ends.
+fn read_statuses(r: &mut impl Read, n: usize) -> Vec<u16> {
+    let mut buf = Vec::new();
+    let mut statuses = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while statuses.len() < n {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                statuses.push(status);
+                buf.drain(..end + 4 + length);
+                continue;
+            }
+        }
+        match r.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
+    }
+    statuses
+}
+
+/// Slowloris: 20 connections from one IP complete TLS and trickle a
+/// request head a byte at a time, one goes idle after a request, 200 more
+/// trickle a ClientHello. The per-IP limit closes what is over it at once,
+/// the header, handshake and idle timeouts close the rest, and the honest
+/// peer (another IP) is served all along, although 221 is far above the
+/// node's 64 connections.
+pub async fn slowloris<R: Runtime>(rt: R) {
+    let a = arena(rt, 910).await;
+    let (addr, server) = (a.addr(), a.target.fingerprint());
+    let limits = hardened_config(0).limits;
+    let me = crate::identity(912)(None).expect("identity");
+    let hello = client_hello(server);
+    let (out, _) = a
+        .during("slowloris", move || {
+            let head = b"GET /kad/ping HTTP/1.1\r\nhost: x\r\n\r\n";
+            // One that asks once, then idles.
+            let mut idler = tls_from_attacker(addr, &me, server).expect("TLS");
+            idler.write_all(head).expect("request");
+            assert_eq!(read_statuses(&mut idler, 1), vec![200]);
+            let idle_since = Instant::now();
+            // After TLS: 20 that trickle a request head.
+            let mut slow: Vec<(Tls, bool, Vec<u8>)> = (0..20)
+                .map(|_| {
+                    (
+                        tls_from_attacker(addr, &me, server).expect("TLS"),
+                        false,
+                        Vec::new(),
+                    )
+                })
+                .collect();
+            // Before TLS: 200 that trickle a ClientHello.
+            let mut plain: Vec<(TcpStream, Instant, Option<Duration>)> = (0..200)
+                .filter_map(|_| connect_from_attacker(addr).ok())
+                .map(|s| (s, Instant::now(), None))
+                .collect();
+            assert!(plain.len() >= 150, "only {} connections", plain.len());
+            idler.sock.set_nonblocking(true).expect("non-blocking");
+            for (t, _, _) in &slow {
+                t.sock.set_nonblocking(true).expect("non-blocking");
+            }
+            for (s, _, _) in &plain {
+                s.set_nonblocking(true).expect("non-blocking");
+            }
+            let mut idle_closed = None;
+            let mut ignored = Vec::new();
+            let start = Instant::now();
+            for i in 0.. {
+                for (s, opened, closed) in plain.iter_mut().filter(|c| c.2.is_none()) {
+                    let byte = hello[i % hello.len()];
+                    if s.write(&[byte]).is_err() || closed_by_peer(s) {
+                        *closed = Some(opened.elapsed());
+                    }
+                }
+                for (t, closed, answer) in slow.iter_mut().filter(|c| !c.1) {
+                    let _ = t.conn.writer().write_all(&[head[i % head.len()]]);
+                    if t.conn.write_tls(&mut t.sock).is_err() || tls_closed_by_peer(t, answer) {
+                        *closed = true;
+                    }
+                }
+                if idle_closed.is_none() && tls_closed_by_peer(&mut idler, &mut ignored) {
+                    idle_closed = Some(idle_since.elapsed());
+                }
+                let done = plain.iter().all(|c| c.2.is_some())
+                    && slow.iter().all(|c| c.1)
+                    && idle_closed.is_some();
+                if done || start.elapsed() > Duration::from_secs(15) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                slow.iter().all(|c| !c.2.starts_with(b"HTTP/1.1 2")),
+                "a trickled head was answered"
+            );
+            // Closed within 1 s of connecting, before the 2 s handshake
+            // timeout could: refused by the per-IP limit.
+            let at_once = plain
+                .iter()
+                .filter(|c| c.2.is_some_and(|d| d < Duration::from_secs(1)))
+                .count();
+            let plain_open = plain.iter().filter(|c| c.2.is_none()).count();
+            let slow_open = slow.iter().filter(|c| !c.1).count();
+            (at_once, plain.len(), plain_open, slow_open, idle_closed)
+        })
+        .await;
+    let (at_once, plain, plain_open, slow_open, idle) = out;
+    println!("hardening slowloris: {at_once}/{plain} ClientHello tricklers closed at once (per-IP limit), idle connection closed after {idle:?}");
+    assert!(
+        at_once > 0,
+        "the per-IP limit never closed a connection at once"
+    );
+    assert_eq!(
+        plain_open, 0,
+        "ClientHello tricklers outlived the handshake timeout"
+    );
+    assert_eq!(slow_open, 0, "trickled heads outlived the header timeout");
+    let idle = idle.expect("idle connection never closed");
+    assert!(
+        idle >= limits.header_timeout * 2 && idle < limits.idle_timeout + Duration::from_secs(4),
+        "idle connection closed after {idle:?}"
+    );
+}
+
+/// Handshake flood: 2,000 connections from one IP as fast as two threads
+/// can open them, each closed at once, reset, or after half a ClientHello
+/// or some garbage. The honest peer is served meanwhile.
+pub async fn handshake_flood<R: Runtime>(rt: R) {
+    let a = arena(rt, 920).await;
+    let addr = a.addr();
+    let hello = Arc::new(client_hello(a.target.fingerprint()));
+    let ((opened, refused), _) = a
+        .during("handshake flood", move || {
+            let workers: Vec<JoinHandle<(usize, usize)>> = (0..2)
+                .map(|w| {
+                    let hello = hello.clone();
+                    std::thread::spawn(move || {
+                        let (mut opened, mut refused) = (0, 0);
+                        for i in 0..1000usize {
+                            let Ok(mut s) = connect_from_attacker(addr) else {
+                                refused += 1;
+                                continue;
+                            };
+                            opened += 1;
+                            let _ = match (i + w) % 4 {
+                                0 => Ok(()),
+                                1 => socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)),
+                                2 => s.write_all(&hello[..hello.len() / 2]),
+                                _ => s.write_all(b"\x16\x03\x01\xff\xffnot a hello at all"),
+                            };
+                        }
+                        (opened, refused)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or((0, 0)))
+                .fold((0, 0), |t, x| (t.0 + x.0, t.1 + x.1))
+        })
+        .await;
+    println!(
+        "hardening handshake flood: {opened} connections opened, {refused} refused or timed out"
+    );
+    assert!(opened > 1000, "the flood hardly happened: {opened} opened");
+}
+
+/// One peer (one identity, 25 keep-alive connections from one IP) sends
+/// 10,000 pipelined requests at once. The node answers every one: 200 up to
+/// its rate limit (and in-flight limit), 429 (or 503) beyond, never crashes,
+/// and the honest peer is served meanwhile.
+pub async fn ten_thousand_requests_from_one_peer<R: Runtime>(rt: R) {
+    let a = arena(rt, 930).await;
+    let (addr, server) = (a.addr(), a.target.fingerprint());
+    let me = Arc::new(crate::identity(932)(None).expect("identity"));
+    const CONNS: usize = 25;
+    const PER_CONN: usize = 400;
+    let (statuses, _) = a
+        .during("10,000 requests", move || {
+            let workers: Vec<JoinHandle<Vec<u16>>> = (0..CONNS)
+                .map(|c| {
+                    let me = me.clone();
+                    std::thread::spawn(move || {
+                        let Ok(mut t) = tls_from_attacker(addr, &me, server) else {
+                            return Vec::new();
+                        };
+                        let target = crate::fingerprint(c as u32);
+                        let find = format!(
+                            "GET {} HTTP/1.1\r\nhost: x\r\n\r\n",
+                            find_peer_path(&target)
+                        );
+                        let ping = format!("GET {PING_PATH} HTTP/1.1\r\nhost: x\r\n\r\n");
+                        let all: String = (0..PER_CONN)
+                            .map(|i| {
+                                if i % 2 == 0 {
+                                    ping.as_str()
+                                } else {
+                                    find.as_str()
+                                }
+                            })
+                            .collect();
+                        if t.write_all(all.as_bytes()).and_then(|_| t.flush()).is_err() {
+                            return Vec::new();
+                        }
+                        read_statuses(&mut t, PER_CONN)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect::<Vec<u16>>()
+        })
+        .await;
+    let count = |code: u16| statuses.iter().filter(|s| **s == code).count();
+    let (ok, rate, busy) = (count(200), count(429), count(503));
+    println!(
+        "hardening 10,000 requests: {} answered: {ok} x 200, {rate} x 429, {busy} x 503, {} other",
+        statuses.len(),
+        statuses.len() - ok - rate - busy
+    );
+    assert_eq!(
+        statuses.len(),
+        CONNS * PER_CONN,
+        "not every request was answered"
+    );
+    assert_eq!(ok + rate + busy, statuses.len(), "unexpected statuses");
+    assert!(ok > 0, "nothing was served");
+    assert!(rate + busy > 0, "no limit bit");
+    // The node is still whole: the same peer is served again once its
+    // bucket refills.
+    a.rt.sleep(Duration::from_millis(1500)).await;
+    a.honest_round("after the request storm").await;
+}
+
+/// Oversized requests: 30 connections send a 1 MiB header; others announce
+/// a 1 MiB body (GET and POST) or a chunked one. Headers get 431 (or the
+/// connection is closed), bodies 413 before a byte of them is read; nothing
+/// is buffered beyond the caps, and the honest peer is served meanwhile.
+pub async fn oversized_requests<R: Runtime>(rt: R) {
+    let a = arena(rt, 940).await;
+    let (addr, server) = (a.addr(), a.target.fingerprint());
+    let me = Arc::new(crate::identity(942)(None).expect("identity"));
+    let ((headers, bodies), _) = a
+        .during("oversized requests", move || {
+            let big = Arc::new(vec![b'a'; 1 << 20]);
+            let header_attacks: Vec<JoinHandle<Option<u16>>> = (0..30)
+                .map(|_| {
+                    let (me, big) = (me.clone(), big.clone());
+                    std::thread::spawn(move || {
+                        let mut t = tls_from_attacker(addr, &me, server).ok()?;
+                        let _ = t
+                            .write_all(b"GET /kad/ping HTTP/1.1\r\nhost: x\r\nx-big: ")
+                            .and_then(|_| t.write_all(&big))
+                            .and_then(|_| t.write_all(b"\r\n\r\n"));
+                        // 431, or closed (a reset may beat the answer).
+                        Some(read_statuses(&mut t, 1).first().copied().unwrap_or(0))
+                    })
+                })
+                .collect();
+            let body_heads = [
+                "GET /kad/ping HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n",
+                "POST /kad/ping HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\n",
+                "GET /kad/ping HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+                "GET /kad/ping HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello",
+            ];
+            let mut bodies = Vec::new();
+            for head in body_heads {
+                let mut t = tls_from_attacker(addr, &me, server).expect("TLS");
+                t.write_all(head.as_bytes()).expect("head");
+                let status = read_statuses(&mut t, 1).first().copied().unwrap_or(0);
+                // Then the body: the node has closed, or reads none of it.
+                let _ = t.write_all(&big);
+                let closed = read_statuses(&mut t, 1).is_empty();
+                bodies.push((status, closed));
+            }
+            let headers: Vec<u16> = header_attacks
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .collect();
+            (headers, bodies)
+        })
+        .await;
+    println!("hardening oversized requests: 1 MiB headers answered {headers:?} (0: closed), bodies {bodies:?}");
+    assert!(!headers.is_empty(), "no header attack connected");
+    assert!(
+        headers.iter().all(|s| *s == 431 || *s == 0),
+        "an oversized header was not refused: {headers:?}"
+    );
+    assert!(headers.contains(&431), "never answered 431: {headers:?}");
+    assert_eq!(
+        bodies[..3].iter().map(|b| b.0).collect::<Vec<_>>(),
+        vec![413, 413, 413],
+        "{bodies:?}"
+    );
+    assert!(
+        bodies[..3].iter().all(|b| b.1),
+        "connection kept after 413: {bodies:?}"
+    );
+    assert_eq!(bodies[3].0, 200, "a small body is harmless: {bodies:?}");
+}
