@@ -16,6 +16,16 @@ use serde_json::json;
 use crate::runtime::Exec;
 use crate::table;
 
+/// A devnet node's configuration. Every node connects from 127.0.0.1, so
+/// the server's per-source-IP connection cap (meant to stop one host from
+/// holding all connections) would throttle the whole devnet as if it were
+/// one host: lifted here, every other limit stays as deployed.
+fn node_config(port: u16) -> NodeConfig {
+    let mut config = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.limits.max_connections_per_ip = usize::MAX;
+    config
+}
+
 pub fn run<E: Exec>(nodes: u32, lookups: u32, seed: u64, json: bool) -> Result<(), String> {
     if !(2..=500).contains(&nodes) {
         return Err("--nodes must be between 2 and 500".into());
@@ -35,7 +45,7 @@ async fn devnet<R: Runtime>(
     let mut nodes: Vec<RunningNode<R>> = Vec::new();
     for i in 0..n {
         let key = rng.bytes32();
-        let mut config = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = node_config(0);
         config.seed = Some(rng.next_u64());
         config.bootstrap = nodes.first().map(|b| vec![b.contact()]).unwrap_or_default();
         let identity = move |addr: Option<&str>| {
@@ -269,7 +279,7 @@ mod soak {
         port: u16,
         bootstrap: Vec<mau_proto::Contact<PeerAddress>>,
     ) -> Result<RunningNode<R>, mau_net::NetError> {
-        let mut config = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut config = node_config(port);
         config.seed = Some(slot.seed);
         config.bootstrap = bootstrap;
         config.table_file = Some(slot.table_file.clone());
