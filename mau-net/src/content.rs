@@ -59,7 +59,7 @@ pub struct ListItem {
 }
 
 /// Percent-decodes a path segment; `None` if malformed or not UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -77,7 +77,7 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Percent-encodes a path segment (everything but unreserved characters).
-pub(crate) fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -92,13 +92,17 @@ pub(crate) fn percent_encode(s: &str) -> String {
 
 /// What a content request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub enum Route {
+    /// `/p2p/{fpr}`: the listing.
     List(Fingerprint),
+    /// `/p2p/{fpr}/{name}`: a file (the name decoded and validated).
     File(Fingerprint, String),
+    /// `/p2p/{fpr}/{name}.version/{sum}`: an older version of a file.
     Version(Fingerprint, String, String),
 }
 
-fn parse_route(path: &str) -> Result<Route, (StatusCode, String)> {
+/// Parses a request path (no query); every error is a 400 with a reason.
+pub fn parse_route(path: &str) -> Result<Route, (StatusCode, String)> {
     let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_string());
     let rest = path
         .strip_prefix("/p2p/")
@@ -186,6 +190,7 @@ fn answer(store: &Arc<Store>, ask: Ask) -> Reply {
     }
 }
 
+/// The value of `key` in a query string (`a=1&b=2`), not decoded.
 fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -201,20 +206,9 @@ fn list(store: &Arc<Store>, ask: &Ask, fpr: Fingerprint) -> Reply {
             _ => return error(StatusCode::BAD_REQUEST, "malformed If-Modified-Since"),
         },
     };
-    let q = ask.query.as_deref();
-    let limit = match query_param(q, "limit") {
-        None => DEFAULT_PAGE,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n > 0 => n.min(MAX_PAGE),
-            _ => return error(StatusCode::BAD_REQUEST, "limit must be a positive integer"),
-        },
-    };
-    let cursor = match query_param(q, "after") {
-        None => None,
-        Some(v) => match Cursor::decode(v) {
-            Some(c) => Some(c),
-            None => return error(StatusCode::BAD_REQUEST, "malformed after cursor"),
-        },
+    let (limit, cursor) = match list_query(ask.query.as_deref()) {
+        Ok(q) => q,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let json = |items: &[ListItem]| serde_json::to_vec(items).unwrap_or_else(|_| b"[]".to_vec());
     // Non-friends see nothing (and cost nothing).
@@ -231,7 +225,7 @@ fn list(store: &Arc<Store>, ask: &Ask, fpr: Fingerprint) -> Reply {
         |e| match store.meta(&e.path) {
             Ok((entry, meta)) if store.may_read(&ask.caller, &meta) => {
                 items.push(ListItem {
-                    path: format!("/p2p/{fpr}/{}", entry.name),
+                    path: listed_path(&fpr, &entry.name),
                     size: entry.size,
                     sum: meta.sum.clone(),
                 });
@@ -250,15 +244,41 @@ fn list(store: &Arc<Store>, ask: &Ask, fpr: Fingerprint) -> Reply {
     };
     let mut r = reply(StatusCode::OK, "application/json", json(&items));
     if let Some(next) = page.next {
-        let link = format!(
-            "</p2p/{fpr}?after={}&limit={limit}>; rel=\"next\"",
-            next.encode()
-        );
-        if let Ok(v) = HeaderValue::from_str(&link) {
+        if let Ok(v) = HeaderValue::from_str(&next_link_header(&fpr, &next, limit)) {
             r.headers_mut().insert(header::LINK, v);
         }
     }
     r
+}
+
+/// A listing's query: `limit` (default [`DEFAULT_PAGE`], at most
+/// [`MAX_PAGE`]) and the `after` cursor; the error is the 400's reason.
+pub fn list_query(query: Option<&str>) -> Result<(usize, Option<Cursor>), &'static str> {
+    let limit = match query_param(query, "limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n.min(MAX_PAGE),
+            _ => return Err("limit must be a positive integer"),
+        },
+    };
+    let cursor = match query_param(query, "after") {
+        None => None,
+        Some(v) => Some(Cursor::decode(v).ok_or("malformed after cursor")?),
+    };
+    Ok((limit, cursor))
+}
+
+/// The `path` of a listing entry for the file `name` of `fpr`.
+pub fn listed_path(fpr: &Fingerprint, name: &str) -> String {
+    format!("/p2p/{fpr}/{name}")
+}
+
+/// The `Link` header of a listing page that continues after `next`.
+pub fn next_link_header(fpr: &Fingerprint, next: &Cursor, limit: usize) -> String {
+    format!(
+        "</p2p/{fpr}?after={}&limit={limit}>; rel=\"next\"",
+        next.encode()
+    )
 }
 
 /// Parses `If-Modified-Since`. A date before 1970 — Go clients send its
@@ -280,7 +300,7 @@ fn parse_if_modified_since(v: &str) -> Result<Option<std::time::SystemTime>, ()>
 
 /// A `Range: bytes=...` request against a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum RangeAsk {
+pub enum RangeAsk {
     /// No (usable) range: the whole file.
     All,
     /// Bytes `start..=end`.
@@ -289,7 +309,9 @@ enum RangeAsk {
     Unsatisfiable,
 }
 
-fn parse_range(v: &str, size: u64) -> RangeAsk {
+/// Reads a `Range` header against a file of `size` bytes (one range; more
+/// than one, or anything unusable, means the whole file).
+pub fn parse_range(v: &str, size: u64) -> RangeAsk {
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
         return RangeAsk::All;
     };

@@ -14,7 +14,7 @@ use crate::node::{NetError, Shared};
 use crate::runtime::{timeout, Runtime};
 
 /// Longest request line accepted.
-const MAX_LINE: u64 = 64 * 1024;
+pub const MAX_LINE: u64 = 64 * 1024;
 
 /// A request on the control channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,10 +31,26 @@ pub enum PersistError {
     Format(String, String),
 }
 
+/// The table file's bytes for `peers` (what [`save_table`] writes).
+pub fn encode_table(peers: &[PeerRecord]) -> Result<Vec<u8>, PersistError> {
+    serde_json::to_vec_pretty(&serde_json::json!({ "version": 1, "peers": peers }))
+        .map_err(|e| PersistError::Write(e.to_string()))
+}
+
+/// Parses a table file's bytes (what [`load_table`] does after reading the
+/// file); the error is the reason. Callers bound the size (`load_table`
+/// reads at most 16 MiB).
+pub fn parse_table(bytes: &[u8]) -> Result<Vec<PeerRecord>, String> {
+    let file: TableFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if file.version != 1 {
+        return Err(format!("unknown version {}", file.version));
+    }
+    Ok(file.peers)
+}
+
 /// Writes `peers` to `path` atomically.
 pub fn save_table(path: &Path, peers: &[PeerRecord]) -> Result<(), PersistError> {
-    let body = serde_json::to_vec_pretty(&serde_json::json!({ "version": 1, "peers": peers }))
-        .map_err(|e| PersistError::Write(e.to_string()))?;
+    let body = encode_table(peers)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| PersistError::Write(format!("{}: {e}", dir.display())))?;
@@ -57,15 +73,7 @@ pub fn load_table(path: &Path) -> Result<Vec<PeerRecord>, PersistError> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| PersistError::Read(name.clone(), e))?;
-    let file: TableFile = serde_json::from_slice(&bytes)
-        .map_err(|e| PersistError::Format(name.clone(), e.to_string()))?;
-    if file.version != 1 {
-        return Err(PersistError::Format(
-            name,
-            format!("unknown version {}", file.version),
-        ));
-    }
-    Ok(file.peers)
+    parse_table(&bytes).map_err(|reason| PersistError::Format(name, reason))
 }
 
 #[cfg(test)]
@@ -91,5 +99,17 @@ mod tests {
         assert!(matches!(load_table(&path), Err(PersistError::Format(..))));
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(load_table(&path), Err(PersistError::Format(..))));
+    }
+
+    #[test]
+    fn parse_and_encode_without_a_file() {
+        assert_eq!(parse_table(b"{\"version\":1,\"peers\":[]}"), Ok(vec![]));
+        let e = parse_table(b"{\"version\":2,\"peers\":[]}").unwrap_err();
+        assert!(e.contains("unknown version 2"), "{e}");
+        let peers = vec![PeerRecord {
+            fingerprint: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            address: "[::1]:4000".parse().unwrap(),
+        }];
+        assert_eq!(parse_table(&encode_table(&peers).unwrap()), Ok(peers));
     }
 }

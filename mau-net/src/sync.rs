@@ -37,10 +37,11 @@ use tracing::{debug, info, warn};
 
 use crate::client::{Client, ClientError};
 use crate::config::Limits;
-use crate::content::{percent_decode, percent_encode, ListItem, MAX_PAGE};
+use crate::content::{percent_encode, ListItem, MAX_PAGE};
 use crate::node::RunningNode;
 use crate::resolver::{self, ResolveError};
 use crate::runtime::Runtime;
+use wire::{content_range_start, item_name, next_link, parse_listing};
 
 /// Largest listing page body accepted.
 const MAX_PAGE_BODY: usize = 16 * 1024 * 1024;
@@ -282,7 +283,7 @@ impl<R: Runtime> FriendClient<R> {
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
             let body = resp.collect(MAX_PAGE_BODY).await?;
-            let items: Vec<ListItem> = serde_json::from_slice(&body)
+            let items = parse_listing(&body)
                 .map_err(|e| self.protocol(format!("listing is not valid JSON: {e}")))?;
             debug!(peer = %fpr, page, entries = items.len(), "listing page");
             listing.items.extend(items);
@@ -594,51 +595,68 @@ async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>)
     .await
 }
 
-/// The file name in a listed path `/p2p/<fpr>/<name>` (percent-decoded if
-/// encoded), if it is a valid content name of that friend.
-fn item_name(fpr: &Fingerprint, path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/p2p/")?;
-    let (f, name) = rest.split_once('/')?;
-    if Fingerprint::parse(f).ok()? != *fpr {
-        return None;
-    }
-    let name = if name.contains('%') {
-        percent_decode(name)?
-    } else {
-        name.to_string()
+/// The `/p2p/` wire format as both ends read it: the content server's
+/// parsers of a request and this client's parsers of a friend's answers
+/// (public for the fuzz targets in `fuzz/` and for other clients).
+pub mod wire {
+    pub use crate::content::{
+        list_query, listed_path, next_link_header, parse_range, parse_route, percent_decode,
+        percent_encode, ListItem, RangeAsk, Route, DEFAULT_PAGE, MAX_PAGE,
     };
-    mau_store::validate_name(&name).ok()?;
-    name.ends_with(mau_store::PGP_SUFFIX).then_some(name)
-}
+    use mau_proto::Fingerprint;
 
-/// The target of a `rel="next"` link.
-fn next_link(v: &str) -> Option<String> {
-    v.split(',').find_map(|part| {
-        let part = part.trim();
-        let (target, params) = part.strip_prefix('<')?.split_once('>')?;
-        params
-            .split(';')
-            .any(|p| {
-                let p = p.trim().replace(' ', "");
-                p == "rel=\"next\"" || p == "rel=next"
-            })
-            .then(|| target.to_string())
-    })
-}
+    /// A listing page's body (the client reads at most 16 MiB of it).
+    pub fn parse_listing(body: &[u8]) -> Result<Vec<ListItem>, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
 
-/// `bytes START-END/SIZE` → START.
-fn content_range_start(v: &str) -> Option<u64> {
-    v.trim()
-        .strip_prefix("bytes ")?
-        .split('-')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    /// The file name in a listed path `/p2p/<fpr>/<name>` (percent-decoded if
+    /// encoded), if it is a valid content name of that friend.
+    pub fn item_name(fpr: &Fingerprint, path: &str) -> Option<String> {
+        let rest = path.strip_prefix("/p2p/")?;
+        let (f, name) = rest.split_once('/')?;
+        if Fingerprint::parse(f).ok()? != *fpr {
+            return None;
+        }
+        let name = if name.contains('%') {
+            percent_decode(name)?
+        } else {
+            name.to_string()
+        };
+        mau_store::validate_name(&name).ok()?;
+        name.ends_with(mau_store::PGP_SUFFIX).then_some(name)
+    }
+
+    /// The target of a `rel="next"` link.
+    pub fn next_link(v: &str) -> Option<String> {
+        v.split(',').find_map(|part| {
+            let part = part.trim();
+            let (target, params) = part.strip_prefix('<')?.split_once('>')?;
+            params
+                .split(';')
+                .any(|p| {
+                    let p = p.trim().replace(' ', "");
+                    p == "rel=\"next\"" || p == "rel=next"
+                })
+                .then(|| target.to_string())
+        })
+    }
+
+    /// `bytes START-END/SIZE` → START.
+    pub fn content_range_start(v: &str) -> Option<u64> {
+        v.trim()
+            .strip_prefix("bytes ")?
+            .split('-')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::wire::*;
     use super::*;
 
     #[test]

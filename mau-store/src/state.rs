@@ -54,10 +54,21 @@ impl SyncState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SyncState::default()),
             Err(e) => return Err(StoreError::io(&path, e)),
         };
-        let raw: Raw = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        Self::parse(&bytes, &path).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
-        })?;
+        })
+    }
+
+    /// Parses the file's bytes (what [`SyncState::load`] does after reading
+    /// it): entries that are not a fingerprint and an RFC 3339 time are
+    /// skipped with a warning.
+    pub fn from_json(bytes: &[u8]) -> Result<SyncState, serde_json::Error> {
+        Self::parse(bytes, Path::new(SYNC_STATE_FILE))
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<SyncState, serde_json::Error> {
+        let raw: Raw = serde_json::from_slice(bytes)?;
         let mut last = BTreeMap::new();
         for (k, v) in raw.last_sync {
             match (Fingerprint::parse(&k), parse_rfc3339(&v)) {
@@ -72,8 +83,8 @@ impl SyncState {
         Ok(SyncState { last })
     }
 
-    /// Writes the state atomically.
-    pub fn save(&self, root: &Path) -> Result<(), StoreError> {
+    /// The file's bytes (what [`SyncState::save`] writes).
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         let raw = Raw {
             last_sync: self
                 .last
@@ -81,7 +92,12 @@ impl SyncState {
                 .map(|(f, t)| (f.to_string(), format_rfc3339(*t)))
                 .collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&raw).map_err(|e| StoreError::Corrupt {
+        serde_json::to_vec_pretty(&raw)
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, root: &Path) -> Result<(), StoreError> {
+        let bytes = self.to_json().map_err(|e| StoreError::Corrupt {
             path: Self::path(root),
             reason: e.to_string(),
         })?;
@@ -129,5 +145,19 @@ mod tests {
         let text = std::fs::read_to_string(SyncState::path(dir.path())).unwrap();
         assert!(text.contains("2024-03-01T09:00:00.500Z"), "{text}");
         assert_eq!(SyncState::load(dir.path()).unwrap(), s);
+    }
+
+    #[test]
+    fn bytes_without_a_file() {
+        let s = SyncState::from_json(br#"{"last_sync":{"bad":"x"}}"#).unwrap();
+        assert_eq!(s, SyncState::default());
+        assert!(SyncState::from_json(b"{").is_err());
+        let mut s = SyncState::default();
+        let f = Fingerprint::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        s.set_last_sync(
+            f,
+            UNIX_EPOCH + Duration::from_nanos(1_709_283_600_000_000_001),
+        );
+        assert_eq!(SyncState::from_json(&s.to_json().unwrap()).unwrap(), s);
     }
 }
