@@ -65,7 +65,11 @@ pub fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
+            // Two hex digits (from_str_radix alone would take "+1").
             let h = s.get(i + 1..i + 3)?;
+            if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(h, 16).ok()?);
             i += 3;
         } else {
@@ -268,9 +272,15 @@ pub fn list_query(query: Option<&str>) -> Result<(usize, Option<Cursor>), &'stat
     Ok((limit, cursor))
 }
 
-/// The `path` of a listing entry for the file `name` of `fpr`.
+/// The `path` of a listing entry for the file `name` of `fpr`: the name as
+/// is (what Go writes), percent-encoded if it holds a `%` (clients decode a
+/// path with a `%`, so `a%41.pgp` as is would come back as `aA.pgp`).
 pub fn listed_path(fpr: &Fingerprint, name: &str) -> String {
-    format!("/p2p/{fpr}/{name}")
+    if name.contains('%') {
+        format!("/p2p/{fpr}/{}", percent_encode(name))
+    } else {
+        format!("/p2p/{fpr}/{name}")
+    }
 }
 
 /// The `Link` header of a listing page that continues after `next`.
@@ -522,5 +532,39 @@ mod tests {
             );
         }
         assert_eq!(percent_decode(&percent_encode("ä b/c%")).unwrap(), "ä b/c%");
+    }
+
+    /// Fuzz finding (content_request): `%+1` decoded as `%01`.
+    #[test]
+    fn percent_escapes_are_two_hex_digits() {
+        assert_eq!(percent_decode("a%2Fb%2f").as_deref(), Some("a/b/"));
+        for bad in ["%+1", "%-1", "% 1", "%1", "%", "%g0"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
+
+    /// Fuzz finding (content_request): a name with a `%` was listed as is,
+    /// and the sync client decoded it into another name (or none).
+    #[test]
+    fn listed_names_come_back_to_the_client_unchanged() {
+        let fp = Fingerprint::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        for name in [
+            "a.pgp",
+            "hello world.pgp",
+            "a%41.pgp",
+            "100%.pgp",
+            "%zz.pgp",
+        ] {
+            let path = listed_path(&fp, name);
+            assert_eq!(
+                crate::sync::wire::item_name(&fp, &path).as_deref(),
+                Some(name),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            listed_path(&fp, "hello world.pgp"),
+            format!("/p2p/{fp}/hello world.pgp")
+        );
     }
 }

@@ -261,6 +261,10 @@ impl Cursor {
     /// Parses [`Cursor::encode`]'s form.
     pub fn decode(s: &str) -> Option<Cursor> {
         let (t, h) = s.split_once('-')?;
+        // Digits and hex digits only (`parse` and `from_str_radix` take a `+`).
+        if !t.bytes().all(|b| b.is_ascii_digit()) || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
         let modified_nanos = t.parse().ok()?;
         if h.len() % 2 != 0 || h.len() > 2 * MAX_NAME_LEN {
             return None;

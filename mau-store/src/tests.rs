@@ -40,6 +40,21 @@ fn names() {
     assert_eq!(Cursor::decode("1-0"), None);
 }
 
+/// Fuzz finding (content_request): a `+` passed as a digit of a cursor.
+#[test]
+fn cursors_are_digits_dash_hex() {
+    assert_eq!(
+        Cursor::decode("5-6161"),
+        Some(Cursor {
+            modified_nanos: 5,
+            name: "aa".into()
+        })
+    );
+    for bad in ["1700000-61+e70", "+5-61", "5-+a", "5- 61", "-61"] {
+        assert_eq!(Cursor::decode(bad), None, "{bad}");
+    }
+}
+
 #[test]
 fn share_version_sync_and_verify() {
     let (_da, a, _db, b) = pair();
