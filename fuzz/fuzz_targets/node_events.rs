@@ -1,17 +1,24 @@
 //! A `Node<u32>` driven by an arbitrary event sequence: inbound requests
-//! (verified or not), answers, failures, duplicates and unknown ids, time
-//! passing, lookups, joins, probes, additions and removals. Asserted after
-//! every step: no panic, `check_invariants()`, every transmit to a non-local
-//! peer, find-peer answers at most K peers and never the local node.
+//! (verified or not, also from a known peer at a new address), answers (also
+//! naming known peers at other addresses), failures, duplicates and unknown
+//! ids, time passing, lookups, joins, probes, additions and removals. Addresses
+//! are IPv4 (`u32`): the old per-peer `0.0.0.i` (exempt from the Sybil
+//! limits) or chosen from a few public /24s and a private one, under
+//! arbitrary subnet limits. Asserted after every step: no panic,
+//! `check_invariants()`, no bucket or table over its subnet limits (counted
+//! here from the entries), every transmit to a non-local peer, find-peer
+//! answers at most K peers and never the local node.
 #![no_main]
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mau_proto::{
-    BucketIndex, Config, Contact, Fingerprint, Node, Output, Request, RequestId, Response,
-    RpcFailure, Time, Transmit,
+    BucketIndex, Config, Contact, Fingerprint, LimitScope, Node, Output, Request, RequestId,
+    Response, RpcFailure, SubnetLimits, Time, Transmit,
 };
 
 /// How one peer id is built.
@@ -28,9 +35,44 @@ enum Id {
     Twin(u8),
 }
 
+/// Where a peer is (its IPv4 address as a `u32`).
+#[derive(Arbitrary, Clone, Copy, Debug)]
+enum Net {
+    /// `0.0.0.i` for peer `i`: one address per peer, never limited ("this network").
+    Index,
+    /// `1.2.3.h`: one public /24 for everybody.
+    Shared(u8),
+    /// `1.2.(4 + s % 4).h`: a few public /24s.
+    Public(u8, u8),
+    /// `10.0.0.h`: private (limited only with `LimitScope::All`).
+    Private(u8),
+}
+
+impl Net {
+    fn address(self, i: usize) -> u32 {
+        match self {
+            Net::Index => i as u32,
+            Net::Shared(h) => u32::from(Ipv4Addr::new(1, 2, 3, h)),
+            Net::Public(s, h) => u32::from(Ipv4Addr::new(1, 2, 4 + s % 4, h)),
+            Net::Private(h) => u32::from(Ipv4Addr::new(10, 0, 0, h)),
+        }
+    }
+}
+
+/// Sybil limits: `None` in the input keeps the default (public only, 2/10).
+#[derive(Arbitrary, Debug)]
+struct Limits {
+    off: bool,
+    per_bucket: u8,
+    per_table: u8,
+    all: bool,
+}
+
 #[derive(Arbitrary, Debug)]
 enum Resp {
     Peers(Vec<u8>),
+    /// Peers named at an address of the answerer's choosing (hearsay).
+    PeersAt(Vec<(u8, Net)>),
     Pong,
     Timeout,
     Unreachable,
@@ -43,6 +85,12 @@ enum Ev {
         from: u8,
         find: Option<u8>,
         unverified: bool,
+    },
+    /// A verified request from a peer at another address (a move).
+    RequestAt {
+        from: u8,
+        net: Net,
+        find: Option<u8>,
     },
     Respond {
         pick: u8,
@@ -74,6 +122,8 @@ struct Input {
     stall_s: u16,
     backoff_s: u8,
     seed: u64,
+    limits: Option<Limits>,
+    nets: Vec<Net>,
     ids: Vec<Id>,
     events: Vec<Ev>,
 }
@@ -119,6 +169,15 @@ fn response(universe: &[Contact<u32>], r: &Resp) -> Result<Response<u32>, RpcFai
                 .map(|i| universe[*i as usize % universe.len()].clone())
                 .collect(),
         )),
+        Resp::PeersAt(v) => Ok(Response::Peers(
+            v.iter()
+                .take(64)
+                .map(|(i, net)| {
+                    let i = *i as usize % universe.len();
+                    Contact::new(universe[i].fingerprint, net.address(i))
+                })
+                .collect(),
+        )),
         Resp::Pong => Ok(Response::Pong),
         Resp::Timeout => Err(RpcFailure::Timeout),
         Resp::Unreachable => Err(RpcFailure::Unreachable),
@@ -139,6 +198,19 @@ fuzz_target!(|input: Input| {
         max_lookup_candidates: 80,
         max_concurrent_lookups: 1 + input.lookups as usize % 16,
         rejoin_interval: Duration::from_millis(1 + input.rpc_ms as u64 * 3),
+        subnet_limits: match &input.limits {
+            None => Config::default().subnet_limits,
+            Some(l) if l.off => None,
+            Some(l) => Some(SubnetLimits {
+                per_bucket: 1 + l.per_bucket as usize % 3,
+                per_table: 1 + l.per_table as usize % 12,
+                scope: if l.all {
+                    LimitScope::All
+                } else {
+                    LimitScope::PublicOnly
+                },
+            }),
+        },
         ..Config::default()
     };
     let k = config.k;
@@ -151,7 +223,10 @@ fuzz_target!(|input: Input| {
     let universe: Vec<Contact<u32>> = fps
         .iter()
         .enumerate()
-        .map(|(i, f)| Contact::new(*f, i as u32))
+        .map(|(i, f)| {
+            let net = input.nets.get(i).copied().unwrap_or(Net::Index);
+            Contact::new(*f, net.address(i))
+        })
         .collect();
     let n = universe.len();
 
@@ -177,6 +252,18 @@ fuzz_target!(|input: Input| {
                     node.on_request(now, from, &request)
                 };
                 if let Response::Peers(p) = answer {
+                    assert!(p.len() <= k);
+                    assert!(p.iter().all(|c| c.fingerprint != local));
+                }
+            }
+            Ev::RequestAt { from, net, find } => {
+                let i = *from as usize % n;
+                let from = Contact::new(fps[i], net.address(i));
+                let request = match find {
+                    Some(t) => Request::FindPeer(fps[*t as usize % n]),
+                    None => Request::Ping,
+                };
+                if let Response::Peers(p) = node.on_request(now, from, &request) {
                     assert!(p.len() <= k);
                     assert!(p.iter().all(|c| c.fingerprint != local));
                 }
@@ -237,6 +324,30 @@ fuzz_target!(|input: Input| {
         if let Err(e) = node.check_invariants() {
             panic!("invariant broken after {ev:?}: {e}");
         }
+        check_subnet_limits(&node, ev);
         assert!(node.lookups_in_progress() <= node.config().max_concurrent_lookups);
     }
 });
+
+/// The Sybil limits, counted from the entries (not from the table's own counts).
+fn check_subnet_limits(node: &Node<u32>, ev: &Ev) {
+    let Some(l) = node.config().subnet_limits else {
+        return;
+    };
+    let mut table = BTreeMap::new();
+    for (i, b) in node.table().buckets() {
+        let mut bucket = BTreeMap::new();
+        for e in b.entries() {
+            if let Some(s) = l.subnet_of(&e.contact.address) {
+                *bucket.entry(s).or_insert(0usize) += 1;
+                *table.entry(s).or_insert(0usize) += 1;
+            }
+        }
+        if let Some((s, n)) = bucket.iter().find(|(_, n)| **n > l.per_bucket) {
+            panic!("bucket {i:?} holds {n} peers of {s:?} after {ev:?}");
+        }
+    }
+    if let Some((s, n)) = table.iter().find(|(_, n)| **n > l.per_table) {
+        panic!("the table holds {n} peers of {s:?} after {ev:?}");
+    }
+}
