@@ -508,6 +508,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if !done {
             return;
         }
+        if self.widen(now, id) {
+            return;
+        }
         let Some(l) = self.lookups.remove(&id) else {
             return;
         };
@@ -515,6 +518,33 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         self.out
             .push_back(Output::Event(Event::LookupFinished(outcome)));
         self.advance_join(now, id);
+    }
+
+    /// Gives a find-peer lookup that missed its target the next K closest
+    /// peers of our table as seeds; true if it goes on.
+    fn widen(&mut self, now: Time, id: LookupId) -> bool {
+        let Some(l) = self.lookups.get(&id) else {
+            return false;
+        };
+        if l.kind() != LookupKind::FindPeer || l.has_found() {
+            return false;
+        }
+        let k = self.config.k;
+        let n = k * (2 + l.widenings() as usize);
+        let more = self
+            .table
+            .closest(&l.target().key(), n, Liveness::Any)
+            .into_iter()
+            .skip(n - k)
+            .collect();
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return false;
+        };
+        if !l.widen(more) {
+            return false;
+        }
+        self.drive_lookup(now, id);
+        true
     }
 
     fn advance_join(&mut self, now: Time, finished: LookupId) {

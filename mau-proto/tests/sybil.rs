@@ -358,3 +358,52 @@ fn a_lookup_tries_at_most_three_addresses_per_peer() {
     }
     assert_eq!(tries, 3, "target tried {tries} times");
 }
+
+#[test]
+fn a_lookup_surrounded_by_colluders_widens_to_farther_seeds() {
+    // The 20 table peers closest to the target collude: they answer with each
+    // other only. Twenty honest but farther peers know the target.
+    let now = Time(1_000_000);
+    let mut n: Node<u32> = Node::new(local(), Config::default(), now, 7);
+    let target = Contact::new(id(0x40, 1), ip(10, 1, 1, 1));
+    let colluders: Vec<Contact<u32>> = (0..20u16)
+        .map(|i| Contact::new(id(0x40, 100 + i), ip(10, 2, 0, 1) + u32::from(i)))
+        .collect();
+    let honest: Vec<Contact<u32>> = (0..20u16)
+        .map(|i| Contact::new(far(i), ip(10, 3, 0, 1) + u32::from(i)))
+        .collect();
+    for p in colluders.iter().chain(&honest) {
+        n.add_peer(now, p.clone());
+    }
+    drain(&mut n);
+    n.start_lookup(now, target.fingerprint)
+        .expect("lookup starts");
+    let mut found = None;
+    let mut honest_asked = 0;
+    for _ in 0..100 {
+        let outs = drain(&mut n);
+        if outs.is_empty() {
+            break;
+        }
+        for o in outs {
+            match o {
+                Output::Transmit(t) if t.to == target => {
+                    n.on_response(now, t.id, Ok(Response::Peers(vec![])))
+                }
+                Output::Transmit(t) if colluders.contains(&t.to) => {
+                    n.on_response(now, t.id, Ok(Response::Peers(colluders.clone())))
+                }
+                Output::Transmit(t) if honest.contains(&t.to) => {
+                    honest_asked += 1;
+                    let answer = vec![target.clone()];
+                    n.on_response(now, t.id, Ok(Response::Peers(answer)))
+                }
+                Output::Transmit(t) => n.on_response(now, t.id, Err(RpcFailure::Timeout)),
+                Output::Event(Event::LookupFinished(o)) => found = Some(o.found),
+                Output::Event(_) => {}
+            }
+        }
+    }
+    assert!(honest_asked > 0, "never left the colluders");
+    assert_eq!(found, Some(Some(target)));
+}

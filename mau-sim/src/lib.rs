@@ -23,5 +23,5 @@ pub mod sim;
 pub mod sweep;
 
 pub use metrics::{Deterministic, Report, Resources, Stats};
-pub use scenario::{Policy, ProtocolParams, Scenario};
+pub use scenario::{Attack, Policy, ProtocolParams, Scenario};
 pub use sim::{run, run_with_progress, Sim};

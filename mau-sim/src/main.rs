@@ -30,9 +30,16 @@ Network and workload:
   --settle MS            pause between joins and lookups               [1000]
   --lookup-interval MS   virtual ms between two lookups                [10]
   --duration T           minimum virtual time (ms, or with s/m/h)      [0]
+  --adversaries F        fraction of adversarial nodes (lookups are
+                         measured between honest nodes)                [0]
+  --attack eclipse|garbage  what adversaries answer to find_peer:
+                         eclipse = the adversaries closest to the
+                         target; garbage = made-up and misaddressed
+                         peers                                         [eclipse]
 
 Protocol:
   --k N  --alpha N  --rpc-timeout MS  --stall-period T  --ping-backoff T
+  --max-candidates N     candidates a lookup remembers                 [200]
   --policy ours|go       go = the Go implementation's policies: no
                          replacement cache, evict on first failure, no
                          periodic refresh, lookups stop on exact match or
@@ -130,7 +137,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
             "--settle" => s.settle_ms = parse_time_ms(&v)?,
             "--lookup-interval" => s.lookup_interval_ms = parse_time_ms(&v)?,
             "--duration" => s.duration_ms = parse_time_ms(&v)?,
+            "--adversaries" => s.adversaries = num(&flag, &v)?,
+            "--attack" => s.attack = mau_sim::Attack::parse(&v)?,
             "--k" => s.protocol.k = num(&flag, &v)?,
+            "--max-candidates" => s.protocol.max_lookup_candidates = num(&flag, &v)?,
             "--alpha" => s.protocol.alpha = num(&flag, &v)?,
             "--rpc-timeout" => s.protocol.rpc_timeout_ms = parse_time_ms(&v)?,
             "--stall-period" => s.protocol.stall_period_ms = parse_time_ms(&v)?,

@@ -123,6 +123,11 @@ pub struct TrafficMetrics {
     pub responses_to_departed: u64,
     /// Contacts carried in find_peer answers.
     pub contacts_carried: u64,
+    /// Requests that reached a node other than the fingerprint they were
+    /// pinned to (mutual TLS refuses them; the requester times out).
+    pub pin_refused: u64,
+    /// find_peer answers an adversary replaced by its attack.
+    pub hostile_answers: u64,
 }
 
 /// Lookups the nodes ran on their own.

@@ -45,6 +45,31 @@ impl Policy {
     }
 }
 
+/// What adversarial nodes answer to find_peer (they join, stay in tables and
+/// answer pings like anyone; measured lookups run between honest nodes only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attack {
+    /// Colluding eclipse: the K adversaries closest to the target, so honest
+    /// lookups are steered into the attackers' part of the keyspace.
+    #[default]
+    Eclipse,
+    /// Poison: made-up fingerprints, and real peers' fingerprints at other
+    /// nodes' addresses (mutual TLS refuses both; the requester times out).
+    Garbage,
+}
+
+impl Attack {
+    /// Parses `eclipse` or `garbage`.
+    pub fn parse(s: &str) -> Result<Attack, String> {
+        match s {
+            "eclipse" => Ok(Attack::Eclipse),
+            "garbage" => Ok(Attack::Garbage),
+            _ => Err(format!("unknown attack {s:?} (eclipse or garbage)")),
+        }
+    }
+}
+
 /// "Never" for the Go policy's refresh period: 100 years of virtual time.
 const NEVER_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
@@ -183,6 +208,10 @@ pub struct Scenario {
     pub check_invariants: bool,
     /// Protocol parameters of every node.
     pub protocol: ProtocolParams,
+    /// Fraction of nodes (initial and newcomers) that are adversarial.
+    pub adversaries: f64,
+    /// What the adversaries answer.
+    pub attack: Attack,
 }
 
 impl Default for Scenario {
@@ -202,6 +231,8 @@ impl Default for Scenario {
             duration_ms: 0,
             check_invariants: false,
             protocol: ProtocolParams::default(),
+            adversaries: 0.0,
+            attack: Attack::Eclipse,
         }
     }
 }
@@ -225,6 +256,9 @@ impl Scenario {
         }
         if self.latency_min_ms > self.latency_max_ms {
             return Err("latency min > max".into());
+        }
+        if !(0.0..=0.5).contains(&self.adversaries) {
+            return Err("adversaries must be in [0, 0.5]".into());
         }
         if self.bootstrap_peers == 0 {
             return Err("need at least one bootstrap peer".into());

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 use mau_proto::{
-    Config, Contact, Event, Fingerprint, LookupKind, LookupOutcome, Node, Output, Request,
+    Config, Contact, Event, Fingerprint, Key, LookupKind, LookupOutcome, Node, Output, Request,
     RequestId, Response, Rng, Time,
 };
 
@@ -19,7 +19,7 @@ use crate::metrics::{
     cpu_times_ms, peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics,
     LookupMetrics, Report, Resources, Stats, TableMetrics, TrafficMetrics,
 };
-use crate::scenario::Scenario;
+use crate::scenario::{Attack, Scenario};
 
 /// Index of a simulated node (its address).
 type Addr = u32;
@@ -32,6 +32,8 @@ enum Ev {
     Request {
         from: Addr,
         to: Addr,
+        /// The fingerprint the requester pinned (mutual TLS checks it).
+        pinned: Fingerprint,
         id: RequestId,
         request: Request,
     },
@@ -127,6 +129,8 @@ struct Slot {
     join_lookups: u32,
     joining: bool,
     stale_refreshes: u32,
+    /// Answers find_peer with [`Scenario::attack`].
+    adversary: bool,
 }
 
 struct MeasuredLookup {
@@ -143,6 +147,8 @@ pub struct Sim {
     slots: Vec<Slot>,
     /// Alive nodes that finished joining (random picks: bootstrap, lookups, churn).
     joined: Vec<Addr>,
+    /// Alive adversaries by key, sorted (the eclipse attack answers from it).
+    adversary_keys: Vec<(Key, Addr)>,
     measured: BTreeMap<(Addr, u64), MeasuredLookup>,
     initial_joined: u32,
     lookup_phase_start: Option<u64>,
@@ -198,6 +204,7 @@ impl Sim {
             queue: EventQueue::default(),
             slots: Vec::with_capacity((sc.nodes + sc.churn_events()) as usize),
             joined: Vec::with_capacity(sc.nodes as usize),
+            adversary_keys: Vec::new(),
             measured: BTreeMap::new(),
             initial_joined: 0,
             lookup_phase_start: None,
@@ -292,16 +299,27 @@ impl Sim {
             Ev::Request {
                 from,
                 to,
+                pinned,
                 id,
                 request,
             } => {
                 let from_contact = Contact::new(self.slots[from as usize].fp, from);
+                if self.slots[to as usize].fp != pinned {
+                    self.traffic.pin_refused += 1;
+                    return;
+                }
                 let Some(node) = self.slots[to as usize].node.as_mut() else {
                     self.traffic.to_departed += 1;
                     return;
                 };
-                let response = node.on_request(now, from_contact, &request);
+                let mut response = node.on_request(now, from_contact, &request);
                 self.pump(to);
+                if let (true, Request::FindPeer(target)) =
+                    (self.slots[to as usize].adversary, &request)
+                {
+                    response = Response::Peers(self.hostile_answer(target));
+                    self.traffic.hostile_answers += 1;
+                }
                 self.traffic.responses += 1;
                 if let Response::Peers(p) = &response {
                     self.traffic.contacts_carried += p.len() as u64;
@@ -394,6 +412,14 @@ impl Sim {
         }
         let fp = Fingerprint::V4(bytes);
         let seed = self.rng.next_u64();
+        // Drawn only when there are adversaries: honest runs keep their streams.
+        let adversary = self.sc.adversaries > 0.0
+            && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= self.sc.adversaries;
+        if adversary {
+            let key = fp.key();
+            let at = self.adversary_keys.partition_point(|(k, _)| *k < key);
+            self.adversary_keys.insert(at, (key, a));
+        }
         let node = Node::new(fp, self.config.clone(), Time(self.now), seed);
         self.slots.push(Slot {
             node: Some(node),
@@ -406,6 +432,7 @@ impl Sim {
             join_lookups: 0,
             joining: true,
             stale_refreshes: 0,
+            adversary,
         });
         a
     }
@@ -434,10 +461,16 @@ impl Sim {
             self.lookups_settled += 1;
             return;
         }
-        let src = self.joined[self.rng.below(n as u64) as usize];
+        // Between honest nodes only (adversaries are at most half the network).
+        let src = loop {
+            let s = self.joined[self.rng.below(n as u64) as usize];
+            if !self.slots[s as usize].adversary {
+                break s;
+            }
+        };
         let target = loop {
             let t = self.joined[self.rng.below(n as u64) as usize];
-            if t != src {
+            if t != src && !self.slots[t as usize].adversary {
                 break t;
             }
         };
@@ -480,6 +513,13 @@ impl Sim {
             self.lookups.source_departed += 1;
             self.lookups_settled += 1;
         }
+        if self.slots[a as usize].adversary {
+            let key = self.slots[a as usize].fp.key();
+            let at = self.adversary_keys.partition_point(|(k, _)| *k < key);
+            if self.adversary_keys.get(at).is_some_and(|(_, x)| *x == a) {
+                self.adversary_keys.remove(at);
+            }
+        }
         let slot = &mut self.slots[a as usize];
         slot.node = None;
         slot.timer_at = NEVER;
@@ -501,7 +541,7 @@ impl Sim {
                 break;
             };
             match out {
-                Output::Transmit(t) => self.transmit(a, t.to.address, t.id, t.request),
+                Output::Transmit(t) => self.transmit(a, t.to, t.id, t.request),
                 Output::Event(e) => self.on_event(a, e),
             }
         }
@@ -527,7 +567,7 @@ impl Sim {
         }
     }
 
-    fn transmit(&mut self, from: Addr, to: Addr, id: RequestId, request: Request) {
+    fn transmit(&mut self, from: Addr, to: Contact<Addr>, id: RequestId, request: Request) {
         self.traffic.requests += 1;
         match request {
             Request::Ping => self.traffic.pings += 1,
@@ -545,11 +585,52 @@ impl Sim {
             at,
             Ev::Request {
                 from,
-                to,
+                to: to.address,
+                pinned: to.fingerprint,
                 id,
                 request,
             },
         );
+    }
+
+    /// What an adversary answers to find_peer(`target`).
+    fn hostile_answer(&mut self, target: &Fingerprint) -> Vec<Contact<Addr>> {
+        let k = self.config.k;
+        match self.sc.attack {
+            Attack::Eclipse => {
+                // The adversaries around the target's key; sorting a window
+                // by XOR is close enough to the exact K closest for an attacker.
+                let key = target.key();
+                let keys = &self.adversary_keys;
+                let at = keys.partition_point(|(kk, _)| *kk < key);
+                let lo = at.saturating_sub(2 * k);
+                let hi = (at + 2 * k).min(keys.len());
+                let mut near: Vec<(Key, Addr)> = keys[lo..hi].to_vec();
+                near.sort_by_key(|(kk, _)| kk.distance(&key));
+                near.iter()
+                    .take(k)
+                    .map(|(_, a)| Contact::new(self.slots[*a as usize].fp, *a))
+                    .collect()
+            }
+            Attack::Garbage => {
+                let n = self.slots.len() as u64;
+                (0..k)
+                    .map(|i| {
+                        let address = self.rng.below(n) as Addr;
+                        let fp = if i % 2 == 0 {
+                            // A real peer, at somebody else's address.
+                            self.slots[self.rng.below(n) as usize].fp
+                        } else {
+                            let mut b = [0u8; 20];
+                            b[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+                            b[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+                            Fingerprint::V4(b)
+                        };
+                        Contact::new(fp, address)
+                    })
+                    .collect()
+            }
+        }
     }
 
     fn on_event(&mut self, a: Addr, e: Event<Addr>) {

@@ -82,3 +82,29 @@ fn hours_of_virtual_time_refresh_stale_buckets() {
     assert!(d.background.stale_refreshes >= 2 * 40, "{}", r.summary());
     assert_eq!(d.lookups.success_rate, 1.0);
 }
+
+/// 10% colluding adversaries (eclipse) or poisoners (garbage): honest
+/// lookups still find their targets (the 10k-node figures are in
+/// docs/adversarial.md).
+#[test]
+fn honest_lookups_survive_ten_percent_adversaries() {
+    for attack in [mau_sim::Attack::Eclipse, mau_sim::Attack::Garbage] {
+        let sc = Scenario {
+            adversaries: 0.1,
+            attack,
+            ..small(300, 200, 11)
+        };
+        let r = run(&sc).unwrap();
+        let d = &r.deterministic;
+        assert!(
+            d.traffic.hostile_answers > 0,
+            "{attack:?}: no attack happened"
+        );
+        assert!(
+            d.lookups.success_rate >= 0.99,
+            "{attack:?}: {}",
+            r.summary()
+        );
+        assert_eq!(d.tables.invariant_violations, 0);
+    }
+}
