@@ -156,6 +156,25 @@ fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
     v.split(',').map(|x| num(flag, x.trim())).collect()
 }
 
+/// `mau-sim sweep-row` (internal): one sweep row, job JSON on stdin, row JSON on stdout.
+fn sweep_row_main() -> ExitCode {
+    let result = std::io::read_to_string(std::io::stdin())
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str::<mau_sim::sweep::RowJob>(&s).map_err(|e| e.to_string()))
+        .and_then(|job| mau_sim::sweep::run_row(&job))
+        .and_then(|row| serde_json::to_string(&row).map_err(|e| e.to_string()));
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mau-sim sweep-row: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `mau-sim sweep ...`: sweep flags, then the single-run flags for the base scenario.
 fn sweep_main(args: Vec<String>) -> ExitCode {
     let mut sweep = Sweep {
@@ -163,6 +182,7 @@ fn sweep_main(args: Vec<String>) -> ExitCode {
         churns: vec![0.0, 0.1, 0.2],
         policies: Policy::ALL.to_vec(),
         base: Scenario::default(),
+        isolate: std::env::current_exe().ok(),
     };
     let mut out: Option<String> = None;
     let mut rest = Vec::new();
@@ -314,6 +334,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("sweep") => return sweep_main(args[1..].to_vec()),
+        Some("sweep-row") => return sweep_row_main(),
         Some("plot") => return plot_main(args[1..].to_vec()),
         _ => {}
     }

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use mau_proto::{Config, Termination};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which protocol policies the nodes follow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// mau-proto's defaults (replacement cache, 2 failures, STALL_PERIOD
@@ -47,7 +47,7 @@ impl Policy {
 
 /// What adversarial nodes answer to find_peer (they join, stay in tables and
 /// answer pings like anyone; measured lookups run between honest nodes only).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Attack {
     /// Colluding eclipse: the K adversaries closest to the target, so honest
@@ -76,7 +76,7 @@ const NEVER_MS: u64 = 100 * 365 * 24 * 3_600_000;
 /// Protocol parameters handed to every simulated [`mau_proto::Node`].
 ///
 /// A serialisable mirror of [`mau_proto::Config`] (times in milliseconds).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProtocolParams {
     /// Max peers per bucket (K).
     pub k: usize,
@@ -178,7 +178,7 @@ impl ProtocolParams {
 ///
 /// The run ends when every lookup finished and `duration_ms` of virtual time
 /// has passed, whichever is later.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
     /// Nodes in the initial network.
     pub nodes: u32,

@@ -5,7 +5,7 @@ use std::mem::size_of;
 
 use mau_proto::routing_table::{Bucket, Entry};
 use mau_proto::Node;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::{round3, Report};
 use crate::scenario::{Policy, ProtocolParams, Scenario};
@@ -22,10 +22,56 @@ pub struct Sweep {
     pub policies: Vec<Policy>,
     /// Everything else (lookups, seed, latency, K, α...).
     pub base: Scenario,
+    /// Run each row in a child process of this executable (`mau-sim
+    /// sweep-row`), so its peak RSS is its own and not memory an earlier
+    /// row left in the allocator. `None`: in this process.
+    pub isolate: Option<std::path::PathBuf>,
+}
+
+/// What a `sweep-row` child reads on stdin.
+#[derive(Serialize, Deserialize)]
+pub struct RowJob {
+    /// The policy the scenario applies (named in the row).
+    pub policy: Policy,
+    /// The run.
+    pub scenario: Scenario,
+}
+
+/// Runs one job in this process and returns its row (the child side of
+/// [`Sweep::isolate`]).
+pub fn run_row(job: &RowJob) -> Result<Row, String> {
+    reset_peak_rss();
+    let before = rss_kib();
+    let r = run(&job.scenario)?;
+    Ok(row_of(job.policy, &job.scenario, &r, before))
+}
+
+fn run_row_in_child(exe: &std::path::Path, job: &RowJob) -> Result<Row, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let input = serde_json::to_vec(job).map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg("sweep-row")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    child
+        .stdin
+        .take()
+        .ok_or("child has no stdin")?
+        .write_all(&input)
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("sweep-row child failed: {}", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("sweep-row output: {e}"))
 }
 
 /// One run of the sweep: a flat row (the CSV columns are the field names).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// `ours` or `go`.
     pub policy: String,
@@ -239,11 +285,14 @@ impl Sweep {
         for &nodes in &self.sizes {
             for &churn in &self.churns {
                 for &policy in &self.policies {
-                    let sc = self.scenario(nodes, churn, policy);
-                    reset_peak_rss();
-                    let before = rss_kib();
-                    let r = run(&sc)?;
-                    let row = row_of(policy, &sc, &r, before);
+                    let job = RowJob {
+                        policy,
+                        scenario: self.scenario(nodes, churn, policy),
+                    };
+                    let row = match &self.isolate {
+                        Some(exe) => run_row_in_child(exe, &job)?,
+                        None => run_row(&job)?,
+                    };
                     on_row(&row);
                     rows.push(row);
                 }

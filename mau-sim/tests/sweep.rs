@@ -11,6 +11,7 @@ fn tiny_sweep_shape_and_ours_not_worse_than_go() {
         sizes: vec![100, 200],
         churns: vec![0.0, 0.2],
         policies: Policy::ALL.to_vec(),
+        isolate: None,
         base: Scenario {
             lookups: 40,
             seed: 7,
