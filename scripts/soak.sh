@@ -31,6 +31,9 @@ else
     cargo build -q -p mau-cli # a no-op when `cargo test` built it already
 fi
 bin="${CARGO_TARGET_DIR:-target}/$profile/mau"
+# One process holds both ends of every connection of 100 nodes: up to ~20,000
+# descriptors at the join. Raise the soft limit (often 1024) to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cmd=("$bin" devnet --nodes "${MAU_SOAK_NODES:-100}" --soak-seconds "$secs"
     --churn "${MAU_SOAK_CHURN:-0.2}" --lookup-rate "${MAU_SOAK_RATE:-10}" ${args[@]+"${args[@]}"})
