@@ -71,7 +71,7 @@ impl Default for Config {
             // Find-peer and join lookups go on past the K closest (see
             // lookup.rs); 10 K keeps honest peers on the list when colluders
             // crowd its head (10k nodes, 10% eclipsing: 98.0% found with 4 K,
-            // 99.85% with 10 K; honest joins cost ~25% more requests).
+            // 99.85% with 10 K; docs/adversarial.md has the honest cost).
             max_lookup_candidates: 10 * K,
             max_concurrent_lookups: 256,
             lookup_termination: Termination::KClosest,
