@@ -295,7 +295,7 @@ fn sweep_main(args: Vec<String>) -> ExitCode {
 
 /// `mau-sim plot --input SWEEP.json --out DIR`.
 fn plot_main(args: Vec<String>) -> ExitCode {
-    let (mut input, mut out) = (None, None);
+    let (mut inputs, mut out) = (Vec::new(), None);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -304,19 +304,22 @@ fn plot_main(args: Vec<String>) -> ExitCode {
         };
         let v = inline.or_else(|| it.next());
         match (flag.as_str(), v) {
-            ("--input", Some(v)) => input = Some(v),
+            ("--input", Some(v)) => inputs.push(v),
             ("--out", Some(v)) => out = Some(v),
             _ => {
-                eprintln!("mau-sim plot: usage: mau-sim plot --input SWEEP.json --out DIR");
+                eprintln!("mau-sim plot: usage: mau-sim plot --input SWEEP.json [--input MORE.json] --out DIR");
                 return ExitCode::from(64);
             }
         }
     }
-    let (Some(input), Some(out)) = (input, out) else {
-        eprintln!("mau-sim plot: usage: mau-sim plot --input SWEEP.json --out DIR");
+    let (false, Some(out)) = (inputs.is_empty(), out) else {
+        eprintln!(
+            "mau-sim plot: usage: mau-sim plot --input SWEEP.json [--input MORE.json] --out DIR"
+        );
         return ExitCode::from(64);
     };
-    match mau_sim::plot::plot(std::path::Path::new(&input), std::path::Path::new(&out)) {
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(std::path::Path::new).collect();
+    match mau_sim::plot::plot(&inputs, std::path::Path::new(&out)) {
         Ok(files) => {
             for f in files {
                 eprintln!("wrote {f}");

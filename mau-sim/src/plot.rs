@@ -154,14 +154,23 @@ fn draw(
     Ok(())
 }
 
-/// Reads a sweep JSON (`mau-sim sweep --out X.json`) and writes
-/// `hops_vs_n.svg`, `success_vs_churn.svg`, `messages_vs_n.svg` and
-/// `memory_vs_n.svg` into `out`; returns the files written.
-pub fn plot(input: &Path, out: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let doc: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", input.display()))?;
-    let rows: Vec<Value> = doc["rows"].as_array().cloned().ok_or("no rows")?;
+/// Reads sweep JSONs (`mau-sim sweep --out X.json`; rows of all of them,
+/// e.g. a 1k/10k sweep and a separate 100k run, the scenario of the first)
+/// and writes `hops_vs_n.svg`, `success_vs_churn.svg`, `messages_vs_n.svg`
+/// and `memory_vs_n.svg` into `out`; returns the files written.
+pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
+    let mut doc = Value::Null;
+    let mut rows: Vec<Value> = Vec::new();
+    for input in inputs {
+        let text =
+            std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
+        let d: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", input.display()))?;
+        rows.extend(d["rows"].as_array().cloned().ok_or("no rows")?);
+        if doc.is_null() {
+            doc = d;
+        }
+    }
     if rows.is_empty() {
         return Err("no rows".into());
     }
