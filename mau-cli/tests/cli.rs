@@ -1,47 +1,11 @@
 //! The `mau` binary end to end, on loopback: accounts, two servers, the
 //! control channel (`peers list`, `peers buckets`, `discover`), graceful stop.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{mau, run};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a server on an ephemeral port; returns it and its "FPR@ADDR".
-fn serve(dir: &Path, extra: &[&str]) -> (Server, String) {
-    let mut child = mau(dir)
-        .args(["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read banner");
-    // "mau server FPR listening on ADDR (advertised as ADDR)"
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert!(
-        words.len() >= 6 && words[3] == "listening",
-        "unexpected banner {line:?}"
-    );
-    let spec = format!("{}@{}", words[2], words[5]);
-    (Server(child), spec)
-}
+use common::{mau, run, serve};
 
 fn until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -78,9 +42,10 @@ fn two_servers_over_the_control_channel() {
     let (ok, _, err) = run(b.path(), &["peers", "list"]);
     assert!(!ok && err.contains("no running server"), "{err}");
 
-    let (_sa, spec_a) = serve(a.path(), &[]);
-    let fpr_a = spec_a.split('@').next().unwrap().to_string();
-    let (mut sb, _) = serve(b.path(), &["--bootstrap", &spec_a]);
+    let sa = serve(a.path(), &[]);
+    let spec_a = sa.spec();
+    let fpr_a = sa.fingerprint.clone();
+    let mut sb = serve(b.path(), &["--bootstrap", &spec_a]);
 
     until("bob's table holds alice", || {
         let (ok, out, _) = run(b.path(), &["peers", "list", "--json"]);
@@ -159,13 +124,13 @@ fn two_servers_over_the_control_channel() {
     assert_ne!(String::from_utf8_lossy(&curl.stdout), "200");
 
     // Graceful stop (SIGTERM) saves the routing table.
-    let pid = sb.0.id().to_string();
+    let pid = sb.proc.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = sb.0.wait().unwrap();
+    let status = sb.proc.0.wait().unwrap();
     assert!(status.success(), "server exited with {status:?}");
     let table = std::fs::read_to_string(b.path().join(".mau/routing_table.json")).unwrap();
     assert!(table.contains(&fpr_a), "{table}");

@@ -3,50 +3,10 @@
 //! running in Bob's directory, so its DHT is asked too, then with --address
 //! only), and what Alice changes arrives.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 mod common;
-use common::{mau, run};
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let (good, out, err) = run(dir, args);
-    assert!(good, "mau {args:?} failed: {out}{err}");
-    out
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a server on an ephemeral port; returns it and its address.
-fn serve(dir: &Path) -> (Server, String) {
-    let mut child = mau(dir)
-        .args(["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read banner");
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert!(
-        words.len() >= 6 && words[3] == "listening",
-        "banner: {line}"
-    );
-    let server = Server(child);
-    (server, words[5].to_string())
-}
+use common::{ok, run, serve};
 
 fn fingerprint(dir: &Path) -> String {
     ok(dir, &["show"])
@@ -84,13 +44,14 @@ fn share_follow_sync_open() {
     );
     assert!(files.contains("diary.pgp"), "{files}");
 
-    let (_alice, addr) = serve(&a);
+    let alice = serve(&a, &[]);
+    let addr = alice.address.clone();
     // Not followed yet: refused.
     let (good, _, err) = run(&b, &["sync", &af, "--address", &addr]);
     assert!(!good && err.contains("not followed"), "{err}");
     ok(&b, &["follow", &af]);
     // Bob's own server runs too: sync asks its DHT as well as --address.
-    let (_bob, _) = serve(&b);
+    let _bob = serve(&b, &[]);
     let out = ok(&b, &["sync", "--address", &addr]);
     assert!(out.contains("1 listed, 1 downloaded"), "{out}");
     assert_eq!(

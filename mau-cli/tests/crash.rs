@@ -5,31 +5,14 @@
 //! absent or load with the project's own loaders, and the temporary files
 //! kills leave must not pile up.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use mau_proto::Rng;
 
 mod common;
-use common::{mau, run};
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let (good, out, err) = run(dir, args);
-    assert!(good, "mau {args:?} failed: {out}{err}");
-    out
-}
-
-/// A child process killed (SIGKILL) and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{mau, ok, serve, Proc};
 
 fn fingerprint(dir: &Path) -> String {
     ok(dir, &["show"])
@@ -38,28 +21,6 @@ fn fingerprint(dir: &Path) -> String {
         .expect("fingerprint line")
         .trim()
         .to_string()
-}
-
-/// Starts a server on an ephemeral port; returns it and its "FPR@ADDR".
-fn serve(dir: &Path) -> (Proc, String) {
-    let mut child = mau(dir)
-        .args(["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read banner");
-    let words: Vec<&str> = line.split_whitespace().collect();
-    assert!(
-        words.len() >= 6 && words[3] == "listening",
-        "banner: {line}"
-    );
-    (Proc(child), format!("{}@{}", words[2], words[5]))
 }
 
 /// The temporary files `write_atomic` leaves when killed mid-write.
@@ -105,7 +66,8 @@ fn kill_9_never_leaves_an_unloadable_state_file() {
     for i in 0..40 {
         std::fs::copy(&shared, a.join(&af).join(format!("note{i}.bin.pgp"))).expect("copy");
     }
-    let (_alice, alice_spec) = serve(&a);
+    let alice = serve(&a, &[]);
+    let alice_spec = alice.spec();
     let alice_addr = alice_spec.split('@').nth(1).expect("address").to_string();
 
     let mau_dir = b.join(".mau");
@@ -201,5 +163,5 @@ fn kill_9_never_leaves_an_unloadable_state_file() {
         assert!(!p.exists(), "stale temporary not swept: {}", p.display());
     }
     // A node started after all this loads what the kills left.
-    let (_bob, _) = serve(&b);
+    let _bob = serve(&b, &[]);
 }

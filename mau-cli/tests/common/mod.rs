@@ -1,8 +1,9 @@
 //! What the CLI tests share: run the real `mau` binary in an account directory.
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// The passphrase every test account uses.
 pub const PASS: &str = "correct horse battery staple";
@@ -16,6 +17,69 @@ pub fn mau(dir: &Path) -> Command {
     c
 }
 
+/// Runs `mau args`, asserting success; returns stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let (good, out, err) = run(dir, args);
+    assert!(good, "mau {args:?} failed: {out}{err}");
+    out
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `mau server start` and what its banner said.
+pub struct Served {
+    /// The server process (killed when dropped).
+    pub proc: Proc,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Its listening address.
+    pub address: String,
+}
+
+impl Served {
+    /// "FPR@ADDR", what `--bootstrap` takes.
+    pub fn spec(&self) -> String {
+        format!("{}@{}", self.fingerprint, self.address)
+    }
+}
+
+/// Starts a server on an ephemeral loopback port (mDNS off) with `extra` flags.
+pub fn serve(dir: &Path, extra: &[&str]) -> Served {
+    let mut child = mau(dir)
+        .args(["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read banner");
+    // "mau server FPR listening on ADDR (advertised as ADDR)"
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        words.len() >= 6 && words[3] == "listening",
+        "unexpected banner {line:?}"
+    );
+    Served {
+        fingerprint: words[2].to_string(),
+        address: words[5].to_string(),
+        proc: Proc(child),
+    }
+}
+
+/// Runs `mau args`; returns (success, stdout, stderr).
 pub fn run(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = mau(dir)
         .args(args)
