@@ -3,32 +3,13 @@
 //! running in Bob's directory, so its DHT is asked too, then with --address
 //! only), and what Alice changes arrives.
 
-use std::path::Path;
-
 mod common;
-use common::{ok, run, serve};
-
-fn fingerprint(dir: &Path) -> String {
-    ok(dir, &["show"])
-        .lines()
-        .find_map(|l| l.strip_prefix("fingerprint:"))
-        .expect("fingerprint line")
-        .trim()
-        .to_string()
-}
+use common::{alice_and_bob, ok, run, serve};
 
 #[test]
 fn share_follow_sync_open() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    ok(&a, &["init", "--name", "Alice"]);
-    ok(&b, &["init", "--name", "Bob"]);
-    let (ka, kb) = (tmp.path().join("a.pgp"), tmp.path().join("b.pgp"));
-    ok(&a, &["export", "--output", ka.to_str().expect("utf8")]);
-    ok(&b, &["export", "--output", kb.to_str().expect("utf8")]);
-    ok(&a, &["friend", "add", kb.to_str().expect("utf8")]);
-    ok(&b, &["friend", "add", ka.to_str().expect("utf8")]);
-    let (af, bf) = (fingerprint(&a), fingerprint(&b));
+    let (a, b, af, bf) = alice_and_bob(tmp.path());
 
     let note = tmp.path().join("note.txt");
     std::fs::write(&note, "hello Bob").expect("write");

@@ -12,16 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mau_proto::Rng;
 
 mod common;
-use common::{mau, ok, serve, Proc};
-
-fn fingerprint(dir: &Path) -> String {
-    ok(dir, &["show"])
-        .lines()
-        .find_map(|l| l.strip_prefix("fingerprint:"))
-        .expect("fingerprint line")
-        .trim()
-        .to_string()
-}
+use common::{alice_and_bob, mau, ok, serve, Proc};
 
 /// The temporary files `write_atomic` leaves when killed mid-write.
 fn temporaries(mau_dir: &Path) -> Vec<PathBuf> {
@@ -43,15 +34,7 @@ fn temporaries(mau_dir: &Path) -> Vec<PathBuf> {
 fn kill_9_never_leaves_an_unloadable_state_file() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    ok(&a, &["init", "--name", "Alice"]);
-    ok(&b, &["init", "--name", "Bob"]);
-    let (ka, kb) = (tmp.path().join("a.pgp"), tmp.path().join("b.pgp"));
-    ok(&a, &["export", "--output", ka.to_str().expect("utf8")]);
-    ok(&b, &["export", "--output", kb.to_str().expect("utf8")]);
-    ok(&a, &["friend", "add", kb.to_str().expect("utf8")]);
-    ok(&b, &["friend", "add", ka.to_str().expect("utf8")]);
-    let (af, bf) = (fingerprint(&a), fingerprint(&b));
+    let (a, b, af, bf) = alice_and_bob(tmp.path());
     ok(&b, &["follow", &af]);
 
     // Alice shares many files with Bob: one signed and encrypted file,

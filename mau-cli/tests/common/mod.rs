@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The passphrase every test account uses.
@@ -22,6 +22,31 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     let (good, out, err) = run(dir, args);
     assert!(good, "mau {args:?} failed: {out}{err}");
     out
+}
+
+/// The account's fingerprint, from `mau show`.
+pub fn fingerprint(dir: &Path) -> String {
+    ok(dir, &["show"])
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint:"))
+        .expect("fingerprint line")
+        .trim()
+        .to_string()
+}
+
+/// Alice and Bob: two accounts under `root` that are each other's friends;
+/// returns their directories and fingerprints.
+pub fn alice_and_bob(root: &Path) -> (PathBuf, PathBuf, String, String) {
+    let (a, b) = (root.join("alice"), root.join("bob"));
+    ok(&a, &["init", "--name", "Alice"]);
+    ok(&b, &["init", "--name", "Bob"]);
+    let (ka, kb) = (root.join("a.pgp"), root.join("b.pgp"));
+    ok(&a, &["export", "--output", ka.to_str().expect("utf8")]);
+    ok(&b, &["export", "--output", kb.to_str().expect("utf8")]);
+    ok(&a, &["friend", "add", kb.to_str().expect("utf8")]);
+    ok(&b, &["friend", "add", ka.to_str().expect("utf8")]);
+    let (af, bf) = (fingerprint(&a), fingerprint(&b));
+    (a, b, af, bf)
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.
