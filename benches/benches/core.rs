@@ -21,7 +21,7 @@ fn table_seen(c: &mut Criterion) {
     let ids = random_ids(20_001, 1);
     let local = ids[0];
     let table = filled_table(local, &ids[1..10_001], 20);
-    let known: Vec<Contact<u32>> = table.entries().map(|e| e.contact.clone()).collect();
+    let known: Vec<Contact<u32>> = table.entries().map(|e| e.contact()).collect();
     let newcomers: Vec<Contact<u32>> = ids[10_001..]
         .iter()
         .enumerate()

@@ -338,7 +338,7 @@ fn check_subnet_limits(node: &Node<u32>, ev: &Ev) {
     for (i, b) in node.table().buckets() {
         let mut bucket = BTreeMap::new();
         for e in b.entries() {
-            if let Some(s) = l.subnet_of(&e.contact.address) {
+            if let Some(s) = l.subnet_of(&e.address) {
                 *bucket.entry(s).or_insert(0usize) += 1;
                 *table.entry(s).or_insert(0usize) += 1;
             }

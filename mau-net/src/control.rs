@@ -134,13 +134,13 @@ pub(crate) fn snapshot<R: Runtime>(shared: &Shared<R>) -> TableSnapshot {
     let peers = table
         .entries()
         .map(|e| PeerInfo {
-            fingerprint: e.contact.fingerprint,
-            address: e.contact.address.clone(),
+            fingerprint: e.fingerprint,
+            address: e.address.clone(),
             bucket: local
-                .distance(&e.contact.fingerprint.key())
+                .distance(&e.fingerprint.key())
                 .bucket()
                 .map_or(0, |b| b.0),
-            last_seen_secs: now.since(e.last_seen).as_secs(),
+            last_seen_secs: now.since(e.last_seen()).as_secs(),
             failures: e.failures,
         })
         .collect();

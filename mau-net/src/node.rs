@@ -209,10 +209,7 @@ impl<R: Runtime> Shared<R> {
     /// The table as records, for persistence.
     pub fn table_records(&self) -> Vec<mau_proto::PeerRecord> {
         let node = self.node.lock().unwrap_or_else(|e| e.into_inner());
-        node.table()
-            .entries()
-            .map(|e| e.contact.clone().into())
-            .collect()
+        node.table().entries().map(|e| e.contact().into()).collect()
     }
 
     fn save_table_if_dirty(&self) {

@@ -39,5 +39,5 @@ pub use node::{
 pub use rng::Rng;
 pub use routing_table::{Contact, Liveness, RoutingTable};
 pub use subnet::{HostIp, LimitScope, Subnet, SubnetLimits};
-pub use time::Time;
+pub use time::{Stamp, Time};
 pub use wire::{KadRoute, PeerAddress, PeerRecord, WireError};

@@ -115,6 +115,11 @@ impl<A> Candidate<A> {
 }
 
 impl<A: Clone + Eq> Lookup<A> {
+    /// Heap bytes this lookup holds (its candidate list, by capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.candidates.capacity() * std::mem::size_of::<Candidate<A>>()
+    }
+
     /// Starts a lookup from `seeds` (closest peers from our own table).
     #[allow(clippy::too_many_arguments)]
     pub fn new(

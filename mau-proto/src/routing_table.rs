@@ -11,7 +11,7 @@
 use crate::distance::{BucketIndex, Distance, Key};
 use crate::fingerprint::Fingerprint;
 use crate::subnet::{HostIp, Subnet, SubnetLimits};
-use crate::time::Time;
+use crate::time::{Stamp, Time};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -35,17 +35,54 @@ impl<A> Contact<A> {
     }
 }
 
-/// One peer in a bucket.
+/// One peer in a bucket: 48 bytes for a `u32` address (72 with a `Contact`
+/// inside and 8-byte times). The contact's fields are inline so the compiler
+/// can pack the failure count into the fingerprint's padding, and times are
+/// kept to the second ([`Stamp`]).
 #[derive(Clone, Debug)]
 pub struct Entry<A> {
-    /// The peer.
-    pub contact: Contact<A>,
-    /// Last time the peer answered us or sent us an authenticated request.
-    pub last_seen: Time,
-    /// Last time we pinged it, if ever.
-    pub last_ping: Option<Time>,
+    /// The peer's identity.
+    pub fingerprint: Fingerprint,
+    /// Where it listens (its verified address).
+    pub address: A,
+    /// Last time the peer answered us or sent us an authenticated request
+    /// (rounded down).
+    last_seen: Stamp,
+    /// Last time we pinged it, if ever (rounded up).
+    last_ping: Option<Stamp>,
     /// Consecutive failed requests since it was last seen.
     pub failures: u8,
+}
+
+impl<A: Clone> Entry<A> {
+    /// The peer as a [`Contact`].
+    pub fn contact(&self) -> Contact<A> {
+        Contact::new(self.fingerprint, self.address.clone())
+    }
+}
+
+impl<A> Entry<A> {
+    /// Last time the peer answered us or sent us an authenticated request,
+    /// rounded down to the second.
+    pub fn last_seen(&self) -> Time {
+        self.last_seen.time()
+    }
+
+    /// Last time we pinged it, if ever, rounded up to the second.
+    pub fn last_ping(&self) -> Option<Time> {
+        self.last_ping.map(Stamp::time)
+    }
+
+    /// Seen within `backoff` of `now`, counting from the end of the stored
+    /// second so the rounding never shortens a backoff.
+    fn seen_within(&self, now: Time, backoff: Duration) -> bool {
+        now.since(self.last_seen() + Duration::from_millis(999)) < backoff
+    }
+
+    fn pinged_within(&self, now: Time, backoff: Duration) -> bool {
+        self.last_ping
+            .is_some_and(|t| now.since(t.time()) < backoff)
+    }
 }
 
 /// A k-bucket: entries least-recently-seen first, plus waiting newcomers.
@@ -54,13 +91,14 @@ pub struct Bucket<A> {
     entries: Vec<Entry<A>>,
     /// Newcomers for a full bucket, most recent last.
     replacements: Vec<Contact<A>>,
-    /// Last lookup whose target fell in this bucket's range (or its creation).
-    last_lookup: Time,
+    /// Last lookup whose target fell in this bucket's range (or its creation),
+    /// rounded down: a bucket turns stale at most 1 s early.
+    last_lookup: Stamp,
     /// Last time a newcomer made us check this bucket's head. At most one
     /// such check per PING_MIN_BACKOFF per bucket: without it, every
     /// newcomer to a full bucket pinged the (rotating) head, and pings were
     /// over half of all traffic in a 100k-node simulation.
-    last_check: Option<Time>,
+    last_check: Option<Stamp>,
 }
 
 impl<A> Bucket<A> {
@@ -68,7 +106,7 @@ impl<A> Bucket<A> {
         Bucket {
             entries: Vec::new(),
             replacements: Vec::new(),
-            last_lookup: now,
+            last_lookup: Stamp::floor(now),
             last_check: None,
         }
     }
@@ -85,7 +123,7 @@ impl<A> Bucket<A> {
 
     /// Last lookup in this bucket's range.
     pub fn last_lookup(&self) -> Time {
-        self.last_lookup
+        self.last_lookup.time()
     }
 }
 
@@ -213,14 +251,14 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         let (Some(limits), Some(subnet)) = (self.limits.as_ref(), subnet) else {
             return true;
         };
-        let others = |e: &&Entry<A>| Some(&e.contact.fingerprint) != except;
-        let in_subnet = |e: &&Entry<A>| self.subnet(&e.contact.address) == Some(subnet);
+        let others = |e: &&Entry<A>| Some(&e.fingerprint) != except;
+        let in_subnet = |e: &&Entry<A>| self.subnet(&e.address) == Some(subnet);
         let in_bucket = self.buckets.get(cpl).map_or(0, |b| {
             b.entries.iter().filter(others).filter(in_subnet).count()
         });
         let mut in_table = self.per_subnet.get(&subnet).copied().unwrap_or(0) as usize;
         if let Some((c, p)) = except.and_then(|fp| self.locate(fp)) {
-            if self.subnet(&self.buckets[c].entries[p].contact.address) == Some(subnet) {
+            if self.subnet(&self.buckets[c].entries[p].address) == Some(subnet) {
                 in_table -= 1;
             }
         }
@@ -245,6 +283,25 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// The local node's fingerprint.
     pub fn local(&self) -> Fingerprint {
         self.local
+    }
+
+    /// Heap bytes the table holds beyond `size_of::<RoutingTable<A>>()`:
+    /// bucket, entry and replacement vectors by capacity (exact) plus the
+    /// subnet counts (estimated at 1.5x their payload for the map's nodes).
+    /// Addresses that own heap memory themselves (strings) are not followed.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let buckets = self.buckets.capacity() * size_of::<Bucket<A>>();
+        let inner: usize = self
+            .buckets
+            .iter()
+            .map(|b| {
+                b.entries.capacity() * size_of::<Entry<A>>()
+                    + b.replacements.capacity() * size_of::<Contact<A>>()
+            })
+            .sum();
+        let subnets = self.per_subnet.len() * (size_of::<Subnet>() + size_of::<u32>()) * 3 / 2;
+        buckets + inner + subnets
     }
 
     /// Number of peers in the table (replacement caches not counted).
@@ -284,10 +341,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     fn locate(&self, fp: &Fingerprint) -> Option<(usize, usize)> {
         let cpl = self.cpl(&fp.key())?;
         let bucket = self.buckets.get(cpl)?;
-        let pos = bucket
-            .entries
-            .iter()
-            .position(|e| e.contact.fingerprint == *fp)?;
+        let pos = bucket.entries.iter().position(|e| e.fingerprint == *fp)?;
         Some((cpl, pos))
     }
 
@@ -303,6 +357,10 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     }
 
     fn ensure_bucket(&mut self, cpl: usize, now: Time) {
+        // Exactly the buckets needed: doubling would leave ~1 KB of unused
+        // bucket slots per node (18 buckets in a capacity of 32 at 100k).
+        self.buckets
+            .reserve_exact((cpl + 1).saturating_sub(self.buckets.len()));
         while self.buckets.len() <= cpl {
             self.buckets.push(Bucket::new(now));
         }
@@ -327,9 +385,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         if let Some(pos) = self.buckets[cpl]
             .entries
             .iter()
-            .position(|e| same_key(&e.contact.fingerprint, &fp))
+            .position(|e| same_key(&e.fingerprint, &fp))
         {
-            let old = &self.buckets[cpl].entries[pos].contact;
+            let old = &self.buckets[cpl].entries[pos];
             if old.fingerprint != fp {
                 // A v4 and a v6 fingerprint padded to one key: first one wins.
                 return SeenOutcome::Refused;
@@ -346,8 +404,8 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             }
             let bucket = &mut self.buckets[cpl];
             let mut entry = bucket.entries.remove(pos);
-            entry.contact.address = contact.address;
-            entry.last_seen = now;
+            entry.address = contact.address;
+            entry.last_seen = Stamp::floor(now);
             entry.failures = 0;
             bucket.entries.push(entry);
             return SeenOutcome::Updated;
@@ -381,8 +439,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             self.count_subnet(&contact.address, true);
             let bucket = &mut self.buckets[cpl];
             bucket.entries.push(Entry {
-                contact,
-                last_seen: now,
+                fingerprint: contact.fingerprint,
+                address: contact.address,
+                last_seen: Stamp::floor(now),
                 last_ping: None,
                 failures: 0,
             });
@@ -408,16 +467,18 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             }
             bucket.replacements.push(contact);
         }
-        let recently_checked = bucket.last_check.is_some_and(|t| now.since(t) < backoff);
+        let recently_checked = bucket
+            .last_check
+            .is_some_and(|t| now.since(t.time()) < backoff);
         let head = &mut bucket.entries[0];
-        let recently_seen = now.since(head.last_seen) < backoff && head.failures == 0;
-        let recently_pinged = head.last_ping.is_some_and(|t| now.since(t) < backoff);
+        let recently_seen = head.seen_within(now, backoff) && head.failures == 0;
+        let recently_pinged = head.pinged_within(now, backoff);
         if recently_seen || recently_pinged || recently_checked {
             SeenOutcome::Cached
         } else {
-            head.last_ping = Some(now);
-            bucket.last_check = Some(now);
-            SeenOutcome::PingRequired(head.contact.clone())
+            head.last_ping = Some(Stamp::ceil(now));
+            bucket.last_check = Some(Stamp::ceil(now));
+            SeenOutcome::PingRequired(head.contact())
         }
     }
 
@@ -427,10 +488,10 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         match self.locate(fp) {
             Some((cpl, pos)) => {
                 let e = &mut self.buckets[cpl].entries[pos];
-                if e.last_ping.is_some_and(|t| now.since(t) < backoff) {
+                if e.pinged_within(now, backoff) {
                     return false;
                 }
-                e.last_ping = Some(now);
+                e.last_ping = Some(Stamp::ceil(now));
                 true
             }
             None => true,
@@ -452,7 +513,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         }
         let gone = bucket.entries.remove(pos);
         self.len -= 1;
-        self.count_subnet(&gone.contact.address, false);
+        self.count_subnet(&gone.address, false);
         let promoted = self.promote(cpl);
         FailedOutcome::Evicted { promoted }
     }
@@ -468,7 +529,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             let twin = self.buckets[cpl]
                 .entries
                 .iter()
-                .any(|e| e.contact.fingerprint.key() == key);
+                .any(|e| e.fingerprint.key() == key);
             if !twin && self.admits(cpl, self.subnet(&c.address), None) {
                 break c;
             }
@@ -478,8 +539,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         bucket.entries.insert(
             0,
             Entry {
-                contact: contact.clone(),
-                last_seen: Time::ZERO,
+                fingerprint: contact.fingerprint,
+                address: contact.address.clone(),
+                last_seen: Stamp::floor(Time::ZERO),
                 last_ping: None,
                 failures: 0,
             },
@@ -494,10 +556,10 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         if let Some((cpl, pos)) = self.locate(fp) {
             let entry = self.buckets[cpl].entries.remove(pos);
             self.len -= 1;
-            self.count_subnet(&entry.contact.address, false);
+            self.count_subnet(&entry.address, false);
             let promoted = self.promote(cpl);
             return Removed::Entry {
-                removed: entry.contact,
+                removed: Contact::new(entry.fingerprint, entry.address),
                 promoted,
             };
         }
@@ -521,7 +583,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// Marks bucket `index` as just looked up (not stale).
     pub fn touch_bucket(&mut self, index: BucketIndex, now: Time) {
         if let Some(b) = self.buckets.get_mut(index.common_prefix_len()) {
-            b.last_lookup = now;
+            b.last_lookup = Stamp::floor(now);
         }
     }
 
@@ -529,7 +591,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     pub fn touch_bucket_of(&mut self, target: &Key, now: Time) {
         if let Some(cpl) = self.cpl(target) {
             if let Some(b) = self.buckets.get_mut(cpl) {
-                b.last_lookup = now;
+                b.last_lookup = Stamp::floor(now);
             }
         }
     }
@@ -540,14 +602,17 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         self.buckets
             .iter()
             .enumerate()
-            .filter(|(_, b)| now.since(b.last_lookup) >= stall)
+            .filter(|(_, b)| now.since(b.last_lookup.time()) >= stall)
             .filter_map(|(cpl, _)| BucketIndex::from_common_prefix_len(cpl))
             .collect()
     }
 
     /// When the next bucket becomes stale, if any bucket exists.
     pub fn next_stale_at(&self, stall: Duration) -> Option<Time> {
-        self.buckets.iter().map(|b| b.last_lookup + stall).min()
+        self.buckets
+            .iter()
+            .map(|b| b.last_lookup.time() + stall)
+            .min()
     }
 
     /// Buckets farther than the closest neighbour's (the join refresh set).
@@ -582,7 +647,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 if out.len() == n {
                     break;
                 }
-                out.push(e.contact.clone());
+                out.push(e.contact());
             }
         };
         let usable = |e: &Entry<A>| liveness == Liveness::Any || e.failures == 0;
@@ -593,7 +658,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     .entries
                     .iter()
                     .filter(|e| usable(e))
-                    .map(|e| (e.contact.fingerprint.key().distance(target), e)),
+                    .map(|e| (e.fingerprint.key().distance(target), e)),
             );
             flush(&mut group, &mut out);
         }
@@ -607,7 +672,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     .entries
                     .iter()
                     .filter(|e| usable(e))
-                    .map(|e| (e.contact.fingerprint.key().distance(target), e)),
+                    .map(|e| (e.fingerprint.key().distance(target), e)),
             );
         }
         flush(&mut group, &mut out);
@@ -621,7 +686,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     .entries
                     .iter()
                     .filter(|e| usable(e))
-                    .map(|e| (e.contact.fingerprint.key().distance(target), e)),
+                    .map(|e| (e.fingerprint.key().distance(target), e)),
             );
             flush(&mut group, &mut out);
         }
@@ -641,7 +706,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 return Err(format!("bucket {cpl} caches too many replacements"));
             }
             for e in &b.entries {
-                let fp = e.contact.fingerprint;
+                let fp = e.fingerprint;
                 if fp == self.local {
                     return Err("table holds the local node".into());
                 }
@@ -671,11 +736,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         let mut table: BTreeMap<Subnet, u32> = BTreeMap::new();
         for (cpl, b) in self.buckets.iter().enumerate() {
             let mut bucket: BTreeMap<Subnet, usize> = BTreeMap::new();
-            for s in b
-                .entries
-                .iter()
-                .filter_map(|e| self.subnet(&e.contact.address))
-            {
+            for s in b.entries.iter().filter_map(|e| self.subnet(&e.address)) {
                 *bucket.entry(s).or_default() += 1;
                 *table.entry(s).or_default() += 1;
             }
@@ -788,7 +849,7 @@ mod tests {
             SeenOutcome::Updated
         );
         let b = t.buckets().next().unwrap().1;
-        assert_eq!(b.entries()[1].contact.fingerprint, fp(0x80, 1));
+        assert_eq!(b.entries()[1].fingerprint, fp(0x80, 1));
         assert_eq!(b.replacements().len(), 1);
     }
 

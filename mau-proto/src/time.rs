@@ -54,3 +54,61 @@ impl Sub<Duration> for Time {
         )
     }
 }
+
+/// A [`Time`] in whole seconds, packed in 4 bytes: what the routing table keeps
+/// per entry and per bucket. Half the size of a `Time`, and `Option<Stamp>` is
+/// still 4 bytes (the niche of `NonZeroU32`), so an entry for a `u32` address
+/// shrinks from 72 to 52 bytes: the difference between a million simulated
+/// nodes fitting in memory or not. Range: 136 years after the epoch (later
+/// times saturate).
+///
+/// Second precision is enough for what the stamps decide (STALL_PERIOD 1 h,
+/// PING_MIN_BACKOFF 30 s); each caller picks the rounding that keeps its rule
+/// safe: [`Stamp::floor`] for "seen at" (an entry looks at most 1 s older),
+/// [`Stamp::ceil`] for "pinged at" (a backoff never ends early).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Stamp(std::num::NonZeroU32);
+
+impl Stamp {
+    /// Seconds + 1, saturating: the `+ 1` keeps zero free for the niche.
+    fn from_secs(secs: u64) -> Stamp {
+        let v = secs.saturating_add(1).min(u64::from(u32::MAX)) as u32;
+        Stamp(std::num::NonZeroU32::MIN.saturating_add(v - 1))
+    }
+
+    /// `t` rounded down to the second.
+    pub fn floor(t: Time) -> Stamp {
+        Stamp::from_secs(t.0 / 1000)
+    }
+
+    /// `t` rounded up to the second.
+    pub fn ceil(t: Time) -> Stamp {
+        Stamp::from_secs(t.0.div_ceil(1000))
+    }
+
+    /// Back to a [`Time`] (a whole second).
+    pub fn time(self) -> Time {
+        Time(u64::from(self.0.get() - 1) * 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_to_seconds_both_ways() {
+        assert_eq!(Stamp::floor(Time(1999)).time(), Time(1000));
+        assert_eq!(Stamp::ceil(Time(1001)).time(), Time(2000));
+        assert_eq!(Stamp::ceil(Time(2000)).time(), Time(2000));
+        assert_eq!(Stamp::floor(Time::ZERO).time(), Time::ZERO);
+        assert_eq!(std::mem::size_of::<Option<Stamp>>(), 4);
+    }
+
+    #[test]
+    fn stamps_saturate_instead_of_wrapping() {
+        let far = Time(u64::MAX);
+        assert_eq!(Stamp::floor(far), Stamp::ceil(far));
+        assert!(Stamp::floor(far) > Stamp::floor(Time(1000 * u64::from(u32::MAX) / 2)));
+    }
+}

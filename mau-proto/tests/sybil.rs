@@ -78,7 +78,7 @@ fn at_most_ten_peers_of_a_slash_24_in_the_table() {
     assert_eq!(inserted, 10);
     t.check_invariants().expect("invariants");
     // A departure frees a slot.
-    let first = t.entries().next().map(|e| e.contact.fingerprint);
+    let first = t.entries().next().map(|e| e.fingerprint);
     t.remove(&first.expect("an entry"));
     let c = Contact::new(id(0x01, 77), ip(5, 6, 7, 200));
     assert_eq!(t.seen(c, now, BACKOFF), SeenOutcome::Inserted);
@@ -147,7 +147,7 @@ fn a_peer_cannot_move_into_a_full_subnet() {
     t.seen(Contact::new(far(3), ip(9, 9, 9, 9)), now, BACKOFF);
     let moved = Contact::new(far(3), ip(1, 2, 3, 3));
     assert_eq!(t.seen(moved, now, BACKOFF), SeenOutcome::SubnetFull);
-    let kept = t.get(&far(3)).map(|e| e.contact.address);
+    let kept = t.get(&far(3)).map(|e| e.address);
     assert_eq!(kept, Some(ip(9, 9, 9, 9)));
     // Moving within its own subnet, or to a free one, is fine.
     let moved = Contact::new(far(1), ip(1, 2, 3, 50));
@@ -176,7 +176,7 @@ fn a_subnet_cannot_fill_the_replacement_cache_nor_be_promoted_past_the_limit() {
     t.failed(&far(2));
     let of_attacker = t
         .entries()
-        .filter(|e| e.contact.address >> 8 == ip(3, 3, 3, 0) >> 8)
+        .filter(|e| e.address >> 8 == ip(3, 3, 3, 0) >> 8)
         .count();
     assert!(of_attacker <= 2);
     t.check_invariants().expect("invariants");
@@ -273,7 +273,7 @@ fn hostile_answers_never_evict_live_peers() {
             .table()
             .get(&p.fingerprint)
             .expect("a good peer was evicted");
-        assert_eq!(e.contact.address, p.address, "hearsay changed an address");
+        assert_eq!(e.address, p.address, "hearsay changed an address");
         assert_eq!(e.failures, 0, "a lie counted as a failure");
     }
     assert_eq!(
