@@ -9,6 +9,8 @@
 //!
 //! - [`Scenario`]: what to simulate (plain, serialisable data);
 //! - [`run`]: the run loop, separate from any command line;
+//! - [`warm`]: converged tables built directly (`--warm-start`), how a
+//!   million nodes fit in memory and in minutes;
 //! - [`Report`]: the metrics, split into a [`Deterministic`] part (a pure
 //!   function of the scenario: same seed, byte-identical JSON) and
 //!   [`Resources`] (wall-clock time, peak memory).
@@ -21,6 +23,7 @@ pub mod plot;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;
+pub mod warm;
 
 pub use metrics::{Deterministic, Report, Resources, Stats};
 pub use scenario::{Attack, Policy, ProtocolParams, Scenario};

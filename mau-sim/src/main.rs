@@ -36,6 +36,11 @@ Network and workload:
                          eclipse = the adversaries closest to the
                          target; garbage = made-up and misaddressed
                          peers                                         [eclipse]
+  --warm-start M         start the --nodes with converged tables (K
+                         random peers per bucket range) instead of
+                         joining them one by one, then let M newcomers
+                         join through the protocol (the join cost)
+                         before the lookups: how 1M nodes fit  [cold start]
 
 Protocol:
   --k N  --alpha N  --rpc-timeout MS  --stall-period T  --ping-backoff T
@@ -146,6 +151,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
             "--stall-period" => s.protocol.stall_period_ms = parse_time_ms(&v)?,
             "--ping-backoff" => s.protocol.ping_min_backoff_ms = parse_time_ms(&v)?,
             "--min-success" => cli.min_success = Some(num(&flag, &v)?),
+            "--warm-start" => s.warm_start = Some(num(&flag, &v)?),
             _ => return Err(format!("unknown option {flag:?} (try --help)")),
         }
     }

@@ -156,6 +156,9 @@ pub struct TableMetrics {
     pub buckets: Stats,
     /// Table entries pointing at departed nodes, per table.
     pub dead_entries: Stats,
+    /// Bytes of protocol state per node at the end: `size_of::<Node<u32>>()`
+    /// plus [`mau_proto::Node::heap_bytes`] (tables, lookups, queues).
+    pub node_bytes: Stats,
     /// Invariant violations found by `--check` (0 unless checking).
     pub invariant_violations: u64,
 }

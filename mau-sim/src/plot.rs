@@ -7,6 +7,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::Value;
 
+use crate::sweep::ratio;
+
 /// One plotted series: a name, a colour and its points.
 struct Series {
     name: String,
@@ -46,13 +48,16 @@ fn s(r: &Value, c: &str) -> String {
 
 /// `column` against n for `policy` at churn `churn`, sorted by n.
 fn by_n(rows: &[Value], policy: &str, churn: f64, column: &str) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, f64)> = rows
+    let mut v: Vec<(f64, f64, f64)> = rows
         .iter()
         .filter(|r| s(r, "policy") == policy && f(r, "churn") == churn)
-        .map(|r| (f(r, "nodes"), f(r, column)))
+        .map(|r| (f(r, "nodes"), f(r, "warm_start"), f(r, column)))
         .collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v
+    // One point per n: a cold-start row where there is one (warm starts
+    // only reach sizes cold starts cannot).
+    v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    v.dedup_by(|later, first| later.0 == first.0);
+    v.into_iter().map(|(n, _, y)| (n, y)).collect()
 }
 
 fn draw(
@@ -327,7 +332,8 @@ pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
     Ok(written)
 }
 
-/// A Markdown table with ours and Go side by side per (size, churn), with ratios.
+/// A Markdown table with ours and Go side by side per (size, churn, start),
+/// with ratios computed here, so rows from separate sweep files pair up.
 pub fn markdown_table(rows: &[Value]) -> String {
     let mut t = String::from(
         "| n | churn | success ours / go (ratio) | hops mean ours / go (ratio) | hops median / p99 ours; go | msgs/lookup mean ours / go (ratio) | latency median ms ours / go | join msgs/node ours / go | table entries | bytes/entry | est. bytes/node | peak RSS/node ours; go | CPU s ours / go | ⌈log₂ n⌉ | log₂n/log₂K |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -337,26 +343,30 @@ pub fn markdown_table(rows: &[Value]) -> String {
             s(g, "policy") == "go"
                 && f(g, "nodes") == f(o, "nodes")
                 && f(g, "churn") == f(o, "churn")
+                && f(g, "warm_start") == f(o, "warm_start")
         }) else {
             continue;
         };
+        let n = match f(o, "warm_start") {
+            w if w > 0.0 => format!("{} warm ({w} joins)", f(o, "nodes")),
+            _ => f(o, "nodes").to_string(),
+        };
         t.push_str(&format!(
-            "| {} | {} | {:.2}% / {:.2}% ({:.3}) | {:.2} / {:.2} ({:.3}) | {} / {}; {} / {} | {:.1} / {:.1} ({:.3}) | {} / {} | {:.0} / {:.0} | {} | {} | {} | {} B; {} B | {:.1} / {:.1} | {} | {:.2} |\n",
-            f(o, "nodes"),
+            "| {n} | {} | {:.2}% / {:.2}% ({:.3}) | {:.2} / {:.2} ({:.3}) | {} / {}; {} / {} | {:.1} / {:.1} ({:.3}) | {} / {} | {:.0} / {:.0} | {} | {} | {} | {} B; {} B | {:.1} / {:.1} | {} | {:.2} |\n",
             f(o, "churn"),
             100.0 * f(o, "success"),
             100.0 * f(g, "success"),
-            f(o, "success_vs_go"),
+            ratio(f(o, "success"), f(g, "success")),
             f(o, "hops_mean"),
             f(g, "hops_mean"),
-            f(o, "hops_vs_go"),
+            ratio(f(o, "hops_mean"), f(g, "hops_mean")),
             f(o, "hops_median"),
             f(o, "hops_p99"),
             f(g, "hops_median"),
             f(g, "hops_p99"),
             f(o, "msgs_per_lookup_mean"),
             f(g, "msgs_per_lookup_mean"),
-            f(o, "msgs_vs_go"),
+            ratio(f(o, "msgs_per_lookup_mean"), f(g, "msgs_per_lookup_mean")),
             f(o, "latency_median_ms"),
             f(g, "latency_median_ms"),
             f(o, "join_msgs_per_node"),

@@ -212,6 +212,13 @@ pub struct Scenario {
     pub adversaries: f64,
     /// What the adversaries answer.
     pub attack: Attack,
+    /// Warm start with this many sample joins: the `nodes` initial nodes
+    /// start with converged tables (K random peers per bucket range, see
+    /// `warm.rs`) instead of joining one by one; then this many newcomers
+    /// join through the protocol (their cost is the join column) before the
+    /// lookups. `None`: cold start, every node joins.
+    #[serde(default)]
+    pub warm_start: Option<u32>,
 }
 
 impl Default for Scenario {
@@ -233,6 +240,7 @@ impl Default for Scenario {
             protocol: ProtocolParams::default(),
             adversaries: 0.0,
             attack: Attack::Eclipse,
+            warm_start: None,
         }
     }
 }

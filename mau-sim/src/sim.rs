@@ -20,6 +20,7 @@ use crate::metrics::{
     LookupMetrics, Report, Resources, Stats, TableMetrics, TrafficMetrics,
 };
 use crate::scenario::{Attack, Scenario};
+use crate::warm;
 
 /// Index of a simulated node (its address).
 type Addr = u32;
@@ -186,15 +187,16 @@ pub fn run(scenario: &Scenario) -> Result<Report, String> {
 pub fn run_with_progress(scenario: &Scenario, progress: bool) -> Result<Report, String> {
     scenario.validate()?;
     let started = Instant::now();
-    let mut sim = Sim::new(scenario.clone());
-    sim.progress = progress.then_some(started);
+    let mut sim = Sim::new(scenario.clone(), progress.then_some(started));
     sim.run_to_end();
     Ok(sim.report(started))
 }
 
 impl Sim {
-    /// A network with no node yet; the first initial join is scheduled at time 0.
-    pub fn new(sc: Scenario) -> Sim {
+    /// A network with no node yet and the first initial join scheduled at
+    /// time 0, or (warm start) the initial nodes already joined. With
+    /// `progress` (the run's start), progress lines go to stderr.
+    pub fn new(sc: Scenario, progress: Option<Instant>) -> Sim {
         let config = sc.protocol.to_config();
         let rng = Rng::new(sc.seed);
         let mut sim = Sim {
@@ -211,7 +213,7 @@ impl Sim {
             lookups_settled: 0,
             events: 0,
             wall_join_done: None,
-            progress: None,
+            progress,
             cpu_at_start: cpu_times_ms().0,
             cpu_wait_at_start: cpu_times_ms().1,
             hops: Vec::new(),
@@ -232,8 +234,69 @@ impl Sim {
             invariant_violations: 0,
             sc,
         };
-        sim.push(0, Ev::InitialJoin { node: 0 });
+        match sim.sc.warm_start {
+            None => {
+                sim.push(0, Ev::InitialJoin { node: 0 });
+            }
+            Some(joins) => {
+                sim.warm_start();
+                let first = sim.sc.nodes;
+                if joins > 0 {
+                    sim.push(0, Ev::InitialJoin { node: first });
+                } else {
+                    sim.begin_lookup_phase();
+                }
+            }
+        }
         sim
+    }
+
+    /// Nodes started before the lookup phase: the initial network plus a warm
+    /// start's sample joiners.
+    fn initial_nodes(&self) -> u32 {
+        self.sc.nodes + self.sc.warm_start.unwrap_or(0)
+    }
+
+    /// Spawns the initial nodes with converged tables (see [`warm`]), all
+    /// joined at time 0.
+    fn warm_start(&mut self) {
+        for _ in 0..self.sc.nodes {
+            self.spawn();
+        }
+        let mut order: Vec<(Key, Addr)> = (0..self.sc.nodes)
+            .map(|a| (self.slots[a as usize].fp.key(), a))
+            .collect();
+        order.sort_unstable();
+        let keys: Vec<Key> = order.iter().map(|(k, _)| *k).collect();
+        let now = Time(self.now);
+        let mut picks = Vec::new();
+        for a in 0..self.sc.nodes {
+            picks.clear();
+            let local = self.slots[a as usize].fp.key();
+            warm::converged_peers(&keys, &local, self.config.k, &mut self.rng, &mut picks);
+            for &i in &picks {
+                let b = order[i].1;
+                let contact = Contact::new(self.slots[b as usize].fp, b);
+                if let Some(node) = self.slots[a as usize].node.as_mut() {
+                    node.add_peer(now, contact);
+                }
+            }
+            let slot = &mut self.slots[a as usize];
+            slot.joining = false;
+            slot.joined_pos = Some(self.joined.len() as u32);
+            self.joined.push(a);
+            self.pump(a);
+            if let Some(t0) = self.progress.filter(|_| (a + 1) % 100_000 == 0) {
+                eprintln!(
+                    "[{:7.1} s wall] warm start: {} of {} tables built, peak RSS {} MiB",
+                    t0.elapsed().as_secs_f64(),
+                    a + 1,
+                    self.sc.nodes,
+                    peak_rss_kib() / 1024
+                );
+            }
+        }
+        self.initial_joined = self.sc.nodes;
     }
 
     fn push(&mut self, at: u64, ev: Ev) -> u64 {
@@ -360,7 +423,7 @@ impl Sim {
                 let a = self.spawn();
                 debug_assert_eq!(a, node);
                 self.start_join(a);
-                if node + 1 < self.sc.nodes {
+                if node + 1 < self.initial_nodes() {
                     let at = self.now + self.sc.join_interval_ms;
                     self.push(at, Ev::InitialJoin { node: node + 1 });
                 }
@@ -394,7 +457,7 @@ impl Sim {
 
     /// Latest time the lookup phase waits for: the last initial join plus 10 min.
     fn join_deadline(&self) -> u64 {
-        (self.sc.nodes as u64 - 1) * self.sc.join_interval_ms + 600_000
+        (self.initial_nodes() as u64 - 1) * self.sc.join_interval_ms + 600_000
     }
 
     fn churn_interval(&self) -> u64 {
@@ -647,9 +710,9 @@ impl Sim {
                 self.join_peers.push(peers as u64);
                 slot.joined_pos = Some(self.joined.len() as u32);
                 self.joined.push(a);
-                if a < self.sc.nodes {
+                if a < self.initial_nodes() {
                     self.initial_joined += 1;
-                    if self.initial_joined == self.sc.nodes {
+                    if self.initial_joined == self.initial_nodes() {
                         self.begin_lookup_phase();
                     }
                 }
@@ -726,6 +789,7 @@ impl Sim {
         let mut size = Vec::new();
         let mut buckets = Vec::new();
         let mut dead = Vec::new();
+        let mut bytes = Vec::new();
         let mut departed = 0;
         for slot in &self.slots {
             let Some(node) = slot.node.as_ref() else {
@@ -733,11 +797,12 @@ impl Sim {
                 continue;
             };
             let t = node.table();
+            bytes.push((std::mem::size_of::<Node<Addr>>() + node.heap_bytes()) as u64);
             size.push(t.len() as u64);
             buckets.push(t.buckets().count() as u64);
             dead.push(
                 t.entries()
-                    .filter(|e| self.slots[e.contact.address as usize].node.is_none())
+                    .filter(|e| self.slots[e.address as usize].node.is_none())
                     .count() as u64,
             );
         }
@@ -747,6 +812,7 @@ impl Sim {
             size: Stats::from_samples(&mut size),
             buckets: Stats::from_samples(&mut buckets),
             dead_entries: Stats::from_samples(&mut dead),
+            node_bytes: Stats::from_samples(&mut bytes),
             invariant_violations: self.invariant_violations,
         }
     }

@@ -3,8 +3,7 @@
 
 use std::mem::size_of;
 
-use mau_proto::routing_table::{Bucket, Entry};
-use mau_proto::Node;
+use mau_proto::routing_table::Entry;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{round3, Report};
@@ -83,6 +82,9 @@ pub struct Row {
     pub lookups: u32,
     /// Seed.
     pub seed: u64,
+    /// Warm start's sample joins (0: cold start, every node joined).
+    #[serde(default)]
+    pub warm_start: u32,
     /// Found / counted (target alive or found).
     pub success: f64,
     /// Found / scheduled.
@@ -115,7 +117,8 @@ pub struct Row {
     pub dead_entries_mean: f64,
     /// `size_of::<Entry<u32>>()`: bytes of one routing-table entry.
     pub bytes_per_entry: u64,
-    /// Estimated node state from struct sizes: `Node` + buckets + entries (median table), bytes.
+    /// Protocol state per node at the end, mean, bytes: `size_of::<Node<u32>>()`
+    /// + `Node::heap_bytes()` (table, replacement caches, lookups, queues).
     pub est_bytes_per_node: u64,
     /// Peak RSS of the process during this run, KiB.
     pub peak_rss_kib: u64,
@@ -146,6 +149,7 @@ pub const COLUMNS: &[&str] = &[
     "churn",
     "lookups",
     "seed",
+    "warm_start",
     "success",
     "success_all",
     "hops_median",
@@ -200,15 +204,14 @@ fn row_of(policy: Policy, sc: &Scenario, r: &Report, rss_before_kib: u64) -> Row
     let n = sc.nodes as f64;
     let k = sc.protocol.k.max(2) as f64;
     let entries = d.tables.size.median;
-    let est = size_of::<Node<u32>>() as u64
-        + d.tables.buckets.median * size_of::<Bucket<u32>>() as u64
-        + entries * size_of::<Entry<u32>>() as u64;
+    let est = d.tables.node_bytes.mean.round() as u64;
     Row {
         policy: policy.name().into(),
         nodes: sc.nodes,
         churn: sc.churn,
         lookups: sc.lookups,
         seed: sc.seed,
+        warm_start: sc.warm_start.unwrap_or(0),
         success: l.success_rate,
         success_all: l.success_rate_all,
         hops_median: l.hops.median,
@@ -244,7 +247,8 @@ fn row_of(policy: Policy, sc: &Scenario, r: &Report, rss_before_kib: u64) -> Row
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+/// `a / b` rounded to 3 decimals (1 when both are 0).
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 {
         if a == 0.0 {
             1.0

@@ -108,3 +108,39 @@ fn honest_lookups_survive_ten_percent_adversaries() {
         assert_eq!(d.tables.invariant_violations, 0);
     }
 }
+
+/// A warm start spawns the network with converged tables: every lookup
+/// succeeds, exactly the sample joiners go through the protocol, tables hold
+/// what a converged table holds (about K per bucket), and it stays a pure
+/// function of the scenario.
+#[test]
+fn warm_start_builds_converged_tables_and_measures_sample_joins() {
+    let mut sc = small(2000, 300, 5);
+    sc.warm_start = Some(50);
+    let r = run(&sc).unwrap();
+    let d = &r.deterministic;
+    assert_eq!(d.join.started, 50, "{}", r.summary());
+    assert_eq!(d.join.completed, 50, "{}", r.summary());
+    assert!(d.join.messages_per_node.mean > 0.0);
+    assert_eq!(d.lookups.found, 300, "{}", r.summary());
+    // 2000 nodes, K = 20: buckets 0..=5 full (2000 / 2^6 > 20), the rest
+    // take whoever is there, so ~20 * 6.6 + ~20 peers.
+    let size = d.tables.size.median;
+    assert!((130..=170).contains(&size), "median table {size}");
+    assert!(d.tables.node_bytes.mean > 0.0);
+    assert_eq!(d.tables.invariant_violations, 0);
+    assert_eq!(
+        r.deterministic_json(),
+        run(&sc).unwrap().deterministic_json()
+    );
+
+    // The cold run of the same network agrees on what matters.
+    sc.warm_start = None;
+    let cold = run(&sc).unwrap();
+    assert_eq!(cold.deterministic.lookups.found, 300, "{}", cold.summary());
+    let cold_size = cold.deterministic.tables.size.median as f64;
+    assert!(
+        (size as f64 / cold_size - 1.0).abs() < 0.1,
+        "warm {size} cold {cold_size}"
+    );
+}
