@@ -472,19 +472,26 @@ mod tests {
         Contact::new(fp(n), n)
     }
 
+    /// A lookup (id 1, 80 candidates at most, started at 0) for `fp(1)`.
+    fn lookup(kind: LookupKind, seeds: Vec<Contact<u8>>, k: usize, alpha: usize) -> Lookup<u8> {
+        Lookup::new(LookupId(1), kind, fp(1), seeds, k, alpha, 80, Time(0))
+    }
+
+    /// Asks whoever `l` wants asked, each peer answering at once with
+    /// `known(its address)`, until nobody is left; returns who was asked.
+    fn drive(l: &mut Lookup<u8>, known: impl Fn(u8) -> Vec<Contact<u8>>) -> Vec<Fingerprint> {
+        let mut asked = Vec::new();
+        while let Some(p) = l.next_request() {
+            asked.push(p.fingerprint);
+            l.on_success(&p.fingerprint, known(p.address), &fp(0xff));
+        }
+        asked
+    }
+
     #[test]
     fn finds_target_through_hops() {
         let local = fp(0xff);
-        let mut l = Lookup::new(
-            LookupId(1),
-            LookupKind::FindPeer,
-            fp(1),
-            vec![c(0x40)],
-            20,
-            3,
-            80,
-            Time(0),
-        );
+        let mut l = lookup(LookupKind::FindPeer, vec![c(0x40)], 20, 3);
         assert_eq!(l.next_request(), Some(c(0x40)));
         assert_eq!(l.next_request(), None);
         l.on_success(&fp(0x40), vec![c(0x10), c(0xff)], &local);
@@ -503,16 +510,7 @@ mod tests {
     #[test]
     fn failures_end_the_lookup() {
         let local = fp(0xff);
-        let mut l = Lookup::new(
-            LookupId(1),
-            LookupKind::FindPeer,
-            fp(1),
-            vec![c(2), c(3)],
-            20,
-            3,
-            80,
-            Time(0),
-        );
+        let mut l = lookup(LookupKind::FindPeer, vec![c(2), c(3)], 20, 3);
         let a = l.next_request().unwrap();
         let b = l.next_request().unwrap();
         l.on_failure(&a.fingerprint);
@@ -529,22 +527,8 @@ mod tests {
 
     #[test]
     fn never_asks_twice() {
-        let local = fp(0xff);
-        let mut l = Lookup::new(
-            LookupId(1),
-            LookupKind::Refresh,
-            fp(1),
-            vec![c(2)],
-            2,
-            1,
-            80,
-            Time(0),
-        );
-        let mut asked = Vec::new();
-        while let Some(p) = l.next_request() {
-            asked.push(p.fingerprint);
-            l.on_success(&p.fingerprint, vec![c(2), c(3), c(4), c(5)], &local);
-        }
+        let mut l = lookup(LookupKind::Refresh, vec![c(2)], 2, 1);
+        let asked = drive(&mut l, |_| vec![c(2), c(3), c(4), c(5)]);
         let mut dedup = asked.clone();
         dedup.dedup();
         assert_eq!(asked, dedup);
@@ -555,27 +539,10 @@ mod tests {
 
     #[test]
     fn go_exhaustive_asks_past_the_k_closest() {
-        let local = fp(0xff);
         let run = |t: Termination| {
-            let mut l = Lookup::new(
-                LookupId(1),
-                LookupKind::Refresh,
-                fp(1),
-                vec![c(2)],
-                2,
-                1,
-                80,
-                Time(0),
-            )
-            .with_termination(t);
-            let mut asked = Vec::new();
-            while let Some(p) = l.next_request() {
-                asked.push(p.fingerprint);
-                // Peer n knows n + 1 and n + 2, up to 5.
-                let n = p.address;
-                let known = (n + 1..=(n + 2).min(5)).map(c).collect();
-                l.on_success(&p.fingerprint, known, &local);
-            }
+            let mut l = lookup(LookupKind::Refresh, vec![c(2)], 2, 1).with_termination(t);
+            // Peer n knows n + 1 and n + 2, up to 5.
+            let asked = drive(&mut l, |n| (n + 1..=(n + 2).min(5)).map(c).collect());
             assert!(l.is_finished());
             asked
         };
@@ -586,20 +553,11 @@ mod tests {
             vec![fp(2), fp(3), fp(5), fp(4)]
         );
         // Go still stops on an exact match.
-        let mut l = Lookup::new(
-            LookupId(2),
-            LookupKind::FindPeer,
-            fp(1),
-            vec![c(1), c(2), c(3)],
-            20,
-            1,
-            80,
-            Time(0),
-        )
-        .with_termination(Termination::GoExhaustive);
+        let mut l = lookup(LookupKind::FindPeer, vec![c(1), c(2), c(3)], 20, 1)
+            .with_termination(Termination::GoExhaustive);
         assert_eq!(l.next_request(), Some(c(1)));
         assert_eq!(l.next_request(), None, "α = 1");
-        l.on_success(&fp(1), vec![c(4)], &local);
+        l.on_success(&fp(1), vec![c(4)], &fp(0xff));
         assert!(l.is_finished());
         assert_eq!(l.outcome().requests, 1);
     }

@@ -697,29 +697,10 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 }
 
 #[cfg(test)]
-mod join_tests {
+mod tests {
     use super::*;
 
-    fn fp(n: u8) -> Fingerprint {
-        let mut b = [0u8; 20];
-        b[0] = n;
-        Fingerprint::V4(b)
-    }
-
-    #[test]
-    fn join_with_empty_table_reports_joined() {
-        let mut n: Node<u32> = Node::new(fp(1), Config::default(), Time(0), 7);
-        n.join(Time(0), []).unwrap();
-        let outs: Vec<_> = std::iter::from_fn(|| n.poll_output()).collect();
-        assert!(outs.contains(&Output::Event(Event::Joined { peers: 0 })));
-        assert!(!n.is_joining());
-    }
-}
-
-#[cfg(test)]
-mod probe_tests {
-    use super::*;
-
+    /// A v4 fingerprint starting with `n` (and ending with 1: never all zeros).
     fn fp(n: u8) -> Fingerprint {
         let mut b = [0u8; 20];
         b[0] = n;
@@ -727,9 +708,37 @@ mod probe_tests {
         Fingerprint::V4(b)
     }
 
+    /// Everything `node` has to say now.
     fn drain(node: &mut Node<u32>) -> Vec<Output<u32>> {
         std::iter::from_fn(|| node.poll_output()).collect()
     }
+
+    /// Answers every find_peer with nobody; returns the find_peer targets sent.
+    fn answer_all_empty(n: &mut Node<u32>, now: Time) -> Vec<Fingerprint> {
+        let mut targets = Vec::new();
+        while let Some(o) = n.poll_output() {
+            if let Output::Transmit(t) = o {
+                if let Request::FindPeer(f) = t.request {
+                    targets.push(f);
+                }
+                n.on_response(now, t.id, Ok(Response::Peers(vec![])));
+            }
+        }
+        targets
+    }
+
+    // ----- join --------------------------------------------------------------
+
+    #[test]
+    fn join_with_empty_table_reports_joined() {
+        let mut n: Node<u32> = Node::new(fp(1), Config::default(), Time(0), 7);
+        n.join(Time(0), []).unwrap();
+        let outs = drain(&mut n);
+        assert!(outs.contains(&Output::Event(Event::Joined { peers: 0 })));
+        assert!(!n.is_joining());
+    }
+
+    // ----- probes ------------------------------------------------------------
 
     #[test]
     fn claimed_address_is_probed_before_it_enters_the_table() {
@@ -801,32 +810,8 @@ mod probe_tests {
         assert!(n.closest(&fp(0x80)).is_empty());
         assert!(now > Time(0));
     }
-}
 
-#[cfg(test)]
-mod rejoin_tests {
-    use super::*;
-
-    fn fp(n: u8) -> Fingerprint {
-        let mut b = [0u8; 20];
-        b[0] = n;
-        b[19] = 7;
-        Fingerprint::V4(b)
-    }
-
-    /// Answers every find_peer with nobody; returns the find_peer targets sent.
-    fn answer_all_empty(n: &mut Node<u32>, now: Time) -> Vec<Fingerprint> {
-        let mut targets = Vec::new();
-        while let Some(o) = n.poll_output() {
-            if let Output::Transmit(t) = o {
-                if let Request::FindPeer(f) = t.request {
-                    targets.push(f);
-                }
-                n.on_response(now, t.id, Ok(Response::Peers(vec![])));
-            }
-        }
-        targets
-    }
+    // ----- rejoin ------------------------------------------------------------
 
     #[test]
     fn a_join_that_finds_few_peers_is_repeated_with_backoff() {
@@ -849,7 +834,7 @@ mod rejoin_tests {
         let second = n.poll_timeout().expect("another rejoin");
         assert_eq!(second, first + n.config().rejoin_interval * 2);
         n.handle_timeout(second);
-        let out: Vec<_> = std::iter::from_fn(|| n.poll_output()).collect();
+        let out = drain(&mut n);
         assert!(!out
             .iter()
             .any(|o| matches!(o, Output::Event(Event::Joined { .. }))));

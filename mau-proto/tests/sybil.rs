@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use mau_proto::routing_table::SeenOutcome;
 use mau_proto::{
-    Config, Contact, Event, Fingerprint, LimitScope, Node, Output, Request, Response, RoutingTable,
-    RpcFailure, SubnetLimits, Time,
+    Config, Contact, Event, Fingerprint, HostIp, LimitScope, Node, Output, Request, Response,
+    RoutingTable, RpcFailure, SubnetLimits, Time, Transmit,
 };
 
 const BACKOFF: Duration = Duration::from_secs(30);
@@ -37,8 +37,17 @@ fn local() -> Fingerprint {
     Fingerprint::V4([0u8; 20])
 }
 
+/// A table of `local()` (K = `k`, 8 replacements) limited by `limits`.
+fn table<A: Clone + Eq + HostIp>(
+    k: usize,
+    max_failures: u8,
+    limits: SubnetLimits,
+) -> RoutingTable<A> {
+    RoutingTable::new(local(), k, 8, max_failures).with_subnet_limits(Some(limits))
+}
+
 fn limited_table() -> RoutingTable<u32> {
-    RoutingTable::new(local(), 20, 8, 2).with_subnet_limits(Some(SubnetLimits::default()))
+    table(20, 2, SubnetLimits::default())
 }
 
 #[test]
@@ -88,27 +97,18 @@ fn at_most_ten_peers_of_a_slash_24_in_the_table() {
 #[test]
 fn ipv6_peers_are_limited_per_slash_64() {
     use mau_proto::PeerAddress;
-    let mut t: RoutingTable<PeerAddress> =
-        RoutingTable::new(local(), 20, 8, 2).with_subnet_limits(Some(SubnetLimits::default()));
+    let mut t: RoutingTable<PeerAddress> = table(20, 2, SubnetLimits::default());
     let addr = |s: &str| PeerAddress::parse(s).expect("valid address");
     let now = Time(0);
     let c = |n, a: &str| Contact::new(far(n), addr(a));
-    assert_eq!(
-        t.seen(c(1, "[2a00:1:2:3::1]:80"), now, BACKOFF),
-        SeenOutcome::Inserted
-    );
-    assert_eq!(
-        t.seen(c(2, "[2a00:1:2:3::2]:80"), now, BACKOFF),
-        SeenOutcome::Inserted
-    );
-    assert_eq!(
-        t.seen(c(3, "[2a00:1:2:3:ffff::3]:80"), now, BACKOFF),
-        SeenOutcome::SubnetFull
-    );
-    assert_eq!(
-        t.seen(c(4, "[2a00:1:2:4::1]:80"), now, BACKOFF),
-        SeenOutcome::Inserted
-    );
+    for (n, a, outcome) in [
+        (1, "[2a00:1:2:3::1]:80", SeenOutcome::Inserted),
+        (2, "[2a00:1:2:3::2]:80", SeenOutcome::Inserted),
+        (3, "[2a00:1:2:3:ffff::3]:80", SeenOutcome::SubnetFull),
+        (4, "[2a00:1:2:4::1]:80", SeenOutcome::Inserted),
+    ] {
+        assert_eq!(t.seen(c(n, a), now, BACKOFF), outcome, "{a}");
+    }
     // DNS names cannot be placed in a subnet by the core: not limited.
     for n in 5..9 {
         let a = format!("host{n}.example.org:80");
@@ -127,8 +127,7 @@ fn private_addresses_are_exempt_by_default_and_limited_on_request() {
         scope: LimitScope::All,
         ..SubnetLimits::default()
     };
-    let mut strict: RoutingTable<u32> =
-        RoutingTable::new(local(), 20, 8, 2).with_subnet_limits(Some(all));
+    let mut strict: RoutingTable<u32> = table(20, 2, all);
     let inserted = (0..20u16)
         .filter(|n| {
             let c = Contact::new(far(*n), ip(127, 0, 0, 1));
@@ -158,8 +157,7 @@ fn a_peer_cannot_move_into_a_full_subnet() {
 #[test]
 fn a_subnet_cannot_fill_the_replacement_cache_nor_be_promoted_past_the_limit() {
     // K = 2 so the bucket fills with two peers of different subnets.
-    let mut t: RoutingTable<u32> =
-        RoutingTable::new(local(), 2, 8, 1).with_subnet_limits(Some(SubnetLimits::default()));
+    let mut t: RoutingTable<u32> = table(2, 1, SubnetLimits::default());
     let now = Time(0);
     t.seen(Contact::new(far(1), ip(1, 1, 1, 1)), now, BACKOFF);
     t.seen(Contact::new(far(2), ip(2, 2, 2, 2)), now, BACKOFF);
@@ -188,17 +186,65 @@ fn drain(n: &mut Node<u32>) -> Vec<Output<u32>> {
     std::iter::from_fn(|| n.poll_output()).collect()
 }
 
-/// A node with 20 live peers in its farthest bucket, each answering at its address.
-fn node_with_live_peers(now: Time) -> (Node<u32>, Vec<Contact<u32>>) {
-    let mut n: Node<u32> = Node::new(local(), Config::default(), now, 7);
-    let peers: Vec<Contact<u32>> = (0..20u16)
-        .map(|i| Contact::new(far(i), ip(10, 0, 0, 1) + u32::from(i)))
-        .collect();
-    for p in &peers {
+/// A node (seed 7) that knows `peers`, its first outputs drained.
+fn node_knowing<'a>(
+    config: Config,
+    now: Time,
+    peers: impl IntoIterator<Item = &'a Contact<u32>>,
+) -> Node<u32> {
+    let mut n: Node<u32> = Node::new(local(), config, now, 7);
+    for p in peers {
         n.add_peer(now, p.clone());
     }
     drain(&mut n);
-    (n, peers)
+    n
+}
+
+/// A node with 20 live peers in its farthest bucket, each answering at its address.
+fn node_with_live_peers(now: Time) -> (Node<u32>, Vec<Contact<u32>>) {
+    let peers: Vec<Contact<u32>> = (0..20u16)
+        .map(|i| Contact::new(far(i), ip(10, 0, 0, 1) + u32::from(i)))
+        .collect();
+    (node_knowing(Config::default(), now, &peers), peers)
+}
+
+/// Drives `n` for at most `rounds` rounds: every request it sends is answered
+/// at once with `answer(request)`. When it falls quiet it stops, unless
+/// `timers` is set: then the clock moves to its next timer if that is within
+/// `timers` of now, and it goes on. Returns what the last lookup to finish
+/// found (`None` if none finished).
+fn drive(
+    n: &mut Node<u32>,
+    now: &mut Time,
+    rounds: usize,
+    timers: Option<Duration>,
+    mut answer: impl FnMut(&Transmit<u32>) -> Result<Response<u32>, RpcFailure>,
+) -> Option<Option<Contact<u32>>> {
+    let mut found = None;
+    for _ in 0..rounds {
+        let outs = drain(n);
+        if outs.is_empty() {
+            match (timers, n.poll_timeout()) {
+                (Some(horizon), Some(t)) if t < *now + horizon => {
+                    *now = t;
+                    n.handle_timeout(t);
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        for o in outs {
+            match o {
+                Output::Transmit(t) => {
+                    let r = answer(&t);
+                    n.on_response(*now, t.id, r);
+                }
+                Output::Event(Event::LookupFinished(o)) => found = Some(o.found),
+                Output::Event(_) => {}
+            }
+        }
+    }
+    found
 }
 
 #[test]
@@ -212,57 +258,39 @@ fn hostile_answers_never_evict_live_peers() {
         ..Config::default()
     };
     let mut now = Time(1_000_000);
-    let mut n: Node<u32> = Node::new(local(), config, now, 7);
     let a = Contact::new(far(1), ip(10, 0, 0, 1));
     let b = Contact::new(far(2), ip(10, 0, 0, 2));
     let c = Contact::new(id(0x40, 1), ip(10, 0, 0, 3));
     let d = Contact::new(id(0x40, 2), ip(10, 0, 0, 4));
-    for p in [&a, &b, &c, &d] {
-        n.add_peer(now, p.clone());
-    }
-    drain(&mut n);
+    let mut n = node_knowing(config, now, [&a, &b, &c, &d]);
     let mut asked_at_dead_addresses = 0;
     for round in 0..5u16 {
         let target = id(0x41, round);
         n.start_lookup(now, target).expect("lookup starts");
-        for _ in 0..100 {
-            let outs = drain(&mut n);
-            if outs.is_empty() {
-                match n.poll_timeout() {
-                    Some(t) if t < now + Duration::from_secs(60) => {
-                        now = t;
-                        n.handle_timeout(now);
-                        continue;
-                    }
-                    _ => break,
+        let horizon = Some(Duration::from_secs(60));
+        drive(&mut n, &mut now, 100, horizon, |t| {
+            if t.to == c {
+                // Good peers at dead addresses, one record many times,
+                // and strangers that never answer.
+                let mut records = vec![
+                    Contact::new(a.fingerprint, ip(203, 0, 113, 1)),
+                    Contact::new(b.fingerprint, ip(203, 0, 113, 2)),
+                ];
+                records.extend((0..5).map(|_| Contact::new(far(999), ip(198, 51, 100, 1))));
+                records.push(Contact::new(id(0x41, 500 + round), 42));
+                Ok(Response::Peers(records))
+            } else if t.to == a || t.to == b {
+                match t.request {
+                    Request::FindPeer(_) => Ok(Response::Peers(vec![])),
+                    Request::Ping => Ok(Response::Pong),
                 }
+            } else {
+                if t.to.fingerprint == a.fingerprint || t.to.fingerprint == b.fingerprint {
+                    asked_at_dead_addresses += 1;
+                }
+                Err(RpcFailure::Timeout)
             }
-            for o in outs {
-                let Output::Transmit(t) = o else { continue };
-                let answer = if t.to == c {
-                    // Good peers at dead addresses, one record many times,
-                    // and strangers that never answer.
-                    let mut records = vec![
-                        Contact::new(a.fingerprint, ip(203, 0, 113, 1)),
-                        Contact::new(b.fingerprint, ip(203, 0, 113, 2)),
-                    ];
-                    records.extend((0..5).map(|_| Contact::new(far(999), ip(198, 51, 100, 1))));
-                    records.push(Contact::new(id(0x41, 500 + round), 42));
-                    Ok(Response::Peers(records))
-                } else if t.to == a || t.to == b {
-                    match t.request {
-                        Request::FindPeer(_) => Ok(Response::Peers(vec![])),
-                        Request::Ping => Ok(Response::Pong),
-                    }
-                } else {
-                    if t.to.fingerprint == a.fingerprint || t.to.fingerprint == b.fingerprint {
-                        asked_at_dead_addresses += 1;
-                    }
-                    Err(RpcFailure::Timeout)
-                };
-                n.on_response(now, t.id, answer);
-            }
-        }
+        });
         // C must stay in the table to keep lying: re-add it if a ping
         // decided against it (it is "alive").
         n.add_peer(now, c.clone());
@@ -285,44 +313,31 @@ fn hostile_answers_never_evict_live_peers() {
 
 #[test]
 fn a_dead_address_for_the_target_does_not_hide_it() {
-    let now = Time(1_000_000);
+    let mut now = Time(1_000_000);
     let (mut n, peers) = node_with_live_peers(now);
     let target = id(0x40, 1);
     let real = ip(10, 9, 9, 9);
     n.start_lookup(now, target).expect("lookup starts");
     let mut answered = false;
-    let mut found = None;
     let mut asked_target = Vec::new();
-    for _ in 0..100 {
-        let outs = drain(&mut n);
-        if outs.is_empty() {
-            break;
-        }
-        for o in outs {
-            match o {
-                Output::Transmit(t) if t.to.fingerprint == target => {
-                    asked_target.push(t.to.address);
-                    let r = if t.to.address == real {
-                        Ok(Response::Peers(vec![]))
-                    } else {
-                        Err(RpcFailure::Unreachable)
-                    };
-                    n.on_response(now, t.id, r);
-                }
-                Output::Transmit(t) if peers.contains(&t.to) => {
-                    // The first answer is a liar (target at a dead address),
-                    // every later one tells the truth.
-                    let address = if answered { real } else { ip(203, 0, 113, 7) };
-                    answered = true;
-                    let records = vec![Contact::new(target, address)];
-                    n.on_response(now, t.id, Ok(Response::Peers(records)));
-                }
-                Output::Transmit(t) => n.on_response(now, t.id, Err(RpcFailure::Timeout)),
-                Output::Event(Event::LookupFinished(o)) => found = Some(o.found),
-                Output::Event(_) => {}
+    let found = drive(&mut n, &mut now, 100, None, |t| {
+        if t.to.fingerprint == target {
+            asked_target.push(t.to.address);
+            if t.to.address == real {
+                Ok(Response::Peers(vec![]))
+            } else {
+                Err(RpcFailure::Unreachable)
             }
+        } else if peers.contains(&t.to) {
+            // The first answer is a liar (target at a dead address),
+            // every later one tells the truth.
+            let address = if answered { real } else { ip(203, 0, 113, 7) };
+            answered = true;
+            Ok(Response::Peers(vec![Contact::new(target, address)]))
+        } else {
+            Err(RpcFailure::Timeout)
         }
-    }
+    });
     assert_eq!(asked_target.first(), Some(&ip(203, 0, 113, 7)));
     assert!(asked_target.contains(&real), "asked only {asked_target:?}");
     assert_eq!(found, Some(Some(Contact::new(target, real))));
@@ -330,32 +345,25 @@ fn a_dead_address_for_the_target_does_not_hide_it() {
 
 #[test]
 fn a_lookup_tries_at_most_three_addresses_per_peer() {
-    let now = Time(1_000_000);
+    let mut now = Time(1_000_000);
     let (mut n, peers) = node_with_live_peers(now);
     let target = id(0x40, 2);
     n.start_lookup(now, target).expect("lookup starts");
     let mut liar = 0u32;
     let mut tries = 0;
-    for _ in 0..200 {
-        let outs = drain(&mut n);
-        if outs.is_empty() {
-            break;
+    drive(&mut n, &mut now, 200, None, |t| {
+        if t.to.fingerprint == target {
+            tries += 1;
+            Err(RpcFailure::Unreachable)
+        } else if peers.contains(&t.to) {
+            // Every answer names the target at yet another dead address.
+            liar += 1;
+            let records = vec![Contact::new(target, ip(203, 0, 113, 0) + liar)];
+            Ok(Response::Peers(records))
+        } else {
+            Err(RpcFailure::Timeout)
         }
-        for o in outs {
-            let Output::Transmit(t) = o else { continue };
-            if t.to.fingerprint == target {
-                tries += 1;
-                n.on_response(now, t.id, Err(RpcFailure::Unreachable));
-            } else if peers.contains(&t.to) {
-                // Every answer names the target at yet another dead address.
-                liar += 1;
-                let records = vec![Contact::new(target, ip(203, 0, 113, 0) + liar)];
-                n.on_response(now, t.id, Ok(Response::Peers(records)));
-            } else {
-                n.on_response(now, t.id, Err(RpcFailure::Timeout));
-            }
-        }
-    }
+    });
     assert_eq!(tries, 3, "target tried {tries} times");
 }
 
@@ -363,8 +371,7 @@ fn a_lookup_tries_at_most_three_addresses_per_peer() {
 fn a_lookup_surrounded_by_colluders_widens_to_farther_seeds() {
     // The 20 table peers closest to the target collude: they answer with each
     // other only. Twenty honest but farther peers know the target.
-    let now = Time(1_000_000);
-    let mut n: Node<u32> = Node::new(local(), Config::default(), now, 7);
+    let mut now = Time(1_000_000);
     let target = Contact::new(id(0x40, 1), ip(10, 1, 1, 1));
     let colluders: Vec<Contact<u32>> = (0..20u16)
         .map(|i| Contact::new(id(0x40, 100 + i), ip(10, 2, 0, 1) + u32::from(i)))
@@ -372,38 +379,22 @@ fn a_lookup_surrounded_by_colluders_widens_to_farther_seeds() {
     let honest: Vec<Contact<u32>> = (0..20u16)
         .map(|i| Contact::new(far(i), ip(10, 3, 0, 1) + u32::from(i)))
         .collect();
-    for p in colluders.iter().chain(&honest) {
-        n.add_peer(now, p.clone());
-    }
-    drain(&mut n);
+    let mut n = node_knowing(Config::default(), now, colluders.iter().chain(&honest));
     n.start_lookup(now, target.fingerprint)
         .expect("lookup starts");
-    let mut found = None;
     let mut honest_asked = 0;
-    for _ in 0..100 {
-        let outs = drain(&mut n);
-        if outs.is_empty() {
-            break;
+    let found = drive(&mut n, &mut now, 100, None, |t| {
+        if t.to == target {
+            Ok(Response::Peers(vec![]))
+        } else if colluders.contains(&t.to) {
+            Ok(Response::Peers(colluders.clone()))
+        } else if honest.contains(&t.to) {
+            honest_asked += 1;
+            Ok(Response::Peers(vec![target.clone()]))
+        } else {
+            Err(RpcFailure::Timeout)
         }
-        for o in outs {
-            match o {
-                Output::Transmit(t) if t.to == target => {
-                    n.on_response(now, t.id, Ok(Response::Peers(vec![])))
-                }
-                Output::Transmit(t) if colluders.contains(&t.to) => {
-                    n.on_response(now, t.id, Ok(Response::Peers(colluders.clone())))
-                }
-                Output::Transmit(t) if honest.contains(&t.to) => {
-                    honest_asked += 1;
-                    let answer = vec![target.clone()];
-                    n.on_response(now, t.id, Ok(Response::Peers(answer)))
-                }
-                Output::Transmit(t) => n.on_response(now, t.id, Err(RpcFailure::Timeout)),
-                Output::Event(Event::LookupFinished(o)) => found = Some(o.found),
-                Output::Event(_) => {}
-            }
-        }
-    }
+    });
     assert!(honest_asked > 0, "never left the colluders");
     assert_eq!(found, Some(Some(target)));
 }
