@@ -98,6 +98,30 @@ pub async fn network<R: Runtime>(rt: &R, n: u32) -> Vec<RunningNode<R>> {
     nodes
 }
 
+/// `n` nodes on two runtimes, one network: node 0 on `a` first, then odd
+/// nodes on `b` and even ones on `a`, alternately, each joining through node 0.
+pub async fn mixed_network<A: Runtime, B: Runtime>(
+    a: &A,
+    b: &B,
+    n: u32,
+) -> (Vec<RunningNode<A>>, Vec<RunningNode<B>>) {
+    let first = start(a, 0, config(0), vec![]).await;
+    let boot = vec![first.contact()];
+    let (mut on_a, mut on_b) = (vec![first], Vec::new());
+    for i in 1..n {
+        let cfg = config(u64::from(i));
+        match i % 2 {
+            0 => on_a.push(start(a, i, cfg, boot.clone()).await),
+            _ => on_b.push(start(b, i, cfg, boot.clone()).await),
+        }
+    }
+    eventually(a, "all nodes joined", Duration::from_secs(60), || {
+        on_a.iter().all(|n| !n.is_joining()) && on_b.iter().all(|n| !n.is_joining())
+    })
+    .await;
+    (on_a, on_b)
+}
+
 /// Every node finds every other node by a DHT lookup.
 pub async fn every_node_finds_every_other<R: Runtime>(rt: R, n: u32) {
     let nodes = network(&rt, n).await;

@@ -1,10 +1,22 @@
 //! Mixed networks: smol nodes and tokio nodes form one DHT and find each other.
 
+use std::future::Future;
 use std::time::Duration;
 
 use mau_smol::SmolRuntime;
-use mau_tests::{config, eventually, start};
+use mau_tests::{eventually, mixed_network};
 use mau_tokio::TokioRuntime;
+
+/// Runs `f` on smol, with a tokio runtime (two workers) beside it.
+fn on_both<F: Future>(f: impl FnOnce(SmolRuntime, TokioRuntime) -> F) -> F::Output {
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let tk = TokioRuntime::from_handle(tokio_rt.handle().clone());
+    smol::block_on(f(SmolRuntime, tk))
+}
 
 /// The nodes of `nodes` (other than `fp` itself) that do not find `fp` at `addr`.
 async fn misses_from<R: mau_net::Runtime>(
@@ -28,33 +40,29 @@ async fn misses_from<R: mau_net::Runtime>(
     misses
 }
 
+/// Asserts that every node of `nodes` has one of `others` in its table.
+fn each_holds_one_of<R: mau_net::Runtime>(
+    nodes: &[mau_net::RunningNode<R>],
+    kind: &str,
+    others: &[mau_proto::Fingerprint],
+) {
+    for n in nodes {
+        assert!(
+            n.snapshot()
+                .peers
+                .iter()
+                .any(|p| others.contains(&p.fingerprint)),
+            "{kind} node {} holds no node of the other runtime",
+            n.fingerprint()
+        );
+    }
+}
+
 #[test]
 fn ten_smol_and_ten_tokio_nodes_find_each_other() {
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let tk = TokioRuntime::from_handle(tokio_rt.handle().clone());
-    let sm = SmolRuntime;
-    smol::block_on(async {
-        let first = start(&sm, 0, config(0), vec![]).await;
-        let boot = vec![first.contact()];
-        let mut smol_nodes = vec![first];
-        let mut tokio_nodes = Vec::new();
-        for i in 1..20u32 {
-            if i % 2 == 0 {
-                smol_nodes.push(start(&sm, i, config(u64::from(i)), boot.clone()).await);
-            } else {
-                tokio_nodes.push(start(&tk, i, config(u64::from(i)), boot.clone()).await);
-            }
-        }
+    on_both(|sm, tk| async move {
+        let (smol_nodes, tokio_nodes) = mixed_network(&sm, &tk, 20).await;
         assert_eq!((smol_nodes.len(), tokio_nodes.len()), (10, 10));
-        eventually(&sm, "all joined", Duration::from_secs(60), || {
-            smol_nodes.iter().all(|n| !n.is_joining())
-                && tokio_nodes.iter().all(|n| !n.is_joining())
-        })
-        .await;
         let everyone: Vec<_> = smol_nodes
             .iter()
             .map(|n| (n.fingerprint(), n.advertised().clone()))
@@ -73,20 +81,8 @@ fn ten_smol_and_ten_tokio_nodes_find_each_other() {
         // Both kinds hold both kinds in their tables.
         let smol_fps: Vec<_> = smol_nodes.iter().map(|n| n.fingerprint()).collect();
         let tokio_fps: Vec<_> = tokio_nodes.iter().map(|n| n.fingerprint()).collect();
-        for n in &smol_nodes {
-            assert!(n
-                .snapshot()
-                .peers
-                .iter()
-                .any(|p| tokio_fps.contains(&p.fingerprint)));
-        }
-        for n in &tokio_nodes {
-            assert!(n
-                .snapshot()
-                .peers
-                .iter()
-                .any(|p| smol_fps.contains(&p.fingerprint)));
-        }
+        each_holds_one_of(&smol_nodes, "smol", &tokio_fps);
+        each_holds_one_of(&tokio_nodes, "tokio", &smol_fps);
     });
 }
 
@@ -94,18 +90,49 @@ fn ten_smol_and_ten_tokio_nodes_find_each_other() {
 #[test]
 fn smol_and_tokio_sync_from_each_other() {
     use mau_net::sync::{FriendClient, SyncOptions};
+    use mau_net::{RunningNode, Runtime};
     use mau_store::Store;
     use mau_tests::content_sync::{account_in, serve};
+    use std::any::type_name;
     use std::sync::Arc;
 
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let tk = TokioRuntime::from_handle(tokio_rt.handle().clone());
-    let sm = SmolRuntime;
-    smol::block_on(async {
+    /// `store` shares `n` files named `<who>-<i>` (lower case) with `to`.
+    fn share(store: &Store, who: &str, n: usize, to: &Store) {
+        for i in 0..n {
+            let name = format!("{}-{i}", who.to_lowercase());
+            let body = format!("from {who} {i}");
+            store
+                .share(&name, body.as_bytes(), &[to.fingerprint()])
+                .expect("share");
+        }
+    }
+
+    /// The owner of `store` (on `node`) syncs `friend`'s files from `server`,
+    /// a node of the other runtime; all `n` of them arrive.
+    async fn sync_from<C: Runtime, S: Runtime>(
+        (node, store): (&RunningNode<C>, &Arc<Store>),
+        (server, friend): (&RunningNode<S>, &Arc<Store>),
+        n: usize,
+    ) {
+        let opts = SyncOptions {
+            idle_timeout: Duration::from_secs(10),
+            ..SyncOptions::default()
+        };
+        let client = FriendClient::connect(
+            node,
+            store.clone(),
+            friend.fingerprint(),
+            &[server.advertised().clone()],
+            opts,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("friend not reachable from {}: {e}", type_name::<C>()));
+        let r = client.sync(&()).await.expect("sync");
+        assert_eq!((r.downloaded, r.failed.len()), (n, 0), "{r:?}");
+        assert_eq!(store.files(&friend.fingerprint()).expect("files").len(), n);
+    }
+
+    on_both(|sm, tk| async move {
         let (da, db) = (
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
@@ -126,51 +153,11 @@ fn smol_and_tokio_sync_from_each_other() {
             !nb.is_joining()
         })
         .await;
-        for i in 0..20 {
-            sa.share(
-                &format!("a-{i}"),
-                format!("from A {i}").as_bytes(),
-                &[sb.fingerprint()],
-            )
-            .expect("share");
-        }
-        for i in 0..10 {
-            sb.share(
-                &format!("b-{i}"),
-                format!("from B {i}").as_bytes(),
-                &[sa.fingerprint()],
-            )
-            .expect("share");
-        }
-        let opts = SyncOptions {
-            idle_timeout: Duration::from_secs(10),
-            ..SyncOptions::default()
-        };
+        share(&sa, "A", 20, &sb);
+        share(&sb, "B", 10, &sa);
         // smol client <- tokio server.
-        let client = FriendClient::connect(
-            &nb,
-            sb.clone(),
-            sa.fingerprint(),
-            &[na.advertised().clone()],
-            opts.clone(),
-        )
-        .await
-        .expect("A reachable from smol");
-        let r = client.sync(&()).await.expect("sync");
-        assert_eq!((r.downloaded, r.failed.len()), (20, 0), "{r:?}");
-        assert_eq!(sb.files(&sa.fingerprint()).expect("files").len(), 20);
+        sync_from((&nb, &sb), (&na, &sa), 20).await;
         // tokio client <- smol server.
-        let client = FriendClient::connect(
-            &na,
-            sa.clone(),
-            sb.fingerprint(),
-            &[nb.advertised().clone()],
-            opts,
-        )
-        .await
-        .expect("B reachable from tokio");
-        let r = client.sync(&()).await.expect("sync");
-        assert_eq!((r.downloaded, r.failed.len()), (10, 0), "{r:?}");
-        assert_eq!(sa.files(&sb.fingerprint()).expect("files").len(), 10);
+        sync_from((&na, &sa), (&nb, &sb), 10).await;
     });
 }
