@@ -156,6 +156,11 @@ pub struct TableMetrics {
     pub buckets: Stats,
     /// Table entries pointing at departed nodes, per table.
     pub dead_entries: Stats,
+    /// Tables that hold each alive node (its in-degree). Entries per table
+    /// are the same warm or cold; how evenly nodes are known is not: LRS
+    /// buckets keep early joiners, so a cold network knows late joiners
+    /// mostly from their neighbourhood, a warm start knows everyone evenly.
+    pub in_degree: Stats,
     /// Bytes of protocol state per node at the end: `size_of::<Node<u32>>()`
     /// plus [`mau_proto::Node::heap_bytes`] (tables, lookups, queues).
     pub node_bytes: Stats,

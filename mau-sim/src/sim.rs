@@ -790,6 +790,7 @@ impl Sim {
         let mut buckets = Vec::new();
         let mut dead = Vec::new();
         let mut bytes = Vec::new();
+        let mut known = vec![0u64; self.slots.len()];
         let mut departed = 0;
         for slot in &self.slots {
             let Some(node) = slot.node.as_ref() else {
@@ -800,12 +801,22 @@ impl Sim {
             bytes.push((std::mem::size_of::<Node<Addr>>() + node.heap_bytes()) as u64);
             size.push(t.len() as u64);
             buckets.push(t.buckets().count() as u64);
+            for e in t.entries() {
+                known[e.address as usize] += 1;
+            }
             dead.push(
                 t.entries()
                     .filter(|e| self.slots[e.address as usize].node.is_none())
                     .count() as u64,
             );
         }
+        let mut in_degree: Vec<u64> = self
+            .slots
+            .iter()
+            .zip(&known)
+            .filter(|(slot, _)| slot.node.is_some())
+            .map(|(_, &k)| k)
+            .collect();
         TableMetrics {
             alive_nodes: size.len() as u64,
             departed_nodes: departed,
@@ -813,6 +824,7 @@ impl Sim {
             buckets: Stats::from_samples(&mut buckets),
             dead_entries: Stats::from_samples(&mut dead),
             node_bytes: Stats::from_samples(&mut bytes),
+            in_degree: Stats::from_samples(&mut in_degree),
             invariant_violations: self.invariant_violations,
         }
     }

@@ -117,6 +117,12 @@ pub struct Row {
     pub dead_entries_mean: f64,
     /// `size_of::<Entry<u32>>()`: bytes of one routing-table entry.
     pub bytes_per_entry: u64,
+    /// Tables holding a node, median (in-degree: how evenly nodes are known).
+    #[serde(default)]
+    pub in_degree_median: u64,
+    /// Tables holding a node, 99th percentile.
+    #[serde(default)]
+    pub in_degree_p99: u64,
     /// Protocol state per node at the end, mean, bytes: `size_of::<Node<u32>>()`
     /// + `Node::heap_bytes()` (table, replacement caches, lookups, queues).
     pub est_bytes_per_node: u64,
@@ -166,6 +172,8 @@ pub const COLUMNS: &[&str] = &[
     "table_entries_median",
     "dead_entries_mean",
     "bytes_per_entry",
+    "in_degree_median",
+    "in_degree_p99",
     "est_bytes_per_node",
     "peak_rss_kib",
     "rss_bytes_per_node",
@@ -232,6 +240,8 @@ fn row_of(policy: Policy, sc: &Scenario, r: &Report, rss_before_kib: u64) -> Row
         table_entries_median: entries,
         dead_entries_mean: d.tables.dead_entries.mean,
         bytes_per_entry: size_of::<Entry<u32>>() as u64,
+        in_degree_median: d.tables.in_degree.median,
+        in_degree_p99: d.tables.in_degree.p99,
         est_bytes_per_node: est,
         peak_rss_kib: r.resources.peak_rss_kib,
         rss_bytes_per_node: (r.resources.peak_rss_kib.saturating_sub(rss_before_kib) * 1024)

@@ -115,18 +115,18 @@ fn honest_lookups_survive_ten_percent_adversaries() {
 /// function of the scenario.
 #[test]
 fn warm_start_builds_converged_tables_and_measures_sample_joins() {
-    let mut sc = small(2000, 300, 5);
-    sc.warm_start = Some(50);
+    let mut sc = small(1000, 200, 5);
+    sc.warm_start = Some(40);
     let r = run(&sc).unwrap();
     let d = &r.deterministic;
-    assert_eq!(d.join.started, 50, "{}", r.summary());
-    assert_eq!(d.join.completed, 50, "{}", r.summary());
+    assert_eq!(d.join.started, 40, "{}", r.summary());
+    assert_eq!(d.join.completed, 40, "{}", r.summary());
     assert!(d.join.messages_per_node.mean > 0.0);
-    assert_eq!(d.lookups.found, 300, "{}", r.summary());
-    // 2000 nodes, K = 20: buckets 0..=5 full (2000 / 2^6 > 20), the rest
-    // take whoever is there, so ~20 * 6.6 + ~20 peers.
+    assert_eq!(d.lookups.found, 200, "{}", r.summary());
+    // 1000 nodes, K = 20: buckets 0..=4 full (1000 / 2^5 > 20), the rest
+    // take whoever is there (~16 + 8 + 4 + 2 + 1): ~131 peers.
     let size = d.tables.size.median;
-    assert!((130..=170).contains(&size), "median table {size}");
+    assert!((115..=150).contains(&size), "median table {size}");
     assert!(d.tables.node_bytes.mean > 0.0);
     assert_eq!(d.tables.invariant_violations, 0);
     assert_eq!(
@@ -137,10 +137,22 @@ fn warm_start_builds_converged_tables_and_measures_sample_joins() {
     // The cold run of the same network agrees on what matters.
     sc.warm_start = None;
     let cold = run(&sc).unwrap();
-    assert_eq!(cold.deterministic.lookups.found, 300, "{}", cold.summary());
+    assert_eq!(cold.deterministic.lookups.found, 200, "{}", cold.summary());
     let cold_size = cold.deterministic.tables.size.median as f64;
     assert!(
         (size as f64 / cold_size - 1.0).abs() < 0.1,
         "warm {size} cold {cold_size}"
+    );
+    // What differs is how evenly nodes are known: a warm start spreads
+    // everyone over random tables, a cold network's LRS buckets keep the
+    // early joiners (docs/scaling.md, "warm vs cold").
+    let skew = |d: &mau_sim::Deterministic| {
+        d.tables.in_degree.p99 as f64 / d.tables.in_degree.median.max(1) as f64
+    };
+    let (warm_skew, cold_skew) = (skew(d), skew(&cold.deterministic));
+    assert!(warm_skew < 1.5, "warm in-degree p99/median {warm_skew}");
+    assert!(
+        cold_skew > 2.0 * warm_skew,
+        "cold {cold_skew} vs warm {warm_skew}"
     );
 }
