@@ -12,8 +12,8 @@
 mod netns;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use netns::{init_account, mau_bin, Lab, PASSPHRASE};
@@ -23,19 +23,11 @@ const PORT: &str = "7000";
 /// Starts `mau server start` in `ns` for the account in `dir`; returns the
 /// child index and the moment its banner appeared.
 fn start_server(lab: &mut Lab, ns: &str, dir: &Path, extra: &[&str]) -> (usize, Instant) {
-    let bin = mau_bin();
     let log = dir.join("server.log");
     let listen = format!("[::]:{PORT}");
-    let mut args: Vec<&str> = vec![bin.to_str().expect("utf-8 path"), "--dir"];
-    args.push(dir.to_str().expect("utf-8 path"));
-    args.extend(["server", "start", "--listen", &listen]);
-    args.extend(extra);
-    let i = lab.spawn(
-        ns,
-        &args,
-        &[("MAU_PASSPHRASE", PASSPHRASE), ("MAU_LOG_LEVEL", "debug")],
-        &log,
-    );
+    let args = [&["server", "start", "--listen", &listen][..], extra].concat();
+    let env = [("MAU_PASSPHRASE", PASSPHRASE), ("MAU_LOG_LEVEL", "debug")];
+    let i = mau_argv(dir, &args, |a| lab.spawn(ns, a, &env, &log));
     let banner = lab.read_line(i, Duration::from_secs(30));
     assert!(
         banner.as_deref().is_some_and(|l| l.contains("listening")),
@@ -45,17 +37,26 @@ fn start_server(lab: &mut Lab, ns: &str, dir: &Path, extra: &[&str]) -> (usize, 
     (i, Instant::now())
 }
 
-/// Fingerprints a server lists, via `mau discover --local --json` or
-/// `mau peers list --json` (run inside `ns`, so nothing multicasts outside).
-fn listed(lab: &Lab, ns: &str, dir: &Path, what: &[&str]) -> BTreeSet<String> {
+/// Calls `f` with the command line `mau --dir <dir> <args>`.
+fn mau_argv<T>(dir: &Path, args: &[&str], f: impl FnOnce(&[&str]) -> T) -> T {
     let bin = mau_bin();
-    let mut args = vec![
+    let head = [
         bin.to_str().expect("utf-8"),
         "--dir",
         dir.to_str().expect("utf-8"),
     ];
-    args.extend(what);
-    let out = lab.try_sh(ns, &args);
+    f(&[&head[..], args].concat())
+}
+
+/// Runs `mau --dir <dir> <args>` inside `ns` (so nothing multicasts outside).
+fn mau(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> Output {
+    mau_argv(dir, args, |a| lab.try_sh(ns, a))
+}
+
+/// Fingerprints a server lists, via `mau discover --local --json` or
+/// `mau peers list --json`.
+fn listed(lab: &Lab, ns: &str, dir: &Path, what: &[&str]) -> BTreeSet<String> {
+    let out = mau(lab, ns, dir, what);
     let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
         Ok(v) => v,
         Err(_) => return BTreeSet::new(),
@@ -166,19 +167,40 @@ fn three_nodes(tag: &str, extra: &[&str]) {
     }
 }
 
-/// python-zeroconf helper (tests/netns/zc.py) in `ns`.
-fn zc(lab: &Lab, ns: &str, args: &[&str]) -> std::process::Output {
+/// Calls `f` with the command line of the python-zeroconf helper
+/// (tests/netns/zc.py) and `args`.
+fn zc_argv<T>(args: &[&str], f: impl FnOnce(&[&str]) -> T) -> T {
     let script = netns::scripts_dir().join("zc.py");
-    let mut a = vec!["/usr/bin/python3", script.to_str().expect("utf-8")];
-    a.extend(args);
-    lab.try_sh(ns, &a)
+    let head = ["/usr/bin/python3", script.to_str().expect("utf-8")];
+    f(&[&head[..], args].concat())
 }
 
-#[test]
-fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
-    let Some(mut lab) = Lab::new("mdnszc") else {
-        return;
-    };
+/// Runs the python-zeroconf helper in `ns` to its end and asserts that it
+/// succeeded (else fails with `what`, its stdout and stderr); returns its stdout.
+fn zc(lab: &Lab, ns: &str, args: &[&str], what: &str) -> String {
+    let out = zc_argv(args, |a| lab.try_sh(ns, a));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Starts the python-zeroconf helper in `ns` (stderr to `log`).
+fn zc_spawn(lab: &mut Lab, ns: &str, args: &[&str], log: &Path) -> usize {
+    zc_argv(args, |a| lab.spawn(ns, a, &[], log))
+}
+
+/// The netns fixture of the one-node tests: two namespaces on one bridge (in
+/// a namespace of its own: multicast never reaches a real interface), a new
+/// account serving in the first, and python-zeroconf (required) to run in the
+/// second. Returns the lab, the two namespaces, the account's directory and
+/// fingerprint, and the server's process; `None`, and the test skips, when
+/// not root or without `ip netns`.
+fn zeroconf_lan(tag: &str) -> Option<(Lab, Vec<String>, PathBuf, String, usize)> {
+    let mut lab = Lab::new(tag)?;
     assert!(
         netns::have_python_zeroconf(),
         "python3-zeroconf is missing: apt-get install python3-zeroconf (see .ci/run)"
@@ -186,15 +208,22 @@ fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
     let nss = lab.bridged_lan(2);
     let dir = lab.path("n0");
     let fp = init_account(&dir, "node0");
-    let (p, _) = start_server(&mut lab, &nss[0], &dir, &[]);
+    let (server, _) = start_server(&mut lab, &nss[0], &dir, &[]);
+    Some((lab, nss, dir, fp, server))
+}
+
+#[test]
+fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
+    let Some((mut lab, nss, dir, fp, p)) = zeroconf_lan("mdnszc") else {
+        return;
+    };
 
     // zeroconf resolves our advertisement: SRV port, TXT, A and AAAA.
-    let out = zc(&lab, &nss[1], &["resolve", &fp, "10"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "zeroconf did not resolve us: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = zc(
+        &lab,
+        &nss[1],
+        &["resolve", &fp, "10"],
+        "zeroconf did not resolve us",
     );
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("zc.py output");
     assert_eq!(v["port"], 7000, "{v}");
@@ -209,49 +238,24 @@ fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
     assert!(addrs.contains(&"fd77::1"), "no IPv6 address: {v}");
 
     // The same over IPv6 only (zeroconf bound to IPv6).
-    let out = zc(&lab, &nss[1], &["resolve6", &fp, "10"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "zeroconf (IPv6 only) did not resolve us: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let resolve6 = ["resolve6", &fp, "10"];
+    let text = zc(
+        &lab,
+        &nss[1],
+        &resolve6,
+        "zeroconf (IPv6 only) did not resolve us",
     );
     assert!(text.contains("fd77::1"), "{text}");
 
     // We find what zeroconf publishes: dual-stack, then IPv6 only.
     let fake4 = "ab".repeat(20);
     let fake6 = "cd".repeat(20);
-    let bin = mau_bin();
     let pubdir = lab.path("zc");
     std::fs::create_dir_all(&pubdir).expect("dir");
-    let z1 = lab.spawn(
-        &nss[1],
-        &[
-            "/usr/bin/python3",
-            netns::scripts_dir().join("zc.py").to_str().expect("utf-8"),
-            "publish",
-            &fake4,
-            "7100",
-            "10.77.0.2,fd77::2",
-            "30",
-        ],
-        &[],
-        &pubdir.join("zc1.log"),
-    );
-    let z2 = lab.spawn(
-        &nss[1],
-        &[
-            "/usr/bin/python3",
-            netns::scripts_dir().join("zc.py").to_str().expect("utf-8"),
-            "publish",
-            &fake6,
-            "7200",
-            "fd77::2",
-            "30",
-        ],
-        &[],
-        &pubdir.join("zc2.log"),
-    );
+    let publish4 = ["publish", &fake4, "7100", "10.77.0.2,fd77::2", "30"];
+    let z1 = zc_spawn(&mut lab, &nss[1], &publish4, &pubdir.join("zc1.log"));
+    let publish6 = ["publish", &fake6, "7200", "fd77::2", "30"];
+    let z2 = zc_spawn(&mut lab, &nss[1], &publish6, &pubdir.join("zc2.log"));
     assert!(
         lab.read_line(z1, Duration::from_secs(20)).is_some(),
         "zeroconf publisher 1 did not start"
@@ -266,19 +270,8 @@ fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
     let mut last = String::new();
     let mut ok = false;
     for _ in 0..3 {
-        let out = lab.try_sh(
-            &nss[0],
-            &[
-                bin.to_str().expect("utf-8"),
-                "--dir",
-                empty.to_str().expect("utf-8"),
-                "discover",
-                "--local",
-                "--seconds",
-                "4",
-                "--json",
-            ],
-        );
+        let browse = ["discover", "--local", "--seconds", "4", "--json"];
+        let out = mau(&lab, &nss[0], &empty, &browse);
         last = String::from_utf8_lossy(&out.stdout).to_string();
         let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
         let addrs_of = |fp: &str| -> Vec<String> {
@@ -308,18 +301,8 @@ fn python_zeroconf_sees_us_and_we_see_it_on_ipv4_and_ipv6() {
     assert!(!table(&lab, &nss[0], &dir).contains(&fake4));
 
     // Goodbye: zeroconf sees our instance removed when we stop.
-    let watcher = lab.spawn(
-        &nss[1],
-        &[
-            "/usr/bin/python3",
-            netns::scripts_dir().join("zc.py").to_str().expect("utf-8"),
-            "wait-removed",
-            &fp,
-            "20",
-        ],
-        &[],
-        &pubdir.join("watch.log"),
-    );
+    let wait = ["wait-removed", &fp, "20"];
+    let watcher = zc_spawn(&mut lab, &nss[1], &wait, &pubdir.join("watch.log"));
     let line = lab.read_line(watcher, Duration::from_secs(20));
     assert!(
         line.as_deref().is_some_and(|l| l.contains("added")),
@@ -352,24 +335,15 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn hostile_mdns_packets_neither_crash_nor_grow_the_node() {
-    let Some(mut lab) = Lab::new("mdnsbad") else {
+    let Some((mut lab, nss, dir, fp, p)) = zeroconf_lan("mdnsbad") else {
         return;
     };
-    assert!(
-        netns::have_python_zeroconf(),
-        "python3-zeroconf is missing: apt-get install python3-zeroconf (see .ci/run)"
-    );
-    let nss = lab.bridged_lan(2);
-    let dir = lab.path("n0");
-    let fp = init_account(&dir, "node0");
-    let (p, _) = start_server(&mut lab, &nss[0], &dir, &[]);
     let pid = lab.child(p).id();
     std::thread::sleep(Duration::from_secs(1));
     let before = rss_kib(pid);
     // Two floods of random, truncated, oversized, looping and fake-service packets.
     for _ in 0..2 {
-        let out = zc(&lab, &nss[1], &["flood", "10.77.0.2", "5"]);
-        assert!(out.status.success(), "flood: {out:?}");
+        zc(&lab, &nss[1], &["flood", "10.77.0.2", "5"], "flood");
     }
     std::thread::sleep(Duration::from_secs(1));
     assert!(lab.running(p), "node died under hostile mDNS input");
@@ -380,23 +354,9 @@ fn hostile_mdns_packets_neither_crash_nor_grow_the_node() {
         "memory grew from {before} KiB to {after} KiB"
     );
     // Still advertising and answering: zeroconf resolves it, its LAN list is bounded.
-    let out = zc(&lab, &nss[1], &["resolve", &fp, "10"]);
-    assert!(
-        out.status.success(),
-        "not resolvable after the flood: {out:?}"
-    );
-    let bin = mau_bin();
-    let out = lab.try_sh(
-        &nss[0],
-        &[
-            bin.to_str().expect("utf-8"),
-            "--dir",
-            dir.to_str().expect("utf-8"),
-            "discover",
-            "--local",
-            "--json",
-        ],
-    );
+    let resolve = ["resolve", &fp, "10"];
+    zc(&lab, &nss[1], &resolve, "not resolvable after the flood");
+    let out = mau(&lab, &nss[0], &dir, &["discover", "--local", "--json"]);
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("discover --local --json");
     assert!(v.as_array().map(|a| a.len()).unwrap_or(0) <= mau_net::mdns::MAX_LAN_PEERS);
@@ -445,26 +405,17 @@ fn lan_resolver_waits_until_its_deadline() {
 /// A new interface address is announced without a restart.
 #[test]
 fn a_new_address_is_announced() {
-    let Some(mut lab) = Lab::new("mdnsaddr") else {
+    let Some((mut lab, nss, _, fp, p)) = zeroconf_lan("mdnsaddr") else {
         return;
     };
-    assert!(
-        netns::have_python_zeroconf(),
-        "python3-zeroconf is missing: apt-get install python3-zeroconf (see .ci/run)"
-    );
-    let nss = lab.bridged_lan(2);
-    let dir = lab.path("n0");
-    let fp = init_account(&dir, "node0");
-    let (p, _) = start_server(&mut lab, &nss[0], &dir, &[]);
-    let out = zc(&lab, &nss[1], &["resolve", &fp, "10"]);
-    assert!(out.status.success(), "not resolvable: {out:?}");
+    zc(&lab, &nss[1], &["resolve", &fp, "10"], "not resolvable");
     lab.addr(&nss[0], "eth0", "10.77.0.50/24");
-    let out = zc(&lab, &nss[1], &["resolve", &fp, "30", "10.77.0.50"]);
-    assert!(
-        out.status.success(),
-        "the new address was not announced: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let resolve_new = ["resolve", &fp, "30", "10.77.0.50"];
+    zc(
+        &lab,
+        &nss[1],
+        &resolve_new,
+        "the new address was not announced",
     );
     assert!(lab.interrupt(p, Duration::from_secs(15)));
 }
