@@ -46,18 +46,19 @@ fn s(r: &Value, c: &str) -> String {
     r[c].as_str().unwrap_or("").to_string()
 }
 
-/// `column` against n for `policy` at churn `churn`, sorted by n.
-fn by_n(rows: &[Value], policy: &str, churn: f64, column: &str) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, f64, f64)> = rows
+/// `column` against n for `policy` at churn `churn`, sorted by n: cold-start
+/// rows, or warm-start rows with `warm` (their own series: a warm start's
+/// evenly known nodes take fewer hops than a cold network's, see
+/// docs/scaling.md).
+fn by_n(rows: &[Value], policy: &str, churn: f64, column: &str, warm: bool) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = rows
         .iter()
         .filter(|r| s(r, "policy") == policy && f(r, "churn") == churn)
-        .map(|r| (f(r, "nodes"), f(r, "warm_start"), f(r, column)))
+        .filter(|r| (f(r, "warm_start") > 0.0) == warm)
+        .map(|r| (f(r, "nodes"), f(r, column)))
         .collect();
-    // One point per n: a cold-start row where there is one (warm starts
-    // only reach sizes cold starts cannot).
-    v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    v.dedup_by(|later, first| later.0 == first.0);
-    v.into_iter().map(|(n, _, y)| (n, y)).collect()
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
 }
 
 fn draw(
@@ -216,17 +217,27 @@ pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
             Series {
                 name: "ours (mean)".into(),
                 color: OURS,
-                points: by_n(&rows, "ours", c0, "hops_mean"),
+                points: by_n(&rows, "ours", c0, "hops_mean", false),
+            },
+            Series {
+                name: "ours, warm start (mean)".into(),
+                color: lighter(OURS),
+                points: by_n(&rows, "ours", c0, "hops_mean", true),
             },
             Series {
                 name: "ours (p99)".into(),
                 color: PALETTE[4],
-                points: by_n(&rows, "ours", c0, "hops_p99"),
+                points: by_n(&rows, "ours", c0, "hops_p99", false),
             },
             Series {
                 name: "go baseline (mean)".into(),
                 color: GO,
-                points: by_n(&rows, "go", c0, "hops_mean"),
+                points: by_n(&rows, "go", c0, "hops_mean", false),
+            },
+            Series {
+                name: "go baseline, warm start (mean)".into(),
+                color: lighter(GO),
+                points: by_n(&rows, "go", c0, "hops_mean", true),
             },
             Series {
                 name: "theory log2(n)/log2(K)".into(),
@@ -247,12 +258,14 @@ pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
             let mut pts: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| s(r, "policy") == *p && f(r, "nodes") == n)
+                .filter(|r| f(r, "warm_start") == 0.0)
                 .map(|r| (f(r, "churn"), f(r, "success")))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut all: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| s(r, "policy") == *p && f(r, "nodes") == n)
+                .filter(|r| f(r, "warm_start") == 0.0)
                 .map(|r| (f(r, "churn"), f(r, "success_all")))
                 .collect();
             all.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -284,9 +297,16 @@ pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
             series.push(Series {
                 name: format!("{p}, churn {c}"),
                 color: PALETTE[(2 * i + j) % PALETTE.len()],
-                points: by_n(&rows, p, c, "msgs_per_lookup_mean"),
+                points: by_n(&rows, p, c, "msgs_per_lookup_mean", false),
             });
         }
+    }
+    for (p, color) in [("ours", OURS), ("go", GO)] {
+        series.push(Series {
+            name: format!("{p}, warm start, churn {c0}"),
+            color: lighter(color),
+            points: by_n(&rows, p, c0, "msgs_per_lookup_mean", true),
+        });
     }
     emit(
         "messages_vs_n.svg",
@@ -305,24 +325,34 @@ pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
         true,
         vec![
             Series {
-                name: "ours: struct-size estimate".into(),
+                name: "ours: protocol state (Node::heap_bytes)".into(),
                 color: OURS,
-                points: by_n(&rows, "ours", c0, "est_bytes_per_node"),
+                points: by_n(&rows, "ours", c0, "est_bytes_per_node", false),
             },
             Series {
                 name: "ours: peak RSS / n".into(),
                 color: PALETTE[4],
-                points: by_n(&rows, "ours", c0, "rss_bytes_per_node"),
+                points: by_n(&rows, "ours", c0, "rss_bytes_per_node", false),
             },
             Series {
-                name: "go: struct-size estimate".into(),
+                name: "ours, warm start: peak RSS / n".into(),
+                color: lighter(PALETTE[4]),
+                points: by_n(&rows, "ours", c0, "rss_bytes_per_node", true),
+            },
+            Series {
+                name: "go: protocol state".into(),
                 color: GO,
-                points: by_n(&rows, "go", c0, "est_bytes_per_node"),
+                points: by_n(&rows, "go", c0, "est_bytes_per_node", false),
             },
             Series {
                 name: "go: peak RSS / n".into(),
                 color: PALETTE[3],
-                points: by_n(&rows, "go", c0, "rss_bytes_per_node"),
+                points: by_n(&rows, "go", c0, "rss_bytes_per_node", false),
+            },
+            Series {
+                name: "go, warm start: peak RSS / n".into(),
+                color: lighter(PALETTE[3]),
+                points: by_n(&rows, "go", c0, "rss_bytes_per_node", true),
             },
         ],
     )?;
@@ -339,45 +369,45 @@ pub fn markdown_table(rows: &[Value]) -> String {
         "| n | churn | success ours / go (ratio) | hops mean ours / go (ratio) | hops median / p99 ours; go | msgs/lookup mean ours / go (ratio) | latency median ms ours / go | join msgs/node ours / go | table entries | bytes/entry | est. bytes/node | peak RSS/node ours; go | CPU s ours / go | ⌈log₂ n⌉ | log₂n/log₂K |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for o in rows.iter().filter(|r| s(r, "policy") == "ours") {
-        let Some(g) = rows.iter().find(|g| {
+        let g = rows.iter().find(|g| {
             s(g, "policy") == "go"
                 && f(g, "nodes") == f(o, "nodes")
                 && f(g, "churn") == f(o, "churn")
                 && f(g, "warm_start") == f(o, "warm_start")
-        }) else {
-            continue;
-        };
+        });
+        // A Go cell, or "–" where only ours ran (the cold 100k row).
+        let go = |cell: &dyn Fn(&Value) -> String| g.map_or_else(|| "–".to_string(), cell);
+        let vs = |c: &str| go(&|g| format!("{:.3}", ratio(f(o, c), f(g, c))));
         let n = match f(o, "warm_start") {
             w if w > 0.0 => format!("{} warm ({w} joins)", f(o, "nodes")),
             _ => f(o, "nodes").to_string(),
         };
         t.push_str(&format!(
-            "| {n} | {} | {:.2}% / {:.2}% ({:.3}) | {:.2} / {:.2} ({:.3}) | {} / {}; {} / {} | {:.1} / {:.1} ({:.3}) | {} / {} | {:.0} / {:.0} | {} | {} | {} | {} B; {} B | {:.1} / {:.1} | {} | {:.2} |\n",
+            "| {n} | {} | {:.2}% / {} ({}) | {:.2} / {} ({}) | {} / {}; {} | {:.1} / {} ({}) | {} / {} | {:.0} / {} | {} | {} | {} | {} B; {} | {:.1} / {} | {} | {:.2} |\n",
             f(o, "churn"),
             100.0 * f(o, "success"),
-            100.0 * f(g, "success"),
-            ratio(f(o, "success"), f(g, "success")),
+            go(&|g| format!("{:.2}%", 100.0 * f(g, "success"))),
+            vs("success"),
             f(o, "hops_mean"),
-            f(g, "hops_mean"),
-            ratio(f(o, "hops_mean"), f(g, "hops_mean")),
+            go(&|g| format!("{:.2}", f(g, "hops_mean"))),
+            vs("hops_mean"),
             f(o, "hops_median"),
             f(o, "hops_p99"),
-            f(g, "hops_median"),
-            f(g, "hops_p99"),
+            go(&|g| format!("{} / {}", f(g, "hops_median"), f(g, "hops_p99"))),
             f(o, "msgs_per_lookup_mean"),
-            f(g, "msgs_per_lookup_mean"),
-            ratio(f(o, "msgs_per_lookup_mean"), f(g, "msgs_per_lookup_mean")),
+            go(&|g| format!("{:.1}", f(g, "msgs_per_lookup_mean"))),
+            vs("msgs_per_lookup_mean"),
             f(o, "latency_median_ms"),
-            f(g, "latency_median_ms"),
+            go(&|g| f(g, "latency_median_ms").to_string()),
             f(o, "join_msgs_per_node"),
-            f(g, "join_msgs_per_node"),
+            go(&|g| format!("{:.0}", f(g, "join_msgs_per_node"))),
             f(o, "table_entries_median"),
             f(o, "bytes_per_entry"),
             f(o, "est_bytes_per_node"),
             f(o, "rss_bytes_per_node"),
-            f(g, "rss_bytes_per_node"),
+            go(&|g| format!("{} B", f(g, "rss_bytes_per_node"))),
             f(o, "cpu_ms") / 1000.0,
-            f(g, "cpu_ms") / 1000.0,
+            go(&|g| format!("{:.1}", f(g, "cpu_ms") / 1000.0)),
             f(o, "theory_log2_n"),
             f(o, "theory_log2n_over_log2k"),
         ));
