@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mau_proto::{Contact, Fingerprint, PeerAddress};
+use mau_proto::{Contact, Fingerprint, LimitScope, PeerAddress};
 
 /// Resource limits of the HTTP server and client.
 ///
@@ -37,8 +37,17 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections served at once from one source IP (an IPv6 source counts
     /// by its /64), checked before TLS: a connection over it is closed at
-    /// once. Keeps one host from holding all of `max_connections`.
+    /// once. Keeps one host from holding all of `max_connections`. Which
+    /// sources it applies to: [`Limits::per_ip_scope`].
     pub max_connections_per_ip: usize,
+    /// Which source addresses `max_connections_per_ip` counts, as for the
+    /// core's subnet limits: [`LimitScope::PublicOnly`] (the default) counts
+    /// public addresses only, so a loopback devnet (every node on
+    /// 127.0.0.1) or a LAN is not throttled as one host; loopback, private,
+    /// shared (CGNAT), link-local and unique-local sources are then bounded
+    /// by `max_connections` alone. [`LimitScope::All`] counts every source
+    /// (to test the cap on loopback, or on an untrusted LAN).
+    pub per_ip_scope: LimitScope,
     /// Requests of one peer (fingerprint, over all its connections) being
     /// answered at once, streamed bodies included; over it the answer is
     /// `503 Service Unavailable` with `Retry-After: 1`.
@@ -73,6 +82,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_connections: 1024,
             max_connections_per_ip: 128,
+            per_ip_scope: LimitScope::PublicOnly,
             max_in_flight_per_peer: 32,
             peer_rate: 50,
             peer_burst: 100,

@@ -37,5 +37,8 @@ pub mod upnp;
 
 pub use client::{Client, ClientError};
 pub use config::{parse_peer_spec, Limits, NodeConfig};
+/// Which source addresses a limit counts (`Limits::per_ip_scope`), the
+/// core's type.
+pub use mau_proto::LimitScope;
 pub use node::{NetError, RunningNode};
 pub use runtime::Runtime;

@@ -2,6 +2,9 @@
 //! requests in flight and request rate per peer, one connection's deadlines,
 //! and a throttle for the warnings they log.
 //!
+//! The per-IP cap exempts non-public sources (loopback, LAN) unless its
+//! scope is [`LimitScope::All`]: see [`per_ip_key`].
+//!
 //! Pure data structures: the caller passes the time in, so they are tested
 //! without clocks or sockets. `server.rs` holds them and applies them.
 
@@ -10,6 +13,9 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use mau_proto::subnet::is_public;
+use mau_proto::LimitScope;
 
 /// The key connections are counted under: an IPv4 address as is (loopback
 /// too, so 127.0.0.2 is not 127.0.0.1), an IPv6 address by its /64 (one
@@ -21,6 +27,19 @@ pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
             IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
         }
         other => other,
+    }
+}
+
+/// The key a connection from `ip` counts under for the per-IP cap, or
+/// `None` if `scope` exempts it: [`LimitScope::PublicOnly`] counts only
+/// public sources (loopback devnets, LANs and other private sources are
+/// exempt, as from the core's subnet limits); [`LimitScope::All`] counts
+/// every source. The total connection cap applies either way.
+pub(crate) fn per_ip_key(ip: IpAddr, scope: LimitScope) -> Option<IpAddr> {
+    let ip = ip.to_canonical();
+    match scope {
+        LimitScope::All => Some(ip_key(ip)),
+        LimitScope::PublicOnly => is_public(ip).then(|| ip_key(ip)),
     }
 }
 
@@ -300,6 +319,39 @@ mod tests {
         assert_eq!(k("::ffff:10.0.0.1"), "10.0.0.1");
         assert_eq!(k("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
         assert_eq!(k("2001:db8:1:2:bbbb::9"), k("2001:db8:1:2:aaaa::1"));
+    }
+
+    #[test]
+    fn per_ip_scope_exempts_non_public_sources_unless_all() {
+        let k = |s: &str, scope| per_ip_key(s.parse().unwrap(), scope).map(|k| k.to_string());
+        for exempt in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "::ffff:127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.9",
+        ] {
+            assert_eq!(k(exempt, LimitScope::PublicOnly), None, "{exempt}");
+        }
+        assert_eq!(
+            k("127.0.0.2", LimitScope::All).as_deref(),
+            Some("127.0.0.2")
+        );
+        assert_eq!(
+            k("::ffff:127.0.0.1", LimitScope::All).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(k("::1", LimitScope::All).as_deref(), Some("::1"));
+        assert_eq!(k("10.1.2.3", LimitScope::All).as_deref(), Some("10.1.2.3"));
+        for scope in [LimitScope::PublicOnly, LimitScope::All] {
+            assert_eq!(k("8.8.8.8", scope).as_deref(), Some("8.8.8.8"));
+            assert_eq!(k("::ffff:8.8.4.4", scope).as_deref(), Some("8.8.4.4"));
+            assert_eq!(
+                k("2a00:1450:1:2:aaaa::1", scope).as_deref(),
+                Some("2a00:1450:1:2::")
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! HTTP/1.1 keep-alive, then each request goes to the [`crate::router`].
 //!
 //! Every limit of [`crate::config::Limits`] that concerns serving is applied
-//! here, in this order: connections per source IP (before TLS), all
+//! here, in this order: connections per source IP (before TLS; sources
+//! outside `Limits::per_ip_scope` are exempt), all
 //! connections, the handshake timeout, then per connection the header and
 //! idle timeouts, and per request the peer's rate and requests in flight.
 
@@ -26,7 +27,9 @@ use smol_hyper::rt::FuturesIo;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
-use crate::limits::{ip_key, ConnClock, Counter, Expiry, Held, LogThrottle, RateLimiter};
+use crate::limits::{
+    ip_key, per_ip_key, ConnClock, Counter, Expiry, Held, LogThrottle, RateLimiter,
+};
 use crate::node::Shared;
 use crate::router::{self, Body, Caller, Reply};
 use crate::runtime::{timeout, HyperTimer, Runtime};
@@ -107,14 +110,21 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::TcpLi
         };
         match accepted {
             Ok((stream, peer)) => {
-                let ip = ip_key(peer.ip());
-                let max = limits.max_connections_per_ip;
-                let Some(ip_held) = guards.per_ip.try_acquire(&ip, max) else {
-                    guards.warn(Bit::PerIp, Source::Ip(ip), |suppressed| {
-                        warn!(%ip, limit = max, suppressed, "too many connections from one IP: closing new ones");
-                    });
-                    drop(stream);
-                    continue;
+                // Exempt sources (loopback, LAN by default) hold no per-IP
+                // count; the connection limit below still applies to them.
+                let ip_held = match per_ip_key(peer.ip(), limits.per_ip_scope) {
+                    None => None,
+                    Some(ip) => {
+                        let max = limits.max_connections_per_ip;
+                        let Some(held) = guards.per_ip.try_acquire(&ip, max) else {
+                            guards.warn(Bit::PerIp, Source::Ip(ip), |suppressed| {
+                                warn!(%ip, limit = max, suppressed, "too many connections from one IP: closing new ones");
+                            });
+                            drop(stream);
+                            continue;
+                        };
+                        Some(held)
+                    }
                 };
                 // At the connection limit, stop accepting: the kernel backlog
                 // waits. No single IP can get here with more than its share.

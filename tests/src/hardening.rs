@@ -1,9 +1,11 @@
 //! Attacks on a running node: slowloris before and after TLS, a handshake
-//! flood, 10,000 requests from one peer, oversized headers and bodies.
+//! flood, 10,000 requests from one peer, oversized headers and bodies; the
+//! per-IP cap's scope (loopback exempt unless `LimitScope::All`).
 //!
 //! The attacker runs in plain OS threads with blocking sockets bound to
-//! 127.0.0.2 (another host, as far as the node's per-IP limit can tell),
-//! outside the node's executor; meanwhile an honest node on 127.0.0.1 keeps
+//! 127.0.0.2 (another host, as far as the node's per-IP limit can tell:
+//! [`hardened_config`] counts loopback with `LimitScope::All`), outside the
+//! node's executor; meanwhile an honest node on 127.0.0.1 keeps
 //! asking the target for a ping and a find_peer through the normal client
 //! and must be answered. Each scenario also bounds the growth of the test
 //! process's peak memory (the node is in it) and prints its figures
@@ -20,7 +22,7 @@ use mau_identity::TlsIdentity;
 use mau_net::runtime::{timeout, Runtime};
 use mau_net::{NodeConfig, RunningNode};
 use mau_proto::wire::{find_peer_path, max_find_peer_body, PING_PATH};
-use mau_proto::Fingerprint;
+use mau_proto::{Fingerprint, LimitScope};
 
 /// The attacking host.
 pub const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -38,6 +40,9 @@ pub fn hardened_config(seed: u64) -> NodeConfig {
     c.limits.idle_timeout = Duration::from_secs(4);
     c.limits.max_connections = 64;
     c.limits.max_connections_per_ip = 32;
+    // The attacker is 127.0.0.2: loopback, exempt from the per-IP cap by
+    // default. Counted here, as if it were another host.
+    c.limits.per_ip_scope = LimitScope::All;
     c.limits.max_in_flight_per_peer = 8;
     c.limits.peer_rate = 50;
     c.limits.peer_burst = 100;
@@ -194,9 +199,18 @@ fn reset_peak_rss() {
 
 /// A blocking TCP connection from [`ATTACKER`].
 fn connect_from_attacker(to: SocketAddr) -> io::Result<TcpStream> {
+    connect_from(ATTACKER, to, None)
+}
+
+/// A blocking TCP connection from `ip`, with a receive buffer of `rcvbuf`
+/// bytes if given (set before connecting, so the window stays small).
+fn connect_from(ip: IpAddr, to: SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.bind(&SocketAddr::new(ATTACKER, 0).into())?;
+    if let Some(n) = rcvbuf {
+        s.set_recv_buffer_size(n)?;
+    }
+    s.bind(&SocketAddr::new(ip, 0).into())?;
     s.connect_timeout(&to.into(), Duration::from_secs(2))?;
     Ok(s.into())
 }
@@ -205,7 +219,11 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A blocking mutual-TLS connection from [`ATTACKER`] as `me`.
 fn tls_from_attacker(to: SocketAddr, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
-    let tcp = connect_from_attacker(to)?;
+    tls_over(connect_from_attacker(to)?, me, server)
+}
+
+/// Mutual TLS as `me` to `server` over `tcp` (blocking).
+fn tls_over(tcp: TcpStream, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
     let config = mau_identity::client_config(me, server).map_err(io::Error::other)?;
@@ -569,4 +587,44 @@ pub async fn oversized_requests<R: Runtime>(rt: R) {
         "connection kept after 413: {bodies:?}"
     );
     assert_eq!(bodies[3].0, 200, "a small body is harmless: {bodies:?}");
+}
+
+/// The per-IP cap's scope: by default (`LimitScope::PublicOnly`) loopback
+/// is exempt, so 12 connections from 127.0.0.2 to a node allowing 4 per IP
+/// all stay open (until the handshake timeout, 2 s); with `LimitScope::All`
+/// the 8 over the cap are closed at once.
+pub async fn per_ip_cap_scope<R: Runtime>(rt: R) {
+    const CAP: usize = 4;
+    const CONNS: usize = 12;
+    let mut closed_at_once = Vec::new();
+    for (i, scope) in [LimitScope::PublicOnly, LimitScope::All]
+        .into_iter()
+        .enumerate()
+    {
+        let mut cfg = crate::config(950 + i as u64);
+        cfg.limits.max_connections_per_ip = CAP;
+        if scope == LimitScope::All {
+            cfg.limits.per_ip_scope = scope;
+        } else {
+            assert_eq!(cfg.limits.per_ip_scope, scope, "the default");
+        }
+        let mut node = crate::start(&rt, 950 + i as u32, cfg, vec![]).await;
+        let addr = node.local_addr();
+        let mut conns: Vec<TcpStream> = (0..CONNS)
+            .map(|_| connect_from_attacker(addr).expect("connect"))
+            .collect();
+        for c in &conns {
+            c.set_nonblocking(true).expect("non-blocking");
+        }
+        // Well within the 2 s handshake timeout: only the cap closes.
+        rt.sleep(Duration::from_millis(700)).await;
+        closed_at_once.push(conns.iter_mut().map(closed_by_peer).filter(|c| *c).count());
+        node.shutdown();
+    }
+    println!("hardening per-IP scope: {CONNS} loopback connections, cap {CAP}: closed at once {closed_at_once:?} (PublicOnly, All)");
+    assert_eq!(
+        closed_at_once,
+        vec![0, CONNS - CAP],
+        "loopback must be exempt by default and counted with LimitScope::All"
+    );
 }

@@ -493,6 +493,10 @@ macro_rules! conformance_suite {
         fn hardening_oversized_requests() {
             run($crate::hardening::oversized_requests);
         }
+        #[test]
+        fn hardening_per_ip_cap_scope() {
+            run($crate::hardening::per_ip_cap_scope);
+        }
     };
 }
 
