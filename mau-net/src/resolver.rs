@@ -13,6 +13,7 @@ use mau_proto::wire::PING_PATH;
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 use tracing::debug;
 
+use crate::client::ClientError;
 use crate::node::{RunningNode, Shared};
 use crate::runtime::Runtime;
 
@@ -105,7 +106,8 @@ enum Report {
 
 /// Resolves `fp` with every resolver and the fallback addresses at once,
 /// verifies each candidate with a pinned ping, and returns the first that
-/// answers; the peer is then added to the routing table.
+/// answers (a 429 or 503 counts: the handshake proved the fingerprint); the
+/// peer is then added to the routing table.
 pub async fn connect<R: Runtime>(
     node: &RunningNode<R>,
     fp: Fingerprint,
@@ -140,7 +142,13 @@ pub async fn connect<R: Runtime>(
                         let contact = Contact::new(fp, address.clone());
                         debug!(peer = %fp, %address, %source, "trying candidate address");
                         match shared.client.get(&contact, PING_PATH, 1024).await {
-                            Ok(_) => {
+                            // A busy peer (429, 503) refused the ping only
+                            // after the pinned mutual-TLS handshake: it is
+                            // this fingerprint, at this address.
+                            Ok(_)
+                            | Err(ClientError::Status {
+                                status: 429 | 503, ..
+                            }) => {
                                 let _ = tx.try_send(Report::Reached(contact));
                                 break;
                             }

@@ -22,31 +22,44 @@
 //! first listing answer, minus a second) only when every listed file
 //! arrived; otherwise the next sync lists from the old time again and skips
 //! what is already here by size and sum.
+//!
+//! A friend that is busy says so: `429 Too Many Requests` (its rate limit)
+//! or `503 Service Unavailable` (too many of our requests in flight), with
+//! `Retry-After`. The request is then repeated after that wait (see
+//! [`RetryPolicy`]: capped, a default when the header is missing or
+//! unreadable, a bounded number of times), and after a 503 the sync keeps
+//! one request fewer in flight. Nothing is written before a request is
+//! answered with a success, so a refusal loses nothing.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_lock::{Semaphore, SemaphoreGuard};
 use hyper::header::{self, HeaderName};
 use mau_identity::TlsIdentity;
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 use mau_store::{Store, StoreError};
 use tracing::{debug, info, warn};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Streaming};
 use crate::config::Limits;
 use crate::content::{percent_encode, ListItem, MAX_PAGE};
 use crate::node::RunningNode;
 use crate::resolver::{self, ResolveError};
 use crate::runtime::Runtime;
-use wire::{content_range_start, item_name, next_link, parse_listing};
+use wire::{content_range_start, item_name, next_link, parse_listing, parse_retry_after};
 
 /// Largest listing page body accepted.
 const MAX_PAGE_BODY: usize = 16 * 1024 * 1024;
 /// Most pages followed in one listing (a loop guard).
 const MAX_PAGES: usize = 100_000;
+/// Most of a 429 or 503 answer's body read (so that its connection can be
+/// reused); the rest is not.
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
 /// How a sync runs.
 #[derive(Clone, Debug)]
@@ -60,6 +73,8 @@ pub struct SyncOptions {
     /// Ignore the sync state: list everything (and retire local copies the
     /// friend no longer lists).
     pub full: bool,
+    /// What to do when the friend answers 429 or 503.
+    pub retry: RetryPolicy,
 }
 
 impl Default for SyncOptions {
@@ -69,8 +84,101 @@ impl Default for SyncOptions {
             idle_timeout: Duration::from_secs(30),
             page_limit: MAX_PAGE,
             full: false,
+            retry: RetryPolicy::default(),
         }
     }
+}
+
+/// How a request the friend refused with `429 Too Many Requests` or `503
+/// Service Unavailable` is retried: after the wait its `Retry-After` asks
+/// for (at most [`RetryPolicy::max_wait`]; [`RetryPolicy::default_wait`]
+/// if it has none or one that does not parse), plus up to half of it again
+/// at random so that requests refused together do not return together, at
+/// most [`RetryPolicy::max_retries`] times. Both forms of `Retry-After` are
+/// read: delay-seconds and an HTTP-date (a date already past: no wait).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries of one request before it fails with
+    /// [`SyncError::Throttled`] (0: none).
+    pub max_retries: u32,
+    /// Longest wait honoured; a longer `Retry-After` is cut to it (the
+    /// retry may then be refused again, which costs one more retry).
+    pub max_wait: Duration,
+    /// The wait when `Retry-After` is missing or unreadable.
+    pub default_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 retries, waits of at most 60 s, 1 s when the friend names none.
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 5,
+            max_wait: Duration::from_secs(60),
+            default_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait for an answer whose `Retry-After` header is `retry_after`,
+    /// read at `now` (for the HTTP-date form), before the random extra.
+    pub fn wait(&self, retry_after: Option<&str>, now: SystemTime) -> Duration {
+        retry_after
+            .and_then(|v| parse_retry_after(v, now))
+            .unwrap_or(self.default_wait)
+            .min(self.max_wait)
+    }
+}
+
+/// The requests of one sync (its listing and every download): how many may
+/// be in flight at once, and how many the friend refused.
+struct Pacing {
+    /// One permit per request allowed in flight.
+    slots: Semaphore,
+    /// How many permits exist (they are retired, not added).
+    window: AtomicUsize,
+    /// 429 and 503 answers received.
+    refused: AtomicUsize,
+}
+
+impl Pacing {
+    fn new(concurrency: usize) -> Self {
+        let n = concurrency.max(1);
+        Pacing {
+            slots: Semaphore::new(n),
+            window: AtomicUsize::new(n),
+            refused: AtomicUsize::new(0),
+        }
+    }
+
+    /// A 503 said too many of our requests are in flight: `permit` is
+    /// retired (one request fewer at once from now on), down to one.
+    fn shrink(&self, permit: SemaphoreGuard<'_>) {
+        let shrunk = self
+            .window
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w > 1).then(|| w - 1)
+            })
+            .is_ok();
+        if shrunk {
+            permit.forget();
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::Acquire)
+    }
+}
+
+/// A random part of `max` (from the standard library's per-instance random
+/// hasher keys: no RNG dependency for a jitter).
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let cap = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(r.checked_rem(cap).unwrap_or(0))
 }
 
 /// Why a sync (or a listing) failed as a whole. Failures of single files
@@ -100,6 +208,17 @@ pub enum SyncError {
     /// A blocking task died.
     #[error("a blocking task failed")]
     Blocking,
+    /// The friend still refused a request (429 or 503) after every retry
+    /// of [`SyncOptions::retry`].
+    #[error("{peer} still answered {status} after {retries} retries")]
+    Throttled {
+        /// The friend.
+        peer: Fingerprint,
+        /// Its last answer: 429 or 503.
+        status: u16,
+        /// Retries made (each after the wait the friend asked for).
+        retries: u32,
+    },
 }
 
 /// What became of one listed file.
@@ -141,6 +260,10 @@ pub struct SyncReport {
     pub retired: Vec<String>,
     /// Whether everything arrived and the sync state moved forward.
     pub complete: bool,
+    /// Answers `429 Too Many Requests` or `503 Service Unavailable` the
+    /// friend gave during this sync; each was waited out and retried (see
+    /// [`RetryPolicy`]).
+    pub throttled: usize,
 }
 
 /// Receives progress of a sync (for progress bars). All methods default to
@@ -247,6 +370,67 @@ impl<R: Runtime> FriendClient<R> {
     /// Everything the friend shares with us modified at or after `since`
     /// (every page).
     pub async fn list(&self, since: Option<SystemTime>) -> Result<Listing, SyncError> {
+        self.list_paced(since, &Pacing::new(self.opts.concurrency))
+            .await
+    }
+
+    /// `GET path` with `headers`, repeated after the friend's `Retry-After`
+    /// while it answers 429 or 503 (at most [`RetryPolicy::max_retries`]
+    /// times). The answer comes with the permit it was sent under: hold it
+    /// until the body is read.
+    async fn request<'p>(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, String)],
+        pacing: &'p Pacing,
+    ) -> Result<(Streaming<'_, R>, SemaphoreGuard<'p>), SyncError> {
+        let policy = &self.opts.retry;
+        let mut retries = 0u32;
+        loop {
+            let permit = pacing.slots.acquire().await;
+            let mut resp = self
+                .client
+                .get_streaming(&self.peer, path, headers, self.opts.idle_timeout)
+                .await?;
+            let status = resp.status();
+            if status != 429 && status != 503 {
+                return Ok((resp, permit));
+            }
+            pacing.refused.fetch_add(1, Ordering::AcqRel);
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let wait = policy.wait(retry_after.as_deref(), SystemTime::now());
+            // The refusal's short body, so that its connection is reused.
+            let _ = resp.collect(MAX_REFUSAL_BODY).await;
+            drop(resp);
+            if status == 503 {
+                pacing.shrink(permit);
+            } else {
+                drop(permit);
+            }
+            if retries >= policy.max_retries {
+                warn!(peer = %self.peer.fingerprint, path, status, retries, "friend still refuses: giving up on this request");
+                return Err(SyncError::Throttled {
+                    peer: self.peer.fingerprint,
+                    status,
+                    retries,
+                });
+            }
+            retries += 1;
+            let wait = wait.saturating_add(jitter(wait / 2));
+            debug!(peer = %self.peer.fingerprint, path, status, retry_after = ?retry_after, ?wait, retry = retries, "friend is busy: retrying after its Retry-After");
+            self.rt.sleep(wait).await;
+        }
+    }
+
+    async fn list_paced(
+        &self,
+        since: Option<SystemTime>,
+        pacing: &Pacing,
+    ) -> Result<Listing, SyncError> {
         let fpr = self.peer.fingerprint;
         let mut headers: Vec<(HeaderName, String)> = Vec::new();
         // HTTP dates cover 1970..=9999; anything else (e.g. Go's zero time)
@@ -264,12 +448,8 @@ impl<R: Runtime> FriendClient<R> {
         );
         let mut listing = Listing::default();
         for page in 0..MAX_PAGES {
-            let mut resp = self
-                .client
-                .get_streaming(&self.peer, &path, &headers, self.opts.idle_timeout)
-                .await?
-                .error_for_status()
-                .await?;
+            let (resp, _permit) = self.request(&path, &headers, pacing).await?;
+            let mut resp = resp.error_for_status().await?;
             if page == 0 {
                 listing.server_time = resp
                     .headers()
@@ -321,6 +501,15 @@ impl<R: Runtime> FriendClient<R> {
         item: &ListItem,
         progress: &dyn Progress,
     ) -> Result<Outcome, SyncError> {
+        self.fetch_paced(item, progress, &Pacing::new(1)).await
+    }
+
+    async fn fetch_paced(
+        &self,
+        item: &ListItem,
+        progress: &dyn Progress,
+        pacing: &Pacing,
+    ) -> Result<Outcome, SyncError> {
         let fpr = self.peer.fingerprint;
         let name = item_name(&fpr, &item.path)
             .ok_or_else(|| self.protocol(format!("bad path {:?}", item.path)))?;
@@ -343,7 +532,9 @@ impl<R: Runtime> FriendClient<R> {
             }
         }
         let partial = self.store.partial_path(&fpr, &name, &item.sum);
-        let (bytes, resumed, hashed) = self.download_to(item, &name, &partial, progress).await?;
+        let (bytes, resumed, hashed) = self
+            .download_to(item, &name, &partial, progress, pacing)
+            .await?;
         let store = self.store.clone();
         let (n, size, sum) = (name.clone(), item.size, item.sum.clone());
         let accepted = self
@@ -360,13 +551,16 @@ impl<R: Runtime> FriendClient<R> {
 
     /// Fills `partial` with the file's bytes; returns bytes received now,
     /// whether an earlier partial file was continued, and the SHA-256 of the
-    /// whole file when it was computed on the way.
+    /// whole file when it was computed on the way. Nothing is written before
+    /// the friend answers 200 or 206 (refusals are retried by
+    /// [`Self::request`]).
     async fn download_to(
         &self,
         item: &ListItem,
         name: &str,
         partial: &std::path::Path,
         progress: &dyn Progress,
+        pacing: &Pacing,
     ) -> Result<(u64, bool, Option<String>), SyncError> {
         let fpr = self.peer.fingerprint;
         let io = |e: std::io::Error| SyncError::Store(StoreError::io(partial, e));
@@ -383,10 +577,8 @@ impl<R: Runtime> FriendClient<R> {
         if have > 0 {
             headers.push((header::RANGE, format!("bytes={have}-")));
         }
-        let mut resp = self
-            .client
-            .get_streaming(&self.peer, &path, &headers, self.opts.idle_timeout)
-            .await?;
+        // The permit is held until the whole body is here.
+        let (mut resp, permit) = self.request(&path, &headers, pacing).await?;
         let resumed = match resp.status() {
             206 if have > 0 => {
                 let start = resp
@@ -404,9 +596,12 @@ impl<R: Runtime> FriendClient<R> {
                 false
             }
             416 if have > 0 => {
-                // Our partial copy does not fit the file any more: start over.
+                // Our partial copy does not fit the file any more: start over
+                // (under a new permit: with a window of one, holding this
+                // one would wait for itself).
+                drop((resp, permit));
                 std::fs::remove_file(partial).map_err(io)?;
-                return Box::pin(self.download_to(item, name, partial, progress)).await;
+                return Box::pin(self.download_to(item, name, partial, progress, pacing)).await;
             }
             _ => {
                 resp.error_for_status().await?;
@@ -460,6 +655,7 @@ impl<R: Runtime> FriendClient<R> {
             hasher.update(&chunk);
             progress.bytes(chunk.len() as u64);
         }
+        drop(permit);
         file.flush().map_err(full)?;
         Ok((got, resumed, Some(hasher.finish())))
     }
@@ -478,7 +674,9 @@ impl<R: Runtime> FriendClient<R> {
             self.store.sync_state()?.last_sync(&fpr)
         };
         let started = SystemTime::now();
-        let listing = self.list(since).await?;
+        // One window for the whole sync: a 503 shrinks it for what follows.
+        let pacing = Pacing::new(self.opts.concurrency);
+        let listing = self.list_paced(since, &pacing).await?;
         let mut report = SyncReport {
             friend: Some(fpr),
             listed: listing.items.len(),
@@ -504,8 +702,9 @@ impl<R: Runtime> FriendClient<R> {
         info!(peer = %fpr, files = by_name.len(), bytes = total, since = ?since.map(mau_store::format_rfc3339), "syncing");
         let names: Vec<String> = by_name.keys().cloned().collect();
         let results = self
-            .fetch_all(by_name.values().cloned().collect(), progress)
+            .fetch_all(by_name.values().cloned().collect(), progress, &pacing)
             .await;
+        report.throttled = pacing.refused();
         for (name, r) in results {
             match r {
                 Ok(Outcome::Unchanged) => report.unchanged += 1,
@@ -532,7 +731,7 @@ impl<R: Runtime> FriendClient<R> {
                 .unwrap_or(UNIX_EPOCH);
             self.store.record_sync(fpr, mark)?;
         }
-        info!(peer = %fpr, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failed.len(), bytes = report.bytes, "sync finished");
+        info!(peer = %fpr, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failed.len(), bytes = report.bytes, throttled = report.throttled, "sync finished");
         Ok(report)
     }
 
@@ -555,6 +754,7 @@ impl<R: Runtime> FriendClient<R> {
         &self,
         items: Vec<ListItem>,
         progress: &dyn Progress,
+        pacing: &Pacing,
     ) -> Vec<(String, Result<Outcome, String>)> {
         let fpr = self.peer.fingerprint;
         let queue = async_lock::Mutex::new(items.into_iter());
@@ -565,7 +765,10 @@ impl<R: Runtime> FriendClient<R> {
                     break;
                 };
                 let name = item_name(&fpr, &item.path).unwrap_or_default();
-                let r = self.fetch(&item, progress).await.map_err(|e| e.to_string());
+                let r = self
+                    .fetch_paced(&item, progress, pacing)
+                    .await
+                    .map_err(|e| e.to_string());
                 progress.file_done(&name, &r);
                 results.lock().await.push((name, r));
             }
@@ -604,6 +807,7 @@ pub mod wire {
         percent_encode, ListItem, RangeAsk, Route, DEFAULT_PAGE, MAX_PAGE,
     };
     use mau_proto::Fingerprint;
+    use std::time::{Duration, SystemTime};
 
     /// A listing page's body (the client reads at most 16 MiB of it).
     pub fn parse_listing(body: &[u8]) -> Result<Vec<ListItem>, serde_json::Error> {
@@ -640,6 +844,19 @@ pub mod wire {
                 })
                 .then(|| target.to_string())
         })
+    }
+
+    /// The wait a `Retry-After` value asks for, read at `now`: delay-seconds
+    /// (digits only; more than fit in a `u64` is [`Duration::MAX`]) or an
+    /// HTTP-date (one already past: zero). `None` if it is neither (empty,
+    /// negative, fractional, garbage). The caller caps it.
+    pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+        let v = v.trim();
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(v.parse().map_or(Duration::MAX, Duration::from_secs));
+        }
+        let at = httpdate::parse_http_date(v).ok()?;
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
     /// `bytes START-END/SIZE` → START.
@@ -679,5 +896,87 @@ mod tests {
             item_name(&f, "/p2p/0000000000000000000000000000000000000000/a.pgp"),
             None
         );
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p("3"), Some(Duration::from_secs(3)));
+        assert_eq!(p(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(p("0"), Some(Duration::ZERO));
+        assert_eq!(p("86400"), Some(Duration::from_secs(86_400)));
+        assert_eq!(p("99999999999999999999999999"), Some(Duration::MAX));
+        let in_10s = httpdate::fmt_http_date(now + Duration::from_secs(10));
+        assert_eq!(p(&in_10s), Some(Duration::from_secs(10)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(10));
+        assert_eq!(p(&past), Some(Duration::ZERO));
+        for garbage in [
+            "", " ", "soon", "-1", "1.5", "1e3", "+5", "3 s", "0x10", "\u{0}",
+        ] {
+            assert_eq!(p(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn retry_policy_defaults_and_caps() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let policy = RetryPolicy::default();
+        let w = |v: Option<&str>| policy.wait(v, now);
+        let secs = Duration::from_secs;
+        assert_eq!(w(Some("2")), secs(2));
+        assert_eq!(w(None), secs(1), "missing: the default");
+        assert_eq!(w(Some("garbage")), secs(1), "unparsable: the default");
+        assert_eq!(w(Some("-3")), secs(1));
+        assert_eq!(w(Some("3600")), secs(60), "huge: capped");
+        assert_eq!(
+            w(Some("184467440737095516160")),
+            secs(60),
+            "overflow: capped"
+        );
+        let tomorrow = httpdate::fmt_http_date(now + secs(86_400));
+        assert_eq!(w(Some(&tomorrow)), secs(60), "a far date: capped");
+        let soon = httpdate::fmt_http_date(now + secs(5));
+        assert_eq!(w(Some(&soon)), secs(5));
+        // A default above the cap is capped too.
+        let odd = RetryPolicy {
+            default_wait: secs(120),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(odd.wait(None, now), secs(60));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        for max in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(500),
+            Duration::MAX,
+        ] {
+            for _ in 0..100 {
+                assert!(jitter(max) <= max);
+            }
+        }
+        let d = Duration::from_secs(1);
+        let distinct: std::collections::BTreeSet<Duration> = (0..20).map(|_| jitter(d)).collect();
+        assert!(distinct.len() > 1, "no randomness");
+    }
+
+    #[test]
+    fn a_503_retires_permits_down_to_one() {
+        let p = Pacing::new(3);
+        let a = p.slots.try_acquire().unwrap();
+        let b = p.slots.try_acquire().unwrap();
+        let c = p.slots.try_acquire().unwrap();
+        p.shrink(a);
+        p.shrink(b);
+        // The last one is never retired.
+        p.shrink(c);
+        assert_eq!(p.window.load(Ordering::Acquire), 1);
+        let only = p.slots.try_acquire().expect("one permit left");
+        assert!(p.slots.try_acquire().is_none());
+        drop(only);
+        assert!(Pacing::new(0).slots.try_acquire().is_some());
     }
 }

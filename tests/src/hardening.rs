@@ -1,6 +1,8 @@
 //! Attacks on a running node: slowloris before and after TLS, a handshake
 //! flood, 10,000 requests from one peer, oversized headers and bodies; the
-//! per-IP cap's scope (loopback exempt unless `LimitScope::All`).
+//! per-IP cap's scope (loopback exempt unless `LimitScope::All`); and a
+//! friend's sync against a busy node (503) and a front that answers 429 and
+//! 503 with every form of `Retry-After`.
 //!
 //! The attacker runs in plain OS threads with blocking sockets bound to
 //! 127.0.0.2 (another host, as far as the node's per-IP limit can tell:
@@ -627,4 +629,472 @@ pub async fn per_ip_cap_scope<R: Runtime>(rt: R) {
         vec![0, CONNS - CAP],
         "loopback must be exempt by default and counted with LimitScope::All"
     );
+}
+
+/// Friends A and B, B following A; A's node serves A's store with its
+/// limits tuned by `tune`. B runs no node: it syncs directly, as `mau sync`
+/// does.
+async fn friend_pair<R: Runtime>(
+    rt: &R,
+    seed: u64,
+    tune: impl FnOnce(&mut mau_net::Limits),
+) -> (crate::content_sync::Peer<R>, crate::content_sync::Peer<R>) {
+    use crate::content_sync::{account_in, Peer};
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = account_in(da.path(), "A");
+    let b = account_in(db.path(), "B");
+    a.add_friend(b.export_public().expect("export").as_bytes())
+        .expect("friend");
+    b.add_friend(a.export_public().expect("export").as_bytes())
+        .expect("friend");
+    let sa = Arc::new(mau_store::Store::new(a).expect("store"));
+    let sb = Arc::new(mau_store::Store::new(b).expect("store"));
+    sb.follow(&sa.fingerprint()).expect("follow");
+    let mut cfg = crate::config(seed);
+    cfg.content = Some(sa.clone());
+    tune(&mut cfg.limits);
+    let s = sa.clone();
+    let node = RunningNode::start(rt.clone(), cfg, move |addr| {
+        TlsIdentity::from_account(s.account(), addr)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("A failed to start: {e}"));
+    (
+        Peer {
+            dir: da,
+            store: sa,
+            node: Some(node),
+        },
+        Peer {
+            dir: db,
+            store: sb,
+            node: None,
+        },
+    )
+}
+
+/// The most a TCP send buffer grows to (Linux `tcp_wmem`, else 4 MiB).
+fn max_send_buffer() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// `n` bytes that do not compress.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn plain_of(store: &mau_store::Store, owner: &Fingerprint, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .open(owner, name, &mut out)
+        .unwrap_or_else(|e| panic!("open {name}: {e}"));
+    out
+}
+
+/// A friend's node that lets one peer have one request in flight
+/// (`max_in_flight_per_peer = 1`), and B's sync with 4 downloads at once.
+/// A stalled download of B's own (a file larger than any send buffer, a
+/// small receive window, nothing read) holds that one slot: B's requests get 503 with `Retry-After: 1` (shown
+/// first with a plain request). The sync starts meanwhile; the stall is
+/// released after 1.5 s. The sync waits, retries, narrows to what the node
+/// allows, and completes with every file, then records its state.
+pub async fn sync_waits_out_a_busy_friend<R: Runtime>(rt: R) {
+    use mau_net::sync::{FriendClient, SyncOptions};
+    let (a, b) = friend_pair(&rt, 960, |l| l.max_in_flight_per_peer = 1).await;
+    let (af, bf) = (a.fpr(), b.fpr());
+    // Larger than the kernel's largest send buffer, or the node would hand
+    // all of it to the socket and be done.
+    let big = noise(max_send_buffer() + (4 << 20));
+    a.store.share("big", &big[..], &[bf]).expect("share");
+    const POSTS: usize = 24;
+    for i in 0..POSTS {
+        a.store
+            .share(
+                &format!("post-{i:02}"),
+                format!("post {i}").as_bytes(),
+                &[bf],
+            )
+            .expect("share");
+    }
+    let to_a = a.node().contact();
+    let addr = a.node().local_addr();
+    let me = TlsIdentity::from_account(b.store.account(), None).expect("identity");
+    // The stall: ask for the big file, read a little, then nothing.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let stall_me = me.clone();
+    let holder = std::thread::spawn(move || {
+        let tcp = connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), addr, Some(4096))?;
+        let mut t = tls_over(tcp, &stall_me, af)?;
+        t.write_all(format!("GET /p2p/{af}/big.pgp HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())?;
+        let mut head = [0u8; 1024];
+        let n = t.read(&mut head)?;
+        let _ = released.recv_timeout(Duration::from_secs(60));
+        Ok::<_, io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
+    });
+    let probe = mau_net::Client::new(rt.clone(), me, mau_net::Limits::default());
+    let listing = format!("/p2p/{af}?limit=1");
+    let start = Instant::now();
+    loop {
+        match probe.get(&to_a, &listing, 1 << 20).await {
+            Err(mau_net::ClientError::Status { status: 503, .. }) => break,
+            other => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "the stalled download never held the slot: {other:?}"
+                );
+                rt.sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let client = FriendClient::direct(
+        rt.clone(),
+        b.store.clone(),
+        to_a,
+        SyncOptions {
+            concurrency: 4,
+            idle_timeout: Duration::from_secs(10),
+            ..SyncOptions::default()
+        },
+    )
+    .expect("client");
+    let hold = Duration::from_millis(1500);
+    let started = Instant::now();
+    let (report, ()) = futures_lite::future::zip(client.sync(&()), async {
+        rt.sleep(hold).await;
+        let _ = release.send(());
+    })
+    .await;
+    let took = started.elapsed();
+    let report = report.expect("sync runs");
+    let head = holder
+        .join()
+        .expect("holder thread")
+        .expect("stalled download");
+    assert!(head.starts_with("HTTP/1.1 200"), "stall: {head:?}");
+    println!(
+        "hardening busy friend: {} files in {took:?}, {} answers 503 waited out",
+        report.downloaded, report.throttled
+    );
+    assert!(report.complete && report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.downloaded, POSTS + 1, "{report:?}");
+    assert!(report.throttled >= 1, "the node never refused: {report:?}");
+    assert!(took >= hold, "the sync finished while the slot was held");
+    for i in [0, 7, POSTS - 1] {
+        assert_eq!(
+            plain_of(&b.store, &af, &format!("post-{i:02}")),
+            format!("post {i}").as_bytes()
+        );
+    }
+    assert!(plain_of(&b.store, &af, "big") == big, "big file differs");
+    assert_eq!(b.store.files(&af).expect("files").len(), POSTS + 1);
+    let state = b.store.sync_state().expect("state");
+    assert!(state.last_sync(&af).is_some(), "sync state not recorded");
+}
+
+/// What the throttling front saw: each request's path, its answer, when.
+type FrontLog = Arc<std::sync::Mutex<Vec<(String, u16, Instant)>>>;
+
+/// A refusal the front gives: status and `Retry-After` (none: no header).
+type Refusal = (u16, Option<String>);
+
+/// A mutual-TLS front presenting `identity` (the friend's): the `n`-th
+/// request for a path (1 first) is refused if `plan(path, n)` says so, or
+/// else relayed to `upstream` through `client`; one request per connection
+/// (`Connection: close`). Runs until `stop` is set and a connection comes.
+async fn throttling_front<R: Runtime>(
+    rt: &R,
+    identity: &TlsIdentity,
+    client: Arc<mau_net::Client<R>>,
+    upstream: mau_proto::Contact<mau_proto::PeerAddress>,
+    plan: impl Fn(&str, usize) -> Option<Refusal> + Send + Sync + 'static,
+    stop: Arc<AtomicBool>,
+) -> (SocketAddr, FrontLog) {
+    use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+    let server_tls = mau_identity::server_config(identity).expect("server config");
+    let listener = rt
+        .bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let addr = R::tcp_local_addr(&listener).expect("addr");
+    let log: FrontLog = Arc::default();
+    let plan = Arc::new(plan);
+    let (rt2, log2) = (rt.clone(), log.clone());
+    rt.spawn(async move {
+        let counts = Arc::new(std::sync::Mutex::new(
+            std::collections::HashMap::<String, usize>::new(),
+        ));
+        while let Ok((s, _)) = R::accept_tcp(&listener).await {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            let (tls_config, client, upstream) =
+                (server_tls.clone(), client.clone(), upstream.clone());
+            let (plan, counts, log) = (plan.clone(), counts.clone(), log2.clone());
+            rt2.spawn(async move {
+                let Ok(mut tls) = futures_rustls::TlsAcceptor::from(tls_config).accept(s).await
+                else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(n) if n > 0 && head.len() < 64 * 1024 => {
+                            head.extend_from_slice(&buf[..n])
+                        }
+                        _ => return,
+                    }
+                }
+                let arrived = Instant::now();
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = text.split("\r\n");
+                let path = lines
+                    .next()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .unwrap_or("")
+                    .to_string();
+                let forward: Vec<(hyper::header::HeaderName, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .filter_map(|(k, v)| {
+                        let k = k.trim().to_ascii_lowercase();
+                        if k != "range" && k != "if-modified-since" {
+                            return None;
+                        }
+                        let name = hyper::header::HeaderName::from_bytes(k.as_bytes()).ok()?;
+                        Some((name, v.trim().to_string()))
+                    })
+                    .collect();
+                let n = {
+                    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = c.entry(path.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let (status, answer) = match plan(&path, n) {
+                    Some((status, retry_after)) => {
+                        let body = format!("{{\"error\":\"busy ({status})\"}}");
+                        let mut a = format!(
+                            "HTTP/1.1 {status} Busy\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+                            body.len()
+                        );
+                        if let Some(v) = retry_after {
+                            a.push_str(&format!("retry-after: {v}\r\n"));
+                        }
+                        a.push_str("\r\n");
+                        a.push_str(&body);
+                        (status, a.into_bytes())
+                    }
+                    None => {
+                        let relayed = async {
+                            let mut r = client
+                                .get_streaming(&upstream, &path, &forward, Duration::from_secs(10))
+                                .await?;
+                            let body = r.collect(8 << 20).await?;
+                            Ok::<_, mau_net::ClientError>((r.status(), r.headers().clone(), body))
+                        };
+                        match relayed.await {
+                            Ok((status, headers, body)) => {
+                                let mut a = format!(
+                                    "HTTP/1.1 {status} Relayed\r\ncontent-length: {}\r\nconnection: close\r\n",
+                                    body.len()
+                                );
+                                for name in ["date", "link", "content-range", "content-type"] {
+                                    if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                                        a.push_str(&format!("{name}: {v}\r\n"));
+                                    }
+                                }
+                                a.push_str("\r\n");
+                                let mut bytes = a.into_bytes();
+                                bytes.extend_from_slice(&body);
+                                (status, bytes)
+                            }
+                            Err(e) => {
+                                let body = e.to_string();
+                                let a = format!(
+                                    "HTTP/1.1 502 Bad Gateway\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                (502, a.into_bytes())
+                            }
+                        }
+                    }
+                };
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((path, status, arrived));
+                let _ = tls.write_all(&answer).await;
+                let _ = tls.flush().await;
+                let _ = tls.close().await;
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// B syncs A through a front that refuses the first request for the
+/// listing and for each file once, with 429 or 503 and every form of
+/// `Retry-After` (seconds, an HTTP-date, garbage, none, `0`), and always
+/// refuses one file. Asserts: each refused request is asked again exactly
+/// once, no sooner than the wait asked for (1 s; the default 1 s for garbage
+/// or none); the always-refused file is asked 1 + 5 times, then fails with
+/// nothing of it written, and the sync state does not move. A second sync,
+/// straight to A, fetches only that file and completes.
+pub async fn sync_honours_retry_after_and_loses_nothing<R: Runtime>(rt: R) {
+    use mau_net::sync::{FriendClient, RetryPolicy, SyncOptions};
+    let (a, b) = friend_pair(&rt, 970, |_| {}).await;
+    let (af, bf) = (a.fpr(), b.fpr());
+    const POSTS: usize = 10;
+    for i in 0..POSTS {
+        a.store
+            .share(
+                &format!("post-{i:02}"),
+                format!("post {i}").as_bytes(),
+                &[bf],
+            )
+            .expect("share");
+    }
+    let stubborn = a
+        .store
+        .share("stubborn", &b"never served through the front"[..], &[bf])
+        .expect("share");
+    let stubborn_sum = mau_store::sha256_file(&stubborn.path).expect("sum");
+    let me = TlsIdentity::from_account(b.store.account(), None).expect("identity");
+    let upstream = mau_net::Client::new(rt.clone(), me, mau_net::Limits::default());
+    let a_identity = TlsIdentity::from_account(a.store.account(), None).expect("identity");
+    let stop = Arc::new(AtomicBool::new(false));
+    let listing_prefix = format!("/p2p/{af}?");
+    let file_prefix = format!("/p2p/{af}/");
+    let plan = {
+        let (listing_prefix, file_prefix) = (listing_prefix.clone(), file_prefix.clone());
+        move |path: &str, n: usize| -> Option<Refusal> {
+            if path.starts_with(&listing_prefix) {
+                return (n == 1).then(|| (429, Some("1".to_string())));
+            }
+            let name = path.strip_prefix(&file_prefix)?;
+            if name == "stubborn.pgp" {
+                return Some((429, Some("0".into())));
+            }
+            let i: usize = name.strip_prefix("post-")?.get(..2)?.parse().ok()?;
+            if n > 1 {
+                return None;
+            }
+            let date =
+                httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+            Some(match i % 5 {
+                0 => (429, Some("1".into())),
+                1 => (503, Some(date)),
+                2 => (429, Some("soon".into())),
+                3 => (503, None),
+                _ => (429, Some("0".into())),
+            })
+        }
+    };
+    let (front, log) = throttling_front(
+        &rt,
+        &a_identity,
+        upstream,
+        a.node().contact(),
+        plan,
+        stop.clone(),
+    )
+    .await;
+    let opts = SyncOptions {
+        concurrency: 4,
+        idle_timeout: Duration::from_secs(10),
+        ..SyncOptions::default()
+    };
+    assert_eq!(opts.retry, RetryPolicy::default());
+    let through_front = FriendClient::direct(
+        rt.clone(),
+        b.store.clone(),
+        mau_proto::Contact::new(af, mau_proto::PeerAddress::from(front)),
+        opts.clone(),
+    )
+    .expect("client");
+    let report = through_front.sync(&()).await.expect("sync runs");
+    stop.store(true, Ordering::Release);
+    let _ = rt.connect_tcp(front).await;
+    let mut log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    log.sort_by_key(|(_, _, at)| *at);
+    println!(
+        "hardening Retry-After: {} requests through the front, {} refused; report {report:?}",
+        log.len(),
+        report.throttled
+    );
+    // The stubborn file: 1 + max_retries requests, then a clean failure.
+    let asked = |p: &str| log.iter().filter(|(path, _, _)| path == p).count();
+    assert_eq!(asked(&format!("{file_prefix}stubborn.pgp")), 6, "{log:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let (name, why) = &report.failed[0];
+    assert_eq!(name, "stubborn.pgp");
+    assert!(why.contains("429") && why.contains("5 retries"), "{why}");
+    assert!(!report.complete);
+    assert_eq!(report.downloaded, POSTS, "{report:?}");
+    assert_eq!(report.throttled, 1 + POSTS + 6, "{report:?}");
+    // Every other refusal was retried once, after the wait asked for.
+    let listing: Vec<_> = log
+        .iter()
+        .filter(|(p, _, _)| p.starts_with(&listing_prefix))
+        .collect();
+    assert_eq!(listing.len(), 2, "{log:?}");
+    let mut waits = vec![(listing[0].2, listing[1].2, Duration::from_millis(950))];
+    for i in 0..POSTS {
+        let p = format!("{file_prefix}post-{i:02}.pgp");
+        let reqs: Vec<_> = log.iter().filter(|(path, _, _)| *path == p).collect();
+        assert_eq!(reqs.len(), 2, "{p}: {log:?}");
+        assert!(reqs[0].1 == 429 || reqs[0].1 == 503, "{p}: {reqs:?}");
+        assert_eq!(reqs[1].1, 200, "{p}: {reqs:?}");
+        // Seconds "1", a date 1-2 s ahead, garbage and none (1 s default)
+        // all mean at least a second (less a margin for the date's
+        // one-second resolution and clock reads); "0" means at once.
+        let least = if i % 5 == 4 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(950)
+        };
+        waits.push((reqs[0].2, reqs[1].2, least));
+    }
+    for (refused, retried, least) in waits {
+        let gap = retried.saturating_duration_since(refused);
+        assert!(gap >= least, "retried after {gap:?}, asked {least:?}");
+    }
+    // Nothing of the stubborn file is here, and the state did not move.
+    let dir = b.store.dir_of(&af);
+    assert!(!dir.join("stubborn.pgp").exists());
+    assert!(!b
+        .store
+        .partial_path(&af, "stubborn.pgp", &stubborn_sum)
+        .exists());
+    let state = b.store.sync_state().expect("state");
+    assert!(
+        state.last_sync(&af).is_none(),
+        "an incomplete sync moved the state"
+    );
+    assert_eq!(b.store.files(&af).expect("files").len(), POSTS);
+    // Straight to A: only the missing file moves, and the state is recorded.
+    let direct = FriendClient::direct(rt.clone(), b.store.clone(), a.node().contact(), opts)
+        .expect("client");
+    let again = direct.sync(&()).await.expect("sync runs");
+    assert!(again.complete, "{again:?}");
+    assert_eq!((again.downloaded, again.unchanged), (1, POSTS), "{again:?}");
+    assert_eq!(
+        plain_of(&b.store, &af, "stubborn"),
+        b"never served through the front"
+    );
+    let state = b.store.sync_state().expect("state");
+    assert!(state.last_sync(&af).is_some());
 }

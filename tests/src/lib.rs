@@ -497,6 +497,14 @@ macro_rules! conformance_suite {
         fn hardening_per_ip_cap_scope() {
             run($crate::hardening::per_ip_cap_scope);
         }
+        #[test]
+        fn hardening_sync_waits_out_a_busy_friend() {
+            run($crate::hardening::sync_waits_out_a_busy_friend);
+        }
+        #[test]
+        fn hardening_sync_honours_retry_after_and_loses_nothing() {
+            run($crate::hardening::sync_honours_retry_after_and_loses_nothing);
+        }
     };
 }
 
