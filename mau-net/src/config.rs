@@ -40,13 +40,13 @@ pub struct Limits {
     /// once. Keeps one host from holding all of `max_connections`. Which
     /// sources it applies to: [`Limits::per_ip_scope`].
     pub max_connections_per_ip: usize,
-    /// Which source addresses `max_connections_per_ip` counts, as for the
-    /// core's subnet limits: [`LimitScope::PublicOnly`] (the default) counts
-    /// public addresses only, so a loopback devnet (every node on
-    /// 127.0.0.1) or a LAN is not throttled as one host; loopback, private,
-    /// shared (CGNAT), link-local and unique-local sources are then bounded
-    /// by `max_connections` alone. [`LimitScope::All`] counts every source
-    /// (to test the cap on loopback, or on an untrusted LAN).
+    /// Which source addresses `max_connections_per_ip` counts:
+    /// [`LimitScope::AllButLoopback`] (the default) counts every source but
+    /// loopback, so a loopback devnet (every node on 127.0.0.1) is not
+    /// throttled as one host while one machine on a shared LAN still is;
+    /// loopback is then bounded by `max_connections` alone.
+    /// [`LimitScope::All`] counts loopback too (tests of the cap);
+    /// [`LimitScope::PublicOnly`] exempts every private source.
     pub per_ip_scope: LimitScope,
     /// Requests of one peer (fingerprint, over all its connections) being
     /// answered at once, streamed bodies included; over it the answer is
@@ -82,7 +82,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_connections: 1024,
             max_connections_per_ip: 128,
-            per_ip_scope: LimitScope::PublicOnly,
+            per_ip_scope: LimitScope::AllButLoopback,
             max_in_flight_per_peer: 32,
             peer_rate: 50,
             peer_burst: 100,

@@ -2,8 +2,8 @@
 //! requests in flight and request rate per peer, one connection's deadlines,
 //! and a throttle for the warnings they log.
 //!
-//! The per-IP cap exempts non-public sources (loopback, LAN) unless its
-//! scope is [`LimitScope::All`]: see [`per_ip_key`].
+//! The per-IP cap exempts loopback sources by default (a devnet on one
+//! machine is not one host); its scope says which: see [`per_ip_key`].
 //!
 //! Pure data structures: the caller passes the time in, so they are tested
 //! without clocks or sockets. `server.rs` holds them and applies them.
@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mau_proto::subnet::is_public;
 use mau_proto::LimitScope;
 
 /// The key connections are counted under: an IPv4 address as is (loopback
@@ -31,16 +30,12 @@ pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
 }
 
 /// The key a connection from `ip` counts under for the per-IP cap, or
-/// `None` if `scope` exempts it: [`LimitScope::PublicOnly`] counts only
-/// public sources (loopback devnets, LANs and other private sources are
-/// exempt, as from the core's subnet limits); [`LimitScope::All`] counts
-/// every source. The total connection cap applies either way.
+/// `None` if `scope` exempts it ([`LimitScope::counts`]; the default,
+/// [`LimitScope::AllButLoopback`], exempts only loopback). The total
+/// connection cap applies either way.
 pub(crate) fn per_ip_key(ip: IpAddr, scope: LimitScope) -> Option<IpAddr> {
     let ip = ip.to_canonical();
-    match scope {
-        LimitScope::All => Some(ip_key(ip)),
-        LimitScope::PublicOnly => is_public(ip).then(|| ip_key(ip)),
-    }
+    scope.counts(ip).then(|| ip_key(ip))
 }
 
 /// Counts holders per key with a cap per key. An entry lives only while
@@ -344,7 +339,18 @@ mod tests {
         );
         assert_eq!(k("::1", LimitScope::All).as_deref(), Some("::1"));
         assert_eq!(k("10.1.2.3", LimitScope::All).as_deref(), Some("10.1.2.3"));
-        for scope in [LimitScope::PublicOnly, LimitScope::All] {
+        for loopback in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(k(loopback, LimitScope::AllButLoopback), None, "{loopback}");
+        }
+        assert_eq!(
+            k("192.168.1.9", LimitScope::AllButLoopback).as_deref(),
+            Some("192.168.1.9")
+        );
+        for scope in [
+            LimitScope::PublicOnly,
+            LimitScope::AllButLoopback,
+            LimitScope::All,
+        ] {
             assert_eq!(k("8.8.8.8", scope).as_deref(), Some("8.8.8.8"));
             assert_eq!(k("::ffff:8.8.4.4", scope).as_deref(), Some("8.8.4.4"));
             assert_eq!(

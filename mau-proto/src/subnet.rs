@@ -118,8 +118,24 @@ pub enum LimitScope {
     /// private test networks are not limited.
     #[default]
     PublicOnly,
+    /// Every IP address but loopback: a devnet of many nodes on one machine
+    /// is not one host, while LAN and other private sources are counted
+    /// (the adapters' per-IP connection cap: one hostile machine on a shared
+    /// LAN is still one host).
+    AllButLoopback,
     /// Every IP address (to test the limits on a private network).
     All,
+}
+
+impl LimitScope {
+    /// True if limits in this scope count `ip`.
+    pub fn counts(self, ip: IpAddr) -> bool {
+        match self {
+            LimitScope::All => true,
+            LimitScope::AllButLoopback => !ip.to_canonical().is_loopback(),
+            LimitScope::PublicOnly => is_public(ip),
+        }
+    }
 }
 
 /// Peers of one subnet allowed in the routing table.
@@ -147,10 +163,7 @@ impl SubnetLimits {
     /// The subnet `address` counts against, or `None` if it is exempt.
     pub fn subnet_of<A: HostIp>(&self, address: &A) -> Option<Subnet> {
         let ip = address.host_ip()?;
-        match self.scope {
-            LimitScope::All => Some(Subnet::of(ip)),
-            LimitScope::PublicOnly => is_public(ip).then(|| Subnet::of(ip)),
-        }
+        self.scope.counts(ip).then(|| Subnet::of(ip))
     }
 }
 
@@ -204,6 +217,22 @@ mod tests {
             ..l
         };
         assert!(all.subnet_of(&ip("127.0.0.1")).is_some());
+        let lan = SubnetLimits {
+            scope: LimitScope::AllButLoopback,
+            ..l
+        };
+        for loopback in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert!(lan.subnet_of(&ip(loopback)).is_none(), "{loopback}");
+        }
+        for counted in [
+            "10.1.2.3",
+            "192.168.1.9",
+            "100.64.0.1",
+            "fe80::1",
+            "8.8.8.8",
+        ] {
+            assert!(lan.subnet_of(&ip(counted)).is_some(), "{counted}");
+        }
     }
 
     #[test]

@@ -591,7 +591,7 @@ pub async fn oversized_requests<R: Runtime>(rt: R) {
     assert_eq!(bodies[3].0, 200, "a small body is harmless: {bodies:?}");
 }
 
-/// The per-IP cap's scope: by default (`LimitScope::PublicOnly`) loopback
+/// The per-IP cap's scope: by default (`LimitScope::AllButLoopback`) loopback
 /// is exempt, so 12 connections from 127.0.0.2 to a node allowing 4 per IP
 /// all stay open (until the handshake timeout, 2 s); with `LimitScope::All`
 /// the 8 over the cap are closed at once.
@@ -599,7 +599,7 @@ pub async fn per_ip_cap_scope<R: Runtime>(rt: R) {
     const CAP: usize = 4;
     const CONNS: usize = 12;
     let mut closed_at_once = Vec::new();
-    for (i, scope) in [LimitScope::PublicOnly, LimitScope::All]
+    for (i, scope) in [LimitScope::AllButLoopback, LimitScope::All]
         .into_iter()
         .enumerate()
     {
@@ -623,7 +623,7 @@ pub async fn per_ip_cap_scope<R: Runtime>(rt: R) {
         closed_at_once.push(conns.iter_mut().map(closed_by_peer).filter(|c| *c).count());
         node.shutdown();
     }
-    println!("hardening per-IP scope: {CONNS} loopback connections, cap {CAP}: closed at once {closed_at_once:?} (PublicOnly, All)");
+    println!("hardening per-IP scope: {CONNS} loopback connections, cap {CAP}: closed at once {closed_at_once:?} (AllButLoopback, All)");
     assert_eq!(
         closed_at_once,
         vec![0, CONNS - CAP],
