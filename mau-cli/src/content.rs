@@ -224,7 +224,7 @@ fn dht_address(dir: &Path, fpr: Fingerprint) -> Option<PeerAddress> {
 
 fn summary(r: &SyncReport) -> String {
     format!(
-        "{}: {} listed, {} downloaded ({} resumed, {} bytes), {} up to date, {} failed{}",
+        "{}: {} listed, {} downloaded ({} resumed, {} bytes), {} up to date, {} failed{}{}",
         r.friend.map(|f| f.to_string()).unwrap_or_default(),
         r.listed,
         r.downloaded,
@@ -236,6 +236,11 @@ fn summary(r: &SyncReport) -> String {
             String::new()
         } else {
             format!(", {} no longer shared (moved to versions)", r.retired.len())
+        },
+        if r.throttled == 0 {
+            String::new()
+        } else {
+            format!(", {} busy answers waited out (429/503)", r.throttled)
         }
     )
 }
