@@ -15,7 +15,7 @@ use mau_net::sync::{FriendClient, SyncOptions};
 use mau_proto::Contact;
 use mau_smol::SmolRuntime;
 use mau_store::Store;
-use mau_tests::content_sync::{account_in, serve};
+use mau_tests::content_sync::{mutual_friends, serve};
 
 const ROUNDS: usize = 3;
 
@@ -35,12 +35,7 @@ fn main() {
     let rt = SmolRuntime;
     let da = tempfile::tempdir().expect("tempdir");
     let db = tempfile::tempdir().expect("tempdir");
-    let a = account_in(da.path(), "A");
-    let b = account_in(db.path(), "B");
-    a.add_friend(b.export_public().expect("export").as_bytes())
-        .expect("friend");
-    b.add_friend(a.export_public().expect("export").as_bytes())
-        .expect("friend");
+    let (a, b) = mutual_friends(da.path(), db.path());
     let (cert, key) = b.export_tls_pem(None).expect("tls pem");
     let certf = db.path().join("b.crt");
     let keyf = db.path().join("b.key");

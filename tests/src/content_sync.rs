@@ -42,6 +42,26 @@ pub fn account_in(dir: &Path, name: &str) -> Account {
         .unwrap_or_else(|e| panic!("account {name}: {e}"))
 }
 
+/// Accounts A (in `da`) and B (in `db`), each the other's friend.
+pub fn mutual_friends(da: &Path, db: &Path) -> (Account, Account) {
+    let a = account_in(da, "A");
+    let b = account_in(db, "B");
+    a.add_friend(b.export_public().expect("export").as_bytes())
+        .expect("friend");
+    b.add_friend(a.export_public().expect("export").as_bytes())
+        .expect("friend");
+    (a, b)
+}
+
+/// The stores of [`mutual_friends`], B following A.
+pub fn following_stores(da: &Path, db: &Path) -> (Arc<Store>, Arc<Store>) {
+    let (a, b) = mutual_friends(da, db);
+    let sa = Arc::new(Store::new(a).expect("store"));
+    let sb = Arc::new(Store::new(b).expect("store"));
+    sb.follow(&sa.fingerprint()).expect("follow");
+    (sa, sb)
+}
+
 /// Starts a node serving `store`, joining through `bootstrap`.
 pub async fn serve<R: Runtime>(
     rt: &R,
@@ -71,15 +91,7 @@ async fn friends_in<R: Runtime>(rt: &R, b_dir: Option<PathBuf>) -> (Peer<R>, Pee
         Some(p) => tempfile::tempdir_in(p).expect("tempdir"),
         None => tempfile::tempdir().expect("tempdir"),
     };
-    let a = account_in(da.path(), "A");
-    let b = account_in(db.path(), "B");
-    a.add_friend(b.export_public().expect("export").as_bytes())
-        .expect("friend");
-    b.add_friend(a.export_public().expect("export").as_bytes())
-        .expect("friend");
-    let sa = Arc::new(Store::new(a).expect("store"));
-    let sb = Arc::new(Store::new(b).expect("store"));
-    sb.follow(&sa.fingerprint()).expect("follow");
+    let (sa, sb) = following_stores(da.path(), db.path());
     let na = serve(rt, &sa, 1, vec![]).await;
     let nb = serve(rt, &sb, 2, vec![na.contact()]).await;
     crate::eventually(rt, "B joined", Duration::from_secs(30), || !nb.is_joining()).await;

@@ -633,26 +633,31 @@ pub async fn per_ip_cap_scope<R: Runtime>(rt: R) {
 
 /// Friends A and B, B following A; A's node serves A's store with its
 /// limits tuned by `tune`. B runs no node: it syncs directly, as `mau sync`
+/// `n` small posts `post-00`.. shared with `to`.
+fn share_posts(store: &mau_store::Store, n: usize, to: Fingerprint) {
+    for i in 0..n {
+        store
+            .share(
+                &format!("post-{i:02}"),
+                format!("post {i}").as_bytes(),
+                &[to],
+            )
+            .expect("share");
+    }
+}
+
 /// does.
 async fn friend_pair<R: Runtime>(
     rt: &R,
     seed: u64,
     tune: impl FnOnce(&mut mau_net::Limits),
 ) -> (crate::content_sync::Peer<R>, crate::content_sync::Peer<R>) {
-    use crate::content_sync::{account_in, Peer};
+    use crate::content_sync::{following_stores, Peer};
     let (da, db) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    let a = account_in(da.path(), "A");
-    let b = account_in(db.path(), "B");
-    a.add_friend(b.export_public().expect("export").as_bytes())
-        .expect("friend");
-    b.add_friend(a.export_public().expect("export").as_bytes())
-        .expect("friend");
-    let sa = Arc::new(mau_store::Store::new(a).expect("store"));
-    let sb = Arc::new(mau_store::Store::new(b).expect("store"));
-    sb.follow(&sa.fingerprint()).expect("follow");
+    let (sa, sb) = following_stores(da.path(), db.path());
     let mut cfg = crate::config(seed);
     cfg.content = Some(sa.clone());
     tune(&mut cfg.limits);
@@ -721,15 +726,7 @@ pub async fn sync_waits_out_a_busy_friend<R: Runtime>(rt: R) {
     let big = noise(max_send_buffer() + (4 << 20));
     a.store.share("big", &big[..], &[bf]).expect("share");
     const POSTS: usize = 24;
-    for i in 0..POSTS {
-        a.store
-            .share(
-                &format!("post-{i:02}"),
-                format!("post {i}").as_bytes(),
-                &[bf],
-            )
-            .expect("share");
-    }
+    share_posts(&a.store, POSTS, bf);
     let to_a = a.node().contact();
     let addr = a.node().local_addr();
     let me = TlsIdentity::from_account(b.store.account(), None).expect("identity");
@@ -958,15 +955,7 @@ pub async fn sync_honours_retry_after_and_loses_nothing<R: Runtime>(rt: R) {
     let (a, b) = friend_pair(&rt, 970, |_| {}).await;
     let (af, bf) = (a.fpr(), b.fpr());
     const POSTS: usize = 10;
-    for i in 0..POSTS {
-        a.store
-            .share(
-                &format!("post-{i:02}"),
-                format!("post {i}").as_bytes(),
-                &[bf],
-            )
-            .expect("share");
-    }
+    share_posts(&a.store, POSTS, bf);
     let stubborn = a
         .store
         .share("stubborn", &b"never served through the front"[..], &[bf])
