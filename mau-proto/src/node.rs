@@ -146,7 +146,7 @@ pub struct Node<A> {
 }
 
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
-/// None: an idle node (most of them, most of the time) holds no queue memory;
+/// Zero: an idle node (most of them, most of the time) holds no queue memory;
 /// the price is one allocation per burst of outputs.
 const RETAINED_QUEUE: usize = 0;
 
@@ -699,6 +699,27 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memory claims of docs/scaling.md: a 48-byte entry for a u32
+    /// address, `heap_bytes` counting the table, and an idle node keeping
+    /// no queue memory once its outputs are drained.
+    #[test]
+    fn heap_bytes_counts_the_table_and_an_idle_node_keeps_no_queue() {
+        use crate::routing_table::Entry;
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 48);
+        let mut n: Node<u32> = Node::new(fp(1), Config::default(), Time::ZERO, 1);
+        assert_eq!(n.heap_bytes(), 0);
+        for i in 2..=60u8 {
+            n.add_peer(Time::ZERO, Contact::new(fp(i), u32::from(i)));
+        }
+        let entries = n.table().len() * std::mem::size_of::<Entry<u32>>();
+        assert!(n.table().len() > 20, "{}", n.table().len());
+        assert!(n.heap_bytes() > n.table().heap_bytes(), "outputs queued");
+        assert!(n.table().heap_bytes() >= entries);
+        while n.poll_output().is_some() {}
+        assert!(n.poll_timeout().is_some(), "a refresh is due some day");
+        assert_eq!(n.heap_bytes(), n.table().heap_bytes(), "idle: no queues");
+    }
 
     /// A v4 fingerprint starting with `n` (and ending with 1: never all zeros).
     fn fp(n: u8) -> Fingerprint {
