@@ -92,7 +92,7 @@ fn smol_and_tokio_sync_from_each_other() {
     use mau_net::sync::{FriendClient, SyncOptions};
     use mau_net::{RunningNode, Runtime};
     use mau_store::Store;
-    use mau_tests::content_sync::{account_in, serve};
+    use mau_tests::content_sync::{following_stores, serve};
     use std::any::type_name;
     use std::sync::Arc;
 
@@ -137,14 +137,7 @@ fn smol_and_tokio_sync_from_each_other() {
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
         );
-        let (a, b) = (account_in(da.path(), "A"), account_in(db.path(), "B"));
-        a.add_friend(b.export_public().expect("export").as_bytes())
-            .expect("friend");
-        b.add_friend(a.export_public().expect("export").as_bytes())
-            .expect("friend");
-        let sa = Arc::new(Store::new(a).expect("store"));
-        let sb = Arc::new(Store::new(b).expect("store"));
-        sb.follow(&sa.fingerprint()).expect("follow");
+        let (sa, sb) = following_stores(da.path(), db.path());
         sa.follow(&sb.fingerprint()).expect("follow");
         // A on tokio, B on smol, one DHT.
         let na = serve(&tk, &sa, 1, vec![]).await;
