@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,15 +106,22 @@ pub struct RetryPolicy {
     pub max_wait: Duration,
     /// The wait when `Retry-After` is missing or unreadable.
     pub default_wait: Duration,
+    /// Waiting a whole sync may spend, over all its requests: past it a
+    /// refused request fails at once. Without it a friend answering
+    /// "wait 60 s" to every request would hold a sync of n files for about
+    /// n × retries minutes.
+    pub max_total_wait: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 5 retries, waits of at most 60 s, 1 s when the friend names none.
+    /// 5 retries, waits of at most 60 s, 1 s when the friend names none,
+    /// 10 minutes of waiting per sync in all.
     fn default() -> Self {
         RetryPolicy {
             max_retries: 5,
             max_wait: Duration::from_secs(60),
             default_wait: Duration::from_secs(1),
+            max_total_wait: Duration::from_secs(600),
         }
     }
 }
@@ -139,6 +146,8 @@ struct Pacing {
     window: AtomicUsize,
     /// 429 and 503 answers received.
     refused: AtomicUsize,
+    /// Milliseconds of `Retry-After` waiting granted so far.
+    waited_ms: AtomicU64,
 }
 
 impl Pacing {
@@ -148,7 +157,20 @@ impl Pacing {
             slots: Semaphore::new(n),
             window: AtomicUsize::new(n),
             refused: AtomicUsize::new(0),
+            waited_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Grants `wait` from the sync's waiting budget `total`, or refuses if
+    /// it would overrun it (then nothing is taken).
+    fn take_wait(&self, wait: Duration, total: Duration) -> bool {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (wait, total) = (ms(wait), ms(total));
+        self.waited_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |spent| {
+                spent.checked_add(wait).filter(|after| *after <= total)
+            })
+            .is_ok()
     }
 
     /// A 503 said too many of our requests are in flight: `permit` is
@@ -411,7 +433,8 @@ impl<R: Runtime> FriendClient<R> {
             } else {
                 drop(permit);
             }
-            if retries >= policy.max_retries {
+            let wait = wait.saturating_add(jitter(wait / 2));
+            if retries >= policy.max_retries || !pacing.take_wait(wait, policy.max_total_wait) {
                 warn!(peer = %self.peer.fingerprint, path, status, retries, "friend still refuses: giving up on this request");
                 return Err(SyncError::Throttled {
                     peer: self.peer.fingerprint,
@@ -420,7 +443,6 @@ impl<R: Runtime> FriendClient<R> {
                 });
             }
             retries += 1;
-            let wait = wait.saturating_add(jitter(wait / 2));
             debug!(peer = %self.peer.fingerprint, path, status, retry_after = ?retry_after, ?wait, retry = retries, "friend is busy: retrying after its Retry-After");
             self.rt.sleep(wait).await;
         }
@@ -961,6 +983,19 @@ mod tests {
         let d = Duration::from_secs(1);
         let distinct: std::collections::BTreeSet<Duration> = (0..20).map(|_| jitter(d)).collect();
         assert!(distinct.len() > 1, "no randomness");
+    }
+
+    #[test]
+    fn a_sync_waits_at_most_its_budget() {
+        let p = Pacing::new(2);
+        let (s, budget) = (Duration::from_secs, Duration::from_secs(10));
+        assert!(p.take_wait(s(6), budget));
+        assert!(!p.take_wait(s(5), budget), "6 + 5 > 10: refused");
+        assert!(p.take_wait(s(4), budget), "a refusal took nothing");
+        assert!(!p.take_wait(Duration::from_millis(1), budget), "spent");
+        let q = Pacing::new(1);
+        assert!(q.take_wait(Duration::MAX, Duration::MAX), "no overflow");
+        assert!(!q.take_wait(s(1), Duration::MAX));
     }
 
     #[test]
