@@ -110,8 +110,8 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::TcpLi
         };
         match accepted {
             Ok((stream, peer)) => {
-                // Exempt sources (loopback, LAN by default) hold no per-IP
-                // count; the connection limit below still applies to them.
+                // Exempt sources (loopback by default) hold no per-IP count;
+                // the connection limit below still applies to them.
                 let ip_held = match per_ip_key(peer.ip(), limits.per_ip_scope) {
                     None => None,
                     Some(ip) => {

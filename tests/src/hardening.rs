@@ -802,6 +802,21 @@ pub async fn sync_waits_out_a_busy_friend<R: Runtime>(rt: R) {
     assert!(state.last_sync(&af).is_some(), "sync state not recorded");
 }
 
+/// A whole HTTP/1.1 answer that closes its connection.
+fn http_answer(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "HTTP/1.1 {status} Front\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// What the throttling front saw: each request's path, its answer, when.
 type FrontLog = Arc<std::sync::Mutex<Vec<(String, u16, Instant)>>>;
 
@@ -831,9 +846,10 @@ async fn throttling_front<R: Runtime>(
     let plan = Arc::new(plan);
     let (rt2, log2) = (rt.clone(), log.clone());
     rt.spawn(async move {
-        let counts = Arc::new(std::sync::Mutex::new(
-            std::collections::HashMap::<String, usize>::new(),
-        ));
+        let counts = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            usize,
+        >::new()));
         while let Ok((s, _)) = R::accept_tcp(&listener).await {
             if stop.load(Ordering::Acquire) {
                 break;
@@ -842,7 +858,9 @@ async fn throttling_front<R: Runtime>(
                 (server_tls.clone(), client.clone(), upstream.clone());
             let (plan, counts, log) = (plan.clone(), counts.clone(), log2.clone());
             rt2.spawn(async move {
-                let Ok(mut tls) = futures_rustls::TlsAcceptor::from(tls_config).accept(s).await
+                let Ok(mut tls) = futures_rustls::TlsAcceptor::from(tls_config)
+                    .accept(s)
+                    .await
                 else {
                     return;
                 };
@@ -884,16 +902,9 @@ async fn throttling_front<R: Runtime>(
                 let (status, answer) = match plan(&path, n) {
                     Some((status, retry_after)) => {
                         let body = format!("{{\"error\":\"busy ({status})\"}}");
-                        let mut a = format!(
-                            "HTTP/1.1 {status} Busy\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                            body.len()
-                        );
-                        if let Some(v) = retry_after {
-                            a.push_str(&format!("retry-after: {v}\r\n"));
-                        }
-                        a.push_str("\r\n");
-                        a.push_str(&body);
-                        (status, a.into_bytes())
+                        let mut headers = vec![("content-type", "application/json".to_string())];
+                        headers.extend(retry_after.map(|v| ("retry-after", v)));
+                        (status, http_answer(status, &headers, body.as_bytes()))
                     }
                     None => {
                         let relayed = async {
@@ -905,28 +916,17 @@ async fn throttling_front<R: Runtime>(
                         };
                         match relayed.await {
                             Ok((status, headers, body)) => {
-                                let mut a = format!(
-                                    "HTTP/1.1 {status} Relayed\r\ncontent-length: {}\r\nconnection: close\r\n",
-                                    body.len()
-                                );
-                                for name in ["date", "link", "content-range", "content-type"] {
-                                    if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                                        a.push_str(&format!("{name}: {v}\r\n"));
-                                    }
-                                }
-                                a.push_str("\r\n");
-                                let mut bytes = a.into_bytes();
-                                bytes.extend_from_slice(&body);
-                                (status, bytes)
+                                let kept: Vec<(&str, String)> =
+                                    ["date", "link", "content-range", "content-type"]
+                                        .into_iter()
+                                        .filter_map(|name| {
+                                            let v = headers.get(name)?.to_str().ok()?;
+                                            Some((name, v.to_string()))
+                                        })
+                                        .collect();
+                                (status, http_answer(status, &kept, &body))
                             }
-                            Err(e) => {
-                                let body = e.to_string();
-                                let a = format!(
-                                    "HTTP/1.1 502 Bad Gateway\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                                    body.len()
-                                );
-                                (502, a.into_bytes())
-                            }
+                            Err(e) => (502, http_answer(502, &[], e.to_string().as_bytes())),
                         }
                     }
                 };
