@@ -251,6 +251,14 @@ impl Sim {
         sim
     }
 
+    /// `a` finished joining: lookups, churn and bootstraps may pick it.
+    fn mark_joined(&mut self, a: Addr) {
+        let slot = &mut self.slots[a as usize];
+        slot.joining = false;
+        slot.joined_pos = Some(self.joined.len() as u32);
+        self.joined.push(a);
+    }
+
     /// Nodes started before the lookup phase: the initial network plus a warm
     /// start's sample joiners.
     fn initial_nodes(&self) -> u32 {
@@ -281,10 +289,7 @@ impl Sim {
                     node.add_peer(now, contact);
                 }
             }
-            let slot = &mut self.slots[a as usize];
-            slot.joining = false;
-            slot.joined_pos = Some(self.joined.len() as u32);
-            self.joined.push(a);
+            self.mark_joined(a);
             self.pump(a);
             if let Some(t0) = self.progress.filter(|_| (a + 1) % 100_000 == 0) {
                 eprintln!(
@@ -701,15 +706,13 @@ impl Sim {
             Event::LookupFinished(o) => self.on_lookup_finished(a, o),
             Event::Joined { peers } => {
                 let now = self.now;
-                let slot = &mut self.slots[a as usize];
-                slot.joining = false;
+                let slot = &self.slots[a as usize];
                 self.join.completed += 1;
                 self.join_msgs.push(slot.join_requests as u64);
                 self.join_lookups.push(slot.join_lookups as u64);
                 self.join_duration.push(now - slot.join_started);
                 self.join_peers.push(peers as u64);
-                slot.joined_pos = Some(self.joined.len() as u32);
-                self.joined.push(a);
+                self.mark_joined(a);
                 if a < self.initial_nodes() {
                     self.initial_joined += 1;
                     if self.initial_joined == self.initial_nodes() {
