@@ -247,7 +247,7 @@ fuzz_target!(|input: Input| {
                     None => Request::Ping,
                 };
                 let answer = if *unverified {
-                    node.on_request_unverified(now, from, &request)
+                    node.on_request_unverified(now, from, None, &request)
                 } else {
                     node.on_request(now, from, &request)
                 };

@@ -165,7 +165,7 @@ async fn devnet<R: Runtime>(
         table::print_peers(&t.peers);
     }
     for node in &mut nodes {
-        node.shutdown();
+        node.shutdown().await;
     }
     if found < lookups {
         return Err(format!("{} of {lookups} lookups failed", lookups - found));
@@ -504,7 +504,7 @@ mod soak {
             for slot in slots.iter_mut() {
                 if let Some(node) = slot.stopping.take() {
                     match Arc::try_unwrap(node) {
-                        Ok(mut node) => node.shutdown(),
+                        Ok(mut node) => node.shutdown().await,
                         Err(node) => slot.stopping = Some(node),
                     }
                 }

@@ -127,7 +127,7 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
         );
         let _ = stop_rx.recv().await;
         info!("shutting down");
-        node.shutdown();
+        node.shutdown().await;
         Ok(())
     })
 }

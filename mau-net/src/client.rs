@@ -48,6 +48,19 @@ pub enum ClientError {
     /// No answer in time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The request was cut off on our side (its connection's task ended
+    /// before the answer): not the peer's fault.
+    #[error("request interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// An HTTP failure, told apart from our own side cutting the request off.
+fn http_error(e: hyper::Error) -> ClientError {
+    if e.is_canceled() {
+        ClientError::Interrupted(e.to_string())
+    } else {
+        ClientError::Http(e.to_string())
+    }
 }
 
 type Sender = SendRequest<Empty<Bytes>>;
@@ -102,22 +115,32 @@ impl<R: Runtime> Client<R> {
             Some(mut s) => s.ready().await.ok().map(|_| s),
             None => None,
         };
+        let reused = pooled.is_some();
         let mut sender = match pooled {
             Some(s) => s,
             None => self.connect(to).await?,
         };
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, to.address.as_str())
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let request = || {
+            hyper::Request::get(path)
+                .header(hyper::header::HOST, to.address.as_str())
+                .header(
+                    hyper::header::USER_AGENT,
+                    concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| ClientError::Http(e.to_string()))
+        };
+        let resp = match sender.send_request(request()?).await {
+            Ok(r) => r,
+            // The peer closed an idle pooled connection just as we used it:
+            // a GET is safe to repeat, once, on a new connection.
+            Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
+                debug!(peer = %to.fingerprint, error = %e, "pooled connection closed: retrying on a new one");
+                sender = self.connect(to).await?;
+                sender.send_request(request()?).await.map_err(http_error)?
+            }
+            Err(e) => return Err(http_error(e)),
+        };
         let status = resp.status();
         let body = Limited::new(resp.into_body(), max_body)
             .collect()

@@ -64,8 +64,6 @@ pub struct Limits {
     /// Peers whose request rate is tracked at once; idle (refilled) buckets
     /// are dropped first, so the map stays bounded.
     pub rate_tracked_peers: usize,
-    /// Outgoing RPCs in flight at once.
-    pub max_outgoing: usize,
     /// Idle pooled connections kept per peer.
     pub pool_per_peer: usize,
 }
@@ -87,7 +85,6 @@ impl Default for Limits {
             peer_rate: 50,
             peer_burst: 100,
             rate_tracked_peers: 4096,
-            max_outgoing: 128,
             pool_per_peer: 2,
         }
     }

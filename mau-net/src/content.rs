@@ -32,9 +32,9 @@ use mau_store::{Cursor, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use crate::node::Shared;
 use crate::router::{error, reply, Caller, Reply};
 use crate::runtime::Runtime;
+use crate::serve_context::ServeContext;
 
 /// Entries in a listing page when the request names no `limit` (also what
 /// a Go client, which knows no pages, receives).
@@ -149,7 +149,7 @@ struct Ask {
 
 /// Answers a `/p2p/` request.
 pub(crate) async fn handle<R: Runtime, B>(
-    shared: &Shared<R>,
+    shared: &ServeContext<R>,
     caller: &Caller,
     req: &hyper::Request<B>,
 ) -> Reply {

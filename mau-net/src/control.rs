@@ -10,7 +10,9 @@ use mau_proto::{Fingerprint, LookupOutcome, PeerAddress, PeerRecord};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use crate::node::{NetError, Shared};
+use crate::core::Core;
+use crate::error::NetError;
+use crate::mdns::LanPeers;
 use crate::runtime::{timeout, Runtime};
 
 /// Longest request line accepted.
@@ -126,9 +128,23 @@ impl From<LookupOutcome<PeerAddress>> for LookupReport {
     }
 }
 
-pub(crate) fn snapshot<R: Runtime>(shared: &Shared<R>) -> TableSnapshot {
-    let now = shared.now();
-    let node = shared.node.lock().unwrap_or_else(|e| e.into_inner());
+/// What the control service needs of a running node.
+pub(crate) struct ControlContext<R: Runtime> {
+    pub core: Arc<Core<R>>,
+    pub advertised: PeerAddress,
+    pub lan_peers: Arc<LanPeers>,
+    pub mdns: bool,
+}
+
+pub(crate) fn snapshot<R: Runtime>(core: &Core<R>, advertised: &PeerAddress) -> TableSnapshot {
+    core.read(|node, now| table_snapshot(node, now, advertised))
+}
+
+fn table_snapshot(
+    node: &mau_proto::Node<PeerAddress>,
+    now: mau_proto::Time,
+    advertised: &PeerAddress,
+) -> TableSnapshot {
     let table = node.table();
     let local = table.local().key();
     let peers = table
@@ -156,7 +172,7 @@ pub(crate) fn snapshot<R: Runtime>(shared: &Shared<R>) -> TableSnapshot {
         .collect();
     TableSnapshot {
         fingerprint: table.local(),
-        address: shared.advertised.clone(),
+        address: advertised.clone(),
         peers,
         buckets,
     }
@@ -183,12 +199,25 @@ pub(crate) fn bind<R: Runtime>(rt: &R, path: &Path) -> Result<R::UnixListener, N
     Ok(listener)
 }
 
+/// Binds the control socket at `path` and serves it as one of the node's
+/// tasks; the socket file is removed when the node stops.
+pub(crate) fn start<R: Runtime>(ctx: ControlContext<R>, path: &Path) -> Result<(), NetError> {
+    let listener = bind(&ctx.core.rt, path)?;
+    let core = ctx.core.clone();
+    let path = path.to_path_buf();
+    core.spawn(async move {
+        serve(Arc::new(ctx), listener).await;
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
 /// Serves control requests until shutdown.
-pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::UnixListener) {
+async fn serve<R: Runtime>(shared: Arc<ControlContext<R>>, listener: R::UnixListener) {
     loop {
         let next =
             futures_lite::future::or(async { Some(R::accept_unix(&listener).await) }, async {
-                shared.shutdown.wait().await;
+                shared.core.shutdown.wait().await;
                 None
             })
             .await;
@@ -196,7 +225,7 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::UnixL
             None => break,
             Some(Ok(stream)) => {
                 let s = shared.clone();
-                shared.rt.spawn(async move {
+                shared.core.rt.spawn(async move {
                     if let Err(e) = answer(&s, stream).await {
                         debug!(error = %e, "control connection failed");
                     }
@@ -204,13 +233,20 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::UnixL
             }
             Some(Err(e)) => {
                 debug!(error = %e, "control accept failed");
-                shared.rt.sleep(std::time::Duration::from_millis(100)).await;
+                shared
+                    .core
+                    .rt
+                    .sleep(std::time::Duration::from_millis(100))
+                    .await;
             }
         }
     }
 }
 
-async fn answer<R: Runtime>(shared: &Shared<R>, stream: R::UnixStream) -> std::io::Result<()> {
+async fn answer<R: Runtime>(
+    shared: &ControlContext<R>,
+    stream: R::UnixStream,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     (&mut reader).take(MAX_LINE).read_line(&mut line).await?;
@@ -218,12 +254,14 @@ async fn answer<R: Runtime>(shared: &Shared<R>, stream: R::UnixStream) -> std::i
         Err(e) => ControlResponse::Error {
             message: format!("bad request: {e}"),
         },
-        Ok(ControlRequest::Table) => ControlResponse::Table(snapshot(shared)),
+        Ok(ControlRequest::Table) => {
+            ControlResponse::Table(snapshot(&shared.core, &shared.advertised))
+        }
         Ok(ControlRequest::LanPeers) => ControlResponse::LanPeers {
-            mdns: shared.config.mdns,
+            mdns: shared.mdns,
             peers: shared.lan_peers.list(),
         },
-        Ok(ControlRequest::Lookup { fingerprint }) => match shared.lookup(fingerprint).await {
+        Ok(ControlRequest::Lookup { fingerprint }) => match shared.core.lookup(fingerprint).await {
             Ok(o) => ControlResponse::Lookup(o.into()),
             Err(e) => ControlResponse::Error {
                 message: e.to_string(),

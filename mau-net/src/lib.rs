@@ -6,8 +6,12 @@
 //! provide.
 //!
 //! - [`runtime`]: the trait an adapter implements;
-//! - [`node`]: a running node (the core behind a mutex and its driver task);
-//! - `server` / `router` (private): accept, TLS, HTTP, which path answers what;
+//! - [`node`]: a running node: the handle and the builder that starts its parts;
+//! - `core` (private): the core handle (the sans-IO node behind a mutex, its
+//!   clock, lookup waiters and the node's tasks);
+//! - `driver` (private): sends what the core emits, fires its deadlines;
+//! - `server` / `router` / `serve_context` (private): accept, TLS, HTTP, which
+//!   path answers what, and the narrow view of the node they need;
 //! - `limits` (private): the bookkeeping of the server's resource limits;
 //! - [`client`]: pooled HTTPS client with the peer's fingerprint pinned;
 //! - [`resolver`]: turning a fingerprint into addresses and a verified connection;
@@ -24,6 +28,9 @@ pub mod client;
 pub mod config;
 mod content;
 pub mod control;
+mod core;
+mod driver;
+mod error;
 mod limits;
 pub mod mdns;
 pub mod node;
@@ -31,6 +38,7 @@ pub mod persist;
 pub mod resolver;
 mod router;
 pub mod runtime;
+mod serve_context;
 mod server;
 pub mod sync;
 pub mod upnp;

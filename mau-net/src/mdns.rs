@@ -252,6 +252,36 @@ impl Drop for Mdns {
     }
 }
 
+/// Starts advertising `fingerprint` at `local_addr` and browsing, as one of
+/// the node's tasks that withdraws the advertisement when the node stops.
+/// False if mDNS could not start (or the node listens on loopback only).
+pub(crate) fn start_service<R: crate::runtime::Runtime>(
+    core: &Arc<crate::core::Core<R>>,
+    fingerprint: Fingerprint,
+    local_addr: SocketAddr,
+    peers: &Arc<LanPeers>,
+) -> bool {
+    if local_addr.ip().is_loopback() {
+        info!(%local_addr, "mDNS off: listening on loopback only");
+        return false;
+    }
+    let (mut m, events) = match Mdns::start(Some((fingerprint, local_addr))) {
+        Ok(started) => started,
+        Err(e) => {
+            warn!(error = %e, "mDNS: LAN discovery off");
+            return false;
+        }
+    };
+    let (c, stop, peers) = (core.clone(), core.shutdown.clone(), peers.clone());
+    core.spawn(async move {
+        let probe = |p| c.with_node(|node, now| node.probe(now, p));
+        browse(events, peers, Some(fingerprint), probe, stop.wait()).await;
+        // Goodbye packets wait for the daemon: off the executor.
+        let _ = c.rt.run_blocking(move || m.withdraw()).await;
+    });
+    true
+}
+
 /// Drains the browse events into `peers` until `stop` completes, calling
 /// `on_peer` for every peer that is new or moved (not `own`).
 pub async fn browse<S: Future<Output = ()>>(

@@ -3,10 +3,17 @@
 //! `{"version":1,"peers":[{"fingerprint","address"}]}`, written atomically
 //! (temporary file, fsync, rename): a crash leaves the old or the new file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mau_proto::PeerRecord;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::core::Core;
+use crate::runtime::Runtime;
 
 /// Largest table file read (a full table is far smaller).
 const MAX_FILE: u64 = 16 * 1024 * 1024;
@@ -74,6 +81,100 @@ pub fn load_table(path: &Path) -> Result<Vec<PeerRecord>, PersistError> {
     }
     let bytes = std::fs::read(path).map_err(|e| PersistError::Read(name.clone(), e))?;
     parse_table(&bytes).map_err(|reason| PersistError::Format(name, reason))
+}
+
+/// How often a changed table is saved.
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// The persistence service: saves the table when it changed, every
+/// [`SAVE_EVERY`], at once when asked (after a join) and one last time at
+/// shutdown, on the runtime's blocking pool, never on the executor.
+pub(crate) struct TableSaver {
+    path: Option<PathBuf>,
+    dirty: AtomicBool,
+    soon: async_channel::Sender<()>,
+    soon_rx: async_channel::Receiver<()>,
+}
+
+impl TableSaver {
+    /// A saver writing to `path` (`None`: the table is not persisted).
+    pub fn new(path: Option<PathBuf>) -> Self {
+        let (soon, soon_rx) = async_channel::bounded(1);
+        TableSaver {
+            path,
+            dirty: AtomicBool::new(false),
+            soon,
+            soon_rx,
+        }
+    }
+
+    /// The table changed.
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Saves without waiting for the next period.
+    pub fn save_soon(&self) {
+        self.mark_dirty();
+        let _ = self.soon.try_send(());
+    }
+
+    /// Runs until shutdown, then saves once more.
+    pub async fn run<R: Runtime>(self: Arc<Self>, core: Arc<Core<R>>) {
+        if self.path.is_none() {
+            return;
+        }
+        loop {
+            let tick = core.rt.sleep(SAVE_EVERY);
+            let stop = futures_lite::future::or(
+                futures_lite::future::or(
+                    async {
+                        tick.await;
+                        false
+                    },
+                    async {
+                        let _ = self.soon_rx.recv().await;
+                        false
+                    },
+                ),
+                async {
+                    core.shutdown.wait().await;
+                    true
+                },
+            )
+            .await;
+            if stop {
+                self.mark_dirty();
+            }
+            self.save_if_dirty(&core).await;
+            if stop {
+                break;
+            }
+        }
+    }
+
+    async fn save_if_dirty<R: Runtime>(&self, core: &Core<R>) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let records: Vec<PeerRecord> =
+            core.read(|node, _| node.table().entries().map(|e| e.contact().into()).collect());
+        let shown = path.display().to_string();
+        let saved = core
+            .rt
+            .run_blocking(move || save_table(&path, &records))
+            .await;
+        let error = match saved {
+            Some(Ok(())) => return,
+            Some(Err(e)) => e.to_string(),
+            None => "the writer panicked".to_string(),
+        };
+        warn!(path = %shown, %error, "could not save the routing table");
+        self.mark_dirty();
+    }
 }
 
 #[cfg(test)]

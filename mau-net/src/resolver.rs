@@ -14,7 +14,8 @@ use mau_proto::{Contact, Fingerprint, PeerAddress};
 use tracing::debug;
 
 use crate::client::ClientError;
-use crate::node::{RunningNode, Shared};
+use crate::core::Core;
+use crate::node::RunningNode;
 use crate::runtime::Runtime;
 
 /// A boxed future, as resolvers return.
@@ -42,12 +43,12 @@ impl Resolve for StaticAddress {
 }
 
 /// The Internet resolver: a DHT lookup through a running node.
-pub struct DhtResolver<R: Runtime>(pub(crate) Arc<Shared<R>>);
+pub struct DhtResolver<R: Runtime>(pub(crate) Arc<Core<R>>);
 
 impl<R: Runtime> DhtResolver<R> {
     /// A resolver looking up through `node`.
     pub fn new(node: &RunningNode<R>) -> Self {
-        DhtResolver(node.shared().clone())
+        DhtResolver(node.core().clone())
     }
 }
 
@@ -114,7 +115,8 @@ pub async fn connect<R: Runtime>(
     resolvers: Vec<Arc<dyn Resolve>>,
     fallbacks: &[PeerAddress],
 ) -> Result<Contact<PeerAddress>, ResolveError> {
-    let shared = node.shared().clone();
+    let core = node.core().clone();
+    let client = node.client().clone();
     let mut all: Vec<Arc<dyn Resolve>> = resolvers;
     all.extend(
         fallbacks
@@ -126,8 +128,8 @@ pub async fn connect<R: Runtime>(
     for resolver in all {
         running += 1;
         let tx = tx.clone();
-        let shared = shared.clone();
-        shared.rt.clone().spawn(async move {
+        let client = client.clone();
+        core.rt.spawn(async move {
             let source = resolver.name().to_owned();
             match resolver.resolve(fp).await {
                 Ok(addrs) if addrs.is_empty() => {
@@ -141,7 +143,7 @@ pub async fn connect<R: Runtime>(
                     for address in addrs {
                         let contact = Contact::new(fp, address.clone());
                         debug!(peer = %fp, %address, %source, "trying candidate address");
-                        match shared.client.get(&contact, PING_PATH, 1024).await {
+                        match client.get(&contact, PING_PATH, 1024).await {
                             // A busy peer (429, 503) refused the ping only
                             // after the pinned mutual-TLS handshake: it is
                             // this fingerprint, at this address.
@@ -178,7 +180,7 @@ pub async fn connect<R: Runtime>(
     while running > 0 {
         match rx.recv().await {
             Ok(Report::Reached(contact)) => {
-                shared.with_node(|n, now| n.add_peer(now, contact.clone()));
+                core.with_node(|n, now| n.add_peer(now, contact.clone()));
                 return Ok(contact);
             }
             Ok(Report::Failed(a)) => attempts.push(a),

@@ -11,8 +11,8 @@ use mau_proto::wire::{encode_find_peer, parse_kad_path, KadRoute, WireError};
 use mau_proto::{Contact, Fingerprint, PeerAddress, PeerRecord, Request, Response};
 use tracing::debug;
 
-use crate::node::Shared;
 use crate::runtime::Runtime;
+use crate::serve_context::ServeContext;
 
 /// Who is calling: proven fingerprint, claimed listening address.
 #[derive(Clone, Debug)]
@@ -20,6 +20,8 @@ pub(crate) struct Caller {
     pub fingerprint: Fingerprint,
     /// From the caller's certificate (the Go implementation's convention).
     pub address: Option<PeerAddress>,
+    /// The IP it connects from.
+    pub source: IpAddr,
 }
 
 /// The caller's listening address: the one in its certificate, with an
@@ -61,7 +63,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 
 /// Answers one request.
 pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
-    shared: &Shared<R>,
+    shared: &ServeContext<R>,
     caller: &Caller,
     req: hyper::Request<B>,
 ) -> Reply {
@@ -92,7 +94,7 @@ pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
     error(StatusCode::NOT_FOUND, "no such route")
 }
 
-fn kad<R: Runtime>(shared: &Shared<R>, caller: &Caller, path: &str) -> Reply {
+fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Reply {
     let request = match parse_kad_path(path) {
         Ok(KadRoute::Ping) => Request::Ping,
         Ok(KadRoute::FindPeer(fp)) => Request::FindPeer(fp),
@@ -102,7 +104,7 @@ fn kad<R: Runtime>(shared: &Shared<R>, caller: &Caller, path: &str) -> Reply {
     let response = shared.with_node(|node, now| match &caller.address {
         Some(address) => {
             let from = Contact::new(caller.fingerprint, address.clone());
-            node.on_request_unverified(now, from, &request)
+            node.on_request_unverified(now, from, Some(caller.source), &request)
         }
         // No address to reach it at: answer, but it cannot enter the table.
         None => match &request {

@@ -80,27 +80,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         path: &Path,
     ) -> impl Future<Output = io::Result<Self::UnixStream>> + Send;
 
-    /// Runs blocking `f` off the executor and yields its result (`None` if it
-    /// panicked). The default runs it on a new OS thread; an adapter may use
-    /// its runtime's blocking pool instead.
+    /// Runs blocking `f` (file I/O, a blocking library call) on the
+    /// runtime's blocking pool, never on the executor, and yields its result
+    /// (`None` if it panicked).
     fn run_blocking<T, F>(&self, f: F) -> impl Future<Output = Option<T>> + Send
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        let (tx, rx) = async_channel::bounded(1);
-        let spawned = std::thread::Builder::new()
-            .name("mau-blocking".into())
-            .spawn(move || {
-                let _ = tx.try_send(f());
-            });
-        async move {
-            match spawned {
-                Ok(_) => rx.recv().await.ok(),
-                Err(_) => None,
-            }
-        }
-    }
+        F: FnOnce() -> T + Send + 'static;
 }
 
 /// The deadline passed.

@@ -30,9 +30,9 @@ use crate::config::Limits;
 use crate::limits::{
     ip_key, per_ip_key, ConnClock, Counter, Expiry, Held, LogThrottle, RateLimiter,
 };
-use crate::node::Shared;
 use crate::router::{self, Body, Caller, Reply};
 use crate::runtime::{timeout, HyperTimer, Runtime};
+use crate::serve_context::ServeContext;
 
 /// How often one warning may be logged per limit and source.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -95,7 +95,7 @@ impl Guards {
 }
 
 /// Accepts connections until shutdown.
-pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::TcpListener) {
+pub(crate) async fn serve<R: Runtime>(shared: Arc<ServeContext<R>>, listener: R::TcpListener) {
     let limits = &shared.config.limits;
     let guards = Arc::new(Guards::new(limits));
     loop {
@@ -156,7 +156,7 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<Shared<R>>, listener: R::TcpLi
 }
 
 async fn connection<R: Runtime>(
-    shared: Arc<Shared<R>>,
+    shared: Arc<ServeContext<R>>,
     guards: Arc<Guards>,
     stream: R::TcpStream,
     peer: SocketAddr,
@@ -200,6 +200,7 @@ async fn connection<R: Runtime>(
     let caller = Arc::new(Caller {
         fingerprint,
         address,
+        source: peer.ip(),
     });
     let clock = Arc::new(Mutex::new(ConnState {
         clock: ConnClock::new(Instant::now()),
@@ -293,7 +294,7 @@ impl Drop for Busy {
 /// answer (the in-flight count, the connection's busy mark) rides along in
 /// its body, so a streamed file counts until its last byte.
 async fn admit<R: Runtime>(
-    shared: &Shared<R>,
+    shared: &ServeContext<R>,
     guards: &Guards,
     caller: &Caller,
     busy: Busy,

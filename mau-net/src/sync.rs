@@ -369,7 +369,7 @@ impl<R: Runtime> FriendClient<R> {
         let dht: Arc<dyn resolver::Resolve> = Arc::new(resolver::DhtResolver::new(node));
         let contact = resolver::connect(node, fpr, vec![dht], fallbacks).await?;
         Ok(Self::new(
-            node.shared().rt.clone(),
+            node.runtime().clone(),
             node.client().clone(),
             store,
             contact,

@@ -201,34 +201,31 @@ impl PortMapping {
             })
     }
 
-    /// Deletes the mapping; blocks for at most `wait`.
-    pub fn remove(self: &Arc<Self>, wait: Duration) {
-        let (tx, rx) = std::sync::mpsc::channel();
+    /// Deletes the mapping, waiting at most `wait` for the gateway (on the
+    /// runtime's blocking pool, not the executor).
+    pub async fn remove<R: Runtime>(self: &Arc<Self>, rt: &R, wait: Duration) {
         let m = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("mau-upnp-remove".into())
-            .spawn(move || {
-                let _ = tx.send(
-                    m.gateway
-                        .remove_port(PortMappingProtocol::TCP, m.external.port()),
-                );
-            });
-        if spawned.is_err() {
-            warn!("UPnP: could not start the removal thread");
-            return;
-        }
-        match rx.recv_timeout(wait) {
-            Ok(Ok(())) => info!(external = %self.external, "UPnP: mapping removed"),
-            Ok(Err(e)) => {
+        let removed = timeout(
+            rt,
+            wait,
+            rt.run_blocking(move || {
+                m.gateway
+                    .remove_port(PortMappingProtocol::TCP, m.external.port())
+            }),
+        )
+        .await;
+        match removed {
+            Ok(Some(Ok(()))) => info!(external = %self.external, "UPnP: mapping removed"),
+            Ok(Some(Err(e))) => {
                 warn!(external = %self.external, error = %e, "UPnP: could not remove the mapping")
             }
-            Err(_) => warn!(external = %self.external, "UPnP: removing the mapping timed out"),
+            _ => warn!(external = %self.external, "UPnP: removing the mapping timed out"),
         }
     }
 }
 
-/// Renews `mapping` at half its lease until `stop` completes. A failed
-/// renewal is a warning; the next one is tried at the next period.
+/// Renews `mapping` at half its lease until `stop` completes, then removes
+/// it. A failed renewal is a warning; the next one is tried at the next period.
 pub async fn renew<R: Runtime, S: Future<Output = ()>>(rt: R, mapping: Arc<PortMapping>, stop: S) {
     let period = (mapping.lease / 2).max(Duration::from_secs(1));
     let run = async {
@@ -249,4 +246,8 @@ pub async fn renew<R: Runtime, S: Future<Output = ()>>(rt: R, mapping: Arc<PortM
         }
     };
     futures_lite::future::or(run, stop).await;
+    mapping.remove(&rt, REMOVE_TIMEOUT).await;
 }
+
+/// How long shutdown waits for the gateway to delete the mapping.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);

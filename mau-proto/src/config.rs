@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::dispatch::Budgets;
 use crate::subnet::SubnetLimits;
 
 /// Max peers per bucket (the Kademlia replication parameter K).
@@ -37,8 +38,17 @@ pub struct Config {
     pub stall_period: Duration,
     /// Minimum time between two pings of one peer; a peer heard within it counts as alive.
     pub ping_min_backoff: Duration,
-    /// How long the core waits for an answer before it counts the request as failed.
+    /// How long the core waits for an answer from a peer in its table before
+    /// it counts the request as failed (the hard deadline).
     pub rpc_timeout: Duration,
+    /// The least a lookup waits for one answer before it moves on (the soft
+    /// deadline adapts to recent answer times between this and `rpc_timeout`;
+    /// addresses not in the table get twice the soft deadline in all).
+    pub min_rpc_timeout: Duration,
+    /// The soft deadline before any answer was timed.
+    pub initial_rpc_timeout: Duration,
+    /// Outgoing requests in flight per kind, and probe and dial limits.
+    pub budgets: Budgets,
     /// Newcomers kept per full bucket, waiting for a slot.
     pub replacement_cache: usize,
     /// Consecutive failures after which a peer with no replacement waiting is evicted.
@@ -66,6 +76,9 @@ impl Default for Config {
             stall_period: STALL_PERIOD,
             ping_min_backoff: PING_MIN_BACKOFF,
             rpc_timeout: Duration::from_secs(10),
+            min_rpc_timeout: Duration::from_millis(500),
+            initial_rpc_timeout: Duration::from_secs(3),
+            budgets: Budgets::default(),
             replacement_cache: 8,
             max_failures: 2,
             // Find-peer and join lookups go on past the K closest (see
@@ -89,6 +102,7 @@ impl Config {
         self.max_failures = self.max_failures.max(1);
         self.max_lookup_candidates = self.max_lookup_candidates.max(self.k);
         self.max_concurrent_lookups = self.max_concurrent_lookups.max(1);
+        self.min_rpc_timeout = self.min_rpc_timeout.min(self.rpc_timeout);
         if let Some(l) = &mut self.subnet_limits {
             l.per_bucket = l.per_bucket.max(1);
             l.per_table = l.per_table.max(l.per_bucket);

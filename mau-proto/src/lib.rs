@@ -11,6 +11,9 @@
 //! - [`routing_table`]: k-buckets, replacement caches, staleness;
 //! - [`subnet`]: Sybil limits (peers per IPv4 /24 or IPv6 /64);
 //! - [`lookup`]: one iterative lookup (α parallel, K-closest termination);
+//! - [`dispatch`]: outgoing budgets per kind of request, probe and dial limits;
+//! - [`rtt`]: how long a lookup waits for an answer (recent answer times);
+//! - [`ratelimit`]: token buckets with the time passed in;
 //! - [`node`]: the state machine that ties them together (events in, commands out);
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
 //! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...).
@@ -19,17 +22,21 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dispatch;
 pub mod distance;
 pub mod fingerprint;
 pub mod lookup;
 pub mod node;
+pub mod ratelimit;
 pub mod rng;
 pub mod routing_table;
+pub mod rtt;
 pub mod subnet;
 pub mod time;
 pub mod wire;
 
 pub use config::{Config, Termination};
+pub use dispatch::{Budgets, RequestClass};
 pub use distance::{BucketIndex, Distance, Key};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use lookup::{LookupId, LookupKind, LookupOutcome};

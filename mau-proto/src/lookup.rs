@@ -34,6 +34,9 @@ pub enum LookupKind {
 enum State {
     NotContacted,
     Waiting,
+    /// Asked, no answer within the soft deadline: no longer holds one of the
+    /// α slots nor the lookup's end, but its answer is used if it comes.
+    Slow,
     Succeeded,
     Failed,
 }
@@ -324,7 +327,7 @@ impl<A: Clone + Eq> Lookup<A> {
                 break;
             }
             match c.state {
-                State::Failed => continue,
+                State::Failed | State::Slow => continue,
                 State::Succeeded | State::Waiting => live += 1,
                 State::NotContacted => {
                     c.state = State::Waiting;
@@ -352,11 +355,12 @@ impl<A: Clone + Eq> Lookup<A> {
         let Some(i) = self.index_of(from) else {
             return;
         };
-        if self.candidates[i].state != State::Waiting {
-            return;
+        match self.candidates[i].state {
+            State::Waiting => self.waiting -= 1,
+            State::Slow => {}
+            _ => return,
         }
         self.candidates[i].state = State::Succeeded;
-        self.waiting -= 1;
         let depth = self.candidates[i].depth + 1;
         if *from == self.target && self.kind == LookupKind::FindPeer {
             self.found = Some(i);
@@ -368,13 +372,26 @@ impl<A: Clone + Eq> Lookup<A> {
         self.no_progress = if progress { 0 } else { self.no_progress + 1 };
     }
 
+    /// The request to `from` passed its soft deadline: the lookup stops
+    /// waiting for it (another peer may be asked) but still takes its answer.
+    pub fn on_slow(&mut self, from: &Fingerprint) {
+        if let Some(i) = self.index_of(from) {
+            if self.candidates[i].state == State::Waiting {
+                self.candidates[i].state = State::Slow;
+                self.waiting -= 1;
+            }
+        }
+    }
+
     /// The request to `from` failed or timed out: it is dropped from the lookup.
     pub fn on_failure(&mut self, from: &Fingerprint) {
         if let Some(i) = self.index_of(from) {
             let c = &mut self.candidates[i];
-            if c.state == State::Waiting {
+            if matches!(c.state, State::Waiting | State::Slow) {
+                if c.state == State::Waiting {
+                    self.waiting -= 1;
+                }
                 c.state = State::Failed;
-                self.waiting -= 1;
                 self.failures += 1;
                 if let Some(address) = c.alternate.take() {
                     if c.attempts < MAX_ADDRESSES_PER_PEER {
@@ -395,6 +412,16 @@ impl<A: Clone + Eq> Lookup<A> {
         self.termination == Termination::KClosest && self.kind == LookupKind::Refresh
     }
 
+    /// True if the lookup must wait for this slow answer before it ends. A
+    /// user's find-peer lookup does not (the user waits, and one tarpit
+    /// would hold it for the full timeout) unless it is the target itself;
+    /// joins and refreshes run in the background and wait, so a busy
+    /// network's slow answers still fill the table.
+    fn awaits(&self, c: &Candidate<A>) -> bool {
+        c.state == State::Slow
+            && (self.kind != LookupKind::FindPeer || c.contact.fingerprint.same(&self.target))
+    }
+
     /// True once nothing more can be learned: the target answered (find-peer),
     /// or the K closest live candidates all answered (join and refresh), or
     /// nobody is left to ask.
@@ -407,14 +434,14 @@ impl<A: Clone + Eq> Lookup<A> {
                 && self
                     .candidates
                     .iter()
-                    .all(|c| c.state != State::NotContacted);
+                    .all(|c| c.state != State::NotContacted && !self.awaits(c));
         }
         let mut live = 0;
         for c in &self.candidates {
             match c.state {
                 State::Failed => continue,
                 State::Succeeded => live += 1,
-                State::Waiting | State::NotContacted => return false,
+                State::Waiting | State::NotContacted | State::Slow => return false,
             }
             if live >= self.k {
                 return true;

@@ -79,7 +79,7 @@ impl<A> Entry<A> {
         now.since(self.last_seen() + Duration::from_millis(999)) < backoff
     }
 
-    fn pinged_within(&self, now: Time, backoff: Duration) -> bool {
+    pub(crate) fn pinged_within(&self, now: Time, backoff: Duration) -> bool {
         self.last_ping
             .is_some_and(|t| now.since(t.time()) < backoff)
     }

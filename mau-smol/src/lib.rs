@@ -99,4 +99,13 @@ impl mau_net::Runtime for SmolRuntime {
     async fn connect_unix(&self, path: &Path) -> io::Result<UnixStream> {
         UnixStream::connect(path).await
     }
+
+    async fn run_blocking<T, F>(&self, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // smol's blocking pool; a panic is reported as `None`, not re-raised.
+        smol::unblock(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()).await
+    }
 }

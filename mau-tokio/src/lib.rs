@@ -119,4 +119,13 @@ impl mau_net::Runtime for TokioRuntime {
             .await
             .map(TokioAsyncReadCompatExt::compat)
     }
+
+    async fn run_blocking<T, F>(&self, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // tokio's blocking pool; a panic becomes a `JoinError`, i.e. `None`.
+        self.0.spawn_blocking(f).await.ok()
+    }
 }

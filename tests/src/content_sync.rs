@@ -466,9 +466,8 @@ impl<R: Runtime> Progress for KillAfter<R> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         *seen += n;
         if *seen >= self.after {
-            if let Some(mut node) = self.node.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                node.shutdown();
-            }
+            // Dropping a node stops it (without waiting for its tasks).
+            drop(self.node.lock().unwrap_or_else(|e| e.into_inner()).take());
         }
     }
 }

@@ -621,7 +621,7 @@ pub async fn per_ip_cap_scope<R: Runtime>(rt: R) {
         // Well within the 2 s handshake timeout: only the cap closes.
         rt.sleep(Duration::from_millis(700)).await;
         closed_at_once.push(conns.iter_mut().map(closed_by_peer).filter(|c| *c).count());
-        node.shutdown();
+        node.shutdown().await;
     }
     println!("hardening per-IP scope: {CONNS} loopback connections, cap {CAP}: closed at once {closed_at_once:?} (AllButLoopback, All)");
     assert_eq!(

@@ -158,7 +158,7 @@ pub async fn stopped_node_is_evicted<R: Runtime>(rt: R) {
         .iter()
         .any(|p| p.fingerprint == victim));
     let victim_addr = nodes[4].local_addr();
-    nodes[4].shutdown();
+    nodes[4].shutdown().await;
     // Its tasks stop asynchronously: wait (bounded) until nothing listens
     // there any more, so no late answer of the stopped node resets its count.
     for _ in 0..100 {
@@ -197,7 +197,7 @@ pub async fn restarted_node_rejoins_from_saved_table<R: Runtime>(rt: R) {
         .expect("lookup")
         .found
         .is_some());
-    node.shutdown();
+    node.shutdown().await;
     drop(node);
     let saved = mau_net::persist::load_table(&table).expect("table saved");
     assert!(saved.len() >= 3, "saved only {} peers", saved.len());
