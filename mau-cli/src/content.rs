@@ -206,7 +206,7 @@ impl Progress for Bars {
 /// The friend's address from the running server's DHT (through the
 /// control socket), if a server runs.
 fn dht_address(dir: &Path, fpr: Fingerprint) -> Option<PeerAddress> {
-    let path = dir.join(mau_identity::MAU_DIR).join("control.sock");
+    let path = crate::server::control_socket(dir);
     if !path.exists() {
         return None;
     }

@@ -20,7 +20,8 @@ use tracing_subscriber::filter::LevelFilter;
 #[derive(Parser)]
 #[command(name = "mau", version, about)]
 struct Cli {
-    /// The account directory (keys in DIR/.mau). Default: $MAU_DIR, else the current directory.
+    /// The account directory (keys in DIR/.mau, mau-rs's own state in
+    /// DIR/.mau-rs). Default: $MAU_DIR, else the current directory.
     #[arg(long, global = true, env = "MAU_DIR", default_value = ".")]
     dir: PathBuf,
     /// The async runtime to run on (the same node either way).
@@ -228,6 +229,20 @@ enum PeersCommand {
     },
 }
 
+/// Moves state an older mau-rs left in `DIR/.mau/` (where the Go peer reads
+/// every file as a friend's key) to `DIR/.mau-rs/`. A failure is only a
+/// warning: the command itself may still work.
+fn migrate_state(dir: &std::path::Path) {
+    match mau_identity::StateDir::new(dir).migrate() {
+        Ok(moved) => {
+            for (from, to) in moved {
+                tracing::info!(from = %from.display(), to = %to.display(), "moved mau-rs state out of the keyring directory");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not move mau-rs state out of DIR/.mau"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -237,6 +252,9 @@ fn main() -> ExitCode {
     logging::init(default_level);
     let dir = cli.dir;
     let rt = cli.runtime;
+    if !matches!(cli.command, Command::Devnet { .. }) {
+        migrate_state(&dir);
+    }
     let result = match cli.command {
         Command::Share { file, to, name } => content::share(&dir, &file, name.as_deref(), &to),
         Command::Files { fingerprint } => content::files(&dir, fingerprint),

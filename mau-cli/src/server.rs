@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity, MAU_DIR};
+use mau_identity::{Account, IdentityError, KeyVersion, StateDir, TlsIdentity, MAU_DIR};
 use mau_net::control::{self, ControlRequest, ControlResponse};
 use mau_net::{parse_peer_spec, NodeConfig, RunningNode};
 use mau_proto::{Fingerprint, PeerAddress};
@@ -24,7 +24,7 @@ pub struct StartArgs {
     #[arg(long)]
     advertise: Option<PeerAddress>,
     /// A peer to join through, FINGERPRINT@HOST:PORT (repeatable; also read,
-    /// one per line, from DIR/.mau/bootstrap.txt).
+    /// one per line, from DIR/.mau-rs/bootstrap.txt).
     #[arg(long = "bootstrap", value_name = "FINGERPRINT@HOST:PORT")]
     bootstrap: Vec<String>,
     /// Do not advertise or browse on the LAN (mDNS is on by default; it is
@@ -41,11 +41,11 @@ pub struct StartArgs {
 }
 
 pub(crate) fn control_socket(dir: &Path) -> PathBuf {
-    dir.join(MAU_DIR).join("control.sock")
+    StateDir::new(dir).control_socket()
 }
 
 fn bootstrap_file(dir: &Path) -> Result<Vec<String>, String> {
-    let path = dir.join(MAU_DIR).join("bootstrap.txt");
+    let path = StateDir::new(dir).bootstrap();
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text
             .lines()
@@ -99,7 +99,9 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     config.bootstrap = specs
         .map(|s| parse_peer_spec(&s))
         .collect::<Result<_, _>>()?;
-    config.table_file = Some(dir.join(MAU_DIR).join("routing_table.json"));
+    let state = StateDir::new(dir);
+    state.ensure().map_err(|e| e.to_string())?;
+    config.table_file = Some(state.routing_table());
     config.control_socket = Some(control_socket(dir));
     config.content = Some(std::sync::Arc::new(
         mau_store::Store::new(account.clone()).map_err(|e| e.to_string())?,

@@ -132,7 +132,7 @@ fn two_servers_over_the_control_channel() {
         .success());
     let status = sb.proc.0.wait().unwrap();
     assert!(status.success(), "server exited with {status:?}");
-    let table = std::fs::read_to_string(b.path().join(".mau/routing_table.json")).unwrap();
+    let table = std::fs::read_to_string(b.path().join(".mau-rs/routing_table.json")).unwrap();
     assert!(table.contains(&fpr_a), "{table}");
 }
 

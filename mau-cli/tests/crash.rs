@@ -53,7 +53,8 @@ fn kill_9_never_leaves_an_unloadable_state_file() {
     let alice_spec = alice.spec();
     let alice_addr = alice_spec.split('@').nth(1).expect("address").to_string();
 
-    let mau_dir = b.join(".mau");
+    // mau-rs's own state (out of the Go peer's keyring directory `.mau`).
+    let mau_dir = mau_identity::StateDir::new(&b).ensure().expect("state dir");
     let table = mau_dir.join("routing_table.json");
     // What a kill during an earlier run left: a half-written temporary of
     // each file, an hour old. The next successful save must sweep them.

@@ -4,7 +4,9 @@
 //! # Where the fingerprint lives
 //!
 //! * **v4** (20 bytes, 40 hex digits): a DNS SAN holding the lowercase hex
-//!   fingerprint, exactly as the Go implementation writes it.
+//!   fingerprint, exactly as the Go implementation writes it. Read in either
+//!   case, as Go reads it (`hex.DecodeString`) and as DNS names compare; the
+//!   binding below holds whatever the case.
 //! * **v6** (32 bytes, 64 hex digits): too long for a DNS label (63 bytes at
 //!   most), so it goes into a URI SAN `mau:fingerprint:<64 lowercase hex>`
 //!   ([`FINGERPRINT_URI_PREFIX`]). It is never used as a TLS server name.
@@ -402,6 +404,7 @@ pub struct PeerIdentity {
     pub address: Option<String>,
 }
 
+/// A DNS SAN that claims a v4 fingerprint: 40 hex digits, either case.
 fn is_v4_fingerprint_name(name: &str) -> bool {
     name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }

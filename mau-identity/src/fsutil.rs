@@ -16,6 +16,12 @@ pub const ACCOUNT_FILE: &str = "account.pgp";
 /// Creates `<root>/.mau` (mode 0700) if needed and returns its path.
 pub fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
     let dir = root.join(MAU_DIR);
+    ensure_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Creates `dir` and its parents if needed and makes it owner-only (0700).
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), IdentityError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -23,16 +29,14 @@ pub fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder
-        .create(&dir)
-        .map_err(|e| IdentityError::io(&dir, e))?;
+    builder.create(dir).map_err(|e| IdentityError::io(dir, e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| IdentityError::io(&dir, e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| IdentityError::io(dir, e))?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 fn open_owner_only(path: &Path) -> io::Result<File> {

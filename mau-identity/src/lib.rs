@@ -4,6 +4,8 @@
 //!   stored passphrase-protected as `<root>/.mau/account.pgp`, with friends'
 //!   public keys as `<root>/.mau/<fingerprint>.pgp` (the Go implementation's
 //!   layout). Writes are atomic and owner-only.
+//! * [`StateDir`]: where mau-rs keeps its own state (`<root>/.mau-rs/`, out
+//!   of the Go peer's way) and the migration out of `.mau/`.
 //! * [`TlsIdentity`]: a self-signed X.509 certificate whose key *is* the PGP
 //!   primary key, for mutual TLS 1.3 between peers.
 //! * [`MauVerifier`], [`server_config`], [`client_config`], [`peer_identity`]:
@@ -25,6 +27,7 @@ mod der;
 mod error;
 mod fsutil;
 mod pem;
+pub mod state_dir;
 mod tls;
 
 pub use account::{Account, Friend, KeyVersion};
@@ -35,6 +38,7 @@ pub use content::ContentError;
 pub use error::{IdentityError, VerifyError};
 pub use fsutil::{ensure_mau_dir, write_atomic, ACCOUNT_FILE, MAU_DIR};
 pub use mau_proto::Fingerprint;
+pub use state_dir::{StateDir, STATE_DIR};
 pub use tls::{
     client_config, peer_identity, provider, server_config, server_name, MauVerifier, TlsIdentity,
     DUMMY_SERVER_NAME,

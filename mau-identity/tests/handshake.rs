@@ -371,6 +371,31 @@ fn verifier_reports_missing_and_conflicting_names() {
     ));
 }
 
+/// docs/identity.md: the fingerprint name is written in lower case (what Go
+/// writes, `hex.EncodeToString`) and read in either case (as Go's
+/// `hex.DecodeString` reads it, and as DNS names compare); the key binding
+/// holds either way (an upper-case name is accepted above).
+#[test]
+fn fingerprint_names_are_written_in_lower_case() {
+    for version in [KeyVersion::V4, KeyVersion::V6] {
+        let id = ident(3, version, Some("peer.example:7"));
+        let hex = id.fingerprint().to_string();
+        assert_eq!(hex, hex.to_ascii_lowercase());
+        let der: &[u8] = id.certificate().as_ref();
+        let has = |s: &str| der.windows(s.len()).any(|w| w == s.as_bytes());
+        assert!(has(&hex), "{version:?}: lower-case name missing");
+        assert!(
+            !has(&hex.to_ascii_uppercase()),
+            "{version:?}: upper case written"
+        );
+        let p = MauVerifier::any_peer()
+            .verify_certificate(id.certificate(), now())
+            .expect("our own certificate verifies");
+        assert_eq!(p.fingerprint, id.fingerprint());
+        assert_eq!(p.address.as_deref(), Some("peer.example:7"));
+    }
+}
+
 #[test]
 fn invalid_addresses_are_refused() {
     for bad in ["", "has space:1", "tab\t:1", &"ab".repeat(20)] {

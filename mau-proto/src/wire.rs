@@ -209,10 +209,36 @@ impl<'de> Deserialize<'de> for PeerRecord {
     }
 }
 
+/// A decoded find_peer answer: the usable records, and how many were not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FindPeerAnswer {
+    /// Records with a valid fingerprint and `host:port` address, in order.
+    pub records: Vec<PeerRecord>,
+    /// Array elements skipped as unusable (not an object, a missing or
+    /// duplicate field, a bad fingerprint, an address that is not
+    /// `host:port`).
+    pub skipped: usize,
+    /// Why the first skipped element was unusable, for a log line.
+    pub first_skip: Option<String>,
+}
+
 /// Decodes a find_peer answer: at most `k` records, the body at most
-/// [`max_find_peer_body`]`(k)` bytes. Stops reading at record `k + 1`, so a
-/// hostile answer cannot make us allocate more than K records.
+/// [`max_find_peer_body`]`(k)` bytes. Unusable records are skipped (see
+/// [`decode_find_peer_answer`] for how many and why).
 pub fn decode_find_peer(body: &[u8], k: usize) -> Result<Vec<PeerRecord>, WireError> {
+    decode_find_peer_answer(body, k).map(|a| a.records)
+}
+
+/// Decodes a find_peer answer and counts the records it skipped.
+///
+/// The Go peer hands out whatever a caller put first in its certificate's
+/// DNS names (a bare fingerprint, an empty string, a name without a port),
+/// so one unusable record must not void the answer: it is skipped and the
+/// rest are used. The answer as a whole must still be a JSON array (or
+/// `null`) of at most `k` elements in a body of at most
+/// [`max_find_peer_body`]`(k)` bytes; reading stops at element `k + 1`, so a
+/// hostile answer cannot make us allocate more than K records.
+pub fn decode_find_peer_answer(body: &[u8], k: usize) -> Result<FindPeerAnswer, WireError> {
     let limit = max_find_peer_body(k);
     if body.len() > limit {
         return Err(WireError::TooLarge {
@@ -222,34 +248,45 @@ pub fn decode_find_peer(body: &[u8], k: usize) -> Result<Vec<PeerRecord>, WireEr
     }
     struct Bounded(usize);
     impl<'de> de::DeserializeSeed<'de> for Bounded {
-        type Value = Vec<PeerRecord>;
+        type Value = FindPeerAnswer;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_any(self)
         }
     }
     impl<'de> Visitor<'de> for Bounded {
-        type Value = Vec<PeerRecord>;
+        type Value = FindPeerAnswer;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             write!(f, "an array of at most {} peer records", self.0)
         }
         fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<Self::Value, S::Error> {
-            let mut out = Vec::with_capacity(self.0.min(64));
-            while let Some(r) = s.next_element::<PeerRecord>()? {
-                if out.len() == self.0 {
+            let mut out = FindPeerAnswer {
+                records: Vec::with_capacity(self.0.min(64)),
+                ..FindPeerAnswer::default()
+            };
+            let mut seen = 0;
+            while let Some(r) = s.next_element::<MaybeRecord>()? {
+                if seen == self.0 {
                     return Err(de::Error::custom(TOO_MANY));
                 }
-                out.push(r);
+                seen += 1;
+                match r.0 {
+                    Ok(r) => out.records.push(r),
+                    Err(why) => {
+                        out.skipped += 1;
+                        out.first_skip.get_or_insert(why);
+                    }
+                }
             }
             Ok(out)
         }
         // Go encodes an empty slice as `null` when nil: accept it as empty.
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Vec::new())
+            Ok(FindPeerAnswer::default())
         }
     }
     const TOO_MANY: &str = "too many peer records";
     let mut de = serde_json::Deserializer::from_slice(body);
-    let records = de::DeserializeSeed::deserialize(Bounded(k), &mut de)
+    de::DeserializeSeed::deserialize(Bounded(k), &mut de)
         .and_then(|v| de.end().map(|_| v))
         .map_err(|e| {
             if e.to_string().starts_with(TOO_MANY) {
@@ -257,8 +294,101 @@ pub fn decode_find_peer(body: &[u8], k: usize) -> Result<Vec<PeerRecord>, WireEr
             } else {
                 WireError::Json(e.to_string())
             }
-        })?;
-    Ok(records)
+        })
+}
+
+/// One element of a find_peer array: a record, or why it is unusable. Any
+/// JSON value deserializes into it; only a malformed document fails.
+struct MaybeRecord(Result<PeerRecord, String>);
+
+impl<'de> Deserialize<'de> for MaybeRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn skip<E>(why: impl Into<String>) -> Result<MaybeRecord, E> {
+            Ok(MaybeRecord(Err(why.into())))
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeRecord;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<MaybeRecord, M::Error> {
+                let (mut fingerprint, mut address) = (None, None);
+                let mut problem = None;
+                while let Some(key) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "fingerprint" => &mut fingerprint,
+                        "address" => &mut address,
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value = m.next_value::<MaybeText>()?.0;
+                    if slot.is_some() {
+                        problem.get_or_insert_with(|| format!("duplicate field {key}"));
+                    }
+                    *slot = Some(value);
+                }
+                if let Some(p) = problem {
+                    return skip(p);
+                }
+                let (Some(fingerprint), Some(address)) = (fingerprint, address) else {
+                    return skip("missing field");
+                };
+                let (Some(fingerprint), Some(address)) = (fingerprint, address) else {
+                    return skip("a field is not a string");
+                };
+                let fingerprint = match Fingerprint::parse(&fingerprint) {
+                    Ok(f) => f,
+                    Err(e) => return skip(WireError::from(e).to_string()),
+                };
+                match PeerAddress::parse(&address) {
+                    Ok(address) => Ok(MaybeRecord(Ok(PeerRecord {
+                        fingerprint,
+                        address,
+                    }))),
+                    Err(e) => skip(e.to_string()),
+                }
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<MaybeRecord, S::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                skip("an array, not a record")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeRecord, E> {
+                skip("not a record")
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeRecord, E> {
+                skip("not a record")
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeRecord, E> {
+                skip("not a record")
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeRecord, E> {
+                skip("not a record")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<MaybeRecord, E> {
+                skip("not a record")
+            }
+            fn visit_unit<E>(self) -> Result<MaybeRecord, E> {
+                skip("null, not a record")
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A field value: its text if it is a JSON string, `None` for anything else.
+struct MaybeText(Option<String>);
+
+impl<'de> Deserialize<'de> for MaybeText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(MaybeText(match v {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        }))
+    }
 }
 
 /// Encodes a find_peer answer.
@@ -356,19 +486,71 @@ mod tests {
             decode_find_peer(&huge, 20),
             Err(WireError::TooLarge { .. })
         ));
+        // Not a find_peer answer at all: the whole answer is bad.
         for bad in [
             "{}".to_string(),
-            "[1]".into(),
+            "\"x\"".into(),
+            "7".into(),
+            "not json".into(),
+            "".into(),
             format!("[{rec}] trailing"),
-            r#"[{"fingerprint":"zz","address":"a:1"}]"#.into(),
-            format!(r#"[{{"fingerprint":"{FP}"}}]"#),
-            format!(r#"[{{"fingerprint":"{FP}","address":"a b:1"}}]"#),
-            format!(r#"[{{"fingerprint":"{FP}","address":"a:99999"}}]"#),
-            format!(r#"[{{"fingerprint":"{FP}","fingerprint":"{FP}","address":"a:1"}}]"#),
+            format!("[{rec},"),
             "[".repeat(500),
         ] {
             assert!(decode_find_peer(bad.as_bytes(), 20).is_err(), "{bad}");
         }
+        // Elements that are not usable records are skipped, not fatal.
+        for bad in [
+            "1".to_string(),
+            "null".into(),
+            "[]".into(),
+            r#"{"fingerprint":"zz","address":"a:1"}"#.into(),
+            format!(r#"{{"fingerprint":"{FP}"}}"#),
+            format!(r#"{{"fingerprint":"{FP}","address":7}}"#),
+            format!(r#"{{"fingerprint":"{FP}","address":"a b:1"}}"#),
+            format!(r#"{{"fingerprint":"{FP}","address":"a:99999"}}"#),
+            format!(r#"{{"fingerprint":"{FP}","fingerprint":"{FP}","address":"a:1"}}"#),
+        ] {
+            let body = format!("[{bad},{rec}]");
+            let a = decode_find_peer_answer(body.as_bytes(), 20).expect(&body);
+            assert_eq!((a.records.len(), a.skipped), (1, 1), "{body}");
+            assert!(a.first_skip.is_some(), "{body}");
+        }
+        // Skipped elements still count against K.
+        let bad = r#"{"fingerprint":"zz","address":"a:1"}"#;
+        assert_eq!(
+            decode_find_peer(format!("[{bad},{bad},{rec}]").as_bytes(), 2),
+            Err(WireError::TooManyRecords(2))
+        );
+    }
+
+    /// Regression (issue 14): the Go peer stores a caller's address as the
+    /// first DNS name of its certificate, whatever it is, and hands it out.
+    /// One such record used to void the whole answer (and count as a failed
+    /// RPC, so the Go node was evicted after two).
+    #[test]
+    fn go_answer_with_unusable_addresses_keeps_the_usable_records() {
+        let other = "89abcdef0123456789abcdef0123456789abcdef";
+        let body = format!(
+            r#"[{{"fingerprint":"{FP}","address":"{FP}"}},
+                {{"fingerprint":"{FP}","address":""}},
+                {{"fingerprint":"{FP}","address":"peer.example.org"}},
+                {{"fingerprint":"not-hex","address":"10.0.0.2:8080"}},
+                {{"fingerprint":"{other}","address":"10.0.0.3:8080"}}]"#
+        );
+        let records = decode_find_peer(body.as_bytes(), 20).expect("usable answer");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].fingerprint.to_string(), other);
+        assert_eq!(records[0].address.as_str(), "10.0.0.3:8080");
+        let a = decode_find_peer_answer(body.as_bytes(), 20).expect("usable answer");
+        assert_eq!((a.records, a.skipped), (records, 4));
+        assert!(
+            a.first_skip
+                .as_deref()
+                .is_some_and(|w| w.contains("no port")),
+            "{:?}",
+            a.first_skip
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //! <root>/.mau/account.pgp                 the account (mau-identity)
 //! <root>/.mau/<fpr>.pgp                   friends' public keys (mau-identity)
-//! <root>/.mau/sync_state.json             {"last_sync":{"<fpr>":"<RFC3339>"}}
+//! <root>/.mau-rs/sync_state.json          {"last_sync":{"<fpr>":"<RFC3339>"}} (mau-rs's own state)
 //! <root>/<own fpr>/<name>.pgp             own files: signed by us, encrypted to us + recipients
 //! <root>/<own fpr>/<name>.pgp.versions/<sha256>   older versions
 //! <root>/<friend fpr>/<name>.pgp          a followed friend's files (following = the directory exists)
@@ -931,7 +931,7 @@ impl Store {
         Ok(())
     }
 
-    /// The sync state (`.mau/sync_state.json`).
+    /// The sync state (`.mau-rs/sync_state.json`).
     pub fn sync_state(&self) -> Result<SyncState, StoreError> {
         SyncState::load(&self.root)
     }

@@ -1,5 +1,6 @@
-//! `<root>/.mau/sync_state.json`: `{"last_sync":{"<fpr>":"<RFC3339>"}}`, the
-//! Go implementation's format (Go writes `time.Time` as RFC 3339 with
+//! `<root>/.mau-rs/sync_state.json`: `{"last_sync":{"<fpr>":"<RFC3339>"}}`, the
+//! Go implementation's format (Go keeps its own in `.mau/`, where it breaks
+//! Go's keyring; ours is apart, see `mau_identity::state_dir`) (Go writes `time.Time` as RFC 3339 with
 //! nanoseconds and the local offset; both forms are read).
 
 use std::collections::BTreeMap;
@@ -12,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
-/// Name of the sync state file inside `.mau`.
-pub const SYNC_STATE_FILE: &str = "sync_state.json";
+pub use mau_identity::state_dir::SYNC_STATE_FILE;
 
 #[derive(Default, Serialize, Deserialize)]
 struct Raw {
@@ -42,7 +42,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 impl SyncState {
     /// The file's path under `root`.
     pub fn path(root: &Path) -> PathBuf {
-        root.join(mau_identity::MAU_DIR).join(SYNC_STATE_FILE)
+        mau_identity::StateDir::new(root).sync_state()
     }
 
     /// Reads the state (empty if there is no file). Entries that are not a
@@ -101,7 +101,7 @@ impl SyncState {
             path: Self::path(root),
             reason: e.to_string(),
         })?;
-        mau_identity::ensure_mau_dir(root)?;
+        mau_identity::StateDir::new(root).ensure()?;
         mau_identity::write_atomic(&Self::path(root), &bytes)?;
         Ok(())
     }
@@ -131,7 +131,7 @@ mod tests {
     fn reads_go_times_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let fpr = "0123456789abcdef0123456789abcdef01234567";
-        std::fs::create_dir_all(dir.path().join(".mau")).unwrap();
+        mau_identity::StateDir::new(dir.path()).ensure().unwrap();
         std::fs::write(
             SyncState::path(dir.path()),
             format!(r#"{{"last_sync":{{"{fpr}":"2024-03-01T10:00:00.5+01:00","nope":"x"}}}}"#),

@@ -7,8 +7,14 @@
 //! never reaches a real interface.
 //!
 //! A test calls [`Lab::new`]; it returns `None` (and prints why) only when we
-//! are not root or `ip netns` does not work, and the test then skips.
+//! are not root or `ip netns` does not work, and the test then skips; under
+//! `CI=true` a skip fails the test instead ([`skip`]). Hosts files a lab
+//! gives its namespaces (`/etc/netns/NS/hosts`) go with it too.
+//!
+//! [`go`] runs the original Go peer in these namespaces.
 #![allow(dead_code)]
+
+pub mod go;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,10 +25,21 @@ use std::time::{Duration, Instant};
 /// The passphrase of every test account.
 pub const PASSPHRASE: &str = "lan-test-passphrase";
 
+/// Says why a test skips; under `CI=true` (CI must run everything) it fails
+/// the test instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: cannot run under CI=true: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
+
 /// A set of namespaces and the processes running in them.
 pub struct Lab {
     tag: String,
     namespaces: Vec<String>,
+    /// `/etc/netns/NS` directories made for hosts files.
+    etc_dirs: Vec<PathBuf>,
     children: Vec<Child>,
     /// Scratch directory (accounts, logs, configs), removed with the lab.
     pub dir: tempfile::TempDir,
@@ -46,7 +63,7 @@ impl Lab {
     /// `ip netns` is unavailable.
     pub fn new(tag: &str) -> Option<Lab> {
         if !is_root() {
-            eprintln!("SKIP {tag}: needs root (network namespaces)");
+            skip(tag, "needs root (network namespaces)");
             return None;
         }
         let tag = format!("mau-{tag}-{}", std::process::id());
@@ -58,13 +75,14 @@ impl Lab {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("SKIP {tag}: `ip netns add` is unavailable here");
+            skip(&tag, "`ip netns add` is unavailable here");
             return None;
         }
         let _ = Command::new("ip").args(["netns", "del", &probe]).status();
         Some(Lab {
             tag,
             namespaces: Vec::new(),
+            etc_dirs: Vec::new(),
             children: Vec::new(),
             dir: tempfile::tempdir().expect("tempdir"),
         })
@@ -84,6 +102,39 @@ impl Lab {
     /// Runs `args` in `ns`, returning its output whatever the exit status.
     pub fn try_sh(&self, ns: &str, args: &[&str]) -> Output {
         run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+    }
+
+    /// Runs `args` in `ns` with `env` (from directory `cwd` if given),
+    /// returning its output whatever the exit status.
+    pub fn try_sh_in(
+        &self,
+        ns: &str,
+        cwd: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .args(args)
+            .envs(env.iter().copied());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        run(&mut cmd)
+    }
+
+    /// Gives `ns` a hosts file (`/etc/netns/NS/hosts`, which `ip netns exec`
+    /// mounts over `/etc/hosts`) mapping this machine's host name to `ip`, so
+    /// that programs resolving their own name (the Go peer's mDNS) can.
+    /// Removed with the lab.
+    pub fn hosts_file(&mut self, ns: &str, ip: &str) {
+        let host = run(&mut Command::new("hostname"));
+        let host = String::from_utf8_lossy(&host.stdout).trim().to_string();
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
+        self.etc_dirs.push(dir.clone());
+        let text = format!("127.0.0.1 localhost\n{ip} {host} {host}.\n");
+        std::fs::write(dir.join("hosts"), text).expect("hosts file");
     }
 
     /// A new namespace with loopback up and IPv6 duplicate detection off.
@@ -248,7 +299,43 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
+        for dir in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// Calls `f` with the command line `mau --dir <dir> <args>`.
+pub fn mau_argv<T>(dir: &Path, args: &[&str], f: impl FnOnce(&[&str]) -> T) -> T {
+    let bin = mau_bin();
+    let head = [
+        bin.to_str().expect("utf-8"),
+        "--dir",
+        dir.to_str().expect("utf-8"),
+    ];
+    f(&[&head[..], args].concat())
+}
+
+/// Starts `mau --dir <dir> <args>` (a `server start`) in `ns` with debug
+/// logs to `dir/server.log`; returns its process index once its banner
+/// ("... listening on ...") appeared.
+pub fn start_mau(lab: &mut Lab, ns: &str, dir: &Path, args: &[&str]) -> usize {
+    let log = dir.join("server.log");
+    let env = [("MAU_PASSPHRASE", PASSPHRASE), ("MAU_LOG_LEVEL", "debug")];
+    let i = mau_argv(dir, args, |a| lab.spawn(ns, a, &env, &log));
+    let banner = lab.read_line(i, Duration::from_secs(30));
+    assert!(
+        banner.as_deref().is_some_and(|l| l.contains("listening")),
+        "no banner from the server in {ns}: {banner:?}; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    i
+}
+
+/// Runs `mau --dir <dir> <args>` inside `ns` (so nothing multicasts outside).
+pub fn mau(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> Output {
+    let env = [("MAU_PASSPHRASE", PASSPHRASE)];
+    mau_argv(dir, args, |a| lab.try_sh_in(ns, None, a, &env))
 }
 
 /// The `mau` binary: `$MAU_BIN`, else the one cargo built next to this test.
@@ -298,18 +385,22 @@ pub fn have_python_zeroconf() -> bool {
         .unwrap_or(false)
 }
 
-/// Fails the test with a clear message if `tool` is missing.
-pub fn require(tool: &str, package: &str) {
+/// True if `tool` is installed; else the test skips ([`skip`], a failure
+/// under `CI=true`) saying which package `scripts/test.sh` would install.
+pub fn require(test: &str, tool: &str, package: &str) -> bool {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(
-        ok,
-        "{tool} is missing: apt-get install {package} (see .ci/run)"
-    );
+    if !ok {
+        skip(
+            test,
+            &format!("{tool} is missing: apt-get install {package} (scripts/test.sh does as root)"),
+        );
+    }
+    ok
 }
 
 /// This directory (scripts beside this module).

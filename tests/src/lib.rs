@@ -182,7 +182,7 @@ pub async fn stopped_node_is_evicted<R: Runtime>(rt: R) {
 /// A node restarted with its saved table rejoins without bootstrap peers.
 pub async fn restarted_node_rejoins_from_saved_table<R: Runtime>(rt: R) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let table = dir.path().join(".mau/routing_table.json");
+    let table = mau_identity::StateDir::new(dir.path()).routing_table();
     let nodes = network(&rt, 4).await;
     let mut cfg = config(99);
     cfg.table_file = Some(table.clone());

@@ -41,9 +41,14 @@ struct Net {
 /// it grants mappings to the LAN).
 fn setup(tag: &str, allow: bool) -> Option<Net> {
     let mut lab = Lab::new(tag)?;
-    require("miniupnpd", "miniupnpd miniupnpd-nftables");
-    require("upnpc", "miniupnpc");
-    require("nft", "nftables");
+    let tools = [
+        ("miniupnpd", "miniupnpd miniupnpd-nftables"),
+        ("upnpc", "miniupnpc"),
+        ("nft", "nftables"),
+    ];
+    if !tools.iter().all(|(tool, pkg)| require(tag, tool, pkg)) {
+        return None;
+    }
     let lan = lab.add_ns("lan");
     let router = lab.add_ns("rtr");
     let wan = lab.add_ns("wan");
