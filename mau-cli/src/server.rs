@@ -1,30 +1,36 @@
 //! `mau server start`, and the commands that talk to a running server.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity, MAU_DIR};
-use mau_net::control::{self, ControlRequest, ControlResponse};
+use mau_net::control::{self, ControlError, ControlRequest, ControlResponse};
 use mau_net::{parse_peer_spec, NodeConfig, RunningNode};
-use mau_proto::{Fingerprint, PeerAddress};
-use tracing::info;
+use mau_proto::{Contact, Fingerprint, PeerAddress};
+use tracing::{info, warn};
 
+use crate::lock::{self, Holder, ServerLock};
+use crate::output::{self, outln, Failure, EXIT_NOT_FOUND, EXIT_NO_SERVER};
 use crate::runtime::Exec;
-use crate::{account, table};
+use crate::{account, paths, table};
+
+const UNEXPECTED: &str = "unexpected answer from the server";
 
 /// Options of `mau server start`.
 #[derive(Args)]
 pub struct StartArgs {
-    /// Where to listen. Use 0.0.0.0:PORT to be reachable from other machines.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
+    /// Where to listen (IP:PORT or HOST:PORT, e.g. localhost:8080). Use
+    /// 0.0.0.0:PORT or [::]:PORT to be reachable from other machines.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    listen: SocketAddr,
     /// The host:port peers should use to reach this node (default: the listen address).
     #[arg(long)]
     advertise: Option<PeerAddress>,
     /// A peer to join through, FINGERPRINT@HOST:PORT (repeatable; also read,
-    /// one per line, from DIR/.mau/bootstrap.txt).
+    /// one per line, from bootstrap.txt in the state directory, DIR/.mau).
     #[arg(long = "bootstrap", value_name = "FINGERPRINT@HOST:PORT")]
     bootstrap: Vec<String>,
     /// Do not advertise or browse on the LAN (mDNS is on by default; it is
@@ -40,22 +46,37 @@ pub struct StartArgs {
     upnp_lease: u64,
 }
 
-pub(crate) fn control_socket(dir: &Path) -> PathBuf {
-    dir.join(MAU_DIR).join("control.sock")
+/// `--listen`: an IP address and port, or a host name (`localhost:8080`)
+/// resolved here, IPv4 first.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let all: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: expected IP:PORT or HOST:PORT ({e})"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
 }
 
-fn bootstrap_file(dir: &Path) -> Result<Vec<String>, String> {
-    let path = dir.join(MAU_DIR).join("bootstrap.txt");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+/// The peers listed in bootstrap.txt; a bad line is named by file and line.
+fn bootstrap_file(dir: &Path) -> Result<Vec<Contact<PeerAddress>>, String> {
+    let path = paths::bootstrap_file(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(n, l)| parse_peer_spec(l).map_err(|e| format!("{}:{n}: {e}", path.display())))
+        .collect()
 }
 
 /// Loads the account, or offers to create one on a terminal.
@@ -93,14 +114,19 @@ fn account_or_create(dir: &Path) -> Result<Account, String> {
 
 pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     let account = account_or_create(dir)?;
+    // Before anything binds: a second server must not touch the first's
+    // control socket or saved table.
+    let mut lock = ServerLock::acquire(&paths::server_lock(dir))?;
     let mut config = NodeConfig::new(args.listen);
     config.advertise = args.advertise;
-    let specs = args.bootstrap.into_iter().chain(bootstrap_file(dir)?);
-    config.bootstrap = specs
-        .map(|s| parse_peer_spec(&s))
+    config.bootstrap = args
+        .bootstrap
+        .iter()
+        .map(|s| parse_peer_spec(s).map_err(|e| format!("--bootstrap {e}")))
         .collect::<Result<_, _>>()?;
-    config.table_file = Some(dir.join(MAU_DIR).join("routing_table.json"));
-    config.control_socket = Some(control_socket(dir));
+    config.bootstrap.extend(bootstrap_file(dir)?);
+    config.table_file = Some(paths::routing_table(dir));
+    config.control_socket = Some(paths::control_socket(dir));
     config.content = Some(std::sync::Arc::new(
         mau_store::Store::new(account.clone()).map_err(|e| e.to_string())?,
     ));
@@ -108,6 +134,7 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     config.upnp = args.upnp;
     config.upnp_lease = Duration::from_secs(args.upnp_lease);
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    config.stop_requests = Some(stop_tx.clone());
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
     })
@@ -119,7 +146,28 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
         let mut node = RunningNode::start(rt, config, identity)
             .await
             .map_err(|e| e.to_string())?;
-        println!(
+        lock.write(&Holder {
+            pid: std::process::id(),
+            listen: Some(node.local_addr().to_string()),
+            advertised: Some(node.advertised().to_string()),
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            upnp: node.port_mapping().map(|m| m.external.to_string()),
+        })?;
+        if node.snapshot().peers.is_empty() {
+            warn!(
+                "no peers known: this node cannot join the network until one finds it; \
+                 pass --bootstrap FINGERPRINT@HOST:PORT or list peers in {}{}",
+                paths::bootstrap_file(dir).display(),
+                if node.mdns_running() {
+                    " (mDNS may still find peers on the LAN)"
+                } else {
+                    ""
+                }
+            );
+        }
+        outln!(
             "mau server {} listening on {} (advertised as {})",
             node.fingerprint(),
             node.local_addr(),
@@ -136,12 +184,15 @@ fn ask<E: Exec>(
     dir: &Path,
     request: ControlRequest,
     wait: Duration,
-) -> Result<ControlResponse, String> {
-    let path = control_socket(dir);
+) -> Result<ControlResponse, Failure> {
+    let path = paths::control_socket(dir);
     let response = E::run(|rt| async move { control::call(&rt, &path, &request, wait).await })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ControlError::NotRunning(..) => Failure::new(EXIT_NO_SERVER, e.to_string()),
+            e => Failure::from(e.to_string()),
+        })?;
     match response {
-        ControlResponse::Error { message } => Err(message),
+        ControlResponse::Error { message } => Err(message.into()),
         r => Ok(r),
     }
 }
@@ -154,10 +205,10 @@ pub(crate) fn age(secs: u64) -> String {
     }
 }
 
-pub fn peers<E: Exec>(dir: &Path, json: bool, buckets: bool) -> Result<(), String> {
+pub fn peers<E: Exec>(dir: &Path, json: bool, buckets: bool) -> Result<(), Failure> {
     let ControlResponse::Table(t) = ask::<E>(dir, ControlRequest::Table, Duration::from_secs(10))?
     else {
-        return Err("unexpected answer from the server".into());
+        return Err(UNEXPECTED.into());
     };
     if json {
         let v = if buckets {
@@ -165,10 +216,10 @@ pub fn peers<E: Exec>(dir: &Path, json: bool, buckets: bool) -> Result<(), Strin
         } else {
             serde_json::to_string_pretty(&t.peers)
         };
-        println!("{}", v.map_err(|e| e.to_string())?);
+        outln!("{}", v.map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!(
+    outln!(
         "node {} at {}: {} peers in {} buckets",
         t.fingerprint,
         t.address,
@@ -199,27 +250,27 @@ pub fn peers<E: Exec>(dir: &Path, json: bool, buckets: bool) -> Result<(), Strin
     Ok(())
 }
 
-pub fn discover<E: Exec>(dir: &Path, fingerprint: Fingerprint, json: bool) -> Result<(), String> {
+pub fn discover<E: Exec>(dir: &Path, fingerprint: Fingerprint, json: bool) -> Result<(), Failure> {
     let ControlResponse::Lookup(r) = ask::<E>(
         dir,
         ControlRequest::Lookup { fingerprint },
         Duration::from_secs(120),
     )?
     else {
-        return Err("unexpected answer from the server".into());
+        return Err(UNEXPECTED.into());
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-        );
+        output::json(&r)?;
     } else {
         match &r.found {
-            Some(p) => println!(
+            Some(p) => outln!(
                 "{} is at {} ({} hops, {} requests)",
-                p.fingerprint, p.address, r.hops, r.requests
+                p.fingerprint,
+                p.address,
+                r.hops,
+                r.requests
             ),
-            None => println!(
+            None => outln!(
                 "{} not found ({} requests, {} failed); closest peers that answered: {}",
                 r.target,
                 r.requests,
@@ -229,7 +280,100 @@ pub fn discover<E: Exec>(dir: &Path, fingerprint: Fingerprint, json: bool) -> Re
         }
     }
     if r.found.is_none() {
-        return Err(format!("{fingerprint} not found"));
+        return Err(Failure::new(
+            EXIT_NOT_FOUND,
+            format!("{fingerprint} not found"),
+        ));
+    }
+    Ok(())
+}
+
+/// `mau status` / `mau server status`: what the lock file, the control
+/// channel and the sync state say about the server running here.
+pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
+    let Some(holder) = lock::holder(&paths::server_lock(dir)) else {
+        return Err(Failure::new(
+            EXIT_NO_SERVER,
+            format!("no server runs in {}", dir.display()),
+        ));
+    };
+    let table = match ask::<E>(dir, ControlRequest::Table, Duration::from_secs(10))? {
+        ControlResponse::Table(t) => t,
+        _ => return Err(UNEXPECTED.into()),
+    };
+    let uptime = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_sub(holder.started);
+    // The sync state is plain JSON: no passphrase needed.
+    let synced = mau_store::SyncState::load(dir).map_err(|e| e.to_string())?;
+    let mut friends: Vec<(String, Option<String>)> = Account::friend_key_files(dir)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(f, _)| (f.to_string(), synced.last_sync(&f).map(output::time)))
+        .collect();
+    friends.dedup();
+    let filled = table.buckets.iter().filter(|b| b.peers > 0).count();
+    if json {
+        let v = serde_json::json!({
+            "fingerprint": table.fingerprint,
+            "pid": holder.pid,
+            "listen": holder.listen,
+            "advertised": table.address,
+            "uptime_secs": uptime,
+            "peers": table.peers.len(),
+            "buckets": table.buckets.len(),
+            "buckets_with_peers": filled,
+            "upnp": holder.upnp,
+            "last_sync": friends.iter().map(|(f, t)| serde_json::json!({"fingerprint": f, "last_sync": t})).collect::<Vec<_>>(),
+        });
+        return Ok(output::json(&v)?);
+    }
+    outln!("server:     {} (pid {})", table.fingerprint, holder.pid);
+    outln!(
+        "listening:  {}",
+        holder.listen.as_deref().unwrap_or("(starting)")
+    );
+    outln!("advertised: {}", table.address);
+    outln!("uptime:     {}", age(uptime));
+    outln!(
+        "peers:      {} in {} buckets ({} with peers)",
+        table.peers.len(),
+        table.buckets.len(),
+        filled
+    );
+    outln!(
+        "UPnP:       {}",
+        holder.upnp.as_deref().unwrap_or("no port mapping")
+    );
+    if friends.is_empty() {
+        outln!("last sync:  never");
+    }
+    for (f, t) in &friends {
+        outln!("last sync:  {f} {}", t.as_deref().unwrap_or("never"));
+    }
+    Ok(())
+}
+
+/// `mau server stop`: asks the server over its control socket, then waits
+/// for it to release the directory (its table saved).
+pub fn stop<E: Exec>(dir: &Path) -> Result<(), Failure> {
+    let lock_path = paths::server_lock(dir);
+    let holder = lock::holder(&lock_path);
+    match ask::<E>(dir, ControlRequest::Stop, Duration::from_secs(10))? {
+        ControlResponse::Stopping => {}
+        _ => return Err(UNEXPECTED.into()),
+    }
+    let started = Instant::now();
+    while lock::holder(&lock_path).is_some() {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the server was asked to stop but still runs after 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match holder {
+        Some(h) => outln!("stopped the server ({})", h.describe()),
+        None => outln!("stopped the server"),
     }
     Ok(())
 }

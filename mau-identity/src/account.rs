@@ -453,13 +453,17 @@ impl Account {
         Ok(friend)
     }
 
-    /// Every `<fingerprint>.pgp` in `.mau` and its sub-directories (Go's
-    /// sub-keyrings; hidden directories and temporary files are skipped),
-    /// top level first.
     fn friend_files(&self) -> Result<Vec<(Fingerprint, PathBuf)>, IdentityError> {
+        Self::friend_key_files(self.root.as_ref().ok_or(IdentityError::NoDirectory)?)
+    }
+
+    /// Every `<fingerprint>.pgp` in `<root>/.mau` and its sub-directories (Go's
+    /// sub-keyrings; hidden directories and temporary files are skipped),
+    /// top level first. Reads names only, so it needs no passphrase.
+    pub fn friend_key_files(root: &Path) -> Result<Vec<(Fingerprint, PathBuf)>, IdentityError> {
         const MAX_DEPTH: usize = 4;
         let mut out = Vec::new();
-        let mut dirs = vec![(self.mau_dir()?, 0usize)];
+        let mut dirs = vec![(root.join(MAU_DIR), 0usize)];
         while let Some((dir, depth)) = dirs.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,

@@ -29,6 +29,8 @@ pub enum ControlRequest {
     },
     /// The peers seen on the LAN (mDNS).
     LanPeers,
+    /// Ask the embedder to stop the node (see `NodeConfig::stop_requests`).
+    Stop,
 }
 
 /// The answer on the control channel.
@@ -46,6 +48,8 @@ pub enum ControlResponse {
         /// The peers, most recently seen first.
         peers: Vec<crate::mdns::LanPeer>,
     },
+    /// A stop request was passed on: the node is stopping.
+    Stopping,
     /// The request failed.
     Error {
         /// Why.
@@ -222,6 +226,15 @@ async fn answer<R: Runtime>(shared: &Shared<R>, stream: R::UnixStream) -> std::i
         Ok(ControlRequest::LanPeers) => ControlResponse::LanPeers {
             mdns: shared.config.mdns,
             peers: shared.lan_peers.list(),
+        },
+        Ok(ControlRequest::Stop) => match &shared.config.stop_requests {
+            Some(tx) => {
+                let _ = tx.try_send(());
+                ControlResponse::Stopping
+            }
+            None => ControlResponse::Error {
+                message: "this node cannot be stopped over the control channel".into(),
+            },
         },
         Ok(ControlRequest::Lookup { fingerprint }) => match shared.lookup(fingerprint).await {
             Ok(o) => ControlResponse::Lookup(o.into()),
