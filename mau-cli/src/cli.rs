@@ -26,12 +26,14 @@ Examples:
 Environment: MAU_DIR (--dir), MAU_PASSPHRASE, MAU_RUNTIME (--runtime),
 MAU_LOG_LEVEL (error, warn, info, debug, trace), NO_COLOR.";
 
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// Mau: a peer-to-peer social network where every user is an OpenPGP key.
 #[derive(Parser)]
 #[command(
     name = "mau",
     version,
-    about,
     after_help = format!("{EXAMPLES}\n\n{}", output::EXIT_CODES_HELP),
 )]
 pub struct Cli {
@@ -39,6 +41,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "MAU_DIR",
         default_value = ".",
         hide_env = true,
@@ -49,6 +52,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "MAU_RUNTIME",
         value_enum,
         default_value = "smol",
@@ -58,7 +62,7 @@ pub struct Cli {
     )]
     pub runtime: RuntimeChoice,
     /// Machine-readable output (JSON), errors included.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,

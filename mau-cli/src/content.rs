@@ -26,6 +26,12 @@ pub fn share(
     name: Option<&str>,
     to: &[Fingerprint],
 ) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!(
+            "{} is a directory: share files one by one (e.g. `for f in DIR/*; do mau share \"$f\"; done`)",
+            file.display()
+        ));
+    }
     let s = store(dir)?;
     let name = match name {
         Some(n) => n.to_string(),
@@ -35,12 +41,6 @@ pub fn share(
             .ok_or_else(|| format!("{}: no usable file name", file.display()))?
             .to_string(),
     };
-    if file.is_dir() {
-        return Err(format!(
-            "{} is a directory: share files one by one (e.g. `for f in DIR/*; do mau share \"$f\"; done`)",
-            file.display()
-        ));
-    }
     let input = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let e = s
         .share(&name, std::io::BufReader::new(input), to)

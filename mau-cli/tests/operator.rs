@@ -117,3 +117,394 @@ fn sync_names_the_lookup_that_failed_and_what_it_waits_for() {
         started.elapsed()
     );
 }
+
+/// `mau` without MAU_PASSPHRASE (and no terminal to prompt on).
+fn no_passphrase(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = mau(dir)
+        .env_remove("MAU_PASSPHRASE")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mau");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn public_information_needs_no_passphrase() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, _b, af, bf) = common::alice_and_bob(tmp.path());
+    let (good, out, err) = no_passphrase(&a, &["show"]);
+    assert!(
+        good && out.contains(&af) && out.contains("Alice"),
+        "{out}{err}"
+    );
+    let (good, out, err) = no_passphrase(&a, &["export"]);
+    assert!(
+        good && out.contains("BEGIN PGP PUBLIC KEY BLOCK"),
+        "{out}{err}"
+    );
+    let (good, out, err) = no_passphrase(&a, &["friend", "list"]);
+    assert!(
+        good && out.contains(&bf) && out.contains("Bob"),
+        "{out}{err}"
+    );
+    // What is secret still needs it.
+    let (good, _, err) = no_passphrase(&a, &["files"]);
+    assert!(!good && err.contains("passphrase"), "{err}");
+    // A replaced account is not described by what was remembered.
+    std::fs::remove_dir_all(&a).expect("rm");
+    let (good, _, err) = no_passphrase(&a, &["show"]);
+    assert!(!good && err.contains("no account"), "{err}");
+}
+
+#[test]
+fn destructive_commands_ask_or_want_yes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, af, bf) = common::alice_and_bob(tmp.path());
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, "x").expect("write");
+    ok(&a, &["share", note.to_str().expect("utf8")]);
+    ok(&b, &["follow", &af]);
+    for (dir, args) in [
+        (&a, vec!["delete", "note.txt"]),
+        (&b, vec!["unfollow", af.as_str()]),
+        (&a, vec!["friend", "remove", bf.as_str()]),
+    ] {
+        let out = mau(dir)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--yes"), "{args:?}: {err}");
+    }
+    // Nothing changed...
+    assert!(ok(&a, &["files"]).contains("note.txt"));
+    assert!(ok(&b, &["follows"]).contains(&af));
+    assert!(ok(&a, &["friend", "list"]).contains(&bf));
+    // ... until --yes.
+    ok(&a, &["delete", "note.txt", "--yes"]);
+    ok(&b, &["unfollow", &af, "-y"]);
+    ok(&a, &["friend", "remove", &bf, "--yes"]);
+    assert!(!ok(&a, &["files"]).contains("note.txt"));
+    assert!(!ok(&b, &["follows"]).contains(&af));
+    assert!(!ok(&a, &["friend", "list"]).contains(&bf));
+}
+
+#[test]
+fn destructive_commands_ask_on_a_terminal() {
+    // util-linux `script` gives mau a terminal; "n" keeps the file, "y" deletes it.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("`script` (util-linux) is needed: apt-get install util-linux");
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("acct");
+    ok(&dir, &["init", "--name", "Alice"]);
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, "x").expect("write");
+    ok(&dir, &["share", note.to_str().expect("utf8")]);
+    let on_terminal = |answer: &str| {
+        let cmd = format!(
+            "{} --dir {} delete note.txt",
+            env!("CARGO_BIN_EXE_mau"),
+            dir.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("MAU_PASSPHRASE", common::PASS)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script");
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(answer.as_bytes()).expect("answer");
+        let out = child.wait_with_output().expect("wait");
+        drop(stdin);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = on_terminal("n\n");
+    assert!(out.contains("[y/N]"), "{out}");
+    assert!(ok(&dir, &["files"]).contains("note.txt"), "{out}");
+    on_terminal("y\n");
+    assert!(!ok(&dir, &["files"]).contains("note.txt"));
+}
+
+#[test]
+fn help_has_examples_the_global_options_once_and_init_first() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let top = ok(tmp.path(), &["--help"]);
+    assert!(
+        top.contains("Examples:") && top.contains("Exit status"),
+        "{top}"
+    );
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands.first(), Some(&"init"), "{top}");
+    for sub in [
+        &["init", "--help"][..],
+        &["server", "start", "--help"],
+        &["sync", "--help"],
+    ] {
+        let help = ok(tmp.path(), sub);
+        // One line for the option, one for its description at most.
+        let runtime = help.lines().filter(|l| l.contains("--runtime")).count();
+        assert_eq!(runtime, 1, "{sub:?}: {help}");
+        assert!(
+            !help.contains("possible values") && !help.contains("smol:"),
+            "{sub:?}: {help}"
+        );
+    }
+    assert!(ok(tmp.path(), &["server", "start", "--help"]).contains("Examples:"));
+}
+
+/// Parses stdout as JSON.
+fn json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = ok(dir, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+#[test]
+fn json_listings_and_json_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, af, bf) = common::alice_and_bob(tmp.path());
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, vec![b'x'; 3000]).expect("write");
+    ok(&a, &["share", note.to_str().expect("utf8"), "--to", &bf]);
+    ok(&b, &["follow", &af]);
+
+    let show = json(&a, &["show", "--json"]);
+    assert_eq!(show["fingerprint"], af.as_str());
+    let files = json(&a, &["--json", "files"]);
+    assert_eq!(files[0]["name"], "note.txt.pgp");
+    assert_eq!(files[0]["shared_with"][0], bf.as_str());
+    assert!(files[0]["size"].as_u64().is_some_and(|s| s > 0), "{files}");
+    let friends = json(&a, &["friend", "list", "--json"]);
+    assert_eq!(friends[0]["fingerprint"], bf.as_str());
+    assert_eq!(friends[0]["user_ids"][0], "Bob");
+    let follows = json(&b, &["follows", "--json"]);
+    assert_eq!(follows[0]["fingerprint"], af.as_str());
+    assert!(follows[0]["last_sync"].is_null(), "{follows}");
+
+    // An error under --json: a JSON object on stdout, the exit status kept.
+    let out = mau(&a)
+        .args(["open", "nothing-here", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing-here")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["exit_code"], 1);
+    // Plain text without --json: sizes for people, times in whole seconds.
+    let files = ok(&a, &["files"]);
+    assert!(files.contains("KiB"), "{files}");
+    let modified = files
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3));
+    assert!(
+        modified.is_some_and(|t| t.ends_with('Z') && !t.contains('.')),
+        "{files}"
+    );
+}
+
+/// A server whose stderr goes to `log`, with `extra` flags and environment.
+fn serve_logged(
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    listen: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (common::Proc, String) {
+    use std::io::BufRead;
+    let mut cmd = mau(dir);
+    cmd.args(["server", "start", "--listen", listen, "--no-mdns"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let mut banner = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut banner)
+        .expect("banner");
+    (common::Proc(child), banner)
+}
+
+#[test]
+fn logs_have_no_colour_off_a_terminal_and_no_rust_options() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, _, _) = common::alice_and_bob(tmp.path());
+    let (la, lb) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let debug = [("MAU_LOG_LEVEL", "debug")];
+    let (alice, banner) = serve_logged(&a, &la, "127.0.0.1:0", &[], &debug);
+    let words: Vec<&str> = banner.split_whitespace().collect();
+    let spec = format!("{}@{}", words[2], words[5]);
+    let (bob, _) = serve_logged(&b, &lb, "127.0.0.1:0", &["--bootstrap", &spec], &debug);
+    common::until("bob joined alice", || {
+        ok(&b, &["peers", "list"]).contains(words[2])
+    });
+    drop((alice, bob));
+    for log in [&la, &lb] {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(text.contains("DEBUG"), "{text}");
+        assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
+        assert!(!text.contains("Some("), "Rust's Some(..) in a log: {text}");
+    }
+}
+
+#[test]
+fn smaller_rough_edges() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, af, _) = common::alice_and_bob(tmp.path());
+    // localhost:PORT is a listen address; a node with no peers warns.
+    let log = tmp.path().join("a.log");
+    let (server, banner) = serve_logged(&a, &log, "localhost:0", &[], &[]);
+    assert!(banner.contains("listening on 127.0.0.1:"), "{banner}");
+    drop(server);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("no peers known"), "{text}");
+
+    // `friend add -` reads the key from stdin.
+    let c = tmp.path().join("carol");
+    ok(&c, &["init", "--name", "Carol"]);
+    let key = ok(&c, &["export"]);
+    let mut child = mau(&a)
+        .args(["friend", "add", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(key.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Carol"),
+        "{out:?}"
+    );
+    // A secret-key file (an account.pgp) is named as such.
+    let secret = b.join(".mau/account.pgp");
+    let (good, _, err) = run(&a, &["friend", "add", secret.to_str().expect("utf8")]);
+    assert!(
+        !good && err.contains("not a public key") && !err.contains("keyring"),
+        "{err}"
+    );
+    // A directory to share is refused in plain words.
+    let (good, _, err) = run(&a, &["share", tmp.path().to_str().expect("utf8")]);
+    assert!(!good && err.contains("is a directory"), "{err}");
+    // A bad bootstrap.txt line is named by file and line.
+    std::fs::write(
+        a.join(".mau/bootstrap.txt"),
+        format!("# peers\n{af}@127.0.0.1:9\nnot-a-peer\n"),
+    )
+    .expect("write");
+    let (good, _, err) = run(
+        &a,
+        &["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"],
+    );
+    assert!(!good && err.contains("bootstrap.txt:3"), "{err}");
+    std::fs::remove_file(a.join(".mau/bootstrap.txt")).expect("rm");
+
+    // Old versions are listed and opened.
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, "first").expect("write");
+    ok(&a, &["share", note.to_str().expect("utf8")]);
+    std::fs::write(&note, "second").expect("write");
+    ok(&a, &["share", note.to_str().expect("utf8")]);
+    let versions = json(&a, &["versions", "note.txt", "--json"]);
+    let id = versions[0]["version"]
+        .as_str()
+        .expect("a version")
+        .to_string();
+    assert_eq!(ok(&a, &["open", "note.txt"]), "second");
+    assert_eq!(
+        ok(&a, &["open", "note.txt", "--version", &id[..8]]),
+        "first"
+    );
+    let (good, _, err) = run(&a, &["open", "note.txt", "--version", "ffff"]);
+    assert!(!good && err.contains("no old version"), "{err}");
+}
+
+#[test]
+fn completions_man_page_status_stop_exit_codes_and_closed_pipes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["init", "--name", "Alice"]);
+    assert!(ok(dir, &["completions", "bash"]).contains("_mau"));
+    assert!(ok(dir, &["completions", "zsh"]).contains("#compdef mau"));
+    assert!(ok(dir, &["man"]).contains(".TH mau"));
+
+    // No server: status and the control commands exit 3.
+    for args in [&["status"][..], &["server", "status"], &["peers", "list"]] {
+        let out = mau(dir).args(args).output().expect("run");
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {out:?}");
+    }
+    // A bad command line exits 2.
+    let out = mau(dir).args(["frobnicate"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+
+    let mut server = serve(dir, &[]);
+    let status = json(dir, &["status", "--json"]);
+    assert_eq!(status["fingerprint"], server.fingerprint.as_str());
+    assert_eq!(status["listen"], server.address.as_str());
+    assert_eq!(status["pid"], server.proc.0.id());
+    let text = ok(dir, &["server", "status"]);
+    assert!(
+        text.contains("uptime:") && text.contains(&server.address),
+        "{text}"
+    );
+    let out = ok(dir, &["server", "stop"]);
+    assert!(out.contains("stopped"), "{out}");
+    let exit = server.proc.0.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    assert!(dir.join(".mau/routing_table.json").is_file());
+    let out = mau(dir).args(["server", "status"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(3));
+
+    // A reader that goes away (`mau show | head -1`) ends every command quietly.
+    for args in [&["show"][..], &["man"], &["export"], &["files"]] {
+        let mut child = mau(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}

@@ -647,10 +647,29 @@ fn decrypt_all_secrets(cert: Cert, passphrase: &str, path: &Path) -> Result<Cert
 }
 
 /// Parses and validates a friend's public key.
+/// Why bytes that are not a key were given as one, when the first packet
+/// says: an encrypted or signed message (an `account.pgp`, a shared file).
+fn not_a_key(bytes: &[u8]) -> Option<String> {
+    use openpgp::packet::Tag;
+    use openpgp::parse::{PacketParser, PacketParserResult};
+    let PacketParserResult::Some(pp) = PacketParser::from_bytes(bytes).ok()? else {
+        return None;
+    };
+    let what = match pp.packet.tag() {
+        Tag::SKESK => "a passphrase-encrypted OpenPGP message (such as a Mau account.pgp, which holds a secret key)",
+        Tag::PKESK | Tag::SEIP | Tag::AED => "an encrypted OpenPGP message",
+        Tag::OnePassSig | Tag::Literal | Tag::CompressedData => "a signed OpenPGP message",
+        _ => return None,
+    };
+    Some(format!(
+        "this is {what}, not a public key: import the file your friend's `mau export` wrote"
+    ))
+}
+
 fn parse_public_key(bytes: &[u8], path: Option<&Path>) -> Result<Friend, IdentityError> {
     let cert = Cert::from_bytes(bytes).map_err(|e| IdentityError::CorruptKey {
         path: path.map(Path::to_path_buf),
-        reason: e.to_string(),
+        reason: not_a_key(bytes).unwrap_or_else(|| e.to_string()),
     })?;
     let cert = cert.strip_secret_key_material();
     let fpr_text = cert.fingerprint().to_hex();

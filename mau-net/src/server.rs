@@ -196,7 +196,7 @@ async fn connection<R: Runtime>(
         .and_then(|a| PeerAddress::parse(a).ok())
         .map(|a| router::listening_address(a, peer.ip()));
     let fingerprint = identity.fingerprint;
-    debug!(peer = %fingerprint, remote = %peer, advertised = ?address.as_ref().map(|a| a.as_str()), "peer connected");
+    debug!(peer = %fingerprint, remote = %peer, advertised = address.as_ref().map_or("none", |a| a.as_str()), "peer connected");
     let caller = Arc::new(Caller {
         fingerprint,
         address,
