@@ -30,6 +30,9 @@ pub struct Holder {
     /// The external address UPnP mapped, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upnp: Option<String>,
+    /// Where its metrics are served, if they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 impl Holder {

@@ -3,12 +3,14 @@
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity, MAU_DIR};
 use mau_net::control::{self, ControlError, ControlRequest, ControlResponse};
-use mau_net::{parse_peer_spec, NodeConfig, RunningNode};
+use mau_net::metrics::{self, Metrics, TableGauges};
+use mau_net::{parse_peer_spec, NodeConfig, RunningNode, Runtime};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 use tracing::{info, warn};
 
@@ -41,6 +43,11 @@ pub struct StartArgs {
     /// external address (unless --advertise is given). Failures are warnings.
     #[arg(long)]
     upnp: bool,
+    /// Serve Prometheus/OpenMetrics metrics over plain HTTP at
+    /// http://ADDR/metrics (a listener of its own, never the peer port;
+    /// keep it on loopback or a management network). Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics: Option<SocketAddr>,
     /// The UPnP lease to ask for, in seconds; renewed at half of it.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
     upnp_lease: u64,
@@ -133,6 +140,11 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     config.mdns = !args.no_mdns;
     config.upnp = args.upnp;
     config.upnp_lease = Duration::from_secs(args.upnp_lease);
+    if args.metrics == Some(args.listen) && args.listen.port() != 0 {
+        return Err("--metrics must not be the peer port: give it an address of its own".into());
+    }
+    let metrics = args.metrics.map(|_| Arc::new(Metrics::new()));
+    config.metrics = metrics.clone();
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     config.stop_requests = Some(stop_tx.clone());
     ctrlc::set_handler(move || {
@@ -143,9 +155,23 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
         let identity = |addr: Option<&str>| -> Result<TlsIdentity, IdentityError> {
             TlsIdentity::from_account(&account, addr)
         };
-        let mut node = RunningNode::start(rt, config, identity)
+        let mut node = RunningNode::start(rt.clone(), config, identity)
             .await
             .map_err(|e| e.to_string())?;
+        let scrape = match (args.metrics, &metrics) {
+            (Some(addr), Some(m)) => {
+                let listener = rt
+                    .bind_tcp(addr)
+                    .await
+                    .map_err(|e| format!("--metrics {addr}: {e}"))?;
+                let bound = E::R::tcp_local_addr(&listener).map_err(|e| e.to_string())?;
+                m.set_mdns(node.mdns_running());
+                m.set_upnp(node.port_mapping().is_some());
+                info!(address = %bound, "metrics at http://{bound}/metrics");
+                Some((listener, m.clone(), bound))
+            }
+            _ => None,
+        };
         lock.write(&Holder {
             pid: std::process::id(),
             listen: Some(node.local_addr().to_string()),
@@ -154,6 +180,7 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             upnp: node.port_mapping().map(|m| m.external.to_string()),
+            metrics: scrape.as_ref().map(|s| s.2.to_string()),
         })?;
         if node.snapshot().peers.is_empty() {
             warn!(
@@ -173,7 +200,28 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
             node.local_addr(),
             node.advertised()
         );
-        let _ = stop_rx.recv().await;
+        let stopped = async {
+            let _ = stop_rx.recv().await;
+        };
+        match &scrape {
+            // Served here, not spawned: the scrape reads the table through
+            // `node`, which this function owns.
+            Some((listener, m, _)) => {
+                let gauges = || {
+                    let t = node.snapshot();
+                    TableGauges {
+                        peers: t.peers.len(),
+                        buckets: t
+                            .buckets
+                            .iter()
+                            .map(|b| (b.index, b.peers, b.replacements))
+                            .collect(),
+                    }
+                };
+                smol::future::or(stopped, metrics::serve(&rt, listener, m, gauges)).await
+            }
+            None => stopped.await,
+        }
         info!("shutting down");
         node.shutdown();
         Ok(())
@@ -325,6 +373,7 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
             "buckets": table.buckets.len(),
             "buckets_with_peers": filled,
             "upnp": holder.upnp,
+            "metrics": holder.metrics,
             "last_sync": friends.iter().map(|(f, t)| serde_json::json!({"fingerprint": f, "last_sync": t})).collect::<Vec<_>>(),
         });
         return Ok(output::json(&v)?);
@@ -346,6 +395,9 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
         "UPnP:       {}",
         holder.upnp.as_deref().unwrap_or("no port mapping")
     );
+    if let Some(m) = &holder.metrics {
+        outln!("metrics:    http://{m}/metrics");
+    }
     if friends.is_empty() {
         outln!("last sync:  never");
     }

@@ -508,3 +508,108 @@ fn completions_man_page_status_stop_exit_codes_and_closed_pipes() {
         );
     }
 }
+
+/// `GET /metrics` over plain HTTP; returns (head, body).
+fn scrape(addr: &str, accept: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    (head.to_string(), body.to_string())
+}
+
+#[test]
+fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, c) = (tmp.path().join("alice"), tmp.path().join("carol"));
+    ok(&a, &["init", "--name", "Alice"]);
+    ok(&c, &["init", "--name", "Carol"]);
+    let carol = serve(&c, &[]);
+    // Never on the peer port.
+    let (good, _, err) = run(
+        &a,
+        &[
+            "server",
+            "start",
+            "--listen",
+            "127.0.0.1:7",
+            "--metrics",
+            "127.0.0.1:7",
+        ],
+    );
+    assert!(!good && err.contains("peer port"), "{err}");
+    let alice = serve(
+        &a,
+        &["--bootstrap", &carol.spec(), "--metrics", "127.0.0.1:0"],
+    );
+    common::until("alice joined carol", || {
+        ok(&a, &["peers", "list"]).contains(&carol.fingerprint)
+    });
+    let status = json(&a, &["status", "--json"]);
+    let addr = status["metrics"]
+        .as_str()
+        .expect("metrics address")
+        .to_string();
+    assert_ne!(addr, alice.address);
+
+    let (head, body) = scrape(&addr, "text/plain");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("version=0.0.4"),
+        "{head}"
+    );
+    assert!(body.contains("mau_routing_table_peers 1"), "{body}");
+    assert!(
+        body.contains("# TYPE mau_lookup_duration_seconds histogram"),
+        "{body}"
+    );
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        panic!("promtool is missing: install it with `apt-get install -y prometheus` (Debian)");
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (head, body) = scrape(&addr, "application/openmetrics-text; version=1.0.0");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(
+        body.ends_with("# EOF\n") && body.contains("# UNIT mau_uptime_seconds seconds"),
+        "{body}"
+    );
+    // The peer port does not answer plain-HTTP scrapes.
+    let mut s = std::net::TcpStream::connect(&alice.address).expect("peer port");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    use std::io::Read;
+    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").expect("write");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("mau_"),
+        "the peer port served metrics"
+    );
+}

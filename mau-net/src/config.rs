@@ -127,6 +127,8 @@ pub struct NodeConfig {
     /// embedder, which owns the node's lifetime (`None`: such requests are
     /// refused).
     pub stop_requests: Option<async_channel::Sender<()>>,
+    /// Where the node counts what operators watch (`None`: nothing counted).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl NodeConfig {
@@ -146,6 +148,7 @@ impl NodeConfig {
             upnp: false,
             upnp_lease: Duration::from_secs(3600),
             stop_requests: None,
+            metrics: None,
         }
     }
 }

@@ -15,7 +15,8 @@
 //! - [`control`]: the local control socket used by the `mau` command line;
 //! - [`persist`]: the routing table on disk;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
-//! - [`upnp`]: NAT port mapping (UPnP IGD).
+//! - [`upnp`]: NAT port mapping (UPnP IGD);
+//! - [`metrics`]: opt-in operator metrics (Prometheus/OpenMetrics text).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ mod content;
 pub mod control;
 mod limits;
 pub mod mdns;
+pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod resolver;
