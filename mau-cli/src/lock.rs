@@ -86,7 +86,17 @@ impl ServerLock {
             .truncate(false)
             .open(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        if !flock(&file, libc::LOCK_EX).map_err(|e| format!("{}: {e}", path.display()))? {
+        // A `mau status` probing with a shared lock holds it for
+        // microseconds: retry briefly before blaming a running server.
+        let mut locked = false;
+        for _ in 0..5 {
+            locked = flock(&file, libc::LOCK_EX).map_err(|e| format!("{}: {e}", path.display()))?;
+            if locked || read_holder(&mut file).is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !locked {
             let who = read_holder(&mut file)
                 .map(|h| h.describe())
                 .unwrap_or_else(|| "pid unknown".into());

@@ -560,6 +560,13 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
         .to_string();
     assert_ne!(addr, alice.address);
 
+    // Carol pings Alice's claimed address before her table takes Alice:
+    // an RPC Alice answered.
+    common::until("alice counted an RPC she answered", || {
+        scrape(&addr, "text/plain")
+            .1
+            .contains("mau_rpcs_received_total{kind=\"ping\",outcome=\"ok\"}")
+    });
     let (head, body) = scrape(&addr, "text/plain");
     assert!(
         head.starts_with("HTTP/1.1 200") && head.contains("version=0.0.4"),

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use mau_proto::{LookupKind, Request, RpcFailure};
 
 use crate::runtime::{timeout, Runtime};
 
@@ -74,6 +75,33 @@ fn bump(map: &Labeled, key: (&'static str, &'static str), by: u64) {
         .unwrap_or_else(|e| e.into_inner())
         .entry(key)
         .or_insert(0) += by;
+}
+
+/// The `kind` label of a lookup.
+pub fn lookup_kind(kind: LookupKind) -> &'static str {
+    match kind {
+        LookupKind::FindPeer => "find_peer",
+        LookupKind::Join => "join",
+        LookupKind::Refresh => "refresh",
+    }
+}
+
+/// The `kind` label of an RPC.
+pub fn rpc_kind(request: &Request) -> &'static str {
+    match request {
+        Request::Ping => "ping",
+        Request::FindPeer(_) => "find_peer",
+    }
+}
+
+/// The `outcome` label of an RPC we sent, from the answer the core is given.
+pub fn rpc_outcome<T>(answer: &Result<T, RpcFailure>) -> &'static str {
+    match answer {
+        Ok(_) => "ok",
+        Err(RpcFailure::Timeout) => "timeout",
+        Err(RpcFailure::Unreachable) => "unreachable",
+        Err(RpcFailure::BadResponse) => "bad_response",
+    }
 }
 
 /// What a scrape reads from the routing table at that moment.
@@ -144,7 +172,7 @@ impl Metrics {
         self.lookups_started.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A lookup finished: `kind` (`find_peer`, `refresh`, `join`), whether
+    /// A lookup finished: `kind` ([`lookup_kind`]), whether
     /// it found its target, how long it took and over how many hops.
     pub fn lookup_finished(&self, kind: &'static str, found: bool, took: Duration, hops: u32) {
         let result = if found { "found" } else { "not_found" };
@@ -153,13 +181,14 @@ impl Metrics {
         self.lookup_hops.observe(f64::from(hops));
     }
 
-    /// An RPC we sent ended: `kind` (`ping`, `find_peer`, ...), `outcome`
-    /// (`ok`, `error`, `timeout`).
+    /// An RPC we sent ended: `kind` ([`rpc_kind`]), `outcome`
+    /// ([`rpc_outcome`]: `ok`, `timeout`, `unreachable`, `bad_response`).
     pub fn rpc_sent(&self, kind: &'static str, outcome: &'static str) {
         bump(&self.rpcs_sent, (kind, outcome), 1);
     }
 
-    /// An RPC we answered: `kind`, `outcome` (`ok`, `error`, `rejected`).
+    /// An RPC we answered: `kind` ([`rpc_kind`], or `unknown`), `outcome`
+    /// (`ok`, `bad_request`).
     pub fn rpc_received(&self, kind: &'static str, outcome: &'static str) {
         bump(&self.rpcs_received, (kind, outcome), 1);
     }
