@@ -227,11 +227,10 @@ async fn answer<R: Runtime>(shared: &Shared<R>, stream: R::UnixStream) -> std::i
             mdns: shared.config.mdns,
             peers: shared.lan_peers.list(),
         },
+        // Passed on below, once the answer is out: the embedder may exit
+        // as soon as it hears of it.
         Ok(ControlRequest::Stop) => match &shared.config.stop_requests {
-            Some(tx) => {
-                let _ = tx.try_send(());
-                ControlResponse::Stopping
-            }
+            Some(_) => ControlResponse::Stopping,
             None => ControlResponse::Error {
                 message: "this node cannot be stopped over the control channel".into(),
             },
@@ -247,7 +246,13 @@ async fn answer<R: Runtime>(shared: &Shared<R>, stream: R::UnixStream) -> std::i
     out.push(b'\n');
     let mut stream = reader.into_inner();
     stream.write_all(&out).await?;
-    stream.flush().await
+    stream.flush().await?;
+    if response == ControlResponse::Stopping {
+        if let Some(tx) = &shared.config.stop_requests {
+            let _ = tx.try_send(());
+        }
+    }
+    Ok(())
 }
 
 /// Why a control call failed.
