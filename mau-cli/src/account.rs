@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 
-use mau_identity::{Account, KeyVersion, ACCOUNT_FILE, MAU_DIR};
+use mau_identity::{Account, KeyVersion};
 use mau_proto::Fingerprint;
 
 use crate::output::{self, out, outln};
@@ -37,7 +37,7 @@ pub fn passphrase(confirm: bool) -> Result<String, String> {
 
 /// Loads the account in `dir` (and remembers its public part).
 pub fn load(dir: &Path) -> Result<Account, String> {
-    if !dir.join(MAU_DIR).join(ACCOUNT_FILE).exists() {
+    if !crate::paths::account_file(dir).exists() {
         return Err(format!(
             "no account in {}: create one with `mau init --name NAME`",
             dir.display()

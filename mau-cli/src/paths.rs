@@ -6,7 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use mau_identity::MAU_DIR;
+use mau_identity::{ACCOUNT_FILE, MAU_DIR};
+
+/// The account's key file (where Go keeps it too; not part of the state).
+pub fn account_file(dir: &Path) -> PathBuf {
+    dir.join(MAU_DIR).join(ACCOUNT_FILE)
+}
 
 /// The folder holding the server's state for the account in `dir`.
 pub fn state_dir(dir: &Path) -> PathBuf {

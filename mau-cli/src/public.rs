@@ -7,10 +7,10 @@
 //! account file invalidates it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use mau_identity::{Account, Friend, ACCOUNT_FILE, MAU_DIR};
+use mau_identity::{Account, Friend};
 use serde::{Deserialize, Serialize};
 
 use crate::paths;
@@ -32,13 +32,9 @@ pub struct PublicInfo {
     pub friends: BTreeMap<String, Vec<String>>,
 }
 
-fn account_file(dir: &Path) -> PathBuf {
-    dir.join(MAU_DIR).join(ACCOUNT_FILE)
-}
-
 /// What identifies this version of the account file.
 fn stamp(dir: &Path) -> Option<String> {
-    let m = std::fs::metadata(account_file(dir)).ok()?;
+    let m = std::fs::metadata(paths::account_file(dir)).ok()?;
     let t = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
     Some(format!("{}:{}", m.len(), t.as_nanos()))
 }

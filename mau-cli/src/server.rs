@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity, MAU_DIR};
+use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity};
 use mau_net::control::{self, ControlError, ControlRequest, ControlResponse};
 use mau_net::metrics::{self, Metrics, TableGauges};
 use mau_net::{parse_peer_spec, NodeConfig, RunningNode, Runtime};
@@ -88,18 +88,9 @@ fn bootstrap_file(dir: &Path) -> Result<Vec<Contact<PeerAddress>>, String> {
 
 /// Loads the account, or offers to create one on a terminal.
 fn account_or_create(dir: &Path) -> Result<Account, String> {
-    let exists = dir.join(MAU_DIR).join(mau_identity::ACCOUNT_FILE).exists();
-    if exists || !std::io::stdin().is_terminal() {
-        return account::load(dir).map_err(|e| {
-            if exists {
-                e
-            } else {
-                format!(
-                    "no account in {}: create one with `mau init --name NAME`",
-                    dir.display()
-                )
-            }
-        });
+    // Without an account, load says how to create one.
+    if paths::account_file(dir).exists() || !std::io::stdin().is_terminal() {
+        return account::load(dir);
     }
     eprint!(
         "No account in {}. Create one now? Name (empty to cancel): ",
