@@ -12,6 +12,7 @@ use mau_proto::{Contact, Fingerprint, PeerAddress};
 use mau_smol::SmolRuntime;
 use mau_store::Store;
 
+use crate::output::{self, outln};
 use crate::{account, table};
 
 /// Loads the account in `dir` as a content store.
@@ -25,6 +26,12 @@ pub fn share(
     name: Option<&str>,
     to: &[Fingerprint],
 ) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!(
+            "{} is a directory: share files one by one (e.g. `for f in DIR/*; do mau share \"$f\"; done`)",
+            file.display()
+        ));
+    }
     let s = store(dir)?;
     let name = match name {
         Some(n) => n.to_string(),
@@ -38,25 +45,40 @@ pub fn share(
     let e = s
         .share(&name, std::io::BufReader::new(input), to)
         .map_err(|e| e.to_string())?;
-    println!(
-        "shared {} ({} bytes) with {} friend(s)",
+    outln!(
+        "shared {} ({}) with {} friend(s)",
         e.name,
-        e.size,
+        output::size(e.size),
         to.len()
     );
     Ok(())
 }
 
-pub fn files(dir: &Path, fpr: Option<Fingerprint>) -> Result<(), String> {
+pub fn files(dir: &Path, fpr: Option<Fingerprint>, json: bool) -> Result<(), String> {
     let s = store(dir)?;
     let fpr = fpr.unwrap_or_else(|| s.fingerprint());
     let friends = s.account().friends().map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
+    let mut records = Vec::new();
     for e in s.files(&fpr).map_err(|e| e.to_string())? {
         let (_, meta) = s.meta(&e.path).map_err(|e| e.to_string())?;
-        let to: Vec<String> = friends
+        let to: Vec<&mau_identity::Friend> = friends
             .iter()
             .filter(|f| mau_identity::content::is_recipient(&meta.recipients, f.cert()))
+            .collect();
+        let versions = s.versions(&e.path).len();
+        if json {
+            records.push(serde_json::json!({
+                "name": e.name,
+                "size": e.size,
+                "modified": output::time(e.modified),
+                "versions": versions,
+                "shared_with": to.iter().map(|f| f.fingerprint().to_string()).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        let names: Vec<String> = to
+            .iter()
             .map(|f| {
                 f.user_ids()
                     .first()
@@ -66,11 +88,14 @@ pub fn files(dir: &Path, fpr: Option<Fingerprint>) -> Result<(), String> {
             .collect();
         rows.push(vec![
             e.name.clone(),
-            e.size.to_string(),
-            mau_store::format_rfc3339(e.modified),
-            s.versions(&e.path).len().to_string(),
-            to.join(", "),
+            output::size(e.size),
+            output::time(e.modified),
+            versions.to_string(),
+            names.join(", "),
         ]);
+    }
+    if json {
+        return output::json(&records);
     }
     table::print(
         &["NAME", "SIZE", "MODIFIED", "VERSIONS", "SHARED WITH"],
@@ -79,29 +104,138 @@ pub fn files(dir: &Path, fpr: Option<Fingerprint>) -> Result<(), String> {
     Ok(())
 }
 
+/// The old versions of `fpr`'s file `name`, oldest first: (id, path, size, time).
+fn old_versions(
+    s: &Store,
+    fpr: &Fingerprint,
+    name: &str,
+) -> Result<Vec<(String, std::path::PathBuf, u64, std::time::SystemTime)>, String> {
+    let name = mau_store::content_name(name);
+    let dir = s
+        .served_dir(fpr)
+        .ok_or_else(|| format!("no files of {fpr} here"))?;
+    let mut out = Vec::new();
+    for sum in s.versions(&dir.join(&name)) {
+        let path = s
+            .version_path(fpr, &name, &sum)
+            .map_err(|e| e.to_string())?;
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        out.push((sum, path, meta.len(), modified));
+    }
+    out.sort_by_key(|v| v.3);
+    Ok(out)
+}
+
+pub fn versions(
+    dir: &Path,
+    name: &str,
+    fpr: Option<Fingerprint>,
+    json: bool,
+) -> Result<(), String> {
+    let s = store(dir)?;
+    let fpr = fpr.unwrap_or_else(|| s.fingerprint());
+    let all = old_versions(&s, &fpr, name)?;
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(id, _, size, t)| {
+                serde_json::json!({"version": id, "size": size, "replaced": output::time(*t)})
+            })
+            .collect();
+        return output::json(&v);
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|(id, _, size, t)| vec![id.clone(), output::size(*size), output::time(*t)])
+        .collect();
+    table::print(&["VERSION", "SIZE", "STORED"], &rows);
+    Ok(())
+}
+
 pub fn open(
     dir: &Path,
     name: &str,
     fpr: Option<Fingerprint>,
+    version: Option<&str>,
     output: Option<&Path>,
 ) -> Result<(), String> {
     let s = store(dir)?;
     let fpr = fpr.unwrap_or_else(|| s.fingerprint());
+    let decrypt = |out: &mut dyn std::io::Write| -> Result<(), String> {
+        match version {
+            None => s.open(&fpr, name, out).map_err(|e| e.to_string()),
+            Some(v) => open_version(&s, &fpr, name, v, out),
+        }
+    };
     match output {
         Some(p) => {
             let mut buf = Vec::new();
-            s.open(&fpr, name, &mut buf).map_err(|e| e.to_string())?;
+            decrypt(&mut buf)?;
             mau_identity::write_atomic(p, &buf).map_err(|e| e.to_string())
         }
-        None => s
-            .open(&fpr, name, std::io::stdout().lock())
-            .map_err(|e| e.to_string()),
+        None => decrypt(&mut PipeQuiet(std::io::stdout().lock())),
     }
+}
+
+/// Decrypts an old version, picked by its id or a unique prefix of it.
+fn open_version(
+    s: &Store,
+    fpr: &Fingerprint,
+    name: &str,
+    version: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<(), String> {
+    let all = old_versions(s, fpr, name)?;
+    let matching: Vec<_> = all.iter().filter(|v| v.0.starts_with(version)).collect();
+    let path = match matching.as_slice() {
+        [one] => &one.1,
+        [] => {
+            return Err(format!(
+                "{name} has no old version {version:?} (see `mau versions {name}`)"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{version:?} names several versions: give more of it"
+            ))
+        }
+    };
+    let cert = if *fpr == s.fingerprint() {
+        std::sync::Arc::new(s.account().public_cert())
+    } else {
+        s.friend_cert(fpr).map_err(|e| e.to_string())?
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    s.account()
+        .open(std::io::BufReader::new(file), out, &cert)
+        .map_err(|e| e.to_string())
+}
+
+/// Stdout for decrypted bytes: a closed pipe ends the process quietly.
+struct PipeQuiet<W>(W);
+
+impl<W: std::io::Write> std::io::Write for PipeQuiet<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        quiet_on_pipe(self.0.write(buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        quiet_on_pipe(self.0.flush())
+    }
+}
+
+fn quiet_on_pipe<T>(r: std::io::Result<T>) -> std::io::Result<T> {
+    if let Err(e) = &r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(output::EXIT_OK));
+        }
+    }
+    r
 }
 
 pub fn delete(dir: &Path, name: &str) -> Result<(), String> {
     store(dir)?.delete(name).map_err(|e| e.to_string())?;
-    println!("deleted {}", mau_store::content_name(name));
+    outln!("deleted {}", mau_store::content_name(name));
     Ok(())
 }
 
@@ -109,31 +243,39 @@ pub fn follow(dir: &Path, fpr: &Fingerprint, on: bool) -> Result<(), String> {
     let s = store(dir)?;
     if on {
         s.follow(fpr).map_err(|e| e.to_string())?;
-        println!("following {fpr}");
+        outln!("following {fpr}");
     } else {
         s.unfollow(fpr).map_err(|e| e.to_string())?;
-        println!("unfollowed {fpr} (its files are kept in .{fpr})");
+        outln!("unfollowed {fpr} (its files are kept in .{fpr})");
     }
     Ok(())
 }
 
-pub fn follows(dir: &Path) -> Result<(), String> {
+pub fn follows(dir: &Path, json: bool) -> Result<(), String> {
     let s = store(dir)?;
     let state = s.sync_state().map_err(|e| e.to_string())?;
-    let rows: Vec<Vec<String>> = s
+    let rows: Vec<(String, usize, Option<String>)> = s
         .followed()
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|f| {
-            vec![
+            (
                 f.to_string(),
-                s.files(&f).map(|v| v.len()).unwrap_or(0).to_string(),
-                state
-                    .last_sync(&f)
-                    .map(mau_store::format_rfc3339)
-                    .unwrap_or_else(|| "never".into()),
-            ]
+                s.files(&f).map(|v| v.len()).unwrap_or(0),
+                state.last_sync(&f).map(output::time),
+            )
         })
+        .collect();
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(f, n, t)| serde_json::json!({"fingerprint": f, "files": n, "last_sync": t}))
+            .collect();
+        return output::json(&v);
+    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(f, n, t)| vec![f, n.to_string(), t.unwrap_or_else(|| "never".into())])
         .collect();
     table::print(&["FINGERPRINT", "FILES", "LAST SYNC"], &rows);
     Ok(())
@@ -174,7 +316,7 @@ impl Progress for Bars {
                 );
                 bar.set_message(format!("0/{files} files"));
             }
-            None => eprintln!("{files} file(s) listed, {bytes} bytes"),
+            None => eprintln!("{files} file(s) listed, {}", output::size(bytes)),
         }
     }
 
@@ -193,7 +335,8 @@ impl Progress for Bars {
             (Some(bar), _) => bar.set_message(format!("{done}/{total} files")),
             (None, Ok(Outcome::Downloaded { bytes, resumed })) => {
                 eprintln!(
-                    "[{done}/{total}] {name}: {bytes} bytes{}",
+                    "[{done}/{total}] {name}: {}{}",
+                    output::size(*bytes),
                     if *resumed { " (resumed)" } else { "" }
                 )
             }
@@ -204,12 +347,17 @@ impl Progress for Bars {
 }
 
 /// The friend's address from the running server's DHT (through the
-/// control socket), if a server runs.
-fn dht_address(dir: &Path, fpr: Fingerprint) -> Option<PeerAddress> {
-    let path = crate::server::control_socket(dir);
+/// control socket), or why there is none, naming what was tried.
+fn dht_address(dir: &Path, fpr: Fingerprint) -> Result<PeerAddress, String> {
+    let path = crate::paths::control_socket(dir);
     if !path.exists() {
-        return None;
+        return Err(format!(
+            "no address for {fpr}: no server runs in {} to look it up in the DHT \
+             (start one with `mau server start`) and no --address HOST:PORT was given",
+            dir.display()
+        ));
     }
+    eprintln!("looking up {fpr} in the DHT through the running server...");
     let answer = smol::block_on(control::call(
         &SmolRuntime,
         &path,
@@ -217,19 +365,38 @@ fn dht_address(dir: &Path, fpr: Fingerprint) -> Option<PeerAddress> {
         Duration::from_secs(60),
     ));
     match answer {
-        Ok(ControlResponse::Lookup(r)) => r.found.map(|p| p.address),
-        _ => None,
+        Ok(ControlResponse::Lookup(r)) if r.requests == 0 => Err(format!(
+            "the running server knows no peers to look up {fpr} with: it has not joined \
+             the network (give it --bootstrap FINGERPRINT@HOST:PORT), or pass --address HOST:PORT"
+        )),
+        Ok(ControlResponse::Lookup(r)) => r.found.map(|p| p.address).ok_or_else(|| {
+            format!(
+                "the DHT lookup for {fpr} did not find it ({} requests to peers, {} failed, \
+                 {} closest peers answered): is its server running and joined? \
+                 Pass --address HOST:PORT if you know where it listens",
+                r.requests,
+                r.failures,
+                r.closest.len()
+            )
+        }),
+        Ok(ControlResponse::Error { message }) => {
+            Err(format!("the DHT lookup for {fpr} failed: {message}"))
+        }
+        Ok(_) => Err(format!(
+            "the DHT lookup for {fpr}: unexpected answer from the server"
+        )),
+        Err(e) => Err(format!("the DHT lookup for {fpr}: {e}")),
     }
 }
 
 fn summary(r: &SyncReport) -> String {
     format!(
-        "{}: {} listed, {} downloaded ({} resumed, {} bytes), {} up to date, {} failed{}{}",
+        "{}: {} listed, {} downloaded ({} resumed, {}), {} up to date, {} failed{}{}",
         r.friend.map(|f| f.to_string()).unwrap_or_default(),
         r.listed,
         r.downloaded,
         r.resumed,
-        r.bytes,
+        output::size(r.bytes),
         r.unchanged,
         r.failed.len(),
         if r.retired.is_empty() {
@@ -272,14 +439,18 @@ pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
     let mut failures = 0usize;
     for fpr in friends {
         let mut addresses = args.address.clone();
-        if let Some(a) = dht_address(dir, fpr) {
-            addresses.push(a);
+        let mut last = String::new();
+        match dht_address(dir, fpr) {
+            Ok(a) => addresses.push(a),
+            Err(why) => last = why,
         }
         let progress = Bars::new();
         let result = smol::block_on(async {
-            let mut last =
-                String::from("no address: pass --address HOST:PORT or run `mau server start`");
             for address in addresses {
+                eprintln!(
+                    "syncing {fpr} at {address} (waiting up to {}s for each answer)...",
+                    opts.idle_timeout.as_secs()
+                );
                 let client = FriendClient::direct(
                     SmolRuntime,
                     s.clone(),
@@ -299,9 +470,9 @@ pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
         }
         match result {
             Ok(r) => {
-                println!("{}", summary(&r));
+                outln!("{}", summary(&r));
                 for (name, why) in &r.failed {
-                    println!("  failed {name}: {why}");
+                    outln!("  failed {name}: {why}");
                 }
                 if !r.complete {
                     failures += 1;

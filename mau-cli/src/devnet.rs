@@ -129,12 +129,12 @@ async fn devnet<R: Runtime>(
             "table_sizes": sizes,
             "node0": nodes[0].snapshot(),
         });
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
         );
     } else {
-        println!(
+        crate::output::outln!(
             "devnet: {n} nodes on 127.0.0.1 joined in {:.1} s (mutual TLS, discovery off)",
             joined.as_secs_f64()
         );
@@ -152,16 +152,16 @@ async fn devnet<R: Runtime>(
             })
             .collect();
         table::print(&["NODE", "FINGERPRINT", "ADDRESS", "PEERS"], &rows);
-        println!();
-        println!(
+        crate::output::outln!();
+        crate::output::outln!(
             "lookups: {found}/{lookups} found their target; hops median {} max {}; requests median {}; latency p50 {p50:.1} ms, p99 {p99:.1} ms",
             median(&hops),
             hops.last().copied().unwrap_or(0),
             median(&requests),
         );
-        println!();
+        crate::output::outln!();
         let t = nodes[0].snapshot();
-        println!("routing table of node 0 ({}):", t.fingerprint);
+        crate::output::outln!("routing table of node 0 ({}):", t.fingerprint);
         table::print_peers(&t.peers);
     }
     for node in &mut nodes {
@@ -694,31 +694,31 @@ mod soak {
                 "ok": failures.is_empty(),
                 "failures": failures,
             });
-            println!(
+            crate::output::outln!(
                 "{}",
                 serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
             );
         } else {
-            println!(
+            crate::output::outln!(
                 "soak: {n} nodes on 127.0.0.1 joined in {:.1} s; ran {:.0} s",
                 joined.as_secs_f64(),
                 soak_time.as_secs_f64()
             );
-            println!(
+            crate::output::outln!(
                 "churn: {stops} stops, {restarts} restarts ({moved} on a new port), {:.0} s down each",
                 down.as_secs_f64()
             );
-            println!(
+            crate::output::outln!(
                 "lookups: {issued} issued, {counted} judged ({excluded} excluded: target went down), {succeeded} succeeded = {:.2}%, {lost} lost, {errors} errors",
                 success * 100.0
             );
-            println!(
+            crate::output::outln!(
                 "hops: median {} p99 {} max {}; latency p50 {p50:.1} ms, p99 {p99:.1} ms; panics {panicked}",
                 pct(&hops, 50),
                 pct(&hops, 99),
                 hops.last().copied().unwrap_or(0)
             );
-            println!("samples (open fd limit {}):", fd_limit());
+            crate::output::outln!("samples (open fd limit {}):", fd_limit());
             let rows: Vec<Vec<String>> = samples
                 .iter()
                 .map(|s| {
@@ -734,11 +734,11 @@ mod soak {
             table::print(&["T(S)", "LIVE", "FDS", "RSS(MIB)", "TABLE ENTRIES"], &rows);
             for (name, g) in [("fds", fd_growth), ("rss KiB", rss_growth)] {
                 match g {
-                    Some((second, last, limit, grew)) => println!(
+                    Some((second, last, limit, grew)) => crate::output::outln!(
                         "growth {name}: median second third {second}, last third {last}, limit {limit}: {}",
                         if grew { "GREW" } else { "ok" }
                     ),
-                    None => println!("growth {name}: too few samples to judge"),
+                    None => crate::output::outln!("growth {name}: too few samples to judge"),
                 }
             }
         }

@@ -8,14 +8,14 @@ use mau_net::control::{self, ControlRequest, ControlResponse};
 use mau_net::mdns::{self, LanPeer, LanPeers, Mdns};
 use mau_smol::SmolRuntime;
 
-use crate::{server, table};
+use crate::{paths, server, table};
 
 /// Longest standalone browse.
 const MAX_SECONDS: u64 = 3600;
 
 /// The running server's LAN peers, if a server with mDNS answers.
 fn from_server(dir: &Path) -> Option<Vec<LanPeer>> {
-    let path = server::control_socket(dir);
+    let path = paths::control_socket(dir);
     if !path.exists() {
         return None;
     }
@@ -55,13 +55,13 @@ pub fn discover_local(dir: &Path, seconds: u64, json: bool) -> Result<(), String
         None => browse(seconds)?,
     };
     if json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&peers).map_err(|e| e.to_string())?
         );
         return Ok(());
     }
-    println!("{} peers seen on the LAN", peers.len());
+    crate::output::outln!("{} peers seen on the LAN", peers.len());
     let rows: Vec<Vec<String>> = peers
         .iter()
         .map(|p| {

@@ -14,7 +14,7 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        crate::output::outln!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {

@@ -2,21 +2,9 @@
 //! control channel (`peers list`, `peers buckets`, `discover`), graceful stop.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
-use common::{mau, run, serve};
-
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{mau, run, serve, until};
 
 #[test]
 fn two_servers_over_the_control_channel() {

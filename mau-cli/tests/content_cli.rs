@@ -59,8 +59,8 @@ fn share_follow_sync_open() {
         "{follows}"
     );
 
-    ok(&a, &["delete", "diary"]);
+    ok(&a, &["delete", "diary", "--yes"]);
     assert!(!ok(&a, &["files"]).contains("diary"));
-    ok(&b, &["unfollow", &af]);
+    ok(&b, &["unfollow", &af, "--yes"]);
     assert!(b.join(format!(".{af}")).join("note.txt.pgp").is_file());
 }

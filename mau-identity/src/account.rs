@@ -453,13 +453,17 @@ impl Account {
         Ok(friend)
     }
 
-    /// Every `<fingerprint>.pgp` in `.mau` and its sub-directories (Go's
-    /// sub-keyrings; hidden directories and temporary files are skipped),
-    /// top level first.
     fn friend_files(&self) -> Result<Vec<(Fingerprint, PathBuf)>, IdentityError> {
+        Self::friend_key_files(self.root.as_ref().ok_or(IdentityError::NoDirectory)?)
+    }
+
+    /// Every `<fingerprint>.pgp` in `<root>/.mau` and its sub-directories (Go's
+    /// sub-keyrings; hidden directories and temporary files are skipped),
+    /// top level first. Reads names only, so it needs no passphrase.
+    pub fn friend_key_files(root: &Path) -> Result<Vec<(Fingerprint, PathBuf)>, IdentityError> {
         const MAX_DEPTH: usize = 4;
         let mut out = Vec::new();
-        let mut dirs = vec![(self.mau_dir()?, 0usize)];
+        let mut dirs = vec![(root.join(MAU_DIR), 0usize)];
         while let Some((dir, depth)) = dirs.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -643,10 +647,29 @@ fn decrypt_all_secrets(cert: Cert, passphrase: &str, path: &Path) -> Result<Cert
 }
 
 /// Parses and validates a friend's public key.
+/// Why bytes that are not a key were given as one, when the first packet
+/// says: an encrypted or signed message (an `account.pgp`, a shared file).
+fn not_a_key(bytes: &[u8]) -> Option<String> {
+    use openpgp::packet::Tag;
+    use openpgp::parse::{PacketParser, PacketParserResult};
+    let PacketParserResult::Some(pp) = PacketParser::from_bytes(bytes).ok()? else {
+        return None;
+    };
+    let what = match pp.packet.tag() {
+        Tag::SKESK => "a passphrase-encrypted OpenPGP message (such as a Mau account.pgp, which holds a secret key)",
+        Tag::PKESK | Tag::SEIP | Tag::AED => "an encrypted OpenPGP message",
+        Tag::OnePassSig | Tag::Literal | Tag::CompressedData => "a signed OpenPGP message",
+        _ => return None,
+    };
+    Some(format!(
+        "this is {what}, not a public key: import the file your friend's `mau export` wrote"
+    ))
+}
+
 fn parse_public_key(bytes: &[u8], path: Option<&Path>) -> Result<Friend, IdentityError> {
     let cert = Cert::from_bytes(bytes).map_err(|e| IdentityError::CorruptKey {
         path: path.map(Path::to_path_buf),
-        reason: e.to_string(),
+        reason: not_a_key(bytes).unwrap_or_else(|| e.to_string()),
     })?;
     let cert = cert.strip_secret_key_material();
     let fpr_text = cert.fingerprint().to_hex();

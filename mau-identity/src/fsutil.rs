@@ -84,7 +84,11 @@ pub(crate) fn write_atomic_hooked(
     before_rename: impl FnOnce(&Path) -> io::Result<()>,
 ) -> Result<(), IdentityError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "", which cannot be opened to fsync.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -30,6 +30,10 @@ pub const CONTROL_SOCKET_FILE: &str = "control.sock";
 pub const BOOTSTRAP_FILE: &str = "bootstrap.txt";
 /// When each friend was last synced (the Go format).
 pub const SYNC_STATE_FILE: &str = "sync_state.json";
+/// The lock a running server holds (its pid and address inside).
+pub const SERVER_LOCK_FILE: &str = "server.pid";
+/// The account's public information, readable without the passphrase.
+pub const PUBLIC_CACHE_FILE: &str = "public.json";
 /// Where a `sync_state.json` found in `.mau/` is put aside.
 pub const SET_ASIDE_SYNC_STATE_FILE: &str = "go-sync-state.json";
 
@@ -80,6 +84,16 @@ impl StateDir {
     /// The sync state.
     pub fn sync_state(&self) -> PathBuf {
         self.dir().join(SYNC_STATE_FILE)
+    }
+
+    /// The lock file of the running server: one server per directory.
+    pub fn server_lock(&self) -> PathBuf {
+        self.dir().join(SERVER_LOCK_FILE)
+    }
+
+    /// The account's public information, readable without the passphrase.
+    pub fn public_cache(&self) -> PathBuf {
+        self.dir().join(PUBLIC_CACHE_FILE)
     }
 
     /// Moves state an older mau-rs (or Go, for `sync_state.json`) left in

@@ -120,6 +120,12 @@ pub struct NodeConfig {
     pub upnp: bool,
     /// The UPnP lease asked for; renewed at half of it.
     pub upnp_lease: Duration,
+    /// Where a `stop` request on the control channel is passed on to the
+    /// embedder, which owns the node's lifetime (`None`: such requests are
+    /// refused).
+    pub stop_requests: Option<async_channel::Sender<()>>,
+    /// Where the node counts what operators watch (`None`: nothing counted).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl NodeConfig {
@@ -138,6 +144,8 @@ impl NodeConfig {
             mdns: false,
             upnp: false,
             upnp_lease: Duration::from_secs(3600),
+            stop_requests: None,
+            metrics: None,
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum ControlRequest {
     },
     /// The peers seen on the LAN (mDNS).
     LanPeers,
+    /// Ask the embedder to stop the node (see `NodeConfig::stop_requests`).
+    Stop,
 }
 
 /// The answer on the control channel.
@@ -48,6 +50,8 @@ pub enum ControlResponse {
         /// The peers, most recently seen first.
         peers: Vec<crate::mdns::LanPeer>,
     },
+    /// A stop request was passed on: the node is stopping.
+    Stopping,
     /// The request failed.
     Error {
         /// Why.
@@ -134,6 +138,8 @@ pub(crate) struct ControlContext<R: Runtime> {
     pub advertised: PeerAddress,
     pub lan_peers: Arc<LanPeers>,
     pub mdns: bool,
+    /// Where a `stop` request is passed on (`NodeConfig::stop_requests`).
+    pub stop_requests: Option<async_channel::Sender<()>>,
 }
 
 pub(crate) fn snapshot<R: Runtime>(core: &Core<R>, advertised: &PeerAddress) -> TableSnapshot {
@@ -261,6 +267,14 @@ async fn answer<R: Runtime>(
             mdns: shared.mdns,
             peers: shared.lan_peers.list(),
         },
+        // Passed on below, once the answer is out: the embedder may exit
+        // as soon as it hears of it.
+        Ok(ControlRequest::Stop) => match &shared.stop_requests {
+            Some(_) => ControlResponse::Stopping,
+            None => ControlResponse::Error {
+                message: "this node cannot be stopped over the control channel".into(),
+            },
+        },
         Ok(ControlRequest::Lookup { fingerprint }) => match shared.core.lookup(fingerprint).await {
             Ok(o) => ControlResponse::Lookup(o.into()),
             Err(e) => ControlResponse::Error {
@@ -272,7 +286,13 @@ async fn answer<R: Runtime>(
     out.push(b'\n');
     let mut stream = reader.into_inner();
     stream.write_all(&out).await?;
-    stream.flush().await
+    stream.flush().await?;
+    if response == ControlResponse::Stopping {
+        if let Some(tx) = &shared.stop_requests {
+            let _ = tx.try_send(());
+        }
+    }
+    Ok(())
 }
 
 /// Why a control call failed.

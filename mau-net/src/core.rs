@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mau_proto::{Fingerprint, LookupId, LookupOutcome, Node, PeerAddress, Time};
 
 use crate::error::NetError;
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
 /// Resolves when the node shuts down.
@@ -49,11 +50,17 @@ pub(crate) struct Core<R: Runtime> {
     stop: Mutex<Option<async_channel::Sender<()>>>,
     pub shutdown: Shutdown,
     tasks: Tasks,
+    /// Where what operators watch is counted (`None`: nothing counted).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl<R: Runtime> Core<R> {
     /// A core for `node`; the receiver wakes the driver.
-    pub fn new(rt: R, node: Node<PeerAddress>) -> (Self, async_channel::Receiver<()>) {
+    pub fn new(
+        rt: R,
+        node: Node<PeerAddress>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> (Self, async_channel::Receiver<()>) {
         let (wake, wake_rx) = async_channel::bounded(1);
         let (stop, stop_rx) = async_channel::bounded(1);
         let (alive, all_done) = async_channel::bounded(1);
@@ -69,6 +76,7 @@ impl<R: Runtime> Core<R> {
                 alive: Mutex::new(Some(alive)),
                 all_done,
             },
+            metrics,
         };
         (core, wake_rx)
     }
@@ -113,6 +121,9 @@ impl<R: Runtime> Core<R> {
         // outcome (a lookup on an empty table finishes at once).
         self.with_node(|node, now| -> Result<(), NetError> {
             let id = node.start_lookup(now, target)?;
+            if let Some(m) = &self.metrics {
+                m.lookup_started();
+            }
             self.waiters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

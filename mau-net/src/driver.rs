@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mau_proto::wire::{decode_find_peer, find_peer_path, max_find_peer_body, PING_PATH};
+use mau_proto::wire::{decode_find_peer_answer, find_peer_path, max_find_peer_body, PING_PATH};
 use mau_proto::{Contact, Event, Output, PeerAddress, Request, Response, RpcFailure, Transmit};
 use tracing::{debug, info};
 
 use crate::client::{Client, ClientError};
 use crate::core::Core;
+use crate::metrics;
 use crate::persist::TableSaver;
 use crate::runtime::{timeout, Runtime};
 
@@ -89,6 +90,11 @@ impl<R: Runtime> Driver<R> {
                     hops = outcome.hops, requests = outcome.requests, failures = outcome.failures,
                     "DHT lookup finished"
                 );
+                if let Some(m) = &self.core.metrics {
+                    let took = self.core.now().since(outcome.started);
+                    let kind = metrics::lookup_kind(outcome.kind);
+                    m.lookup_finished(kind, outcome.found.is_some(), took, outcome.hops);
+                }
                 self.core.lookup_finished(outcome);
             }
             Event::PeerAdded(c) => {
@@ -135,6 +141,9 @@ impl<R: Runtime> Driver<R> {
         let answer = result
             .map_err(|e| rpc_failure(&e))
             .and_then(|r| r.ok_or(RpcFailure::BadResponse));
+        if let Some(m) = &self.core.metrics {
+            m.rpc_sent(metrics::rpc_kind(&t.request), metrics::rpc_outcome(&answer));
+        }
         self.core
             .with_node(|node, now| node.on_response(now, t.id, answer));
     }
@@ -155,10 +164,17 @@ impl<R: Runtime> Driver<R> {
                     .client
                     .get(&t.to, &find_peer_path(target), max_find_peer_body(self.k))
                     .await?;
-                match decode_find_peer(&body, self.k) {
-                    Ok(records) => Ok(Some(Response::Peers(
-                        records.into_iter().map(Contact::from).collect(),
-                    ))),
+                match decode_find_peer_answer(&body, self.k) {
+                    Ok(answer) => {
+                        if answer.skipped > 0 {
+                            debug!(peer = %t.to.fingerprint, skipped = answer.skipped,
+                                   first = answer.first_skip.as_deref().unwrap_or(""),
+                                   "find_peer answer: unusable records skipped");
+                        }
+                        Ok(Some(Response::Peers(
+                            answer.records.into_iter().map(Contact::from).collect(),
+                        )))
+                    }
                     Err(e) => {
                         debug!(peer = %t.to.fingerprint, error = %e, "malformed find_peer answer");
                         Ok(None)

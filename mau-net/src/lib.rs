@@ -19,7 +19,8 @@
 //! - [`control`]: the local control socket used by the `mau` command line;
 //! - [`persist`]: the routing table on disk;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
-//! - [`upnp`]: NAT port mapping (UPnP IGD).
+//! - [`upnp`]: NAT port mapping (UPnP IGD);
+//! - [`metrics`]: opt-in operator metrics (Prometheus/OpenMetrics text).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -33,6 +34,7 @@ mod driver;
 mod error;
 mod limits;
 pub mod mdns;
+pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod resolver;

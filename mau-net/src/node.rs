@@ -62,7 +62,7 @@ impl<R: Runtime> RunningNode<R> {
             Time::ZERO,
             seed(&config, local_addr),
         );
-        let (core, wake) = Core::new(rt.clone(), node);
+        let (core, wake) = Core::new(rt.clone(), node, config.metrics.clone());
         let core = Arc::new(core);
         let client = Client::new(rt.clone(), identity.clone(), config.limits.clone());
         info!(fingerprint = %fingerprint, listen = %local_addr, advertise = %advertised, "node started");
@@ -92,6 +92,7 @@ impl<R: Runtime> RunningNode<R> {
                 advertised: advertised.clone(),
                 lan_peers: lan_peers.clone(),
                 mdns: config.mdns,
+                stop_requests: config.stop_requests.clone(),
             };
             control::start(ctx, path)?;
         }

@@ -95,12 +95,23 @@ pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
 }
 
 fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Reply {
+    let count = |kind, outcome| {
+        shared
+            .config
+            .metrics
+            .as_ref()
+            .map(|m| m.rpc_received(kind, outcome))
+    };
     let request = match parse_kad_path(path) {
         Ok(KadRoute::Ping) => Request::Ping,
         Ok(KadRoute::FindPeer(fp)) => Request::FindPeer(fp),
         Err(WireError::UnknownPath) => return error(StatusCode::NOT_FOUND, "no such route"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            count("unknown", "bad_request");
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
     };
+    count(crate::metrics::rpc_kind(&request), "ok");
     let response = shared.with_node(|node, now| match &caller.address {
         Some(address) => {
             let from = Contact::new(caller.fingerprint, address.clone());

@@ -58,8 +58,23 @@ enum Source {
     Node,
 }
 
+impl Bit {
+    /// The `reason` label of `mau_rejections_total`.
+    fn reason(self) -> &'static str {
+        match self {
+            Bit::PerIp => "per_ip_connections",
+            Bit::Connections => "connections",
+            Bit::Handshake => "handshake_timeout",
+            Bit::Header => "header_timeout",
+            Bit::Rate => "rate",
+            Bit::InFlight => "in_flight",
+        }
+    }
+}
+
 /// The server's limit bookkeeping, shared by its connections.
 struct Guards {
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     per_ip: Counter<IpAddr>,
     in_flight: Counter<Fingerprint>,
     rates: Mutex<RateLimiter<Fingerprint>>,
@@ -67,8 +82,9 @@ struct Guards {
 }
 
 impl Guards {
-    fn new(limits: &Limits) -> Self {
+    fn new(limits: &Limits, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
         Guards {
+            metrics,
             per_ip: Counter::new(),
             in_flight: Counter::new(),
             rates: Mutex::new(RateLimiter::new(
@@ -80,9 +96,13 @@ impl Guards {
         }
     }
 
-    /// Runs `log(suppressed)` unless a line for this limit and source was
-    /// logged within [`WARN_EVERY`]: an attack cannot flood the log.
+    /// Counts the refusal (metrics) and runs `log(suppressed)` unless a line
+    /// for this limit and source was logged within [`WARN_EVERY`]: an attack
+    /// cannot flood the log.
     fn warn(&self, bit: Bit, source: Source, log: impl FnOnce(u64)) {
+        if let Some(m) = &self.metrics {
+            m.rejected(bit.reason());
+        }
         let allowed = self
             .warnings
             .lock()
@@ -97,7 +117,7 @@ impl Guards {
 /// Accepts connections until shutdown.
 pub(crate) async fn serve<R: Runtime>(shared: Arc<ServeContext<R>>, listener: R::TcpListener) {
     let limits = &shared.config.limits;
-    let guards = Arc::new(Guards::new(limits));
+    let guards = Arc::new(Guards::new(limits, shared.config.metrics.clone()));
     loop {
         let next =
             futures_lite::future::or(async { Some(R::accept_tcp(&listener).await) }, async {
@@ -196,7 +216,7 @@ async fn connection<R: Runtime>(
         .and_then(|a| PeerAddress::parse(a).ok())
         .map(|a| router::listening_address(a, peer.ip()));
     let fingerprint = identity.fingerprint;
-    debug!(peer = %fingerprint, remote = %peer, advertised = ?address.as_ref().map(|a| a.as_str()), "peer connected");
+    debug!(peer = %fingerprint, remote = %peer, advertised = address.as_ref().map_or("none", |a| a.as_str()), "peer connected");
     let caller = Arc::new(Caller {
         fingerprint,
         address,

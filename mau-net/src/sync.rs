@@ -443,7 +443,7 @@ impl<R: Runtime> FriendClient<R> {
                 });
             }
             retries += 1;
-            debug!(peer = %self.peer.fingerprint, path, status, retry_after = ?retry_after, ?wait, retry = retries, "friend is busy: retrying after its Retry-After");
+            debug!(peer = %self.peer.fingerprint, path, status, retry_after = %retry_after.map_or_else(|| "none".into(), |d| format!("{d:?}")), ?wait, retry = retries, "friend is busy: retrying after its Retry-After");
             self.rt.sleep(wait).await;
         }
     }
@@ -721,7 +721,7 @@ impl<R: Runtime> FriendClient<R> {
         }
         let total: u64 = by_name.values().map(|i| i.size).sum();
         progress.listed(by_name.len(), total);
-        info!(peer = %fpr, files = by_name.len(), bytes = total, since = ?since.map(mau_store::format_rfc3339), "syncing");
+        info!(peer = %fpr, files = by_name.len(), bytes = total, since = %since.map_or_else(|| "the beginning".into(), mau_store::format_rfc3339), "syncing");
         let names: Vec<String> = by_name.keys().cloned().collect();
         let results = self
             .fetch_all(by_name.values().cloned().collect(), progress, &pacing)
