@@ -514,6 +514,10 @@ macro_rules! conformance_suite {
             run($crate::hardening::ten_thousand_requests_from_one_peer);
         }
         #[test]
+        fn hardening_rate_limit_slows_then_refuses() {
+            run($crate::hardening::rate_limit_slows_then_refuses);
+        }
+        #[test]
         fn hardening_oversized_requests() {
             run($crate::hardening::oversized_requests);
         }
