@@ -143,10 +143,10 @@ struct Flood {
 }
 
 /// Threads a flood of pings is sent from.
-const FLOOD_THREADS: usize = 4;
+const FLOOD_THREADS: usize = 8;
 
 /// Each identity pings the node at `to` once, over its own mutual-TLS
-/// connection from [`ATTACKER`], `rate` a second (4 threads); then closes.
+/// connection from [`ATTACKER`], `rate` a second (8 threads); then closes.
 fn ping_flood(
     to: SocketAddr,
     server: Fingerprint,
@@ -194,6 +194,15 @@ fn ping_flood(
             took: started.elapsed(),
         }
     })
+}
+
+/// The flood sent at its rate: otherwise the attack did not happen as
+/// planned and the scenario proves nothing.
+fn assert_kept_pace(flood: &Flood, planned: Duration) {
+    assert!(
+        flood.took <= planned.mul_f64(1.25) + Duration::from_secs(1),
+        "the attacker could not keep its pace: {flood:?} (planned {planned:?})"
+    );
 }
 
 /// What a listener does with a connection it accepts.
@@ -576,10 +585,7 @@ pub async fn probe_flood<R: Runtime>(rt: R) {
         after.answers.0,
         after.answers.1,
     );
-    assert!(
-        flood.sent as f64 >= 0.8 * FLOOD_RATE * PROBE_FLOOD.as_secs_f64(),
-        "the flood hardly happened: {flood:?}"
-    );
+    assert_kept_pace(&flood, PROBE_FLOOD);
     assert!(
         during.evicted.is_empty() && after.evicted.is_empty(),
         "honest peers left the node's table: during {:?}, after {:?}",
@@ -668,10 +674,7 @@ pub async fn reflection_through_claimed_addresses<R: Runtime>(rt: R) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    assert!(
-        flood.answered as f64 >= 0.8 * FLOOD_RATE * REFLECTION_FLOOD.as_secs_f64(),
-        "the flood hardly reached the node: {flood:?}"
-    );
+    assert_kept_pace(&flood, REFLECTION_FLOOD);
     for (ip, n) in counts {
         assert!(
             n as f64 <= allowed,

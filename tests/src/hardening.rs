@@ -716,7 +716,7 @@ pub async fn rate_limit_slows_then_refuses<R: Runtime>(rt: R) {
     // 2 at once and 2 within the second; a little more if the requests
     // arrived spread out and tokens came meanwhile.
     assert!(
-        (4..=5).contains(&served.len()),
+        (4..=6).contains(&served.len()),
         "served {} of {CONNS}: {answers:?}",
         served.len()
     );
