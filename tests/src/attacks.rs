@@ -45,7 +45,9 @@ use mau_proto::wire::{
 };
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 
-use crate::hardening::{connect_from, median, my_turn, read_statuses, tls_over, ATTACKER};
+use crate::hardening::{
+    connect_from, http_answer, median, my_turn, read_statuses, tls_over, ATTACKER,
+};
 
 /// The attacked node's host.
 pub const NODE_HOST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
@@ -411,25 +413,19 @@ fn answer_once(
     let text = String::from_utf8_lossy(&head);
     let path = text.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if path == PING_PATH {
-        ("200 OK", Vec::new())
+        (200, Vec::new())
     } else if let Some(target) = path
         .strip_prefix(FIND_PEER_PREFIX)
         .and_then(|f| Fingerprint::parse(f).ok())
     {
         asked.fetch_add(1, Ordering::AcqRel);
         let records: Vec<PeerRecord> = fakes(&target).into_iter().map(PeerRecord::from).collect();
-        ("200 OK", encode_find_peer(&records))
+        (200, encode_find_peer(&records))
     } else {
-        ("404 Not Found", Vec::new())
+        (404, Vec::new())
     };
-    t.write_all(
-        format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )?;
-    t.write_all(&body)?;
+    let json = [("content-type", "application/json".to_string())];
+    t.write_all(&http_answer(status, &json, &body))?;
     t.flush()?;
     t.conn.send_close_notify();
     let _ = t.conn.complete_io(&mut t.sock);

@@ -1016,7 +1016,7 @@ pub async fn sync_waits_out_a_busy_friend<R: Runtime>(rt: R) {
 }
 
 /// A whole HTTP/1.1 answer that closes its connection.
-fn http_answer(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+pub(crate) fn http_answer(status: u16, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {status} Front\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
