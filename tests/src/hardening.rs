@@ -36,7 +36,7 @@ const HONEST_PATIENCE: Duration = Duration::from_secs(8);
 /// Quiet find_peers measured for the baseline of [`Honest::FindPeer`].
 const QUIET_FIND_PEERS: usize = 30;
 /// How long the request storm reads its answers.
-const STORM_PATIENCE: Duration = Duration::from_secs(12);
+const STORM_PATIENCE: Duration = Duration::from_secs(6);
 /// How much slower the honest peer's median find_peer may be during the
 /// storm than when quiet (the target is 3x; generous for a shared machine).
 const MAX_STORM_SLOWDOWN: f64 = 10.0;
