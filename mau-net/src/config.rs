@@ -49,12 +49,15 @@ pub struct Limits {
     /// [`LimitScope::PublicOnly`] exempts every private source.
     pub per_ip_scope: LimitScope,
     /// Requests of one peer (fingerprint, over all its connections) being
-    /// answered at once, streamed bodies included; over it the answer is
-    /// `503 Service Unavailable` with `Retry-After: 1`.
+    /// answered at once, streamed bodies included; one more waits up to 1 s
+    /// for a slot, then is answered `503 Service Unavailable` with
+    /// `Retry-After: 1`.
     pub max_in_flight_per_peer: usize,
     /// Requests a second one peer (fingerprint) may make on average (token
-    /// bucket); over it the answer is `429 Too Many Requests` with
-    /// `Retry-After` and a JSON `{"error":...}` body. Applies to every route
+    /// bucket). A request over it waits for its token (its connection is
+    /// read no further meanwhile) if that comes within 1 s; otherwise it is
+    /// answered after 1 s with `429 Too Many Requests`, `Retry-After` and a
+    /// JSON `{"error":...}` body. Applies to every route
     /// but the content routes (`/p2p/`): a friend's sync asks for each file
     /// as fast as it can, and is bounded by `max_in_flight_per_peer`.
     pub peer_rate: u32,

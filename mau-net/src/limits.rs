@@ -126,9 +126,21 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         (b.tokens + dt * self.rate).min(self.burst)
     }
 
-    /// Takes one token for `key`; `Err(wait)` when there is none, with the
-    /// time until the next one.
-    pub(crate) fn check(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
+    /// Takes one token for `key`, borrowing it ahead of time if the bucket
+    /// will have it within `max_wait`: `Ok(wait)` is how long the caller must
+    /// wait before using it (zero when one was there). `Err(wait)`, with the
+    /// time until the next token, when that is further off; nothing is taken.
+    ///
+    /// Borrowing lets a peer over its rate be slowed down (served when its
+    /// token comes) rather than refused; the debt is bounded by
+    /// `rate * max_wait` tokens, so a peer can never have more than
+    /// `max_wait` of waiting booked.
+    pub(crate) fn reserve(
+        &mut self,
+        key: &K,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.capacity {
             self.evict(now);
         }
@@ -138,18 +150,24 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         };
         let b = *self.buckets.get(key).unwrap_or(&fresh);
         let tokens = self.refill(&b, now);
-        if tokens >= 1.0 {
-            self.buckets.insert(
-                key.clone(),
-                Bucket {
-                    tokens: tokens - 1.0,
-                    at: now,
-                },
-            );
-            Ok(())
+        let wait = if tokens >= 1.0 {
+            Duration::ZERO
         } else {
-            self.buckets.insert(key.clone(), Bucket { tokens, at: now });
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+            Duration::from_secs_f64((1.0 - tokens) / self.rate)
+        };
+        let taken = wait <= max_wait;
+        let left = if taken { tokens - 1.0 } else { tokens };
+        self.buckets.insert(
+            key.clone(),
+            Bucket {
+                tokens: left,
+                at: now,
+            },
+        );
+        if taken {
+            Ok(wait)
+        } else {
+            Err(wait)
         }
     }
 
@@ -376,27 +394,67 @@ mod tests {
         assert_eq!(c.keys(), 0);
     }
 
+    /// A token now or a refusal (no borrowing).
+    fn take(r: &mut RateLimiter<u64>, key: u64, now: Instant) -> Result<(), Duration> {
+        r.reserve(&key, now, Duration::ZERO).map(|_| ())
+    }
+
     #[test]
     fn token_bucket_bursts_then_refills_at_the_rate() {
         let t0 = Instant::now();
         let mut r = RateLimiter::new(10, 5, 100);
         for _ in 0..5 {
-            assert!(r.check(&1, t0).is_ok());
+            assert!(take(&mut r, 1, t0).is_ok());
         }
-        let wait = r.check(&1, t0).unwrap_err();
+        let wait = take(&mut r, 1, t0).unwrap_err();
         assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
         // Another key has its own bucket.
-        assert!(r.check(&2, t0).is_ok());
+        assert!(take(&mut r, 2, t0).is_ok());
         // 100 ms later one token is back, not two.
         let t1 = t0 + Duration::from_millis(100);
-        assert!(r.check(&1, t1).is_ok());
-        assert!(r.check(&1, t1).is_err());
+        assert!(take(&mut r, 1, t1).is_ok());
+        assert!(take(&mut r, 1, t1).is_err());
         // Refill never exceeds the burst.
         let t2 = t1 + Duration::from_secs(60);
         for _ in 0..5 {
-            assert!(r.check(&1, t2).is_ok());
+            assert!(take(&mut r, 1, t2).is_ok());
         }
-        assert!(r.check(&1, t2).is_err());
+        assert!(take(&mut r, 1, t2).is_err());
+    }
+
+    #[test]
+    fn tokens_are_borrowed_up_to_the_longest_wait() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(1);
+        // 10 a second, burst 2: two at once, then one booked every 100 ms.
+        let mut r = RateLimiter::new(10, 2, 100);
+        assert_eq!(r.reserve(&1u64, t0, max), Ok(Duration::ZERO));
+        assert_eq!(r.reserve(&1u64, t0, max), Ok(Duration::ZERO));
+        let waits: Vec<Duration> = (0..10)
+            .map(|_| r.reserve(&1u64, t0, max).unwrap())
+            .collect();
+        for (i, w) in waits.iter().enumerate() {
+            let expected = Duration::from_millis(100 * (i as u64 + 1));
+            assert!(
+                w.abs_diff(expected) < Duration::from_millis(1),
+                "{i}: {w:?}"
+            );
+        }
+        // The debt is full (1 s booked): refused, with the time until the
+        // next free token, and nothing more is booked.
+        let refused = r.reserve(&1u64, t0, max).unwrap_err();
+        assert!(refused > max && refused <= max + Duration::from_millis(101));
+        assert_eq!(r.reserve(&1u64, t0, max), Err(refused));
+        // Paying back: 100 ms later there is room for exactly one more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(r.reserve(&1u64, t1, max).is_ok());
+        assert!(r.reserve(&1u64, t1, max).is_err());
+        // And the debt never outlives its refill: 1.2 s after the last
+        // booking the bucket holds its burst again.
+        let t2 = t1 + Duration::from_millis(1300);
+        assert_eq!(r.reserve(&1u64, t2, Duration::ZERO), Ok(Duration::ZERO));
+        assert_eq!(r.reserve(&1u64, t2, Duration::ZERO), Ok(Duration::ZERO));
+        assert!(r.reserve(&1u64, t2, Duration::ZERO).is_err());
     }
 
     #[test]
@@ -405,16 +463,16 @@ mod tests {
         let mut r = RateLimiter::new(1, 2, 8);
         // Many distinct busy keys at once: never more than the capacity.
         for k in 0..1000 {
-            let _ = r.check(&k, t0 + Duration::from_millis(k));
+            let _ = take(&mut r, k, t0 + Duration::from_millis(k));
             assert!(r.len() <= 8);
         }
         // Idle keys are refilled, so they go first and nothing is lost:
         // a key seen again after a long pause gets its full burst.
         let later = t0 + Duration::from_secs(10);
-        assert!(r.check(&5000, later).is_ok());
+        assert!(take(&mut r, 5000, later).is_ok());
         assert_eq!(r.len(), 1);
-        assert!(r.check(&5000, later).is_ok());
-        assert!(r.check(&5000, later).is_err());
+        assert!(take(&mut r, 5000, later).is_ok());
+        assert!(take(&mut r, 5000, later).is_err());
     }
 
     #[test]

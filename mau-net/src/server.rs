@@ -6,6 +6,15 @@
 //! outside `Limits::per_ip_scope` are exempt), all
 //! connections, the handshake timeout, then per connection the header and
 //! idle timeouts, and per request the peer's rate and requests in flight.
+//!
+//! A peer over its rate or in-flight limit is slowed down, not answered at
+//! full speed: its request waits (up to [`THROTTLE_WAIT`]) for its token or
+//! a free slot, and a refusal (429, 503) comes only after that wait. While a
+//! request waits, hyper reads nothing more from its connection, so a peer
+//! pipelining thousands of requests is held back by its own TCP window and
+//! costs the node a sleeping timer per connection, while other peers are
+//! served at once. Each request also yields to the executor before it is
+//! answered, so one connection's pipelined requests never run as a batch.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,6 +47,11 @@ use crate::serve_context::ServeContext;
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Sources remembered by the warning throttle.
 const WARN_TRACKED: usize = 1024;
+/// The longest a request over its peer's rate or in-flight limit is held
+/// before it is refused; within it, it is served when a token or slot comes.
+const THROTTLE_WAIT: Duration = Duration::from_secs(1);
+/// How often a request waiting for an in-flight slot looks again.
+const SLOT_POLL: Duration = Duration::from_millis(25);
 
 /// Which limit bit, for the warning throttle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +61,7 @@ enum Bit {
     Handshake,
     Header,
     Rate,
+    Slowed,
     InFlight,
 }
 
@@ -322,37 +337,63 @@ async fn admit<R: Runtime>(
 ) -> Reply {
     let limits = &shared.config.limits;
     let fp = caller.fingerprint;
+    // One request per turn: without this, a connection with many pipelined
+    // requests answers a batch of them (hyper's loop) before anyone else runs.
+    futures_lite::future::yield_now().await;
     // A friend's sync makes a request per file, as fast as it can: content
     // routes are bounded by the in-flight limit below, not the rate.
     let rate = if req.uri().path().starts_with("/p2p/") {
-        Ok(())
+        Ok(Duration::ZERO)
     } else {
         let mut rates = guards.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates.check(&fp, Instant::now())
+        rates.reserve(&fp, Instant::now(), THROTTLE_WAIT)
     };
-    if let Err(wait) = rate {
-        guards.warn(Bit::Rate, Source::Peer(fp), |suppressed| {
-            warn!(peer = %fp, rate = limits.peer_rate, burst = limits.peer_burst, suppressed, "peer over its request rate: 429");
-        });
-        let secs = wait.as_secs_f64().ceil().max(1.0);
-        return hold(
-            refusal(StatusCode::TOO_MANY_REQUESTS, "too many requests", secs),
-            (busy, None),
-        );
+    match rate {
+        Ok(wait) if wait.is_zero() => {}
+        Ok(wait) => {
+            guards.warn(Bit::Slowed, Source::Peer(fp), |suppressed| {
+                warn!(peer = %fp, rate = limits.peer_rate, burst = limits.peer_burst, suppressed, "peer over its request rate: slowed down");
+            });
+            shared.rt.sleep(wait).await;
+        }
+        Err(wait) => {
+            guards.warn(Bit::Rate, Source::Peer(fp), |suppressed| {
+                warn!(peer = %fp, rate = limits.peer_rate, burst = limits.peer_burst, suppressed, "peer over its request rate: 429");
+            });
+            // Held as long as any request may wait, so a refused peer is no
+            // faster than a slowed one; then told how much longer to wait.
+            shared.rt.sleep(THROTTLE_WAIT).await;
+            let secs = wait
+                .saturating_sub(THROTTLE_WAIT)
+                .as_secs_f64()
+                .ceil()
+                .max(1.0);
+            return hold(
+                refusal(StatusCode::TOO_MANY_REQUESTS, "too many requests", secs),
+                (busy, None),
+            );
+        }
     }
     let max = limits.max_in_flight_per_peer;
-    let Some(in_flight) = guards.in_flight.try_acquire(&fp, max) else {
-        guards.warn(Bit::InFlight, Source::Peer(fp), |suppressed| {
-            warn!(peer = %fp, limit = max, suppressed, "peer has too many requests in flight: 503");
-        });
-        return hold(
-            refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many requests in flight",
-                1.0,
-            ),
-            (busy, None),
-        );
+    let waited = Instant::now();
+    let in_flight = loop {
+        if let Some(held) = guards.in_flight.try_acquire(&fp, max) {
+            break held;
+        }
+        if waited.elapsed() >= THROTTLE_WAIT {
+            guards.warn(Bit::InFlight, Source::Peer(fp), |suppressed| {
+                warn!(peer = %fp, limit = max, suppressed, "peer has too many requests in flight: 503");
+            });
+            return hold(
+                refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests in flight",
+                    1.0,
+                ),
+                (busy, None),
+            );
+        }
+        shared.rt.sleep(SLOT_POLL).await;
     };
     let reply = router::handle(shared, caller, req).await;
     hold(reply, (busy, Some(in_flight)))

@@ -122,6 +122,30 @@ pub async fn mixed_network<A: Runtime, B: Runtime>(
     (on_a, on_b)
 }
 
+/// Runs `futs` concurrently on the current task; their outputs, in order.
+pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    futures_lite::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
+}
+
 /// Every node finds every other node by a DHT lookup.
 pub async fn every_node_finds_every_other<R: Runtime>(rt: R, n: u32) {
     let nodes = network(&rt, n).await;
@@ -490,6 +514,10 @@ macro_rules! conformance_suite {
             run($crate::hardening::ten_thousand_requests_from_one_peer);
         }
         #[test]
+        fn hardening_rate_limit_slows_then_refuses() {
+            run($crate::hardening::rate_limit_slows_then_refuses);
+        }
+        #[test]
         fn hardening_oversized_requests() {
             run($crate::hardening::oversized_requests);
         }
@@ -505,8 +533,25 @@ macro_rules! conformance_suite {
         fn hardening_sync_honours_retry_after_and_loses_nothing() {
             run($crate::hardening::sync_honours_retry_after_and_loses_nothing);
         }
+        #[test]
+        fn attack_probe_flood() {
+            run($crate::attacks::probe_flood);
+        }
+        #[test]
+        fn attack_reflection_through_claimed_addresses() {
+            run($crate::attacks::reflection_through_claimed_addresses);
+        }
+        #[test]
+        fn attack_reflection_through_find_peer_answers() {
+            run($crate::attacks::reflection_through_find_peer_answers);
+        }
+        #[test]
+        fn attack_hostile_find_peer_answerer() {
+            run($crate::attacks::hostile_find_peer_answerer);
+        }
     };
 }
 
+pub mod attacks;
 pub mod content_sync;
 pub mod hardening;
