@@ -82,6 +82,8 @@ impl Bit {
             Bit::Handshake => "handshake_timeout",
             Bit::Header => "header_timeout",
             Bit::Rate => "rate",
+            // Held back (not refused) until its next token.
+            Bit::Slowed => "rate_slowed",
             Bit::InFlight => "in_flight",
         }
     }

@@ -379,6 +379,10 @@ impl<A: Clone + Eq> Lookup<A> {
             if self.candidates[i].state == State::Waiting {
                 self.candidates[i].state = State::Slow;
                 self.waiting -= 1;
+                // Silence brings nothing closer either: α of them in a row
+                // and the lookup asks all of the K closest at once, so a
+                // list of tarpits costs a soft deadline or two, not one each.
+                self.no_progress += 1;
             }
         }
     }
