@@ -71,6 +71,9 @@ pub fn remember(dir: &Path, account: &Account, friends: Option<&[Friend]>) -> Pu
         let written = serde_json::to_vec_pretty(&info)
             .map_err(|e| e.to_string())
             .and_then(|b| {
+                mau_identity::StateDir::new(dir)
+                    .ensure()
+                    .map_err(|e| e.to_string())?;
                 mau_identity::write_atomic(&paths::public_cache(dir), &b).map_err(|e| e.to_string())
             });
         if let Err(e) = written {

@@ -422,7 +422,7 @@ fn smaller_rough_edges() {
     assert!(!good && err.contains("is a directory"), "{err}");
     // A bad bootstrap.txt line is named by file and line.
     std::fs::write(
-        a.join(".mau/bootstrap.txt"),
+        a.join(".mau-rs/bootstrap.txt"),
         format!("# peers\n{af}@127.0.0.1:9\nnot-a-peer\n"),
     )
     .expect("write");
@@ -431,7 +431,7 @@ fn smaller_rough_edges() {
         &["server", "start", "--listen", "127.0.0.1:0", "--no-mdns"],
     );
     assert!(!good && err.contains("bootstrap.txt:3"), "{err}");
-    std::fs::remove_file(a.join(".mau/bootstrap.txt")).expect("rm");
+    std::fs::remove_file(a.join(".mau-rs/bootstrap.txt")).expect("rm");
 
     // Old versions are listed and opened.
     let note = tmp.path().join("note.txt");
@@ -485,7 +485,7 @@ fn completions_man_page_status_stop_exit_codes_and_closed_pipes() {
     assert!(out.contains("stopped"), "{out}");
     let exit = server.proc.0.wait().expect("wait");
     assert!(exit.success(), "{exit:?}");
-    assert!(dir.join(".mau/routing_table.json").is_file());
+    assert!(dir.join(".mau-rs/routing_table.json").is_file());
     let out = mau(dir).args(["server", "status"]).output().expect("run");
     assert_eq!(out.status.code(), Some(3));
 
