@@ -160,9 +160,12 @@ impl Bars {
 
 impl Progress for Bars {
     fn listed(&self, files: usize, bytes: u64) {
-        *self.total.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        // Called once per listing page: totals grow as pages arrive.
+        let mut total = self.total.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *total == 0;
+        *total += files;
         match &self.bar {
-            Some(bar) => {
+            Some(bar) if first => {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 bar.set_length(bytes);
                 bar.set_style(
@@ -172,8 +175,9 @@ impl Progress for Bars {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
-                bar.set_message(format!("0/{files} files"));
+                bar.set_message(format!("0/{total} files"));
             }
+            Some(bar) => bar.inc_length(bytes),
             None => eprintln!("{files} file(s) listed, {bytes} bytes"),
         }
     }
@@ -185,6 +189,8 @@ impl Progress for Bars {
     }
 
     fn file_done(&self, name: &str, result: &Result<Outcome, String>) {
+        // A friend chose the name: never print its control characters.
+        let name = mau_store::escaped(name);
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         *done += 1;
         let total = *self.total.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,7 +237,7 @@ fn summary(r: &SyncReport) -> String {
         r.resumed,
         r.bytes,
         r.unchanged,
-        r.failed.len(),
+        r.failures,
         if r.retired.is_empty() {
             String::new()
         } else {
@@ -301,7 +307,7 @@ pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
             Ok(r) => {
                 println!("{}", summary(&r));
                 for (name, why) in &r.failed {
-                    println!("  failed {name}: {why}");
+                    println!("  failed {}: {why}", mau_store::escaped(name));
                 }
                 if !r.complete {
                     failures += 1;

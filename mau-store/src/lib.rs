@@ -115,8 +115,11 @@ impl StoreError {
 }
 
 /// Checks that `name` is a single, visible file name: not empty, at most
-/// [`MAX_NAME_LEN`] bytes, without `/`, `\`, NUL or `..`, not starting with
-/// `.` (hidden names are the store's temporary and partial files).
+/// [`MAX_NAME_LEN`] bytes, without `/`, `\`, `..` or control characters
+/// (below 0x20, and 0x7f: a name is printed, and `\n` or an escape sequence
+/// would forge lines or drive the terminal), not starting with `.` (hidden
+/// names are the store's temporary and partial files). The one check of
+/// names, on the serving side (requests, listings) and the fetching side.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
     let bad = |reason| {
         Err(StoreError::InvalidName {
@@ -130,8 +133,11 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
     if name.len() > MAX_NAME_LEN {
         return bad("too long");
     }
-    if name.contains(['/', '\\', '\0']) {
-        return bad("contains a path separator or NUL");
+    if name.contains(['/', '\\']) {
+        return bad("contains a path separator");
+    }
+    if name.chars().any(|c| c < ' ' || c == '\x7f') {
+        return bad("contains a control character");
     }
     if name.contains("..") {
         return bad("contains \"..\"");
@@ -140,6 +146,13 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
         return bad("starts with a dot");
     }
     Ok(())
+}
+
+/// `name` for printing: control characters (and any other character
+/// `char::escape_debug` escapes) as escapes, so that a name from a friend
+/// cannot forge output lines or send terminal escape sequences.
+pub fn escaped(name: &str) -> String {
+    name.escape_debug().to_string()
 }
 
 /// `name` with the `.pgp` suffix (added if missing, as Go does).
@@ -569,7 +582,10 @@ impl Store {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.starts_with('.') || !name.ends_with(PGP_SUFFIX) {
+            // Hidden (the store's own temporary files) or unusable names
+            // (e.g. control characters, written by another program) are
+            // neither listed nor served.
+            if !name.ends_with(PGP_SUFFIX) || validate_name(&name).is_err() {
                 continue;
             }
             let Ok(md) = entry.metadata() else { continue };

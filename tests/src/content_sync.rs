@@ -1,6 +1,10 @@
 //! Content and friend-sync scenarios: the Go server's acceptance behaviours,
-//! a 250-file sync between two real nodes, and faults (a server dying
-//! mid-transfer, corrupted and wrongly signed files, a full disk).
+//! a 250-file sync between two real nodes, a friend on a Go-like server
+//! (no pages), and faults (a server dying mid-transfer, corrupted and
+//! wrongly signed files, a full disk). Hostile friends: [`hostile`].
+
+pub mod fake_friend;
+pub mod hostile;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -671,4 +675,101 @@ pub async fn full_disk_loses_nothing<R: Runtime>(rt: R) {
     }
     drop((a, b));
     drop(fs);
+}
+
+/// Sets the modification time of `path`.
+pub fn set_mtime(path: &Path, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .unwrap_or_else(|e| panic!("mtime of {}: {e}", path.display()));
+}
+
+/// B syncs a friend A whose server answers as the Go peer does (issue 14,
+/// failure 3): at most 100 files per listing, oldest first, no `Link`, no
+/// modification times. A shares 150 files, three per second (the three
+/// with the same mtime): B's sync steps `If-Modified-Since` forward and
+/// gets all 150. A shares 10 more and withdraws one: a plain sync gets the
+/// 10, and `--full` retires nothing (a listing without pages may be cut,
+/// so it proves nothing about what the friend no longer shares). Finally
+/// 120 files dated within one second: Go cannot list past 100 of them, the
+/// sync says the listing may be cut and does not move its state.
+pub async fn go_friend_without_pages_loses_nothing<R: Runtime>(rt: R) {
+    use fake_friend::{go_like, start};
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (sa, sb) = following_stores(da.path(), db.path());
+    let (af, bf) = (sa.fingerprint(), sb.fingerprint());
+    let base = SystemTime::now() - Duration::from_secs(7200);
+    for i in 0..150u64 {
+        let e = sa
+            .share(&format!("go-{i:03}"), format!("go {i}").as_bytes(), &[bf])
+            .expect("share");
+        set_mtime(&e.path, base + Duration::from_secs(i / 3));
+    }
+    let identity = TlsIdentity::from_account(sa.account(), None).expect("identity");
+    let friend = start(&rt, &identity, go_like(sa.clone(), af)).await;
+    let client = |full: bool| {
+        FriendClient::direct(
+            rt.clone(),
+            sb.clone(),
+            Contact::new(af, PeerAddress::from(friend.addr)),
+            SyncOptions { full, ..opts() },
+        )
+        .expect("client")
+    };
+    let r = client(false).sync(&()).await.expect("sync runs");
+    println!(
+        "go-like friend: {} files in {} listing requests",
+        r.downloaded, r.listing_requests
+    );
+    assert!(r.stepped, "a listing without pages was not stepped: {r:?}");
+    assert_eq!((r.downloaded, r.failures), (150, 0), "{r:?}");
+    assert!(r.complete && !r.listing_truncated, "{r:?}");
+    assert_eq!(sb.files(&af).expect("files").len(), 150);
+    assert!(
+        r.listing_requests <= 200,
+        "stepping cost {} requests",
+        r.listing_requests
+    );
+    let mut out = Vec::new();
+    sb.open(&af, "go-149", &mut out).expect("open");
+    assert_eq!(out, b"go 149");
+    assert!(sb.sync_state().expect("state").last_sync(&af).is_some());
+
+    // 10 more, and one withdrawn.
+    for i in 150..160u64 {
+        sa.share(&format!("go-{i:03}"), format!("go {i}").as_bytes(), &[bf])
+            .expect("share");
+    }
+    std::fs::remove_file(sa.dir_of(&af).join("go-000.pgp")).expect("withdraw");
+    let r = client(false).sync(&()).await.expect("sync runs");
+    assert_eq!((r.downloaded, r.failures), (10, 0), "{r:?}");
+    assert!(r.complete, "{r:?}");
+    let r = client(true).sync(&()).await.expect("sync runs");
+    assert_eq!((r.downloaded, r.failures), (0, 0), "{r:?}");
+    assert!(
+        r.retired.is_empty(),
+        "retired on a listing without pages: {r:?}"
+    );
+    assert_eq!(sb.files(&af).expect("files").len(), 160);
+
+    // 120 files in one second (after the sync mark): more than Go's page
+    // can reach.
+    let second = SystemTime::now() + Duration::from_secs(2);
+    for i in 0..120u64 {
+        let e = sa
+            .share(&format!("tie-{i:03}"), format!("tie {i}").as_bytes(), &[bf])
+            .expect("share");
+        set_mtime(&e.path, second);
+    }
+    let before = sb.sync_state().expect("state").last_sync(&af);
+    let r = client(false).sync(&()).await.expect("sync runs");
+    assert!(r.listing_truncated && !r.complete, "{r:?}");
+    assert!(r.downloaded >= 100, "{r:?}");
+    assert_eq!(sb.sync_state().expect("state").last_sync(&af), before);
+    drop(friend);
 }

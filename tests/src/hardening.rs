@@ -916,14 +916,19 @@ async fn throttling_front<R: Runtime>(
                         };
                         match relayed.await {
                             Ok((status, headers, body)) => {
-                                let kept: Vec<(&str, String)> =
-                                    ["date", "link", "content-range", "content-type"]
-                                        .into_iter()
-                                        .filter_map(|name| {
-                                            let v = headers.get(name)?.to_str().ok()?;
-                                            Some((name, v.to_string()))
-                                        })
-                                        .collect();
+                                let kept: Vec<(&str, String)> = [
+                                    "date",
+                                    "link",
+                                    "content-range",
+                                    "content-type",
+                                    "mau-listing",
+                                ]
+                                .into_iter()
+                                .filter_map(|name| {
+                                    let v = headers.get(name)?.to_str().ok()?;
+                                    Some((name, v.to_string()))
+                                })
+                                .collect();
                                 (status, http_answer(status, &kept, &body))
                             }
                             Err(e) => (502, http_answer(502, &[], e.to_string().as_bytes())),

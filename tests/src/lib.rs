@@ -478,6 +478,10 @@ macro_rules! conformance_suite {
             run($crate::content_sync::full_disk_loses_nothing);
         }
         #[test]
+        fn content_go_friend_without_pages_loses_nothing() {
+            run($crate::content_sync::go_friend_without_pages_loses_nothing);
+        }
+        #[test]
         fn hardening_slowloris() {
             run($crate::hardening::slowloris);
         }

@@ -1,0 +1,1 @@
+//! Hostile friends (issue 16).
