@@ -73,7 +73,7 @@ struct Figures {
 static ATTACKING: AtomicBool = AtomicBool::new(false);
 
 /// Held while an attack scenario runs.
-struct Turn;
+pub(crate) struct Turn;
 
 impl Drop for Turn {
     fn drop(&mut self) {
@@ -81,7 +81,7 @@ impl Drop for Turn {
     }
 }
 
-async fn my_turn<R: Runtime>(rt: &R) -> Turn {
+pub(crate) async fn my_turn<R: Runtime>(rt: &R) -> Turn {
     while ATTACKING
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
@@ -183,7 +183,7 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 /// A field of `/proc/self/status` in KiB (0 where there is none).
-fn rss_kib(field: &str) -> u64 {
+pub(crate) fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -195,7 +195,7 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 /// Resets VmHWM to the current RSS (Linux), so the peak is this attack's.
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

@@ -383,14 +383,19 @@ impl<R: Runtime> FriendClient<R> {
     /// everything arrived from a listing known to be whole.
     pub async fn sync(&self, progress: &dyn Progress) -> Result<SyncReport, SyncError> {
         let fpr = self.peer.fingerprint;
-        if !self.store.dir_of(&fpr).is_dir() {
-            return Err(SyncError::NotFollowed(fpr));
-        }
-        let since = if self.opts.full {
-            None
-        } else {
-            self.store.sync_state()?.last_sync(&fpr)
-        };
+        let (store, full) = (self.store.clone(), self.opts.full);
+        // Every file operation of a sync runs on the blocking pool.
+        let since = self
+            .blocking(move || {
+                if !store.dir_of(&fpr).is_dir() {
+                    return Err(SyncError::NotFollowed(fpr));
+                }
+                match full {
+                    true => Ok(None),
+                    false => Ok(store.sync_state()?.last_sync(&fpr)),
+                }
+            })
+            .await??;
         let started = SystemTime::now();
         let local = self.scan().await?;
         let quota = Quota::new(self.opts.quota, local.bytes);
@@ -484,7 +489,9 @@ impl<R: Runtime> FriendClient<R> {
                     .checked_sub(Duration::from_secs(1))
                     .unwrap_or(UNIX_EPOCH)
             };
-            self.store.record_sync(fpr, mark)?;
+            let store = self.store.clone();
+            self.blocking(move || store.record_sync(fpr, mark))
+                .await??;
         }
         info!(peer = %fpr, listed = report.listed, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failures, bytes = report.bytes, throttled = report.throttled, listing_requests = report.listing_requests, "sync finished");
         Ok(report)

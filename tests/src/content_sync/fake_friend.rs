@@ -198,56 +198,75 @@ fn since_of(req: &Request) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The listing entries of `owner`'s files in `store` modified at or after
+/// second `since`, oldest first (mtime, then name), at most `limit`.
+pub fn items_of(store: &Store, owner: &Fingerprint, since: u64, limit: usize) -> Vec<ListItem> {
+    let mut files: Vec<_> = store
+        .files(owner)
+        .expect("files")
+        .into_iter()
+        .filter(|e| {
+            e.modified
+                .duration_since(UNIX_EPOCH)
+                .is_ok_and(|d| d.as_secs() >= since)
+        })
+        .collect();
+    files.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
+    files
+        .iter()
+        .take(limit)
+        .map(|e| ListItem {
+            path: listed_path(owner, &e.name),
+            size: e.size,
+            sum: mau_store::sha256_file(&e.path).expect("sum"),
+        })
+        .collect()
+}
+
+/// A listing page of `items`; `end`: marked as the last page, as a mau-rs
+/// server does (without it, the client must assume a cut listing).
+pub fn page(items: &[ListItem], end: bool) -> Answer {
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if end {
+        headers.push(("mau-listing".to_string(), "end".to_string()));
+    }
+    Answer::Whole {
+        status: 200,
+        headers,
+        body: serde_json::to_vec(items).expect("json"),
+    }
+}
+
+/// `owner`'s file named by `req`'s path, whole, or 404.
+pub fn file(store: &Store, owner: &Fingerprint, req: &Request) -> Answer {
+    let name = req
+        .path
+        .strip_prefix(&format!("/p2p/{owner}/"))
+        .unwrap_or("");
+    match std::fs::read(store.dir_of(owner).join(name)) {
+        Ok(body) if mau_store::validate_name(name).is_ok() => Answer::Whole {
+            status: 200,
+            headers: vec![],
+            body,
+        },
+        _ => Answer::Whole {
+            status: 404,
+            headers: vec![],
+            body: b"no such file".to_vec(),
+        },
+    }
+}
+
 /// What the Go peer answers for `owner`'s files in `store`: a listing is
 /// the oldest 100 files modified at or after `If-Modified-Since` (whole
 /// seconds), ordered by modification time, with no `Link` and no times; a
 /// file is its bytes.
 pub fn go_like(store: Arc<Store>, owner: Fingerprint) -> impl Fn(&Request) -> Answer + Send + Sync {
     move |req| {
-        let json = vec![("content-type".to_string(), "application/json".to_string())];
         if req.path == format!("/p2p/{owner}") {
-            let since = since_of(req);
-            let mut files: Vec<_> = store
-                .files(&owner)
-                .expect("files")
-                .into_iter()
-                .filter(|e| {
-                    e.modified
-                        .duration_since(UNIX_EPOCH)
-                        .is_ok_and(|d| d.as_secs() >= since)
-                })
-                .collect();
-            files.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
-            let items: Vec<ListItem> = files
-                .iter()
-                .take(mau_net::sync::wire::GO_PAGE)
-                .map(|e| ListItem {
-                    path: listed_path(&owner, &e.name),
-                    size: e.size,
-                    sum: mau_store::sha256_file(&e.path).expect("sum"),
-                })
-                .collect();
-            return Answer::Whole {
-                status: 200,
-                headers: json,
-                body: serde_json::to_vec(&items).expect("json"),
-            };
+            let items = items_of(&store, &owner, since_of(req), mau_net::sync::wire::GO_PAGE);
+            return page(&items, false);
         }
-        let name = req
-            .path
-            .strip_prefix(&format!("/p2p/{owner}/"))
-            .unwrap_or("");
-        match std::fs::read(store.dir_of(&owner).join(name)) {
-            Ok(body) if mau_store::validate_name(name).is_ok() => Answer::Whole {
-                status: 200,
-                headers: vec![],
-                body,
-            },
-            _ => Answer::Whole {
-                status: 404,
-                headers: vec![],
-                body: b"no such file".to_vec(),
-            },
-        }
+        file(&store, &owner, req)
     }
 }
