@@ -9,9 +9,9 @@ use std::time::Duration;
 use mau_net::control::{self, ControlRequest, ControlResponse};
 use mau_net::sync::{FriendClient, Outcome, Progress, SyncOptions, SyncReport};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
-use mau_smol::SmolRuntime;
 use mau_store::Store;
 
+use crate::runtime::Exec;
 use crate::{account, table};
 
 /// Loads the account in `dir` as a content store.
@@ -211,17 +211,22 @@ impl Progress for Bars {
 
 /// The friend's address from the running server's DHT (through the
 /// control socket), if a server runs.
-fn dht_address(dir: &Path, fpr: Fingerprint) -> Option<PeerAddress> {
+async fn dht_address<R: mau_net::Runtime>(
+    rt: &R,
+    dir: &Path,
+    fpr: Fingerprint,
+) -> Option<PeerAddress> {
     let path = dir.join(mau_identity::MAU_DIR).join("control.sock");
     if !path.exists() {
         return None;
     }
-    let answer = smol::block_on(control::call(
-        &SmolRuntime,
+    let answer = control::call(
+        rt,
         &path,
         &ControlRequest::Lookup { fingerprint: fpr },
         Duration::from_secs(60),
-    ));
+    )
+    .await;
     match answer {
         Ok(ControlResponse::Lookup(r)) => r.found.map(|p| p.address),
         _ => None,
@@ -230,7 +235,7 @@ fn dht_address(dir: &Path, fpr: Fingerprint) -> Option<PeerAddress> {
 
 fn summary(r: &SyncReport) -> String {
     format!(
-        "{}: {} listed, {} downloaded ({} resumed, {} bytes), {} up to date, {} failed{}{}",
+        "{}: {} listed, {} downloaded ({} resumed, {} bytes), {} up to date, {} failed{}{}{}",
         r.friend.map(|f| f.to_string()).unwrap_or_default(),
         r.listed,
         r.downloaded,
@@ -247,6 +252,11 @@ fn summary(r: &SyncReport) -> String {
             String::new()
         } else {
             format!(", {} busy answers waited out (429/503)", r.throttled)
+        },
+        if r.listing_truncated {
+            ", the friend's listing may be cut short (a server without pages): nothing retired"
+        } else {
+            ""
         }
     )
 }
@@ -260,7 +270,8 @@ pub struct SyncArgs {
     pub idle_timeout: u64,
 }
 
-pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
+/// `mau sync`, on the runtime `--runtime` names.
+pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), String> {
     let s = Arc::new(store(dir)?);
     let friends = match args.fingerprint {
         Some(f) => vec![f],
@@ -275,50 +286,54 @@ pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
         full: args.full,
         ..SyncOptions::default()
     };
-    let mut failures = 0usize;
-    for fpr in friends {
-        let mut addresses = args.address.clone();
-        if let Some(a) = dht_address(dir, fpr) {
-            addresses.push(a);
-        }
-        let progress = Bars::new();
-        let result = smol::block_on(async {
-            let mut last =
-                String::from("no address: pass --address HOST:PORT or run `mau server start`");
-            for address in addresses {
-                let client = FriendClient::direct(
-                    SmolRuntime,
-                    s.clone(),
-                    Contact::new(fpr, address.clone()),
-                    opts.clone(),
-                )
-                .map_err(|e| e.to_string())?;
-                match client.sync(&progress).await {
-                    Ok(r) => return Ok(r),
-                    Err(e) => last = format!("{address}: {e}"),
-                }
+    let failures = E::run(|rt| async move {
+        let mut failures = 0usize;
+        for fpr in friends {
+            let mut addresses = args.address.clone();
+            if let Some(a) = dht_address(&rt, dir, fpr).await {
+                addresses.push(a);
             }
-            Err(last)
-        });
-        if let Some(bar) = &progress.bar {
-            bar.finish_and_clear();
-        }
-        match result {
-            Ok(r) => {
-                println!("{}", summary(&r));
-                for (name, why) in &r.failed {
-                    println!("  failed {}: {why}", mau_store::escaped(name));
+            let progress = Bars::new();
+            let result = async {
+                let mut last =
+                    String::from("no address: pass --address HOST:PORT or run `mau server start`");
+                for address in addresses {
+                    let client = FriendClient::direct(
+                        rt.clone(),
+                        s.clone(),
+                        Contact::new(fpr, address.clone()),
+                        opts.clone(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    match client.sync(&progress).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last = format!("{address}: {e}"),
+                    }
                 }
-                if !r.complete {
+                Err(last)
+            }
+            .await;
+            if let Some(bar) = &progress.bar {
+                bar.finish_and_clear();
+            }
+            match result {
+                Ok(r) => {
+                    println!("{}", summary(&r));
+                    for (name, why) in &r.failed {
+                        println!("  failed {}: {why}", mau_store::escaped(name));
+                    }
+                    if !r.complete {
+                        failures += 1;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mau: sync {fpr}: {e}");
                     failures += 1;
                 }
             }
-            Err(e) => {
-                eprintln!("mau: sync {fpr}: {e}");
-                failures += 1;
-            }
         }
-    }
+        failures
+    });
     if failures > 0 {
         return Err(format!("{failures} friend(s) not completely synced"));
     }

@@ -255,7 +255,9 @@ fn main() -> ExitCode {
             full,
             concurrency,
             idle_timeout,
-        } => content::sync(
+        } => runtime::on_runtime!(
+            rt,
+            content::sync,
             &dir,
             content::SyncArgs {
                 fingerprint,

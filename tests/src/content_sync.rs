@@ -773,3 +773,36 @@ pub async fn go_friend_without_pages_loses_nothing<R: Runtime>(rt: R) {
     assert_eq!(sb.sync_state().expect("state").last_sync(&af), before);
     drop(friend);
 }
+
+/// A plain sync (not `--full`) notices a file the friend withdrew: it is
+/// retired (kept as a version, no longer current) with nothing downloaded,
+/// for one more listing request (the names of the whole listing).
+pub async fn plain_sync_retires_withdrawn_files<R: Runtime>(rt: R) {
+    let (a, b) = friends(&rt).await;
+    let (af, bf) = (a.fpr(), b.fpr());
+    for i in 0..5 {
+        a.store
+            .share(&format!("note-{i}"), format!("note {i}").as_bytes(), &[bf])
+            .expect("share");
+    }
+    let r = sync_b_from_a(&a, &b, &()).await;
+    assert_eq!((r.downloaded, r.failures), (5, 0), "{r:?}");
+    a.store.delete("note-2").expect("delete");
+    let kept = b.store.dir_of(&af).join("note-2.pgp");
+    let sum = sha256_file(&kept).expect("sum");
+    let r = sync_b_from_a(&a, &b, &()).await;
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.downloaded, 0, "{r:?}");
+    assert_eq!(r.retired, vec!["note-2.pgp".to_string()], "{r:?}");
+    assert_eq!(r.listing_requests, 2, "incremental + names: {r:?}");
+    assert!(!kept.exists());
+    assert_eq!(
+        b.store.versions(&kept),
+        vec![sum],
+        "old copy kept as a version"
+    );
+    assert_eq!(b.store.files(&af).expect("files").len(), 4);
+    // Nothing withdrawn: nothing retired.
+    let r = sync_b_from_a(&a, &b, &()).await;
+    assert!(r.retired.is_empty() && r.complete, "{r:?}");
+}
