@@ -862,6 +862,35 @@ impl Store {
         sum: &str,
         hashed: Option<String>,
     ) -> Result<PathBuf, StoreError> {
+        self.accept(fpr, name, partial, size, sum, hashed, false)
+    }
+
+    /// [`Store::accept_download`] for bytes the caller hashed (`hashed`)
+    /// and checked with [`Store::verify_reader`] as they arrived: the file
+    /// is not read again.
+    pub fn accept_download_verified(
+        &self,
+        fpr: &Fingerprint,
+        name: &str,
+        partial: &Path,
+        size: u64,
+        sum: &str,
+        hashed: String,
+    ) -> Result<PathBuf, StoreError> {
+        self.accept(fpr, name, partial, size, sum, Some(hashed), true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &self,
+        fpr: &Fingerprint,
+        name: &str,
+        partial: &Path,
+        size: u64,
+        sum: &str,
+        hashed: Option<String>,
+        verified: bool,
+    ) -> Result<PathBuf, StoreError> {
         validate_name(name)?;
         let dest = self.dir_of(fpr).join(name);
         let mut guard = TempGuard(Some(partial.to_path_buf()));
@@ -884,7 +913,9 @@ impl Store {
                 actual,
             });
         }
-        self.verify(fpr, partial)?;
+        if !verified {
+            self.verify(fpr, partial)?;
+        }
         File::open(partial)
             .and_then(|f| f.sync_all())
             .map_err(|e| StoreError::io(partial, e))?;
@@ -895,10 +926,20 @@ impl Store {
 
     /// Checks that `path` is signed by `signer` and decrypts for us.
     pub fn verify(&self, signer: &Fingerprint, path: &Path) -> Result<(), StoreError> {
-        let cert = self.friend_cert(signer)?;
         let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        self.verify_reader(signer, io::BufReader::new(f))
+    }
+
+    /// Checks that the bytes `input` yields are signed by `signer` and
+    /// decrypt for us (e.g. a download, as it arrives).
+    pub fn verify_reader(
+        &self,
+        signer: &Fingerprint,
+        input: impl Read + Send + Sync,
+    ) -> Result<(), StoreError> {
+        let cert = self.friend_cert(signer)?;
         self.account
-            .open(io::BufReader::new(f), io::sink(), &cert)
+            .open(input, io::sink(), &cert)
             .map_err(StoreError::from)
     }
 

@@ -1,6 +1,9 @@
 //! One download: the request (resuming with `Range`), the body streamed to
 //! a partial file by a writer on the runtime's blocking pool (hashing as it
-//! writes), a throughput floor, and the friend's disk quota.
+//! writes) and, for a download from the start, to a verifier on another
+//! blocking thread (signature and decryption checked as the bytes arrive,
+//! so the file is not read again); a throughput floor, and the friend's
+//! disk quota.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -162,6 +165,39 @@ fn write_partial(
     Ok(hasher.finish())
 }
 
+/// The bytes of a channel as a blocking reader (for the verifier); its
+/// end is the sender's drop.
+struct ChannelReader {
+    chunks: async_channel::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.recv_blocking() {
+                Ok(c) => self.current = c,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// What a download left in its partial file.
+pub(super) struct Fetched {
+    /// Bytes received now.
+    pub(super) got: u64,
+    /// Whether the earlier bytes were kept (a `Range` resume).
+    pub(super) resumed: bool,
+    /// SHA-256 of the whole file, if computed on the way.
+    pub(super) sum: Option<String>,
+    /// Signature and decryption were checked as the bytes arrived.
+    pub(super) verified: bool,
+}
+
 /// Why the body loop stopped early.
 enum Cut {
     /// More bytes than listed: the partial file is worthless.
@@ -198,11 +234,10 @@ impl<R: Runtime> FriendClient<R> {
         .await?
     }
 
-    /// Fills `partial` (holding `have` bytes) with the rest of the file;
-    /// returns bytes received now, whether the earlier bytes were kept,
-    /// and the SHA-256 of the whole file. Nothing is written before the
-    /// friend answers 200 or 206 (refusals are retried by
-    /// [`FriendClient::request`]).
+    /// Fills `partial` (holding `have` bytes) with the rest of the file
+    /// (see [`Fetched`]). Nothing is written before the friend answers 200
+    /// or 206 (refusals are retried by [`FriendClient::request`]). A file
+    /// that fails the streaming verification is removed.
     pub(super) async fn download_to(
         &self,
         item: &ListItem,
@@ -211,7 +246,7 @@ impl<R: Runtime> FriendClient<R> {
         mut have: u64,
         progress: &dyn Progress,
         pacing: &Pacing,
-    ) -> Result<(u64, bool, Option<String>), SyncError> {
+    ) -> Result<Fetched, SyncError> {
         let fpr = self.peer.fingerprint;
         let path = format!("/p2p/{fpr}/{}", percent_encode(name));
         let mut headers = Vec::new();
@@ -254,6 +289,24 @@ impl<R: Runtime> FriendClient<R> {
         let writer = self
             .rt
             .run_blocking(move || write_partial(&target, have, rx));
+        // A download from the start is verified as it arrives, on a second
+        // thread (a resumed one is verified from the file afterwards).
+        let (mut to_verifier, verifier) = if have == 0 {
+            let (vtx, vrx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
+            let (store, reader) = (
+                self.store.clone(),
+                ChannelReader {
+                    chunks: vrx,
+                    current: Bytes::new(),
+                },
+            );
+            let check = self
+                .rt
+                .run_blocking(move || store.verify_reader(&fpr, reader));
+            (Some(vtx), Some(check))
+        } else {
+            (None, None)
+        };
         let floor = self.opts.min_rate.max(1);
         let started = Instant::now();
         let mut got = 0u64;
@@ -285,6 +338,13 @@ impl<R: Runtime> FriendClient<R> {
                     return Err(Cut::TooLong(have + got));
                 }
                 progress.bytes(chunk.len() as u64);
+                if let Some(v) = &to_verifier {
+                    if v.send(chunk.clone()).await.is_err() {
+                        // The verifier has its answer (a refusal): it is
+                        // read below.
+                        to_verifier = None;
+                    }
+                }
                 if tx.send(chunk).await.is_err() {
                     // The writer stopped: its error is the one to report.
                     return Ok(());
@@ -292,9 +352,13 @@ impl<R: Runtime> FriendClient<R> {
             }
         }
         .await;
-        drop(tx);
+        drop((tx, to_verifier));
         drop(permit);
         let written = writer.await.ok_or(SyncError::Blocking)?;
+        let verified = match verifier {
+            Some(v) => Some(v.await.ok_or(SyncError::Blocking)?),
+            None => None,
+        };
         match body {
             Err(Cut::TooLong(actual)) => {
                 self.remove(partial).await?;
@@ -304,7 +368,29 @@ impl<R: Runtime> FriendClient<R> {
                 }))
             }
             Err(Cut::Other(e)) => Err(e),
-            Ok(()) => Ok((got, resumed, Some(written?))),
+            Ok(()) => {
+                let sum = written?;
+                if got != item.size || sum != item.sum {
+                    // Size and sum first (their errors say more); the
+                    // store's acceptance reports them.
+                    return Ok(Fetched {
+                        got,
+                        resumed,
+                        sum: Some(sum),
+                        verified: false,
+                    });
+                }
+                if let Some(Err(e)) = verified {
+                    self.remove(partial).await?;
+                    return Err(e.into());
+                }
+                Ok(Fetched {
+                    got,
+                    resumed,
+                    sum: Some(sum),
+                    verified: verified.is_some(),
+                })
+            }
         }
     }
 }

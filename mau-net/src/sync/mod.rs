@@ -359,12 +359,18 @@ impl<R: Runtime> FriendClient<R> {
         pacing: &Pacing,
     ) -> Result<Outcome, SyncError> {
         let fpr = self.peer.fingerprint;
-        let (bytes, resumed, hashed) = if have == item.size && have > 0 {
-            (0, true, None)
+        let fetched = if have == item.size && have > 0 {
+            download::Fetched {
+                got: 0,
+                resumed: true,
+                sum: None,
+                verified: false,
+            }
         } else {
             self.download_to(item, name, partial, have, progress, pacing)
                 .await?
         };
+        let (bytes, resumed) = (fetched.got, fetched.resumed);
         let store = self.store.clone();
         let (n, p, size, sum) = (
             name.to_string(),
@@ -372,8 +378,13 @@ impl<R: Runtime> FriendClient<R> {
             item.size,
             item.sum.clone(),
         );
-        self.blocking(move || store.accept_download_hashed(&fpr, &n, &p, size, &sum, hashed))
-            .await??;
+        self.blocking(move || match (fetched.sum, fetched.verified) {
+            (Some(hashed), true) => {
+                store.accept_download_verified(&fpr, &n, &p, size, &sum, hashed)
+            }
+            (hashed, _) => store.accept_download_hashed(&fpr, &n, &p, size, &sum, hashed),
+        })
+        .await??;
         debug!(peer = %fpr, file = ?name, bytes, resumed, "file installed");
         Ok(Outcome::Downloaded { bytes, resumed })
     }
