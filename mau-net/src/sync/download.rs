@@ -21,6 +21,9 @@ use super::{FriendClient, Progress, SyncError};
 use crate::content::ListItem;
 use crate::runtime::{timeout, Runtime};
 
+/// Files up to this size are received in memory, then hashed, verified
+/// and written by one blocking task (fewer thread hops per small file).
+const IN_MEMORY_MAX: u64 = 1 << 20;
 /// Chunks queued between the network and the writer (hyper's chunks are
 /// up to a few hundred KiB; a few MiB in flight at most).
 const WRITE_QUEUE: usize = 16;
@@ -118,6 +121,51 @@ fn partial_of(file: &str) -> Option<(String, String)> {
     mau_store::is_sum(sum).then(|| (name.to_string(), sum.to_string()))
 }
 
+/// Opens (or creates, mode 0600) a partial file.
+fn open_partial(partial: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(partial)
+}
+
+/// A small file received in memory: checked against the listed size and
+/// sum, its signature and decryption to us, then written to `partial`
+/// (blocking). Returns its sum.
+fn check_and_write(
+    store: &mau_store::Store,
+    signer: &mau_proto::Fingerprint,
+    item: &ListItem,
+    bytes: &[u8],
+    partial: &Path,
+) -> Result<String, StoreError> {
+    if bytes.len() as u64 != item.size {
+        return Err(StoreError::SizeMismatch {
+            expected: item.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let sum = mau_store::sha256_hex(bytes);
+    if sum != item.sum {
+        return Err(StoreError::SumMismatch {
+            expected: item.sum.clone(),
+            actual: sum,
+        });
+    }
+    store.verify_reader(signer, bytes)?;
+    let mut file = open_partial(partial).map_err(|e| StoreError::io(partial, e))?;
+    let written = file.set_len(0).and_then(|()| file.write_all(bytes));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(partial);
+        return Err(StoreError::io(partial, e));
+    }
+    Ok(sum)
+}
+
 /// Writes the body's chunks to `partial` after its first `have` bytes,
 /// hashing everything (the bytes already there first). Runs on the
 /// blocking pool; ends when the sender is dropped. A full disk removes the
@@ -134,14 +182,7 @@ fn write_partial(
         }
         io(e)
     };
-    let mut opts = OpenOptions::new();
-    opts.create(true).read(true).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let file = opts.open(partial).map_err(io)?;
+    let file = open_partial(partial).map_err(io)?;
     file.set_len(have).map_err(io)?;
     let mut hasher = mau_store::Sha256::default();
     if have > 0 {
@@ -284,14 +325,23 @@ impl<R: Runtime> FriendClient<R> {
                 return Err(self.protocol("unexpected status"));
             }
         };
-        let (tx, rx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
-        let target = partial.to_path_buf();
-        let writer = self
-            .rt
-            .run_blocking(move || write_partial(&target, have, rx));
+        // A small file from the start: in memory, checked before a byte is
+        // written.
+        let mut memory = (have == 0 && item.size <= IN_MEMORY_MAX)
+            .then(|| Vec::with_capacity(usize::try_from(item.size).unwrap_or(0)));
+        let (tx, writer) = if memory.is_none() {
+            let (tx, rx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
+            let target = partial.to_path_buf();
+            let writer = self
+                .rt
+                .run_blocking(move || write_partial(&target, have, rx));
+            (Some(tx), Some(writer))
+        } else {
+            (None, None)
+        };
         // A download from the start is verified as it arrives, on a second
         // thread (a resumed one is verified from the file afterwards).
-        let (mut to_verifier, verifier) = if have == 0 {
+        let (mut to_verifier, verifier) = if have == 0 && memory.is_none() {
             let (vtx, vrx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
             let (store, reader) = (
                 self.store.clone(),
@@ -338,6 +388,10 @@ impl<R: Runtime> FriendClient<R> {
                     return Err(Cut::TooLong(have + got));
                 }
                 progress.bytes(chunk.len() as u64);
+                if let Some(m) = &mut memory {
+                    m.extend_from_slice(&chunk);
+                    continue;
+                }
                 if let Some(v) = &to_verifier {
                     if v.send(chunk.clone()).await.is_err() {
                         // The verifier has its answer (a refusal): it is
@@ -345,15 +399,41 @@ impl<R: Runtime> FriendClient<R> {
                         to_verifier = None;
                     }
                 }
-                if tx.send(chunk).await.is_err() {
-                    // The writer stopped: its error is the one to report.
-                    return Ok(());
+                if let Some(tx) = &tx {
+                    if tx.send(chunk).await.is_err() {
+                        // The writer stopped: its error is the one to report.
+                        return Ok(());
+                    }
                 }
             }
         }
         .await;
         drop((tx, to_verifier));
         drop(permit);
+        let Some(writer) = writer else {
+            // In memory: nothing was written yet.
+            return match body {
+                Err(Cut::TooLong(actual)) => Err(SyncError::Store(StoreError::SizeMismatch {
+                    expected: item.size,
+                    actual,
+                })),
+                Err(Cut::Other(e)) => Err(e),
+                Ok(()) => {
+                    let bytes = memory.unwrap_or_default();
+                    let (store, item2, target) =
+                        (self.store.clone(), item.clone(), partial.to_path_buf());
+                    let sum = self
+                        .blocking(move || check_and_write(&store, &fpr, &item2, &bytes, &target))
+                        .await??;
+                    Ok(Fetched {
+                        got,
+                        resumed,
+                        sum: Some(sum),
+                        verified: true,
+                    })
+                }
+            };
+        };
         let written = writer.await.ok_or(SyncError::Blocking)?;
         let verified = match verifier {
             Some(v) => Some(v.await.ok_or(SyncError::Blocking)?),
