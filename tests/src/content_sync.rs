@@ -806,3 +806,75 @@ pub async fn plain_sync_retires_withdrawn_files<R: Runtime>(rt: R) {
     let r = sync_b_from_a(&a, &b, &()).await;
     assert!(r.retired.is_empty() && r.complete, "{r:?}");
 }
+
+/// A friend on a Go-like server with files dated at random (seeded): runs
+/// of files in one second (up to 60, below Go's page), neighbours a second
+/// apart, gaps of up to a day; after each of 3 rounds of 120 more files
+/// (anywhere in the past month) a `--full` sync has every file, reports a
+/// whole walk, and never retires anything.
+pub async fn go_friend_random_dates_all_arrive<R: Runtime>(rt: R) {
+    use fake_friend::{go_like, start};
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (sa, sb) = following_stores(da.path(), db.path());
+    let (af, bf) = (sa.fingerprint(), sb.fingerprint());
+    let identity = TlsIdentity::from_account(sa.account(), None).expect("identity");
+    let friend = start(&rt, &identity, go_like(sa.clone(), af)).await;
+    let client = FriendClient::direct(
+        rt.clone(),
+        sb.clone(),
+        Contact::new(af, PeerAddress::from(friend.addr)),
+        SyncOptions {
+            full: true,
+            ..opts()
+        },
+    )
+    .expect("client");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let month_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    let mut per_second = std::collections::HashMap::<u64, usize>::new();
+    for round in 0..3 {
+        let mut at = rng() % (29 * 86_400);
+        let mut run = 0;
+        for i in 0..120 {
+            match rng() % 4 {
+                // Same second (another nanosecond, or the very same time).
+                0 | 1 if run < 60 => run += 1,
+                2 => (at, run) = (at + 1, 0),
+                _ => (at, run) = (at + rng() % 86_400, 0),
+            }
+            // Never as many in one second as Go's page holds.
+            at = at.min(29 * 86_400);
+            while per_second.get(&at).copied().unwrap_or(0) >= 60 {
+                at += 1;
+            }
+            *per_second.entry(at).or_insert(0) += 1;
+            let e = sa
+                .share(&format!("r{round}-{i:03}"), &b"x"[..], &[bf])
+                .expect("share");
+            let nanos = if rng() % 2 == 0 {
+                0
+            } else {
+                rng() % 1_000_000_000
+            };
+            set_mtime(&e.path, month_ago + Duration::new(at, nanos as u32));
+        }
+        let r = client.sync(&()).await.expect("sync runs");
+        println!(
+            "go-like random dates, round {round}: {} new files in {} listing requests",
+            r.downloaded, r.listing_requests
+        );
+        assert!(r.complete && !r.listing_truncated, "{r:?}");
+        assert!(r.retired.is_empty(), "{r:?}");
+        assert_eq!((r.downloaded, r.failures), (120, 0), "round {round}: {r:?}");
+        assert_eq!(sb.files(&af).expect("files").len(), 120 * (round + 1));
+    }
+}

@@ -482,6 +482,10 @@ macro_rules! conformance_suite {
             run($crate::content_sync::go_friend_without_pages_loses_nothing);
         }
         #[test]
+        fn content_go_friend_random_dates_all_arrive() {
+            run($crate::content_sync::go_friend_random_dates_all_arrive);
+        }
+        #[test]
         fn content_plain_sync_retires_withdrawn_files() {
             run($crate::content_sync::plain_sync_retires_withdrawn_files);
         }
