@@ -136,7 +136,7 @@ fn open_partial(partial: &Path) -> std::io::Result<std::fs::File> {
 /// A small file received in memory: checked against the listed size and
 /// sum, its signature and decryption to us, then written to `partial`
 /// (blocking). Returns its sum.
-fn check_and_write(
+pub(super) fn check_and_write(
     store: &mau_store::Store,
     signer: &mau_proto::Fingerprint,
     item: &ListItem,
@@ -237,6 +237,9 @@ pub(super) struct Fetched {
     pub(super) sum: Option<String>,
     /// Signature and decryption were checked as the bytes arrived.
     pub(super) verified: bool,
+    /// A small file's bytes, received in memory and not yet checked or
+    /// written (see [`check_and_write`]).
+    pub(super) memory: Option<Vec<u8>>,
 }
 
 /// Why the body loop stopped early.
@@ -418,20 +421,13 @@ impl<R: Runtime> FriendClient<R> {
                     actual,
                 })),
                 Err(Cut::Other(e)) => Err(e),
-                Ok(()) => {
-                    let bytes = memory.unwrap_or_default();
-                    let (store, item2, target) =
-                        (self.store.clone(), item.clone(), partial.to_path_buf());
-                    let sum = self
-                        .blocking(move || check_and_write(&store, &fpr, &item2, &bytes, &target))
-                        .await??;
-                    Ok(Fetched {
-                        got,
-                        resumed,
-                        sum: Some(sum),
-                        verified: true,
-                    })
-                }
+                Ok(()) => Ok(Fetched {
+                    got,
+                    resumed,
+                    sum: None,
+                    verified: false,
+                    memory: Some(memory.unwrap_or_default()),
+                }),
             };
         };
         let written = writer.await.ok_or(SyncError::Blocking)?;
@@ -458,6 +454,7 @@ impl<R: Runtime> FriendClient<R> {
                         resumed,
                         sum: Some(sum),
                         verified: false,
+                        memory: None,
                     });
                 }
                 if let Some(Err(e)) = verified {
@@ -469,6 +466,7 @@ impl<R: Runtime> FriendClient<R> {
                     resumed,
                     sum: Some(sum),
                     verified: verified.is_some(),
+                    memory: None,
                 })
             }
         }

@@ -321,17 +321,22 @@ impl<R: Runtime> FriendClient<R> {
             return Err(self.protocol(format!("bad sum {:?}", item.sum)));
         }
         let local = self.store.dir_of(&fpr).join(&name);
-        let store = self.store.clone();
-        let meta = self
-            .blocking(move || local.is_file().then(|| store.meta(&local)))
+        let partial = self.store.partial_path(&fpr, &name, &item.sum);
+        let (store, p) = (self.store.clone(), partial.clone());
+        // One blocking task: the local copy's size and sum, and what a
+        // partial download holds.
+        let (meta, have) = self
+            .blocking(move || {
+                let meta = local.is_file().then(|| store.meta(&local));
+                (meta, std::fs::metadata(&p).map_or(0, |m| m.len()))
+            })
             .await?;
         if let Some(Ok((e, m))) = meta {
             if e.size == item.size && m.sum == item.sum {
                 return Ok(Outcome::Unchanged);
             }
         }
-        let partial = self.store.partial_path(&fpr, &name, &item.sum);
-        let mut have = self.len_on_disk(&partial).await?;
+        let mut have = have;
         if have > item.size {
             self.remove(&partial).await?;
             have = 0;
@@ -365,6 +370,7 @@ impl<R: Runtime> FriendClient<R> {
                 resumed: true,
                 sum: None,
                 verified: false,
+                memory: None,
             }
         } else {
             self.download_to(item, name, partial, have, progress, pacing)
@@ -378,12 +384,20 @@ impl<R: Runtime> FriendClient<R> {
             item.size,
             item.sum.clone(),
         );
-        self.blocking(move || match (fetched.sum, fetched.verified) {
-            (Some(hashed), true) => {
-                store.accept_download_verified(&fpr, &n, &p, size, &sum, hashed)
-            }
-            (hashed, _) => store.accept_download_hashed(&fpr, &n, &p, size, &sum, hashed),
-        })
+        let item = item.clone();
+        // One blocking task: check (a small file, from memory), then install.
+        self.blocking(
+            move || match (fetched.memory, fetched.sum, fetched.verified) {
+                (Some(bytes), _, _) => {
+                    let hashed = download::check_and_write(&store, &fpr, &item, &bytes, &p)?;
+                    store.accept_download_verified(&fpr, &n, &p, size, &sum, hashed)
+                }
+                (None, Some(hashed), true) => {
+                    store.accept_download_verified(&fpr, &n, &p, size, &sum, hashed)
+                }
+                (None, hashed, _) => store.accept_download_hashed(&fpr, &n, &p, size, &sum, hashed),
+            },
+        )
         .await??;
         debug!(peer = %fpr, file = ?name, bytes, resumed, "file installed");
         Ok(Outcome::Downloaded { bytes, resumed })
