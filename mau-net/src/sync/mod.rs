@@ -466,7 +466,8 @@ impl<R: Runtime> FriendClient<R> {
                     resumable.insert(key);
                 }
             }
-            let total: u64 = by_name.values().map(|i| i.size).sum();
+            // Sizes are the friend's word: no overflow on absurd ones.
+            let total = by_name.values().fold(0u64, |t, i| t.saturating_add(i.size));
             progress.listed(by_name.len(), total);
             let results = self
                 .fetch_all(by_name.into_values().collect(), progress, &pacing, &quota)
@@ -480,7 +481,13 @@ impl<R: Runtime> FriendClient<R> {
                         report.resumed += usize::from(resumed);
                     }
                     Err(e) => {
-                        warn!(peer = %fpr, file = ?name, error = %e, "file not synced");
+                        // A hostile listing can fail a million files: the
+                        // first ones are logged as warnings.
+                        if report.failures < MAX_NAMED {
+                            warn!(peer = %fpr, file = ?name, error = %e, "file not synced");
+                        } else {
+                            debug!(peer = %fpr, file = ?name, error = %e, "file not synced");
+                        }
                         report.fail(name, e);
                     }
                 }
