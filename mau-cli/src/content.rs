@@ -9,10 +9,10 @@ use std::time::Duration;
 use mau_net::control::{self, ControlRequest, ControlResponse};
 use mau_net::sync::{FriendClient, Outcome, Progress, SyncOptions, SyncReport};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
-use mau_smol::SmolRuntime;
 use mau_store::Store;
 
 use crate::output::{self, outln};
+use crate::runtime::Exec;
 use crate::{account, table};
 
 /// Loads the account in `dir` as a content store.
@@ -302,9 +302,12 @@ impl Bars {
 
 impl Progress for Bars {
     fn listed(&self, files: usize, bytes: u64) {
-        *self.total.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        // Called once per listing page: totals grow as pages arrive.
+        let mut total = self.total.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *total == 0;
+        *total += files;
         match &self.bar {
-            Some(bar) => {
+            Some(bar) if first => {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 bar.set_length(bytes);
                 bar.set_style(
@@ -314,8 +317,9 @@ impl Progress for Bars {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
-                bar.set_message(format!("0/{files} files"));
+                bar.set_message(format!("0/{total} files"));
             }
+            Some(bar) => bar.inc_length(bytes),
             None => eprintln!("{files} file(s) listed, {}", output::size(bytes)),
         }
     }
@@ -327,6 +331,8 @@ impl Progress for Bars {
     }
 
     fn file_done(&self, name: &str, result: &Result<Outcome, String>) {
+        // A friend chose the name: never print its control characters.
+        let name = mau_store::escaped(name);
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         *done += 1;
         let total = *self.total.lock().unwrap_or_else(|e| e.into_inner());
@@ -348,7 +354,11 @@ impl Progress for Bars {
 
 /// The friend's address from the running server's DHT (through the
 /// control socket), or why there is none, naming what was tried.
-fn dht_address(dir: &Path, fpr: Fingerprint) -> Result<PeerAddress, String> {
+async fn dht_address<R: mau_net::Runtime>(
+    rt: &R,
+    dir: &Path,
+    fpr: Fingerprint,
+) -> Result<PeerAddress, String> {
     let path = crate::paths::control_socket(dir);
     if !path.exists() {
         return Err(format!(
@@ -358,12 +368,13 @@ fn dht_address(dir: &Path, fpr: Fingerprint) -> Result<PeerAddress, String> {
         ));
     }
     eprintln!("looking up {fpr} in the DHT through the running server...");
-    let answer = smol::block_on(control::call(
-        &SmolRuntime,
+    let answer = control::call(
+        rt,
         &path,
         &ControlRequest::Lookup { fingerprint: fpr },
         Duration::from_secs(60),
-    ));
+    )
+    .await;
     match answer {
         Ok(ControlResponse::Lookup(r)) if r.requests == 0 => Err(format!(
             "the running server knows no peers to look up {fpr} with: it has not joined \
@@ -391,14 +402,14 @@ fn dht_address(dir: &Path, fpr: Fingerprint) -> Result<PeerAddress, String> {
 
 fn summary(r: &SyncReport) -> String {
     format!(
-        "{}: {} listed, {} downloaded ({} resumed, {}), {} up to date, {} failed{}{}",
+        "{}: {} listed, {} downloaded ({} resumed, {}), {} up to date, {} failed{}{}{}",
         r.friend.map(|f| f.to_string()).unwrap_or_default(),
         r.listed,
         r.downloaded,
         r.resumed,
         output::size(r.bytes),
         r.unchanged,
-        r.failed.len(),
+        r.failures,
         if r.retired.is_empty() {
             String::new()
         } else {
@@ -408,6 +419,11 @@ fn summary(r: &SyncReport) -> String {
             String::new()
         } else {
             format!(", {} busy answers waited out (429/503)", r.throttled)
+        },
+        if r.listing_truncated {
+            ", the friend's listing may be cut short (a server without pages): nothing retired"
+        } else {
+            ""
         }
     )
 }
@@ -421,7 +437,8 @@ pub struct SyncArgs {
     pub idle_timeout: u64,
 }
 
-pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
+/// `mau sync`, on the runtime `--runtime` names.
+pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), String> {
     let s = Arc::new(store(dir)?);
     let friends = match args.fingerprint {
         Some(f) => vec![f],
@@ -436,54 +453,58 @@ pub fn sync(dir: &Path, args: SyncArgs) -> Result<(), String> {
         full: args.full,
         ..SyncOptions::default()
     };
-    let mut failures = 0usize;
-    for fpr in friends {
-        let mut addresses = args.address.clone();
-        let mut last = String::new();
-        match dht_address(dir, fpr) {
-            Ok(a) => addresses.push(a),
-            Err(why) => last = why,
-        }
-        let progress = Bars::new();
-        let result = smol::block_on(async {
-            for address in addresses {
-                eprintln!(
-                    "syncing {fpr} at {address} (waiting up to {}s for each answer)...",
-                    opts.idle_timeout.as_secs()
-                );
-                let client = FriendClient::direct(
-                    SmolRuntime,
-                    s.clone(),
-                    Contact::new(fpr, address.clone()),
-                    opts.clone(),
-                )
-                .map_err(|e| e.to_string())?;
-                match client.sync(&progress).await {
-                    Ok(r) => return Ok(r),
-                    Err(e) => last = format!("{address}: {e}"),
-                }
+    let failures = E::run(|rt| async move {
+        let mut failures = 0usize;
+        for fpr in friends {
+            let mut addresses = args.address.clone();
+            let mut last = String::new();
+            match dht_address(&rt, dir, fpr).await {
+                Ok(a) => addresses.push(a),
+                Err(why) => last = why,
             }
-            Err(last)
-        });
-        if let Some(bar) = &progress.bar {
-            bar.finish_and_clear();
-        }
-        match result {
-            Ok(r) => {
-                outln!("{}", summary(&r));
-                for (name, why) in &r.failed {
-                    outln!("  failed {name}: {why}");
+            let progress = Bars::new();
+            let result = async {
+                for address in addresses {
+                    eprintln!(
+                        "syncing {fpr} at {address} (waiting up to {}s for each answer)...",
+                        opts.idle_timeout.as_secs()
+                    );
+                    let client = FriendClient::direct(
+                        rt.clone(),
+                        s.clone(),
+                        Contact::new(fpr, address.clone()),
+                        opts.clone(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    match client.sync(&progress).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last = format!("{address}: {e}"),
+                    }
                 }
-                if !r.complete {
+                Err(last)
+            }
+            .await;
+            if let Some(bar) = &progress.bar {
+                bar.finish_and_clear();
+            }
+            match result {
+                Ok(r) => {
+                    outln!("{}", summary(&r));
+                    for (name, why) in &r.failed {
+                        outln!("  failed {}: {why}", mau_store::escaped(name));
+                    }
+                    if !r.complete {
+                        failures += 1;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mau: sync {fpr}: {e}");
                     failures += 1;
                 }
             }
-            Err(e) => {
-                eprintln!("mau: sync {fpr}: {e}");
-                failures += 1;
-            }
         }
-    }
+        failures
+    });
     if failures > 0 {
         return Err(format!("{failures} friend(s) not completely synced"));
     }

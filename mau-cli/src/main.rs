@@ -141,7 +141,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             full,
             concurrency,
             idle_timeout,
-        } => content::sync(
+        } => runtime::on_runtime!(
+            rt,
+            content::sync,
             &dir,
             content::SyncArgs {
                 fingerprint,

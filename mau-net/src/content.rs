@@ -5,8 +5,10 @@
 //!   recipients), oldest first, modified at or after `If-Modified-Since`.
 //!   Paginated: `?limit=N` (at most [`MAX_PAGE`]) and `?after=<cursor>`;
 //!   when more is left the answer carries
-//!   `Link: </p2p/<fpr>?after=<cursor>&limit=N>; rel="next"`. A plain request
-//!   (what Go sends) gets the first [`DEFAULT_PAGE`] entries: a valid array.
+//!   `Link: </p2p/<fpr>?after=<cursor>&limit=N>; rel="next"`, and the last
+//!   page says so with [`LISTING_END`] (`Mau-Listing: end`): a page with
+//!   neither (a Go server's) may have been cut. A plain request (what Go
+//!   sends) gets the first [`DEFAULT_PAGE`] entries: a valid array.
 //! * `GET /p2p/{fpr}/{name}`: the stored bytes, `Accept-Ranges: bytes`,
 //!   `Range` (one range) → 206 or 416, `ETag: "<sha256>"` and `If-Range`;
 //!   401 when the caller is not a recipient, 404 when missing, 400 for a
@@ -41,6 +43,10 @@ use crate::serve_context::ServeContext;
 pub const DEFAULT_PAGE: usize = 1000;
 /// Largest `limit` honoured.
 pub const MAX_PAGE: usize = 1000;
+/// The header (and its value) on the last page of a listing: nothing
+/// follows. Go servers cut a listing at 100 files without a word; a client
+/// that sees neither this nor a next link cannot know the listing is whole.
+pub const LISTING_END: (&str, &str) = ("mau-listing", "end");
 /// Files examined per page at most (friends' files not shared with the
 /// caller are skipped): a page may come back short, or empty, with a next link.
 const SCAN_PER_PAGE: usize = 10 * MAX_PAGE;
@@ -247,9 +253,17 @@ fn list(store: &Arc<Store>, ask: &Ask, fpr: Fingerprint) -> Reply {
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let mut r = reply(StatusCode::OK, "application/json", json(&items));
-    if let Some(next) = page.next {
-        if let Ok(v) = HeaderValue::from_str(&next_link_header(&fpr, &next, limit)) {
-            r.headers_mut().insert(header::LINK, v);
+    match page.next {
+        Some(next) => {
+            if let Ok(v) = HeaderValue::from_str(&next_link_header(&fpr, &next, limit)) {
+                r.headers_mut().insert(header::LINK, v);
+            }
+        }
+        None => {
+            r.headers_mut().insert(
+                header::HeaderName::from_static(LISTING_END.0),
+                HeaderValue::from_static(LISTING_END.1),
+            );
         }
     }
     r

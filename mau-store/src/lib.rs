@@ -115,8 +115,11 @@ impl StoreError {
 }
 
 /// Checks that `name` is a single, visible file name: not empty, at most
-/// [`MAX_NAME_LEN`] bytes, without `/`, `\`, NUL or `..`, not starting with
-/// `.` (hidden names are the store's temporary and partial files).
+/// [`MAX_NAME_LEN`] bytes, without `/`, `\`, `..` or control characters
+/// (below 0x20, and 0x7f: a name is printed, and `\n` or an escape sequence
+/// would forge lines or drive the terminal), not starting with `.` (hidden
+/// names are the store's temporary and partial files). The one check of
+/// names, on the serving side (requests, listings) and the fetching side.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
     let bad = |reason| {
         Err(StoreError::InvalidName {
@@ -130,8 +133,11 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
     if name.len() > MAX_NAME_LEN {
         return bad("too long");
     }
-    if name.contains(['/', '\\', '\0']) {
-        return bad("contains a path separator or NUL");
+    if name.contains(['/', '\\']) {
+        return bad("contains a path separator");
+    }
+    if name.chars().any(|c| c < ' ' || c == '\x7f') {
+        return bad("contains a control character");
     }
     if name.contains("..") {
         return bad("contains \"..\"");
@@ -140,6 +146,13 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
         return bad("starts with a dot");
     }
     Ok(())
+}
+
+/// `name` for printing: control characters (and any other character
+/// `char::escape_debug` escapes) as escapes, so that a name from a friend
+/// cannot forge output lines or send terminal escape sequences.
+pub fn escaped(name: &str) -> String {
+    name.escape_debug().to_string()
 }
 
 /// `name` with the `.pgp` suffix (added if missing, as Go does).
@@ -569,7 +582,10 @@ impl Store {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if name.starts_with('.') || !name.ends_with(PGP_SUFFIX) {
+            // Hidden (the store's own temporary files) or unusable names
+            // (e.g. control characters, written by another program) are
+            // neither listed nor served.
+            if !name.ends_with(PGP_SUFFIX) || validate_name(&name).is_err() {
                 continue;
             }
             let Ok(md) = entry.metadata() else { continue };
@@ -846,6 +862,35 @@ impl Store {
         sum: &str,
         hashed: Option<String>,
     ) -> Result<PathBuf, StoreError> {
+        self.accept(fpr, name, partial, size, sum, hashed, false)
+    }
+
+    /// [`Store::accept_download`] for bytes the caller hashed (`hashed`)
+    /// and checked with [`Store::verify_reader`] as they arrived: the file
+    /// is not read again.
+    pub fn accept_download_verified(
+        &self,
+        fpr: &Fingerprint,
+        name: &str,
+        partial: &Path,
+        size: u64,
+        sum: &str,
+        hashed: String,
+    ) -> Result<PathBuf, StoreError> {
+        self.accept(fpr, name, partial, size, sum, Some(hashed), true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &self,
+        fpr: &Fingerprint,
+        name: &str,
+        partial: &Path,
+        size: u64,
+        sum: &str,
+        hashed: Option<String>,
+        verified: bool,
+    ) -> Result<PathBuf, StoreError> {
         validate_name(name)?;
         let dest = self.dir_of(fpr).join(name);
         let mut guard = TempGuard(Some(partial.to_path_buf()));
@@ -868,7 +913,9 @@ impl Store {
                 actual,
             });
         }
-        self.verify(fpr, partial)?;
+        if !verified {
+            self.verify(fpr, partial)?;
+        }
         File::open(partial)
             .and_then(|f| f.sync_all())
             .map_err(|e| StoreError::io(partial, e))?;
@@ -879,10 +926,20 @@ impl Store {
 
     /// Checks that `path` is signed by `signer` and decrypts for us.
     pub fn verify(&self, signer: &Fingerprint, path: &Path) -> Result<(), StoreError> {
-        let cert = self.friend_cert(signer)?;
         let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        self.verify_reader(signer, io::BufReader::new(f))
+    }
+
+    /// Checks that the bytes `input` yields are signed by `signer` and
+    /// decrypt for us (e.g. a download, as it arrives).
+    pub fn verify_reader(
+        &self,
+        signer: &Fingerprint,
+        input: impl Read + Send + Sync,
+    ) -> Result<(), StoreError> {
+        let cert = self.friend_cert(signer)?;
         self.account
-            .open(io::BufReader::new(f), io::sink(), &cert)
+            .open(input, io::sink(), &cert)
             .map_err(StoreError::from)
     }
 

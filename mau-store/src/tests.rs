@@ -24,11 +24,18 @@ fn names() {
         "a\0b",
         ".hidden.pgp",
         "x..y",
+        "x\ny.pgp",
+        "x\ry.pgp",
+        "a\u{1b}[2Jb.pgp",
+        "tab\t.pgp",
+        "del\u{7f}.pgp",
     ] {
         assert!(validate_name(bad).is_err(), "{bad:?} accepted");
     }
     assert!(validate_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
     assert!(validate_name("hello world.pgp").is_ok());
+    assert!(validate_name("ünïcødé ✓.pgp").is_ok());
+    assert_eq!(escaped("x\ny\u{1b}[0m.pgp"), "x\\ny\\u{1b}[0m.pgp");
     assert_eq!(content_name("a"), "a.pgp");
     assert_eq!(content_name("a.pgp"), "a.pgp");
     let c = Cursor {

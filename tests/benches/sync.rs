@@ -4,7 +4,7 @@
 //! ratio sync/curl (time). A bench binary, not a timed test.
 //!
 //! `cargo bench -p mau-tests --bench sync` (`MAU_BENCH_BIG_MB=50` for a
-//! smaller large file).
+//! smaller large file, `MAU_BENCH_ONLY=small` or `big` for one workload).
 
 use std::io::Write;
 use std::process::Command;
@@ -108,6 +108,7 @@ fn main() {
         );
     };
 
+    let only = std::env::var("MAU_BENCH_ONLY").unwrap_or_default();
     // 1,000 small files (about 1 KB each).
     let mut names = Vec::new();
     let mut total = 0;
@@ -118,9 +119,14 @@ fn main() {
         total += e.size;
         names.push(e.name);
     }
-    run("1000 small files", &names, total);
+    if only != "big" {
+        run("1000 small files", &names, total);
+    }
     for n in &names {
         sa.delete(n).expect("delete");
+    }
+    if only == "small" {
+        return;
     }
     // One large file.
     let data: Vec<u8> = (0..(big_mb << 20) as u32)

@@ -1,6 +1,10 @@
 //! Content and friend-sync scenarios: the Go server's acceptance behaviours,
-//! a 250-file sync between two real nodes, and faults (a server dying
-//! mid-transfer, corrupted and wrongly signed files, a full disk).
+//! a 250-file sync between two real nodes, a friend on a Go-like server
+//! (no pages), and faults (a server dying mid-transfer, corrupted and
+//! wrongly signed files, a full disk). Hostile friends: [`hostile`].
+
+pub mod fake_friend;
+pub mod hostile;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -670,4 +674,206 @@ pub async fn full_disk_loses_nothing<R: Runtime>(rt: R) {
     }
     drop((a, b));
     drop(fs);
+}
+
+/// Sets the modification time of `path`.
+pub fn set_mtime(path: &Path, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .unwrap_or_else(|e| panic!("mtime of {}: {e}", path.display()));
+}
+
+/// B syncs a friend A whose server answers as the Go peer does (issue 14,
+/// failure 3): at most 100 files per listing, oldest first, no `Link`, no
+/// modification times. A shares 150 files, three per second (the three
+/// with the same mtime): B's sync steps `If-Modified-Since` forward and
+/// gets all 150. A shares 10 more and withdraws one: a plain sync gets the
+/// 10, and `--full` retires nothing (a listing without pages may be cut,
+/// so it proves nothing about what the friend no longer shares). Finally
+/// 120 files dated within one second: Go cannot list past 100 of them, the
+/// sync says the listing may be cut and does not move its state.
+pub async fn go_friend_without_pages_loses_nothing<R: Runtime>(rt: R) {
+    use fake_friend::{go_like, start};
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (sa, sb) = following_stores(da.path(), db.path());
+    let (af, bf) = (sa.fingerprint(), sb.fingerprint());
+    let base = SystemTime::now() - Duration::from_secs(7200);
+    for i in 0..150u64 {
+        let e = sa
+            .share(&format!("go-{i:03}"), format!("go {i}").as_bytes(), &[bf])
+            .expect("share");
+        set_mtime(&e.path, base + Duration::from_secs(i / 3));
+    }
+    let identity = TlsIdentity::from_account(sa.account(), None).expect("identity");
+    let friend = start(&rt, &identity, go_like(sa.clone(), af)).await;
+    let client = |full: bool| {
+        FriendClient::direct(
+            rt.clone(),
+            sb.clone(),
+            Contact::new(af, PeerAddress::from(friend.addr)),
+            SyncOptions { full, ..opts() },
+        )
+        .expect("client")
+    };
+    let r = client(false).sync(&()).await.expect("sync runs");
+    println!(
+        "go-like friend: {} files in {} listing requests",
+        r.downloaded, r.listing_requests
+    );
+    assert!(r.stepped, "a listing without pages was not stepped: {r:?}");
+    assert_eq!((r.downloaded, r.failures), (150, 0), "{r:?}");
+    assert!(r.complete && !r.listing_truncated, "{r:?}");
+    assert_eq!(sb.files(&af).expect("files").len(), 150);
+    assert!(
+        r.listing_requests <= 200,
+        "stepping cost {} requests",
+        r.listing_requests
+    );
+    let mut out = Vec::new();
+    sb.open(&af, "go-149", &mut out).expect("open");
+    assert_eq!(out, b"go 149");
+    assert!(sb.sync_state().expect("state").last_sync(&af).is_some());
+
+    // 10 more, and one withdrawn.
+    for i in 150..160u64 {
+        sa.share(&format!("go-{i:03}"), format!("go {i}").as_bytes(), &[bf])
+            .expect("share");
+    }
+    std::fs::remove_file(sa.dir_of(&af).join("go-000.pgp")).expect("withdraw");
+    let r = client(false).sync(&()).await.expect("sync runs");
+    assert_eq!((r.downloaded, r.failures), (10, 0), "{r:?}");
+    assert!(r.complete, "{r:?}");
+    let r = client(true).sync(&()).await.expect("sync runs");
+    assert_eq!((r.downloaded, r.failures), (0, 0), "{r:?}");
+    assert!(
+        r.retired.is_empty(),
+        "retired on a listing without pages: {r:?}"
+    );
+    assert_eq!(sb.files(&af).expect("files").len(), 160);
+
+    // 120 files in one second (after the sync mark): more than Go's page
+    // can reach.
+    let second = SystemTime::now() + Duration::from_secs(2);
+    for i in 0..120u64 {
+        let e = sa
+            .share(&format!("tie-{i:03}"), format!("tie {i}").as_bytes(), &[bf])
+            .expect("share");
+        set_mtime(&e.path, second);
+    }
+    let before = sb.sync_state().expect("state").last_sync(&af);
+    let r = client(false).sync(&()).await.expect("sync runs");
+    assert!(r.listing_truncated && !r.complete, "{r:?}");
+    assert!(r.downloaded >= 100, "{r:?}");
+    assert_eq!(sb.sync_state().expect("state").last_sync(&af), before);
+    drop(friend);
+}
+
+/// A plain sync (not `--full`) notices a file the friend withdrew: it is
+/// retired (kept as a version, no longer current) with nothing downloaded,
+/// for one more listing request (the names of the whole listing).
+pub async fn plain_sync_retires_withdrawn_files<R: Runtime>(rt: R) {
+    let (a, b) = friends(&rt).await;
+    let (af, bf) = (a.fpr(), b.fpr());
+    for i in 0..5 {
+        a.store
+            .share(&format!("note-{i}"), format!("note {i}").as_bytes(), &[bf])
+            .expect("share");
+    }
+    let r = sync_b_from_a(&a, &b, &()).await;
+    assert_eq!((r.downloaded, r.failures), (5, 0), "{r:?}");
+    a.store.delete("note-2").expect("delete");
+    let kept = b.store.dir_of(&af).join("note-2.pgp");
+    let sum = sha256_file(&kept).expect("sum");
+    let r = sync_b_from_a(&a, &b, &()).await;
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.downloaded, 0, "{r:?}");
+    assert_eq!(r.retired, vec!["note-2.pgp".to_string()], "{r:?}");
+    assert_eq!(r.listing_requests, 2, "incremental + names: {r:?}");
+    assert!(!kept.exists());
+    assert_eq!(
+        b.store.versions(&kept),
+        vec![sum],
+        "old copy kept as a version"
+    );
+    assert_eq!(b.store.files(&af).expect("files").len(), 4);
+    // Nothing withdrawn: nothing retired.
+    let r = sync_b_from_a(&a, &b, &()).await;
+    assert!(r.retired.is_empty() && r.complete, "{r:?}");
+}
+
+/// A friend on a Go-like server with files dated at random (seeded): runs
+/// of files in one second (up to 60, below Go's page), neighbours a second
+/// apart, gaps of up to a day; after each of 3 rounds of 120 more files
+/// (anywhere in the past month) a `--full` sync has every file, reports a
+/// whole walk, and never retires anything.
+pub async fn go_friend_random_dates_all_arrive<R: Runtime>(rt: R) {
+    use fake_friend::{go_like, start};
+    let (da, db) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (sa, sb) = following_stores(da.path(), db.path());
+    let (af, bf) = (sa.fingerprint(), sb.fingerprint());
+    let identity = TlsIdentity::from_account(sa.account(), None).expect("identity");
+    let friend = start(&rt, &identity, go_like(sa.clone(), af)).await;
+    let client = FriendClient::direct(
+        rt.clone(),
+        sb.clone(),
+        Contact::new(af, PeerAddress::from(friend.addr)),
+        SyncOptions {
+            full: true,
+            ..opts()
+        },
+    )
+    .expect("client");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let month_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    let mut per_second = std::collections::HashMap::<u64, usize>::new();
+    for round in 0..3 {
+        let mut at = rng() % (29 * 86_400);
+        let mut run = 0;
+        for i in 0..120 {
+            match rng() % 4 {
+                // Same second (another nanosecond, or the very same time).
+                0 | 1 if run < 60 => run += 1,
+                2 => (at, run) = (at + 1, 0),
+                _ => (at, run) = (at + rng() % 86_400, 0),
+            }
+            // Never as many in one second as Go's page holds.
+            at = at.min(29 * 86_400);
+            while per_second.get(&at).copied().unwrap_or(0) >= 60 {
+                at += 1;
+            }
+            *per_second.entry(at).or_insert(0) += 1;
+            let e = sa
+                .share(&format!("r{round}-{i:03}"), &b"x"[..], &[bf])
+                .expect("share");
+            let nanos = if rng() % 2 == 0 {
+                0
+            } else {
+                rng() % 1_000_000_000
+            };
+            set_mtime(&e.path, month_ago + Duration::new(at, nanos as u32));
+        }
+        let r = client.sync(&()).await.expect("sync runs");
+        println!(
+            "go-like random dates, round {round}: {} new files in {} listing requests",
+            r.downloaded, r.listing_requests
+        );
+        assert!(r.complete && !r.listing_truncated, "{r:?}");
+        assert!(r.retired.is_empty(), "{r:?}");
+        assert_eq!((r.downloaded, r.failures), (120, 0), "round {round}: {r:?}");
+        assert_eq!(sb.files(&af).expect("files").len(), 120 * (round + 1));
+    }
 }

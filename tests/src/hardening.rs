@@ -241,7 +241,7 @@ pub(crate) fn median(v: &mut [Duration]) -> Duration {
 }
 
 /// A field of `/proc/self/status` in KiB (0 where there is none).
-fn rss_kib(field: &str) -> u64 {
+pub(crate) fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -253,7 +253,7 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 /// Resets VmHWM to the current RSS (Linux), so the peak is this attack's.
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -1129,14 +1129,19 @@ async fn throttling_front<R: Runtime>(
                         };
                         match relayed.await {
                             Ok((status, headers, body)) => {
-                                let kept: Vec<(&str, String)> =
-                                    ["date", "link", "content-range", "content-type"]
-                                        .into_iter()
-                                        .filter_map(|name| {
-                                            let v = headers.get(name)?.to_str().ok()?;
-                                            Some((name, v.to_string()))
-                                        })
-                                        .collect();
+                                let kept: Vec<(&str, String)> = [
+                                    "date",
+                                    "link",
+                                    "content-range",
+                                    "content-type",
+                                    "mau-listing",
+                                ]
+                                .into_iter()
+                                .filter_map(|name| {
+                                    let v = headers.get(name)?.to_str().ok()?;
+                                    Some((name, v.to_string()))
+                                })
+                                .collect();
                                 (status, http_answer(status, &kept, &body))
                             }
                             Err(e) => (502, http_answer(502, &[], e.to_string().as_bytes())),

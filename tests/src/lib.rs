@@ -502,6 +502,34 @@ macro_rules! conformance_suite {
             run($crate::content_sync::full_disk_loses_nothing);
         }
         #[test]
+        fn content_go_friend_without_pages_loses_nothing() {
+            run($crate::content_sync::go_friend_without_pages_loses_nothing);
+        }
+        #[test]
+        fn content_go_friend_random_dates_all_arrive() {
+            run($crate::content_sync::go_friend_random_dates_all_arrive);
+        }
+        #[test]
+        fn content_plain_sync_retires_withdrawn_files() {
+            run($crate::content_sync::plain_sync_retires_withdrawn_files);
+        }
+        #[test]
+        fn hostile_friend_endless_listing_stays_small() {
+            run($crate::content_sync::hostile::endless_listing_stays_small);
+        }
+        #[test]
+        fn hostile_friend_slow_body_is_cut_and_others_go_on() {
+            run($crate::content_sync::hostile::slow_body_is_cut_and_others_go_on);
+        }
+        #[test]
+        fn hostile_friend_disk_is_bounded() {
+            run($crate::content_sync::hostile::disk_is_bounded);
+        }
+        #[test]
+        fn hostile_friend_control_characters_in_names_are_refused() {
+            run($crate::content_sync::hostile::control_characters_in_names_are_refused);
+        }
+        #[test]
         fn hardening_slowloris() {
             run($crate::hardening::slowloris);
         }

@@ -1,0 +1,510 @@
+//! One download: the request (resuming with `Range`), the body streamed to
+//! a partial file by a writer on the runtime's blocking pool (hashing as it
+//! writes) and, for a download from the start, to a verifier on another
+//! blocking thread (signature and decryption checked as the bytes arrive,
+//! so the file is not read again); a throughput floor, and the friend's
+//! disk quota.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::header;
+use mau_store::StoreError;
+
+use super::pacing::Pacing;
+use super::wire::{content_range_start, percent_encode};
+use super::{FriendClient, Progress, SyncError};
+use crate::content::ListItem;
+use crate::runtime::{timeout, Runtime};
+
+/// Files up to this size are received in memory, then hashed, verified
+/// and written by one blocking task (fewer thread hops per small file).
+const IN_MEMORY_MAX: u64 = 1 << 20;
+/// Chunks queued between the network and the writer (hyper's chunks are
+/// up to a few hundred KiB; a few MiB in flight at most).
+const WRITE_QUEUE: usize = 16;
+
+/// What a friend's directory may hold: its bytes on disk at the start of
+/// the sync plus what downloads reserved since.
+pub(super) struct Quota {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Quota {
+    pub(super) fn new(limit: u64, used: u64) -> Self {
+        Quota {
+            limit,
+            used: AtomicU64::new(used),
+        }
+    }
+
+    /// Reserves `n` bytes, or says why not.
+    pub(super) fn reserve(&self, n: u64) -> Result<(), SyncError> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|after| *after <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|used| SyncError::OverQuota {
+                needed: n,
+                used,
+                quota: self.limit,
+            })
+    }
+
+    /// Gives back `n` reserved bytes that did not stay on disk.
+    pub(super) fn release(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// What a friend's directory holds, read once per sync (blocking).
+#[derive(Default)]
+pub(super) struct LocalScan {
+    /// Current files (names).
+    pub(super) names: std::collections::BTreeSet<String>,
+    /// Partial downloads: path, and the (name, sum) they are for.
+    pub(super) partials: Vec<(PathBuf, String, String)>,
+    /// Bytes of every file in the directory and its `.versions`
+    /// directories.
+    pub(super) bytes: u64,
+}
+
+/// Reads `dir` (blocking): see [`LocalScan`].
+pub(super) fn scan_local(dir: &Path) -> std::io::Result<LocalScan> {
+    let mut scan = LocalScan::default();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(scan),
+        Err(e) => return Err(e),
+    };
+    for entry in rd.flatten() {
+        let Ok(md) = entry.metadata() else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if md.is_dir() {
+            // `<name>.versions/`: old copies count against the quota.
+            for v in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Ok(m) = v.metadata() {
+                    scan.bytes = scan.bytes.saturating_add(m.len());
+                }
+            }
+            continue;
+        }
+        scan.bytes = scan.bytes.saturating_add(md.len());
+        if let Some((name, sum)) = partial_of(&name) {
+            scan.partials.push((entry.path(), name, sum));
+        } else if mau_store::validate_name(&name).is_ok() && name.ends_with(mau_store::PGP_SUFFIX) {
+            scan.names.insert(name);
+        }
+    }
+    Ok(scan)
+}
+
+/// The (name, sum) of a partial download's file name
+/// (`.<name>.part.<sum>`, [`mau_store::Store::partial_path`]).
+fn partial_of(file: &str) -> Option<(String, String)> {
+    let rest = file.strip_prefix('.')?;
+    let (name, sum) = rest.rsplit_once(".part.")?;
+    mau_store::is_sum(sum).then(|| (name.to_string(), sum.to_string()))
+}
+
+/// Opens (or creates, mode 0600) a partial file.
+fn open_partial(partial: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(partial)
+}
+
+/// A small file received in memory: checked against the listed size and
+/// sum, its signature and decryption to us, then written to `partial`
+/// (blocking). Returns its sum.
+pub(super) fn check_and_write(
+    store: &mau_store::Store,
+    signer: &mau_proto::Fingerprint,
+    item: &ListItem,
+    bytes: &[u8],
+    partial: &Path,
+) -> Result<String, StoreError> {
+    if bytes.len() as u64 != item.size {
+        return Err(StoreError::SizeMismatch {
+            expected: item.size,
+            actual: bytes.len() as u64,
+        });
+    }
+    let sum = mau_store::sha256_hex(bytes);
+    if sum != item.sum {
+        return Err(StoreError::SumMismatch {
+            expected: item.sum.clone(),
+            actual: sum,
+        });
+    }
+    store.verify_reader(signer, bytes)?;
+    let mut file = open_partial(partial).map_err(|e| StoreError::io(partial, e))?;
+    let written = file.set_len(0).and_then(|()| file.write_all(bytes));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(partial);
+        return Err(StoreError::io(partial, e));
+    }
+    Ok(sum)
+}
+
+/// Writes the body's chunks to `partial` after its first `have` bytes,
+/// hashing everything (the bytes already there first). Runs on the
+/// blocking pool; ends when the sender is dropped. A full disk removes the
+/// partial file (it cannot complete and holds space the store needs).
+fn write_partial(
+    partial: &Path,
+    have: u64,
+    chunks: async_channel::Receiver<Bytes>,
+) -> Result<String, StoreError> {
+    let io = |e: std::io::Error| StoreError::io(partial, e);
+    let full = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            let _ = std::fs::remove_file(partial);
+        }
+        io(e)
+    };
+    let file = open_partial(partial).map_err(io)?;
+    file.set_len(have).map_err(io)?;
+    let mut hasher = mau_store::Sha256::default();
+    if have > 0 {
+        let mut r = std::io::Read::take(&file, have);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, file);
+    std::io::Seek::seek(&mut w, std::io::SeekFrom::Start(have)).map_err(io)?;
+    while let Ok(chunk) = chunks.recv_blocking() {
+        w.write_all(&chunk).map_err(full)?;
+        hasher.update(&chunk);
+    }
+    w.flush().map_err(full)?;
+    Ok(hasher.finish())
+}
+
+/// The bytes of a channel as a blocking reader (for the verifier); its
+/// end is the sender's drop.
+struct ChannelReader {
+    chunks: async_channel::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.recv_blocking() {
+                Ok(c) => self.current = c,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// What a download left in its partial file.
+pub(super) struct Fetched {
+    /// Bytes received now.
+    pub(super) got: u64,
+    /// Whether the earlier bytes were kept (a `Range` resume).
+    pub(super) resumed: bool,
+    /// SHA-256 of the whole file, if computed on the way.
+    pub(super) sum: Option<String>,
+    /// Signature and decryption were checked as the bytes arrived.
+    pub(super) verified: bool,
+    /// A small file's bytes, received in memory and not yet checked or
+    /// written (see [`check_and_write`]).
+    pub(super) memory: Option<Vec<u8>>,
+}
+
+/// Why the body loop stopped early.
+enum Cut {
+    /// More bytes than listed: the partial file is worthless.
+    TooLong(u64),
+    /// Anything else: the partial file is kept for a resume.
+    Other(SyncError),
+}
+
+impl<R: Runtime> FriendClient<R> {
+    /// Runs blocking `f` on the runtime's blocking pool.
+    pub(super) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, SyncError> {
+        self.rt.run_blocking(f).await.ok_or(SyncError::Blocking)
+    }
+
+    /// Length of `path` on disk (0 if absent).
+    pub(super) async fn len_on_disk(&self, path: &Path) -> Result<u64, SyncError> {
+        let p = path.to_path_buf();
+        self.blocking(move || std::fs::metadata(p).map_or(0, |m| m.len()))
+            .await
+    }
+
+    /// Removes `path` if present.
+    pub(super) async fn remove(&self, path: &Path) -> Result<(), SyncError> {
+        let p = path.to_path_buf();
+        self.blocking(move || match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(SyncError::Store(StoreError::io(&p, e)))
+            }
+            _ => Ok(()),
+        })
+        .await?
+    }
+
+    /// Fills `partial` (holding `have` bytes) with the rest of the file
+    /// (see [`Fetched`]). Nothing is written before the friend answers 200
+    /// or 206 (refusals are retried by [`FriendClient::request`]). A file
+    /// that fails the streaming verification is removed.
+    pub(super) async fn download_to(
+        &self,
+        item: &ListItem,
+        name: &str,
+        partial: &Path,
+        mut have: u64,
+        progress: &dyn Progress,
+        pacing: &Pacing,
+    ) -> Result<Fetched, SyncError> {
+        let fpr = self.peer.fingerprint;
+        let path = format!("/p2p/{fpr}/{}", percent_encode(name));
+        let mut headers = Vec::new();
+        if have > 0 {
+            headers.push((header::RANGE, format!("bytes={have}-")));
+        }
+        // The permit is held until the whole body is here.
+        let (mut resp, permit) = self.request(&path, &headers, pacing).await?;
+        let resumed = match resp.status() {
+            206 if have > 0 => {
+                let start = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range_start);
+                if start != Some(have) {
+                    return Err(self.protocol("206 answer for another range"));
+                }
+                true
+            }
+            200 => {
+                have = 0;
+                false
+            }
+            416 if have > 0 => {
+                // Our partial copy does not fit the file any more: start over
+                // (under a new permit: with a window of one, holding this
+                // one would wait for itself).
+                drop((resp, permit));
+                self.remove(partial).await?;
+                return Box::pin(self.download_to(item, name, partial, 0, progress, pacing)).await;
+            }
+            _ => {
+                resp.error_for_status().await?;
+                return Err(self.protocol("unexpected status"));
+            }
+        };
+        // A small file from the start: in memory, checked before a byte is
+        // written.
+        let mut memory = (have == 0 && item.size <= IN_MEMORY_MAX)
+            .then(|| Vec::with_capacity(usize::try_from(item.size).unwrap_or(0)));
+        let (tx, writer) = if memory.is_none() {
+            let (tx, rx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
+            let target = partial.to_path_buf();
+            let writer = self
+                .rt
+                .run_blocking(move || write_partial(&target, have, rx));
+            (Some(tx), Some(writer))
+        } else {
+            (None, None)
+        };
+        // A download from the start is verified as it arrives, on a second
+        // thread (a resumed one is verified from the file afterwards).
+        let (mut to_verifier, verifier) = if have == 0 && memory.is_none() {
+            let (vtx, vrx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
+            let (store, reader) = (
+                self.store.clone(),
+                ChannelReader {
+                    chunks: vrx,
+                    current: Bytes::new(),
+                },
+            );
+            let check = self
+                .rt
+                .run_blocking(move || store.verify_reader(&fpr, reader));
+            (Some(vtx), Some(check))
+        } else {
+            (None, None)
+        };
+        let floor = self.opts.min_rate.max(1);
+        let started = Instant::now();
+        let mut got = 0u64;
+        let body = async {
+            loop {
+                // The throughput floor: after the grace, on average at
+                // least `floor` bytes a second (so a listed size bounds the
+                // time too: grace + size / floor).
+                let allowed =
+                    self.opts.slow_grace + Duration::from_secs_f64(got as f64 / floor as f64);
+                let elapsed = started.elapsed();
+                let too_slow = || {
+                    Cut::Other(SyncError::TooSlow {
+                        got,
+                        elapsed: started.elapsed(),
+                        min_rate: floor,
+                    })
+                };
+                let Some(left) = allowed.checked_sub(elapsed) else {
+                    return Err(too_slow());
+                };
+                let chunk = match timeout(&self.rt, left, resp.chunk()).await {
+                    Err(_) => return Err(too_slow()),
+                    Ok(r) => r.map_err(|e| Cut::Other(e.into()))?,
+                };
+                let Some(chunk) = chunk else { return Ok(()) };
+                got += chunk.len() as u64;
+                if have + got > item.size {
+                    return Err(Cut::TooLong(have + got));
+                }
+                progress.bytes(chunk.len() as u64);
+                if let Some(m) = &mut memory {
+                    m.extend_from_slice(&chunk);
+                    continue;
+                }
+                if let Some(v) = &to_verifier {
+                    if v.send(chunk.clone()).await.is_err() {
+                        // The verifier has its answer (a refusal): it is
+                        // read below.
+                        to_verifier = None;
+                    }
+                }
+                if let Some(tx) = &tx {
+                    if tx.send(chunk).await.is_err() {
+                        // The writer stopped: its error is the one to report.
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        .await;
+        drop((tx, to_verifier));
+        drop(permit);
+        let Some(writer) = writer else {
+            // In memory: nothing was written yet.
+            return match body {
+                Err(Cut::TooLong(actual)) => Err(SyncError::Store(StoreError::SizeMismatch {
+                    expected: item.size,
+                    actual,
+                })),
+                Err(Cut::Other(e)) => Err(e),
+                Ok(()) => Ok(Fetched {
+                    got,
+                    resumed,
+                    sum: None,
+                    verified: false,
+                    memory: Some(memory.unwrap_or_default()),
+                }),
+            };
+        };
+        let written = writer.await.ok_or(SyncError::Blocking)?;
+        let verified = match verifier {
+            Some(v) => Some(v.await.ok_or(SyncError::Blocking)?),
+            None => None,
+        };
+        match body {
+            Err(Cut::TooLong(actual)) => {
+                self.remove(partial).await?;
+                Err(SyncError::Store(StoreError::SizeMismatch {
+                    expected: item.size,
+                    actual,
+                }))
+            }
+            Err(Cut::Other(e)) => Err(e),
+            Ok(()) => {
+                let sum = written?;
+                if got != item.size || sum != item.sum {
+                    // Size and sum first (their errors say more); the
+                    // store's acceptance reports them.
+                    return Ok(Fetched {
+                        got,
+                        resumed,
+                        sum: Some(sum),
+                        verified: false,
+                        memory: None,
+                    });
+                }
+                if let Some(Err(e)) = verified {
+                    self.remove(partial).await?;
+                    return Err(e.into());
+                }
+                Ok(Fetched {
+                    got,
+                    resumed,
+                    sum: Some(sum),
+                    verified: verified.is_some(),
+                    memory: None,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names() {
+        let sum = "ab".repeat(32);
+        assert_eq!(
+            partial_of(&format!(".a.b.pgp.part.{sum}")),
+            Some(("a.b.pgp".into(), sum.clone()))
+        );
+        assert_eq!(partial_of(&format!("a.pgp.part.{sum}")), None);
+        assert_eq!(partial_of(".a.pgp.part.xyz"), None);
+        assert_eq!(partial_of(".a.pgp.tmp.1.2"), None);
+    }
+
+    #[test]
+    fn quota_reserves_and_releases() {
+        let q = Quota::new(100, 30);
+        assert!(q.reserve(70).is_ok());
+        assert!(matches!(
+            q.reserve(1),
+            Err(SyncError::OverQuota {
+                needed: 1,
+                used: 100,
+                quota: 100
+            })
+        ));
+        q.release(50);
+        assert!(q.reserve(50).is_ok());
+        assert!(q.reserve(u64::MAX).is_err(), "no overflow");
+        q.release(u64::MAX);
+        assert!(q.reserve(100).is_ok());
+    }
+}

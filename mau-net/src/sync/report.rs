@@ -1,0 +1,199 @@
+//! What a sync tells its caller: errors, per-file outcomes, the report and
+//! progress callbacks.
+
+use std::time::{Duration, SystemTime};
+
+use mau_proto::Fingerprint;
+use mau_store::StoreError;
+
+use crate::client::ClientError;
+use crate::content::ListItem;
+use crate::resolver::ResolveError;
+
+/// Most failed files, and skipped paths, the report names one by one (the
+/// rest are only counted: a hostile listing cannot grow the report).
+pub const MAX_NAMED: usize = 1000;
+
+/// Why a sync (or a listing) failed as a whole. Failures of single files
+/// are in [`SyncReport::failed`].
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The friend is not followed (`<root>/<fpr>` does not exist).
+    #[error("{0} is not followed (mau follow {0})")]
+    NotFollowed(Fingerprint),
+    /// No address reached the friend.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A request to the friend failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// The friend answered something that is not a valid listing.
+    #[error("bad answer from {peer}: {reason}")]
+    Protocol {
+        /// The friend.
+        peer: Fingerprint,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A local storage operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task died.
+    #[error("a blocking task failed")]
+    Blocking,
+    /// The friend still refused a request (429 or 503) after every retry
+    /// of [`super::SyncOptions::retry`].
+    #[error("{peer} still answered {status} after {retries} retries")]
+    Throttled {
+        /// The friend.
+        peer: Fingerprint,
+        /// Its last answer: 429 or 503.
+        status: u16,
+        /// Retries made (each after the wait the friend asked for).
+        retries: u32,
+    },
+    /// The friend's listing went on past [`super::SyncOptions::max_listed`]
+    /// entries (or too many pages): the sync stops; what arrived so far
+    /// stays, the sync state does not move.
+    #[error("{peer} lists more than {limit} {what}: stopped (raise the limit if this friend really shares that much)")]
+    ListingTooLong {
+        /// The friend.
+        peer: Fingerprint,
+        /// The limit that was hit.
+        limit: usize,
+        /// "entries" or "pages".
+        what: &'static str,
+    },
+    /// The file does not fit the friend's disk quota
+    /// ([`super::SyncOptions::quota`]); nothing of it was asked for.
+    #[error(
+        "over the quota for this friend: {needed} more bytes needed, {used} of {quota} in use"
+    )]
+    OverQuota {
+        /// Bytes the file still needs.
+        needed: u64,
+        /// Bytes the friend's directory holds (or has reserved).
+        used: u64,
+        /// The quota.
+        quota: u64,
+    },
+    /// The body arrived slower than [`super::SyncOptions::min_rate`] allows
+    /// (after [`super::SyncOptions::slow_grace`]); the partial file is
+    /// kept for a resume.
+    #[error("too slow: {got} bytes in {elapsed:?}, under the floor of {min_rate} bytes/s")]
+    TooSlow {
+        /// Bytes received in this attempt.
+        got: u64,
+        /// Time spent on the body.
+        elapsed: Duration,
+        /// The floor.
+        min_rate: u64,
+    },
+}
+
+/// What became of one listed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The local copy already had this size and sum.
+    Unchanged,
+    /// Downloaded (bytes transferred now; `resumed` if a partial download
+    /// was continued).
+    Downloaded {
+        /// Bytes received in this run.
+        bytes: u64,
+        /// Whether an earlier partial download was continued.
+        resumed: bool,
+    },
+}
+
+/// The result of syncing one friend.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    /// The friend.
+    pub friend: Option<Fingerprint>,
+    /// Entries listed.
+    pub listed: usize,
+    /// Files downloaded and installed.
+    pub downloaded: usize,
+    /// Of those, resumed from a partial download.
+    pub resumed: usize,
+    /// Files already up to date.
+    pub unchanged: usize,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Files that failed, with the reason (nothing local was replaced); the
+    /// first [`MAX_NAMED`], all of them counted in `failures`.
+    pub failed: Vec<(String, String)>,
+    /// Files that failed, in all.
+    pub failures: usize,
+    /// Listed paths ignored: not `/p2p/<fpr>/<name>.pgp` with a safe name
+    /// (the first [`MAX_NAMED`], all counted in `skipped_count`).
+    pub skipped: Vec<String>,
+    /// Listed paths ignored, in all.
+    pub skipped_count: usize,
+    /// Local copies the friend no longer lists, moved to their `.versions`
+    /// directory (only after a listing known to be whole).
+    pub retired: Vec<String>,
+    /// The friend's listing may have been cut short and could not be
+    /// completed (a server without pages, e.g. Go, with more files in one
+    /// second than its page holds): nothing was retired, the sync state
+    /// did not move.
+    pub listing_truncated: bool,
+    /// The friend serves listings without pages (e.g. the Go peer): its
+    /// listing was walked by stepping `If-Modified-Since`.
+    pub stepped: bool,
+    /// Listing requests made.
+    pub listing_requests: usize,
+    /// Partial downloads of files no longer listed that were removed.
+    pub stale_partials: usize,
+    /// Whether everything arrived and the sync state moved forward.
+    pub complete: bool,
+    /// Answers `429 Too Many Requests` or `503 Service Unavailable` the
+    /// friend gave during this sync; each was waited out and retried (see
+    /// [`super::RetryPolicy`]).
+    pub throttled: usize,
+}
+
+impl SyncReport {
+    /// Counts a failed file (named if fewer than [`MAX_NAMED`] are).
+    pub(super) fn fail(&mut self, name: String, why: String) {
+        self.failures += 1;
+        if self.failed.len() < MAX_NAMED {
+            self.failed.push((name, why));
+        }
+    }
+
+    /// Counts a skipped path (named if fewer than [`MAX_NAMED`] are).
+    pub(super) fn skip(&mut self, path: String) {
+        self.skipped_count += 1;
+        if self.skipped.len() < MAX_NAMED {
+            self.skipped.push(path);
+        }
+    }
+}
+
+/// Receives progress of a sync (for progress bars). All methods default to
+/// nothing; `()` is the silent observer.
+pub trait Progress: Send + Sync {
+    /// A listing page is in: `files` more to check, `bytes` more in all
+    /// (called once per page: a listing is processed as it arrives).
+    fn listed(&self, _files: usize, _bytes: u64) {}
+    /// `n` more bytes arrived.
+    fn bytes(&self, _n: u64) {}
+    /// A file is done (downloaded, unchanged or failed).
+    fn file_done(&self, _name: &str, _result: &Result<Outcome, String>) {}
+}
+
+impl Progress for () {}
+
+/// A friend's listing.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// Every entry, in the friend's order (oldest first).
+    pub items: Vec<ListItem>,
+    /// The friend's clock when the listing started (its `Date` header).
+    pub server_time: Option<SystemTime>,
+    /// The listing may have been cut short (see
+    /// [`SyncReport::listing_truncated`]).
+    pub truncated: bool,
+}
