@@ -82,7 +82,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// Runs blocking `f` (file I/O, a blocking library call) on the
     /// runtime's blocking pool, never on the executor, and yields its result
-    /// (`None` if it panicked).
+    /// (`None` if it panicked). `f` starts at once, before the returned
+    /// future is first polled: a caller may start a blocking consumer and
+    /// feed it before awaiting its result.
     fn run_blocking<T, F>(&self, f: F) -> impl Future<Output = Option<T>> + Send
     where
         T: Send + 'static,

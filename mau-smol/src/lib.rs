@@ -100,12 +100,13 @@ impl mau_net::Runtime for SmolRuntime {
         UnixStream::connect(path).await
     }
 
-    async fn run_blocking<T, F>(&self, f: F) -> Option<T>
+    fn run_blocking<T, F>(&self, f: F) -> impl Future<Output = Option<T>> + Send
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        // smol's blocking pool; a panic is reported as `None`, not re-raised.
-        smol::unblock(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()).await
+        // smol's blocking pool, started now (not when first polled); a panic
+        // is reported as `None`, not re-raised.
+        smol::unblock(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok())
     }
 }

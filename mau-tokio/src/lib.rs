@@ -120,12 +120,14 @@ impl mau_net::Runtime for TokioRuntime {
             .map(TokioAsyncReadCompatExt::compat)
     }
 
-    async fn run_blocking<T, F>(&self, f: F) -> Option<T>
+    fn run_blocking<T, F>(&self, f: F) -> impl Future<Output = Option<T>> + Send
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        // tokio's blocking pool; a panic becomes a `JoinError`, i.e. `None`.
-        self.0.spawn_blocking(f).await.ok()
+        // tokio's blocking pool, started now (not when first polled); a
+        // panic becomes a `JoinError`, i.e. `None`.
+        let task = self.0.spawn_blocking(f);
+        async move { task.await.ok() }
     }
 }

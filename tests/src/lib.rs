@@ -146,6 +146,30 @@ pub async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
     outs.into_iter().flatten().collect()
 }
 
+/// `Runtime::run_blocking` starts its work at once, on another thread: a
+/// caller may start a blocking consumer, feed it, and only then await it
+/// (the sync's streaming verifier does). A lazy adapter deadlocks here.
+pub async fn blocking_work_starts_before_it_is_awaited<R: Runtime>(rt: R) {
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<u32>();
+    let consumer = rt.run_blocking(move || {
+        let n = rx.recv_timeout(Duration::from_secs(10)).unwrap_or(0);
+        let _ = back_tx.send(n + 1);
+        n
+    });
+    tx.send(41).expect("consumer alive");
+    // Not awaited yet: the answer must come all the same.
+    let answer = back_rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        answer,
+        Ok(42),
+        "run_blocking did not start before being awaited"
+    );
+    assert_eq!(consumer.await, Some(41));
+    let panicked = rt.run_blocking(|| -> u32 { panic!("a blocking task panics") });
+    assert_eq!(panicked.await, None);
+}
+
 /// Every node finds every other node by a DHT lookup.
 pub async fn every_node_finds_every_other<R: Runtime>(rt: R, n: u32) {
     let nodes = network(&rt, n).await;
@@ -464,6 +488,10 @@ macro_rules! conformance_suite {
         #[test]
         fn stopped_node_is_evicted() {
             run($crate::stopped_node_is_evicted);
+        }
+        #[test]
+        fn blocking_work_starts_before_it_is_awaited() {
+            run($crate::blocking_work_starts_before_it_is_awaited);
         }
         #[test]
         fn restarted_node_rejoins_from_saved_table() {

@@ -745,7 +745,15 @@ fn content_both_ways_listings_range_resume_and_if_modified_since() {
     // If-Modified-Since: the next sync lists only what Go shared since.
     p.go_share("b.txt", "second from Go\n");
     let c = p.sync_from_go(&[]);
-    assert_eq!((c.listed, c.downloaded), (1, 1), "incremental sync from Go");
+    // Go's listing has no modification times and no pages: the sync mark
+    // stays at the last second the walk knows complete, so files of that
+    // second may be listed again, but only the new file is downloaded.
+    assert_eq!(c.downloaded, 1, "incremental sync from Go");
+    assert!(
+        (1..=3).contains(&c.listed),
+        "incremental sync from Go listed {}",
+        c.listed
+    );
     assert_eq!(
         p.mau(&["open", "b.txt", "--fingerprint", &p.gf]),
         "second from Go\n"
