@@ -25,7 +25,7 @@ const UNEXPECTED: &str = "unexpected answer from the server";
 #[derive(Args)]
 pub struct StartArgs {
     /// Where to listen (IP:PORT or HOST:PORT, e.g. localhost:8080). Use
-    /// 0.0.0.0:PORT or [::]:PORT to be reachable from other machines.
+    /// `0.0.0.0:PORT` or `[::]:PORT` to be reachable from other machines.
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
     /// The host:port peers should use to reach this node (default: the listen address).

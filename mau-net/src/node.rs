@@ -1,8 +1,8 @@
 //! A running networked node: the handle applications use, and the short
 //! builder that starts its parts.
 //!
-//! The core (`mau_proto::Node`, behind [`crate::core`]) makes every protocol
-//! decision; the driver ([`crate::driver`]) carries its requests out; the
+//! The core (`mau_proto::Node`, behind the private `core` module) makes every protocol
+//! decision; the driver (`driver`) carries its requests out; the
 //! server answers peers; persistence, mDNS, UPnP and the control socket are
 //! services that each hold the core handle. Each runs as one of the node's
 //! tasks, and [`RunningNode::shutdown`] returns once all of them ended.

@@ -536,8 +536,8 @@ pub async fn handshake_flood<R: Runtime>(rt: R) {
 /// not: the node serves the storm no faster than its rate (burst included)
 /// and answers nothing but 200, 429 or 503, never crashes, and the honest
 /// peer's median find_peer during the storm stays within
-/// [`MAX_STORM_SLOWDOWN`] of its quiet median. The storm reads its answers
-/// for at most [`STORM_PATIENCE`]: a node that slows the peer down does not
+/// `MAX_STORM_SLOWDOWN` of its quiet median. The storm reads its answers
+/// for at most `STORM_PATIENCE`: a node that slows the peer down does not
 /// answer all 10,000 in that time, and need not.
 pub async fn ten_thousand_requests_from_one_peer<R: Runtime>(rt: R) {
     let a = arena(rt, 930).await;
