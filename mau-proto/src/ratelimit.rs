@@ -2,8 +2,9 @@
 //! address, a fingerprint) may happen.
 //!
 //! Integer milli-tokens, so the same inputs give the same answers on every
-//! machine. Used by the core for dials to unverified addresses; the adapters'
-//! per-peer request rate uses the same bucket.
+//! machine. Used by the core for dials to unverified addresses. (The server's
+//! per-peer request rate in `mau-net/src/limits.rs` still has a bucket of its
+//! own, which lends tokens ahead; folding it onto this one is left open.)
 
 use std::collections::BTreeMap;
 

@@ -25,6 +25,17 @@ use std::time::{Duration, Instant};
 /// The passphrase of every test account.
 pub const PASSPHRASE: &str = "lan-test-passphrase";
 
+/// stdout of `out`, asserting success (else fails with `what` and stderr).
+pub fn ok(out: Output, what: &str) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Says why a test skips; under `CI=true` (CI must run everything) it fails
 /// the test instead.
 pub fn skip(test: &str, why: &str) {

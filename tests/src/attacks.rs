@@ -325,6 +325,34 @@ pub(crate) struct HostileAnswerer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Starts a hostile peer (identity `n`) answering every find_peer with 20
+/// made-up peers next to the target, the `i`-th (1..=20) at `address(i)`,
+/// and waits until `node` has it in its table.
+async fn hostile_in_table<R: Runtime>(
+    rt: &R,
+    node: &RunningNode<R>,
+    n: u32,
+    address: impl Fn(u8) -> PeerAddress + Send + Sync + 'static,
+) -> HostileAnswerer {
+    let hostile = HostileAnswerer::start(
+        n,
+        Box::new(move |target| {
+            (1..=20u8)
+                .map(|i| Contact::new(near(target, i), address(i)))
+                .collect()
+        }),
+    );
+    node.probe(hostile.contact());
+    in_table(
+        rt,
+        node,
+        hostile.contact().fingerprint,
+        "hostile peer in the table",
+    )
+    .await;
+    hostile
+}
+
 impl HostileAnswerer {
     pub(crate) fn start(n: u32, fakes: Box<Fakes>) -> Self {
         let me = crate::identity(n)(None).expect("identity");
@@ -693,22 +721,7 @@ pub async fn reflection_through_find_peer_answers<R: Runtime>(rt: R) {
     let victim_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 8));
     let victim = Bystanders::start(&[(victim_ip, Conduct::Close)]);
     let at = PeerAddress::from(victim.addr(0));
-    let hostile = HostileAnswerer::start(
-        1210,
-        Box::new(move |target| {
-            (1..=20)
-                .map(|i| Contact::new(near(target, i), at.clone()))
-                .collect()
-        }),
-    );
-    node.probe(hostile.contact());
-    in_table(
-        &rt,
-        &node,
-        hostile.contact().fingerprint,
-        "hostile peer in the table",
-    )
-    .await;
+    let hostile = hostile_in_table(&rt, &node, 1210, move |_| at.clone()).await;
     let started = Instant::now();
     let mut lookups = 0u32;
     while started.elapsed() < REFLECTION_LOOKUPS {
@@ -759,22 +772,7 @@ pub async fn hostile_find_peer_answerer<R: Runtime>(rt: R) {
     let at: Vec<PeerAddress> = (0..20)
         .map(|i| PeerAddress::from(tarpits.addr(i)))
         .collect();
-    let hostile = HostileAnswerer::start(
-        1310,
-        Box::new(move |target| {
-            (1..=20u8)
-                .map(|i| Contact::new(near(target, i), at[usize::from(i - 1)].clone()))
-                .collect()
-        }),
-    );
-    node.probe(hostile.contact());
-    in_table(
-        &rt,
-        &node,
-        hostile.contact().fingerprint,
-        "hostile peer in the table",
-    )
-    .await;
+    let hostile = hostile_in_table(&rt, &node, 1310, move |i| at[usize::from(i - 1)].clone()).await;
     let absent = (0..ABSENT_LOOKUPS).map(|k| {
         let (rt, node) = (&rt, &node);
         async move {

@@ -19,22 +19,10 @@ mod netns;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use netns::go::Go;
-use netns::{init_account, mau, start_mau, Lab};
-
-/// stdout of `out`, asserting success (else fails with `what` and stderr).
-fn ok(out: Output, what: &str) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
+use netns::{init_account, mau, ok, start_mau, Lab};
 
 /// `mau --dir DIR ARGS` in `ns`, asserting success; returns stdout.
 fn mau_ok(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> String {

@@ -153,14 +153,7 @@ fn zc_argv<T>(args: &[&str], f: impl FnOnce(&[&str]) -> T) -> T {
 /// Runs the python-zeroconf helper in `ns` to its end and asserts that it
 /// succeeded (else fails with `what`, its stdout and stderr); returns its stdout.
 fn zc(lab: &Lab, ns: &str, args: &[&str], what: &str) -> String {
-    let out = zc_argv(args, |a| lab.try_sh(ns, a));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{what}: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    netns::ok(zc_argv(args, |a| lab.try_sh(ns, a)), what)
 }
 
 /// Starts the python-zeroconf helper in `ns` (stderr to `log`).
