@@ -354,7 +354,20 @@ impl NatLabBuilder {
 
 /// A bridge `name`, up, in `ns`.
 fn bridge(lab: &Lab, ns: &str, name: &str) {
-    lab.sh(ns, &["ip", "link", "add", name, "type", "bridge"]);
+    // No multicast snooping: SSDP (UPnP discovery) must reach the router.
+    lab.sh(
+        ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            name,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    );
     lab.sh(ns, &["ip", "link", "set", name, "up"]);
 }
 
@@ -401,14 +414,13 @@ fn router_rules(kind: NatKind) -> String {
 fn miniupnpd_conf(home: &Home) -> String {
     let net = home.gateway.octets()[2];
     format!(
-        "ext_ifname=wan0\next_ifname6=wan0\nlistening_ip=lan0\nipv6_listening_ip={gw6}\n\
+        "ext_ifname=wan0\next_ifname6=wan0\nlistening_ip=lan0\n\
          http_port={http}\nenable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\n\
          system_uptime=no\nupnp_table_name=filter\nupnp_nat_table_name=filter\n\
          upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
          upnp_nat_postrouting_chain=postrouting_miniupnpd\nmin_lifetime=1\nmax_lifetime=86400\n\
          uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d0{net:02x}\n\
          allow 1024-65535 192.168.{net}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
-        gw6 = home.gateway6,
         http = MINIUPNPD_HTTP_PORT,
     )
 }
