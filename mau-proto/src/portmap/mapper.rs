@@ -132,6 +132,14 @@ pub enum Action {
     },
     /// The gateway lost its state (rebooted): the mapping is being made again.
     GatewayRestarted,
+    /// Shutdown is over: the gateway confirmed the deletion, or did not
+    /// answer (the mapping then ends with its lease).
+    Removed {
+        /// The protocol it was held through.
+        protocol: Protocol,
+        /// Whether the gateway confirmed.
+        confirmed: bool,
+    },
 }
 
 /// What happened.
@@ -399,7 +407,7 @@ impl Mapper {
             }
             State::Removing { mapping, mut retry } => {
                 if retry.sent >= self.config.delete_attempts || mapping.protocol == Protocol::Upnp {
-                    self.stopped();
+                    self.stopped(false);
                 } else {
                     retry.again(now, &mut self.rng);
                     self.send_delete(&mapping);
@@ -431,7 +439,9 @@ impl Mapper {
                     "nothing listens on the gateway's port 5351".into(),
                 );
             }
-            State::Removing { mapping, .. } if mapping.protocol.uses_port_5351() => self.stopped(),
+            State::Removing { mapping, .. } if mapping.protocol.uses_port_5351() => {
+                self.stopped(false)
+            }
             // While renewing, retransmissions go on until the lease ends.
             _ => {}
         }
@@ -478,8 +488,8 @@ impl Mapper {
                     renewing: Some((Step::Upnp, retry)),
                 };
             }
-            (State::Removing { mapping, .. }, _) if mapping.protocol == Protocol::Upnp => {
-                self.stopped()
+            (State::Removing { mapping, .. }, outcome) if mapping.protocol == Protocol::Upnp => {
+                self.stopped(outcome.is_ok())
             }
             _ => {}
         }
@@ -556,7 +566,7 @@ impl Mapper {
             {
                 self.renewed(now, mapping, external, secs(lifetime), lost);
             }
-            State::Removing { .. } => self.stopped(),
+            State::Removing { .. } => self.stopped(result == pcp::ResultCode::Success),
             _ => {}
         }
     }
@@ -654,7 +664,7 @@ impl Mapper {
             (State::Removing { .. }, _, natpmp::Response::MapTcp { internal_port, .. })
                 if internal_port == port =>
             {
-                self.stopped()
+                self.stopped(true)
             }
             _ => {}
         }
@@ -823,10 +833,15 @@ impl Mapper {
         }
     }
 
-    fn stopped(&mut self) {
+    fn stopped(&mut self, confirmed: bool) {
         self.upnp_pending = false;
+        if let State::Removing { mapping, .. } = &self.state {
+            self.actions.push_back(Action::Removed {
+                protocol: mapping.protocol,
+                confirmed,
+            });
+        }
         self.state = State::Stopped;
-        self.actions.push_back(Action::Changed(None));
     }
 }
 

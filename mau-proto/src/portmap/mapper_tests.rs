@@ -105,7 +105,13 @@ fn pcp_maps_renews_at_half_the_lifetime_and_deletes_on_shutdown() {
     assert_eq!(&del[0][4..8], &[0, 0, 0, 0]);
     m.handle(at(60_010), Event::Datagram(&pcp_answer(&del[0], 0, 0, 560)));
     assert!(m.is_stopped());
-    assert_eq!(drain(&mut m), [Action::Changed(None)]);
+    assert_eq!(
+        drain(&mut m),
+        [Action::Removed {
+            protocol: Protocol::Pcp,
+            confirmed: true
+        }]
+    );
     assert_eq!(m.poll_timeout(), None);
 }
 
