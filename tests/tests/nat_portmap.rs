@@ -25,6 +25,23 @@ fn log_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 
+/// Seconds of the day at which the first log line containing `what` was
+/// written (tracing's `2026-01-01T12:34:56.789012Z` prefix).
+fn logged_at(log: &str, what: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(what))?;
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let mut parts = time.trim_end_matches('Z').split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// How long the mapper took from its start to `what`, in ms, from the log.
+fn took_ms(log: &str, what: &str) -> f64 {
+    let start = logged_at(log, "port mapping: starting").expect("start logged");
+    let end = logged_at(log, what).expect("outcome logged");
+    (end - start) * 1000.0
+}
+
 /// True if `from` can open a TCP connection to `ip`:`port`.
 fn connects(nat: &NatLab, from: &Host, ip: &str, port: &str) -> bool {
     let script =
@@ -139,7 +156,10 @@ fn maps_renews_and_removes(nat: &mut NatLab, protocol: &str, label: &str) {
         nat.miniupnpd_rules(0)
     );
     assert!(!connects(nat, &public, &wan, PORT));
-    eprintln!("{protocol}: mapped in {settled:?}");
+    eprintln!(
+        "{protocol}: mapped in {:.1} ms",
+        took_ms(&log, &format!("{label}: port mapped"))
+    );
 }
 
 #[test]
@@ -176,6 +196,10 @@ fn the_default_order_maps_with_pcp_first() {
     let i = node(&mut nat, &dir, "0.0.0.0:7000", &["--port-map"]);
     let log = log_of(&dir);
     assert!(log.contains("PCP: port mapped"), "{log}");
+    eprintln!(
+        "default order: mapped in {:.1} ms",
+        took_ms(&log, "PCP: port mapped")
+    );
     assert!(
         !log.contains("UPnP"),
         "UPnP was tried although PCP worked: {log}"
@@ -247,5 +271,8 @@ fn a_router_without_mapping_gives_no_mapping_and_stops_asking() {
         log.matches("no port mapping").count()
     );
     assert!(nat.interrupt(i, Duration::from_secs(20)));
-    eprintln!("no gateway service: gave up after {settled:?}");
+    eprintln!(
+        "no gateway service: gave up after {:.1} ms",
+        took_ms(&log, "no port mapping from the gateway")
+    );
 }
