@@ -53,7 +53,7 @@ impl<R: Runtime> RunningNode<R> {
             .map_err(|e| NetError::Io(format!("bind {}", config.listen), e))?;
         let local_addr =
             R::tcp_local_addr(&listener).map_err(|e| NetError::Io("local address".into(), e))?;
-        let port_map = Arc::new(PortMapStatus::default());
+        let port_map = Arc::new(PortMapStatus::new(config.metrics.clone()));
         let mappers = start_port_mapping(&rt, &config, local_addr, &port_map).await;
         let mapped = port_map.ipv4().map(|m| m.external);
         let advertised = advertised_address(&config, mapped, local_addr);

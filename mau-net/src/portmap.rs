@@ -22,6 +22,7 @@ use mau_proto::portmap::{natpmp, Action, Event, Mapper, MapperConfig, Protocol, 
 use mau_proto::Time;
 use tracing::{debug, info, warn};
 
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::upnp;
 
@@ -41,14 +42,23 @@ pub struct ActiveMapping {
 }
 
 /// The mappings a node holds, updated as they are made, renewed, changed
-/// or lost.
+/// or lost (and the `mau_upnp_mapped` gauge with the IPv4 one).
 #[derive(Debug, Default)]
 pub struct PortMapStatus {
     ipv4: Mutex<Option<ActiveMapping>>,
     ipv6: Mutex<Option<ActiveMapping>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl PortMapStatus {
+    /// An empty status that also keeps `metrics` up to date.
+    pub fn new(metrics: Option<Arc<Metrics>>) -> Self {
+        PortMapStatus {
+            metrics,
+            ..Default::default()
+        }
+    }
+
     /// The IPv4 port mapping.
     pub fn ipv4(&self) -> Option<ActiveMapping> {
         *self.ipv4.lock().unwrap_or_else(|e| e.into_inner())
@@ -193,11 +203,20 @@ impl<R: Runtime> PortMapper<R> {
             self.turn(None::<Pin<&mut std::future::Pending<()>>>).await;
         }
         self.carry_out().await;
+        self.clear();
+    }
+
+    /// Forgets the mapping without a warning (it was removed, or shutdown
+    /// began without one).
+    fn clear(&self) {
         *self
             .status
             .slot(self.v6)
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
+        if let (false, Some(m)) = (self.v6, &self.status.metrics) {
+            m.set_upnp(false);
+        }
     }
 
     /// Carries out what the mapper asks, then waits for one event (a
@@ -289,6 +308,7 @@ impl<R: Runtime> PortMapper<R> {
                     protocol,
                     confirmed,
                 } => {
+                    self.clear();
                     if confirmed {
                         info!("{protocol}: mapping removed");
                     } else {
@@ -332,6 +352,9 @@ impl<R: Runtime> PortMapper<R> {
             _ => {}
         }
         *slot = active;
+        if let (false, Some(m)) = (self.v6, &self.status.metrics) {
+            m.set_upnp(active.is_some());
+        }
     }
 
     fn mapper_internal(&self) -> SocketAddr {

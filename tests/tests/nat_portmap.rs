@@ -111,6 +111,16 @@ fn maps_renews_and_removes(nat: &mut NatLab, protocol: &str, label: &str) {
         connects(nat, &public, &wan, PORT),
         "{protocol}: the public side cannot connect through the mapping"
     );
+    // `mau status` shows it (RunningNode::port_mapping at start).
+    let ns = nat.homes[0].hosts[0].ns.clone();
+    let status = netns::ok(
+        netns::mau(nat, &ns, &dir, &["status", "--json"]),
+        "mau status",
+    );
+    assert!(
+        status.contains(&format!("{wan}:{PORT} ({label})")),
+        "{protocol}: status: {status}"
+    );
     // The gateway grants 4 s; renewals at half keep it past 2 leases.
     std::thread::sleep(Duration::from_secs(9).saturating_sub(started.elapsed() - settled));
     assert!(
