@@ -280,6 +280,14 @@ fn a_router_without_mapping_gives_no_mapping_and_stops_asking() {
         later.matches("no port mapping").count(),
         log.matches("no port mapping").count()
     );
+    let ns = nat.homes[0].hosts[0].ns.clone();
+    let status = netns::ok(
+        netns::mau(&nat, &ns, &dir, &["status", "--json"]),
+        "mau status",
+    );
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert!(status["upnp"].is_null(), "a mapping is claimed: {status}");
+    assert_eq!(status["advertised"], "0.0.0.0:7000", "{status}");
     assert!(nat.interrupt(i, Duration::from_secs(20)));
     eprintln!(
         "no gateway service: gave up after {:.1} ms",

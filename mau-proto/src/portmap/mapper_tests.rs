@@ -424,4 +424,54 @@ proptest! {
         drain(&mut m);
         prop_assert!(m.is_stopped());
     }
+
+    /// Timers fired on time, a PCP gateway that grants `lifetime` and
+    /// answers each request or not as `answers` says: a mapping is only
+    /// ever lost after renewal requests went out while it still ran (the
+    /// first at half the lifetime), and never while every one is answered.
+    #[test]
+    fn a_lease_is_renewed_before_it_ends(
+        lifetime in 1u32..400,
+        answers in proptest::collection::vec(any::<bool>(), 1..80),
+    ) {
+        let mut m = mapper(u64::from(lifetime));
+        let mut now = Time::ZERO;
+        let mut held: Option<Mapping> = None;
+        let mut sends: Vec<Time> = Vec::new();
+        let all_answered = answers.iter().all(|a| *a);
+        let mut answers = answers.into_iter().chain(std::iter::repeat(all_answered));
+        for _ in 0..200 {
+            let mut queue: std::collections::VecDeque<Action> = drain(&mut m).into();
+            while let Some(a) = queue.pop_front() {
+                match a {
+                    Action::Send(req) if req[0] == 2 => {
+                        sends.push(now);
+                        if answers.next() == Some(true) {
+                            let epoch = 1000 + (now.as_millis() / 1000) as u32;
+                            m.handle(now, Event::Datagram(&pcp_answer(&req, 0, lifetime, epoch)));
+                            queue.extend(drain(&mut m));
+                        }
+                    }
+                    Action::Changed(Some(mapping)) => held = Some(mapping),
+                    Action::Changed(None) => {
+                        let lost = held.take().expect("lost a mapping never held");
+                        prop_assert!(!all_answered, "lost although every renewal was answered");
+                        let half = lost.renewed_at + lost.lifetime / 2;
+                        prop_assert!(
+                            sends.iter().any(|t| *t >= half && *t < lost.expires),
+                            "no renewal between {half:?} and {:?}: {sends:?}", lost.expires
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(current) = m.mapping() {
+                held = Some(*current);
+            }
+            match m.poll_timeout() {
+                Some(t) => { now = t; m.handle_timeout(now); }
+                None => break,
+            }
+        }
+    }
 }
