@@ -291,7 +291,7 @@ pub enum ServerCommand {
     /// Start serving: HTTPS with mutual TLS, the Kademlia RPCs, a control
     /// socket. One server per directory.
     #[command(
-        after_help = "Examples:\n  mau server start                                   127.0.0.1:8080, this machine only\n  mau server start --listen 0.0.0.0:8080 --advertise my.host:8080\n  mau server start --listen [::]:8080 --upnp          map the port on the router"
+        after_help = "Examples:\n  mau server start                                   127.0.0.1:8080, this machine only\n  mau server start --listen 0.0.0.0:8080 --advertise my.host:8080\n  mau server start --listen [::]:8080 --port-map      map the port on the router (PCP, NAT-PMP, UPnP)"
     )]
     Start(StartArgs),
     /// Whether a server runs here, and what it is doing (as `mau status`).

@@ -27,7 +27,8 @@ pub struct Holder {
     /// When it started (seconds since the Unix epoch).
     #[serde(default)]
     pub started: u64,
-    /// The external address UPnP mapped, if any.
+    /// The external address mapped on the gateway at start, and through
+    /// which protocol (PCP, NAT-PMP, UPnP), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upnp: Option<String>,
     /// Where its metrics are served, if they are.

@@ -39,18 +39,26 @@ pub struct StartArgs {
     /// also off while listening on loopback only).
     #[arg(long)]
     no_mdns: bool,
-    /// Map the listening port on the router with UPnP IGD and advertise the
-    /// external address (unless --advertise is given). Failures are warnings.
-    #[arg(long)]
+    /// Map the listening port on the router and advertise the external
+    /// address (unless --advertise is given), trying PCP, NAT-PMP then UPnP
+    /// IGD, or the protocols listed (e.g. `--port-map pcp,natpmp`); with
+    /// PCP and an IPv6 --listen, also open an IPv6 pinhole. Renewed at half
+    /// the lease, removed on exit. Failures are warnings.
+    #[arg(long, value_name = "PROTOCOLS", num_args = 0..=1, default_missing_value = "pcp,natpmp,upnp",
+          value_delimiter = ',')]
+    port_map: Option<Vec<mau_proto::portmap::Protocol>>,
+    /// Map the listening port with UPnP IGD only (`--port-map upnp`).
+    #[arg(long, conflicts_with = "port_map")]
     upnp: bool,
     /// Serve Prometheus/OpenMetrics metrics over plain HTTP at
     /// http://ADDR/metrics (a listener of its own, never the peer port;
     /// keep it on loopback or a management network). Off by default.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     metrics: Option<SocketAddr>,
-    /// The UPnP lease to ask for, in seconds; renewed at half of it.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
-    upnp_lease: u64,
+    /// The port-mapping lease to ask for, in seconds; renewed at half of
+    /// what the gateway grants.
+    #[arg(long, alias = "upnp-lease", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
+    port_map_lease: u64,
 }
 
 /// `--listen`: an IP address and port, or a host name (`localhost:8080`)
@@ -132,8 +140,12 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
         mau_store::Store::new(account.clone()).map_err(|e| e.to_string())?,
     ));
     config.mdns = !args.no_mdns;
-    config.upnp = args.upnp;
-    config.upnp_lease = Duration::from_secs(args.upnp_lease);
+    config.port_mapping = match (&args.port_map, args.upnp) {
+        (Some(list), _) => list.clone(),
+        (None, true) => vec![mau_proto::portmap::Protocol::Upnp],
+        (None, false) => Vec::new(),
+    };
+    config.port_mapping_lease = Duration::from_secs(args.port_map_lease);
     if args.metrics == Some(args.listen) && args.listen.port() != 0 {
         return Err("--metrics must not be the peer port: give it an address of its own".into());
     }
@@ -173,7 +185,9 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            upnp: node.port_mapping().map(|m| m.external.to_string()),
+            upnp: node
+                .port_mapping()
+                .map(|m| format!("{} ({})", m.external, m.protocol)),
             metrics: scrape.as_ref().map(|s| s.2.to_string()),
         })?;
         if node.snapshot().peers.is_empty() {
@@ -386,7 +400,7 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
         filled
     );
     outln!(
-        "UPnP:       {}",
+        "port map:   {}",
         holder.upnp.as_deref().unwrap_or("no port mapping")
     );
     if let Some(m) = &holder.metrics {

@@ -118,11 +118,14 @@ pub struct NodeConfig {
     /// Advertise and browse `_mau._tcp.local.` over mDNS (multicast on every
     /// interface). Off by default; the `mau` command line turns it on.
     pub mdns: bool,
-    /// Map the listening port on the gateway with UPnP IGD and advertise the
-    /// external address (when `advertise` is not set). Off by default.
-    pub upnp: bool,
-    /// The UPnP lease asked for; renewed at half of it.
-    pub upnp_lease: Duration,
+    /// Map the listening port on the gateway with these protocols, tried in
+    /// this order (empty: off, the default), and advertise the external
+    /// address (when `advertise` is not set); with PCP among them and an
+    /// IPv6 listening address, also open an IPv6 pinhole. See
+    /// `mau_proto::portmap`.
+    pub port_mapping: Vec<mau_proto::portmap::Protocol>,
+    /// The lease asked for; renewed at half of what the gateway grants.
+    pub port_mapping_lease: Duration,
     /// Where a `stop` request on the control channel is passed on to the
     /// embedder, which owns the node's lifetime (`None`: such requests are
     /// refused).
@@ -145,8 +148,8 @@ impl NodeConfig {
             seed: None,
             content: None,
             mdns: false,
-            upnp: false,
-            upnp_lease: Duration::from_secs(3600),
+            port_mapping: Vec::new(),
+            port_mapping_lease: Duration::from_secs(3600),
             stop_requests: None,
             metrics: None,
         }

@@ -19,7 +19,9 @@
 //! - [`control`]: the local control socket used by the `mau` command line;
 //! - [`persist`]: the routing table on disk;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
-//! - [`upnp`]: NAT port mapping (UPnP IGD);
+//! - [`portmap`]: port mapping on the gateway (PCP, NAT-PMP, UPnP IGD) and
+//!   IPv6 pinholes, around the sans-IO mapper of `mau_proto::portmap`;
+//! - [`upnp`]: the UPnP IGD client, one of those three protocols;
 //! - [`metrics`]: opt-in operator metrics (Prometheus/OpenMetrics text).
 
 #![forbid(unsafe_code)]
@@ -37,6 +39,7 @@ pub mod mdns;
 pub mod metrics;
 pub mod node;
 pub mod persist;
+pub mod portmap;
 pub mod resolver;
 mod router;
 pub mod runtime;

@@ -214,7 +214,7 @@ impl Metrics {
         self.mdns_running.store(running, Ordering::Relaxed);
     }
 
-    /// Whether a UPnP port mapping is held.
+    /// Whether a port mapping (PCP, NAT-PMP or UPnP IGD) is held.
     pub fn set_upnp(&self, mapped: bool) {
         self.upnp_mapped.store(mapped, Ordering::Relaxed);
     }
@@ -336,7 +336,7 @@ impl Metrics {
         r.family(
             "mau_upnp_mapped",
             "gauge",
-            "1 while a UPnP port mapping is held.",
+            "1 while a port mapping (PCP, NAT-PMP or UPnP IGD) is held.",
             "",
         );
         r.sample("mau_upnp_mapped", &[], on(&self.upnp_mapped));

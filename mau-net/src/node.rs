@@ -21,9 +21,10 @@ use crate::core::Core;
 use crate::driver::Driver;
 pub use crate::error::NetError;
 use crate::persist::TableSaver;
+use crate::portmap::{ActiveMapping, PortMapStatus, PortMapper};
 use crate::runtime::Runtime;
 use crate::serve_context::ServeContext;
-use crate::{control, mdns, persist, server, upnp};
+use crate::{control, mdns, persist, server};
 
 /// A node serving the Kademlia RPCs over mutual TLS.
 pub struct RunningNode<R: Runtime> {
@@ -34,7 +35,7 @@ pub struct RunningNode<R: Runtime> {
     local_addr: SocketAddr,
     lan_peers: Arc<mdns::LanPeers>,
     mdns: bool,
-    upnp: Option<Arc<upnp::PortMapping>>,
+    port_map: Arc<PortMapStatus>,
 }
 
 impl<R: Runtime> RunningNode<R> {
@@ -52,8 +53,10 @@ impl<R: Runtime> RunningNode<R> {
             .map_err(|e| NetError::Io(format!("bind {}", config.listen), e))?;
         let local_addr =
             R::tcp_local_addr(&listener).map_err(|e| NetError::Io("local address".into(), e))?;
-        let upnp = map_port(&rt, &config, local_addr).await;
-        let advertised = advertised_address(&config, upnp.as_deref(), local_addr);
+        let port_map = Arc::new(PortMapStatus::new(config.metrics.clone()));
+        let mappers = start_port_mapping(&rt, &config, local_addr, &port_map).await;
+        let mapped = port_map.ipv4().map(|m| m.external);
+        let advertised = advertised_address(&config, mapped, local_addr);
         let identity = identity(Some(advertised.as_str()))?;
         let fingerprint = identity.fingerprint();
         let node = Node::new(
@@ -96,11 +99,9 @@ impl<R: Runtime> RunningNode<R> {
             };
             control::start(ctx, path)?;
         }
-        if let Some(m) = &upnp {
+        for mapper in mappers {
             let stop = core.shutdown.clone();
-            core.spawn(upnp::renew(rt.clone(), m.clone(), async move {
-                stop.wait().await
-            }));
+            core.spawn(mapper.run(async move { stop.wait().await }));
         }
         let mdns = config.mdns && mdns::start_service(&core, fingerprint, local_addr, &lan_peers);
 
@@ -125,7 +126,7 @@ impl<R: Runtime> RunningNode<R> {
             local_addr,
             lan_peers,
             mdns,
-            upnp,
+            port_map,
         })
     }
 
@@ -192,9 +193,16 @@ impl<R: Runtime> RunningNode<R> {
         self.mdns && !self.core.shutdown.is_down()
     }
 
-    /// The UPnP port mapping held, if any.
-    pub fn port_mapping(&self) -> Option<&upnp::PortMapping> {
-        self.upnp.as_deref()
+    /// The port mapping the gateway holds for us now (PCP, NAT-PMP or
+    /// UPnP; external address; lease end), if any. It may change while the
+    /// node runs (renewals, a rebooted gateway, a lost lease).
+    pub fn port_mapping(&self) -> Option<ActiveMapping> {
+        self.port_map.ipv4()
+    }
+
+    /// The IPv6 pinhole the gateway holds for us now (PCP), if any.
+    pub fn ipv6_pinhole(&self) -> Option<ActiveMapping> {
+        self.port_map.ipv6()
     }
 
     /// A snapshot of the routing table.
@@ -219,7 +227,7 @@ impl<R: Runtime> RunningNode<R> {
 
     /// Stops the node and returns once every part of it has: the server
     /// answers no more, the table is saved, the mDNS advertisement is
-    /// withdrawn, the UPnP mapping removed and the control socket gone.
+    /// withdrawn, the port mapping removed and the control socket gone.
     pub async fn shutdown(&mut self) {
         if self.core.shutdown.is_down() {
             return;
@@ -232,42 +240,59 @@ impl<R: Runtime> RunningNode<R> {
 impl<R: Runtime> Drop for RunningNode<R> {
     /// Dropping a node tells its tasks to stop without waiting for them (use
     /// [`RunningNode::shutdown`] to wait); they still save the table and
-    /// remove the UPnP mapping and the control socket as they end.
+    /// remove the port mapping and the control socket as they end.
     fn drop(&mut self) {
         self.core.signal_stop();
     }
 }
 
-/// Maps the listening port on the router when UPnP is on.
-async fn map_port<R: Runtime>(
+/// When port mapping is on: the IPv4 mapper, run until its first outcome
+/// (so the node can advertise the mapped address), and the IPv6 pinhole
+/// mapper when listening on IPv6; both then run as node tasks.
+async fn start_port_mapping<R: Runtime>(
     rt: &R,
     config: &NodeConfig,
     local_addr: SocketAddr,
-) -> Option<Arc<upnp::PortMapping>> {
-    if !config.upnp {
-        return None;
+    status: &Arc<PortMapStatus>,
+) -> Vec<PortMapper<R>> {
+    let protocols = &config.port_mapping;
+    if protocols.is_empty() {
+        return Vec::new();
     }
-    match upnp::map(rt, local_addr, config.upnp_lease).await {
-        Ok(m) => Some(Arc::new(m)),
-        Err(e) => {
-            warn!(error = %e, "UPnP: no port mapping; running on the local address");
-            None
+    let lease = config.port_mapping_lease;
+    let ip = local_addr.ip();
+    // `[::]` is dual-stack: it serves IPv4 peers too.
+    let v4 = ip.is_ipv4() || ip.is_unspecified();
+    let mut mappers = Vec::new();
+    if v4 {
+        if let Some(mut m) =
+            PortMapper::new(rt, protocols, local_addr, lease, false, status.clone()).await
+        {
+            m.until_settled().await;
+            mappers.push(m);
         }
     }
+    if ip.is_ipv6() {
+        match PortMapper::new(rt, protocols, local_addr, lease, true, status.clone()).await {
+            Some(m) => mappers.push(m),
+            None => info!("port mapping: no IPv6 pinhole (needs PCP, a global IPv6 address and an IPv6 default gateway)"),
+        }
+    }
+    mappers
 }
 
 /// The address peers are told: configured, else mapped, else the local one.
 fn advertised_address(
     config: &NodeConfig,
-    upnp: Option<&upnp::PortMapping>,
+    mapped: Option<SocketAddr>,
     local_addr: SocketAddr,
 ) -> PeerAddress {
-    if local_addr.ip().is_unspecified() && config.advertise.is_none() && upnp.is_none() {
+    if local_addr.ip().is_unspecified() && config.advertise.is_none() && mapped.is_none() {
         warn!(%local_addr, "listening on an unspecified address without --advertise: peers learn our IP from the connection");
     }
-    match (&config.advertise, upnp) {
+    match (&config.advertise, mapped) {
         (Some(a), _) => a.clone(),
-        (None, Some(m)) => PeerAddress::from(m.external),
+        (None, Some(external)) => PeerAddress::from(external),
         (None, None) => PeerAddress::from(local_addr),
     }
 }

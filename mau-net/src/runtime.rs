@@ -1,5 +1,10 @@
 //! What an async runtime must supply: sockets, timers and spawning.
 //!
+//! UDP is here for one small job, talking PCP and NAT-PMP to the gateway
+//! (`portmap`): a connected socket whose reads race a timer and the node's
+//! shutdown, which a blocking socket on the blocking pool could only do by
+//! polling.
+//!
 //! Everything else (TLS, HTTP, the node driver, resolvers) is written once in
 //! this crate against this trait; `mau-smol` and `mau-tokio` implement it in a
 //! few dozen lines each.
@@ -28,6 +33,8 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     type UnixStream: Stream;
     /// A bound Unix-domain listener.
     type UnixListener: Send + Sync + 'static;
+    /// A connected UDP socket.
+    type UdpSocket: Send + Sync + 'static;
     /// A timer future; `Sync` because hyper's timer requires it.
     type Sleep: Future<Output = ()> + Send + Sync + 'static;
 
@@ -58,6 +65,30 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// The address a TCP listener is bound to.
     fn tcp_local_addr(listener: &Self::TcpListener) -> io::Result<SocketAddr>;
+
+    /// Binds a UDP socket to `local` and connects it to `peer`: it only
+    /// receives from `peer`, and an ICMP error from it (port unreachable)
+    /// makes the next receive fail.
+    fn connect_udp(
+        &self,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::UdpSocket>> + Send;
+
+    /// Sends one datagram to the connected peer.
+    fn send_udp(
+        socket: &Self::UdpSocket,
+        buf: &[u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Receives one datagram from the connected peer.
+    fn recv_udp(
+        socket: &Self::UdpSocket,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// The address a UDP socket is bound to.
+    fn udp_local_addr(socket: &Self::UdpSocket) -> io::Result<SocketAddr>;
 
     /// Resolves `host` (a name or an IP literal) to socket addresses.
     fn resolve(

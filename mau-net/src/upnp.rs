@@ -1,20 +1,18 @@
-//! NAT port mapping with UPnP IGD (`igd-next`, its blocking API run off the
-//! executor through [`Runtime::run_blocking`]).
+//! UPnP IGD, one of the three port-mapping protocols (`igd-next`, its
+//! blocking API run off the executor through [`Runtime::run_blocking`]).
 //!
 //! [`map`] finds the gateway (SSDP), maps the listening TCP port, and learns
-//! the external IP, which the node then advertises. [`renew`] refreshes the
-//! lease at half its length; [`PortMapping::remove`] deletes the mapping on
-//! shutdown. Every failure is reported to the caller, who logs a warning and
-//! keeps running on the local address. All SSDP/HTTP/XML parsing is the
-//! crate's.
+//! the external IP; [`PortMapping::renew`] refreshes the lease;
+//! [`PortMapping::remove`] deletes the mapping. When to call them is the
+//! mapper's decision (`mau_proto::portmap`, run by [`crate::portmap`]);
+//! every failure goes back to it. All SSDP/HTTP/XML parsing is the crate's.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use igd_next::{Gateway, PortMappingProtocol, SearchOptions};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::runtime::{timeout, Runtime};
 
@@ -174,8 +172,8 @@ pub async fn map<R: Runtime>(
     .await
     .map_err(|_| UpnpError::Timeout)?
     .ok_or(UpnpError::Timeout)??;
-    info!(gateway = %m.gateway.addr, internal = %m.internal, external = %m.external,
-          lease_secs = m.lease.as_secs(), "UPnP: port mapped");
+    debug!(gateway = %m.gateway.addr, internal = %m.internal, external = %m.external,
+          lease_secs = m.lease.as_secs(), "UPnP: gateway found");
     Ok(m)
 }
 
@@ -201,53 +199,41 @@ impl PortMapping {
             })
     }
 
+    /// Refreshes the lease (asks for the same port again).
+    pub async fn renew<R: Runtime>(self: &Arc<Self>, rt: &R) -> Result<(), UpnpError> {
+        let m = self.clone();
+        timeout(
+            rt,
+            STEP_TIMEOUT,
+            rt.run_blocking(move || m.renew_blocking()),
+        )
+        .await
+        .map_err(|_| UpnpError::Timeout)?
+        .ok_or(UpnpError::Timeout)?
+    }
+
     /// Deletes the mapping, waiting at most `wait` for the gateway (on the
     /// runtime's blocking pool, not the executor).
-    pub async fn remove<R: Runtime>(self: &Arc<Self>, rt: &R, wait: Duration) {
+    pub async fn remove<R: Runtime>(
+        self: &Arc<Self>,
+        rt: &R,
+        wait: Duration,
+    ) -> Result<(), UpnpError> {
         let m = self.clone();
-        let removed = timeout(
+        timeout(
             rt,
             wait,
             rt.run_blocking(move || {
                 m.gateway
                     .remove_port(PortMappingProtocol::TCP, m.external.port())
+                    .map_err(|e| UpnpError::Refused {
+                        gateway: m.gateway.addr,
+                        reason: e.to_string(),
+                    })
             }),
         )
-        .await;
-        match removed {
-            Ok(Some(Ok(()))) => info!(external = %self.external, "UPnP: mapping removed"),
-            Ok(Some(Err(e))) => {
-                warn!(external = %self.external, error = %e, "UPnP: could not remove the mapping")
-            }
-            _ => warn!(external = %self.external, "UPnP: removing the mapping timed out"),
-        }
+        .await
+        .map_err(|_| UpnpError::Timeout)?
+        .ok_or(UpnpError::Timeout)?
     }
 }
-
-/// Renews `mapping` at half its lease until `stop` completes, then removes
-/// it. A failed renewal is a warning; the next one is tried at the next period.
-pub async fn renew<R: Runtime, S: Future<Output = ()>>(rt: R, mapping: Arc<PortMapping>, stop: S) {
-    let period = (mapping.lease / 2).max(Duration::from_secs(1));
-    let run = async {
-        loop {
-            rt.sleep(period).await;
-            let m = mapping.clone();
-            let r = timeout(
-                &rt,
-                STEP_TIMEOUT,
-                rt.run_blocking(move || m.renew_blocking()),
-            )
-            .await;
-            match r {
-                Ok(Some(Ok(()))) => debug!(external = %mapping.external, "UPnP: lease renewed"),
-                Ok(Some(Err(e))) => warn!(error = %e, "UPnP: lease renewal failed"),
-                _ => warn!("UPnP: lease renewal timed out"),
-            }
-        }
-    };
-    futures_lite::future::or(run, stop).await;
-    mapping.remove(&rt, REMOVE_TIMEOUT).await;
-}
-
-/// How long shutdown waits for the gateway to delete the mapping.
-const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);

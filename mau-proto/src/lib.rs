@@ -16,7 +16,8 @@
 //! - [`ratelimit`]: token buckets with the time passed in;
 //! - [`node`]: the state machine that ties them together (events in, commands out);
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
-//! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...).
+//! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...);
+//! - [`portmap`]: port mapping on the home gateway (PCP, NAT-PMP, UPnP IGD).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod distance;
 pub mod fingerprint;
 pub mod lookup;
 pub mod node;
+pub mod portmap;
 pub mod ratelimit;
 pub mod rng;
 pub mod routing_table;

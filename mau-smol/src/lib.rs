@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use smol::net::unix::{UnixListener, UnixStream};
-use smol::net::{TcpListener, TcpStream};
+use smol::net::{TcpListener, TcpStream, UdpSocket};
 
 /// The smol runtime (its global executor and reactor).
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,6 +48,7 @@ impl mau_net::Runtime for SmolRuntime {
     type TcpListener = TcpListener;
     type UnixStream = UnixStream;
     type UnixListener = UnixListener;
+    type UdpSocket = UdpSocket;
     type Sleep = Sleep;
 
     fn spawn<F>(&self, fut: F)
@@ -79,6 +80,24 @@ impl mau_net::Runtime for SmolRuntime {
 
     fn tcp_local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
         listener.local_addr()
+    }
+
+    async fn connect_udp(&self, local: SocketAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+        let s = UdpSocket::bind(local).await?;
+        s.connect(peer).await?;
+        Ok(s)
+    }
+
+    async fn send_udp(socket: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
+        socket.send(buf).await
+    }
+
+    async fn recv_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<usize> {
+        socket.recv(buf).await
+    }
+
+    fn udp_local_addr(socket: &UdpSocket) -> io::Result<SocketAddr> {
+        socket.local_addr()
     }
 
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

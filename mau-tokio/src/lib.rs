@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use tokio::runtime::Handle;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
@@ -59,6 +59,7 @@ impl mau_net::Runtime for TokioRuntime {
     type TcpListener = TcpListener;
     type UnixStream = Compat<UnixStream>;
     type UnixListener = UnixListener;
+    type UdpSocket = UdpSocket;
     type Sleep = tokio::time::Sleep;
 
     fn spawn<F>(&self, fut: F)
@@ -96,6 +97,27 @@ impl mau_net::Runtime for TokioRuntime {
 
     fn tcp_local_addr(listener: &TcpListener) -> io::Result<SocketAddr> {
         listener.local_addr()
+    }
+
+    async fn connect_udp(&self, local: SocketAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+        self.in_runtime(async move {
+            let s = UdpSocket::bind(local).await?;
+            s.connect(peer).await?;
+            Ok(s)
+        })
+        .await
+    }
+
+    async fn send_udp(socket: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
+        socket.send(buf).await
+    }
+
+    async fn recv_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<usize> {
+        socket.recv(buf).await
+    }
+
+    fn udp_local_addr(socket: &UdpSocket) -> io::Result<SocketAddr> {
+        socket.local_addr()
     }
 
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
