@@ -31,6 +31,8 @@ pub enum ControlRequest {
     },
     /// The peers seen on the LAN (mDNS).
     LanPeers,
+    /// Public address, reachability and port mapping.
+    Reachability,
     /// Ask the embedder to stop the node (see `NodeConfig::stop_requests`).
     Stop,
 }
@@ -50,6 +52,8 @@ pub enum ControlResponse {
         /// The peers, most recently seen first.
         peers: Vec<crate::mdns::LanPeer>,
     },
+    /// Public address, reachability and port mapping.
+    Reachability(crate::reach::ReachStatus),
     /// A stop request was passed on: the node is stopping.
     Stopping,
     /// The request failed.
@@ -136,6 +140,7 @@ impl From<LookupOutcome<PeerAddress>> for LookupReport {
 pub(crate) struct ControlContext<R: Runtime> {
     pub core: Arc<Core<R>>,
     pub advertised: PeerAddress,
+    pub reach: Arc<crate::reach::Reach>,
     pub lan_peers: Arc<LanPeers>,
     pub mdns: bool,
     /// Where a `stop` request is passed on (`NodeConfig::stop_requests`).
@@ -262,6 +267,9 @@ async fn answer<R: Runtime>(
         },
         Ok(ControlRequest::Table) => {
             ControlResponse::Table(snapshot(&shared.core, &shared.advertised))
+        }
+        Ok(ControlRequest::Reachability) => {
+            ControlResponse::Reachability(shared.reach.status(shared.core.now()))
         }
         Ok(ControlRequest::LanPeers) => ControlResponse::LanPeers {
             mdns: shared.mdns,

@@ -18,6 +18,7 @@
 //! - `content` / [`sync`]: the `/p2p/` content routes and the friend sync client;
 //! - [`control`]: the local control socket used by the `mau` command line;
 //! - [`persist`]: the routing table on disk;
+//! - [`reach`]: observed addresses, dial-backs and the reachability verdict;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
 //! - [`upnp`]: NAT port mapping (UPnP IGD);
 //! - [`metrics`]: opt-in operator metrics (Prometheus/OpenMetrics text).
@@ -37,6 +38,7 @@ pub mod mdns;
 pub mod metrics;
 pub mod node;
 pub mod persist;
+pub mod reach;
 pub mod resolver;
 mod router;
 pub mod runtime;

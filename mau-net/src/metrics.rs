@@ -135,7 +135,12 @@ pub struct Metrics {
     content_files: Labeled,
     mdns_running: AtomicBool,
     upnp_mapped: AtomicBool,
+    /// The reachability verdict: one of [`REACH_STATES`].
+    reachability: Mutex<&'static str>,
 }
+
+/// The `state` label values of `mau_reachability`.
+const REACH_STATES: [&str; 3] = ["unknown", "reachable", "unreachable"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -165,6 +170,7 @@ impl Metrics {
             content_files: Labeled::default(),
             mdns_running: AtomicBool::new(false),
             upnp_mapped: AtomicBool::new(false),
+            reachability: Mutex::new("unknown"),
         }
     }
 
@@ -217,6 +223,17 @@ impl Metrics {
     /// Whether a UPnP port mapping is held.
     pub fn set_upnp(&self, mapped: bool) {
         self.upnp_mapped.store(mapped, Ordering::Relaxed);
+    }
+
+    /// The reachability verdict: `unknown`, `reachable` or `unreachable`
+    /// (anything else is shown as `unknown`).
+    pub fn set_reachability(&self, state: &'static str) {
+        let state = REACH_STATES
+            .iter()
+            .find(|s| **s == state)
+            .copied()
+            .unwrap_or("unknown");
+        *self.reachability.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
     /// The text exposition: OpenMetrics 1.0 when `openmetrics`, else
@@ -340,6 +357,17 @@ impl Metrics {
             "",
         );
         r.sample("mau_upnp_mapped", &[], on(&self.upnp_mapped));
+        r.family(
+            "mau_reachability",
+            "gauge",
+            "1 for the reachability verdict from peers' dial-backs (state: unknown, reachable, unreachable).",
+            "",
+        );
+        let now = *self.reachability.lock().unwrap_or_else(|e| e.into_inner());
+        for state in REACH_STATES {
+            let v = if state == now { 1.0 } else { 0.0 };
+            r.sample("mau_reachability", &[("state", state)], v);
+        }
         if openmetrics {
             r.out.push_str("# EOF\n");
         }

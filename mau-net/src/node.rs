@@ -23,7 +23,7 @@ pub use crate::error::NetError;
 use crate::persist::TableSaver;
 use crate::runtime::Runtime;
 use crate::serve_context::ServeContext;
-use crate::{control, mdns, persist, server, upnp};
+use crate::{control, mdns, persist, reach, server, upnp};
 
 /// A node serving the Kademlia RPCs over mutual TLS.
 pub struct RunningNode<R: Runtime> {
@@ -35,6 +35,7 @@ pub struct RunningNode<R: Runtime> {
     lan_peers: Arc<mdns::LanPeers>,
     mdns: bool,
     upnp: Option<Arc<upnp::PortMapping>>,
+    reach: Arc<reach::Reach>,
 }
 
 impl<R: Runtime> RunningNode<R> {
@@ -68,10 +69,17 @@ impl<R: Runtime> RunningNode<R> {
         info!(fingerprint = %fingerprint, listen = %local_addr, advertise = %advertised, "node started");
 
         let saver = Arc::new(TableSaver::new(config.table_file.clone()));
+        let reach = Arc::new(reach::Reach::new(
+            advertised.clone(),
+            config.reach.clone(),
+            upnp.as_deref().map(upnp_mapping),
+            config.metrics.clone(),
+        ));
         let driver = Arc::new(Driver {
             core: core.clone(),
             client: client.clone(),
             saver: saver.clone(),
+            reach: reach.clone(),
             k: config.protocol.k,
         });
         core.spawn(driver.run(wake));
@@ -82,14 +90,17 @@ impl<R: Runtime> RunningNode<R> {
             server_tls: mau_identity::server_config(&identity)?,
             connections: Arc::new(async_lock::Semaphore::new(config.limits.max_connections)),
             shutdown: core.shutdown.clone(),
+            dialback: reach::DialbackServer::new(rt.clone(), client.clone()),
             config: config.clone(),
         });
         core.spawn(server::serve(serving, listener));
+        core.spawn(reach::run(core.clone(), client.clone(), reach.clone()));
         let lan_peers = Arc::new(mdns::LanPeers::default());
         if let Some(path) = &config.control_socket {
             let ctx = control::ControlContext {
                 core: core.clone(),
                 advertised: advertised.clone(),
+                reach: reach.clone(),
                 lan_peers: lan_peers.clone(),
                 mdns: config.mdns,
                 stop_requests: config.stop_requests.clone(),
@@ -126,6 +137,7 @@ impl<R: Runtime> RunningNode<R> {
             lan_peers,
             mdns,
             upnp,
+            reach,
         })
     }
 
@@ -197,6 +209,25 @@ impl<R: Runtime> RunningNode<R> {
         self.upnp.as_deref()
     }
 
+    /// The port mapping held on the gateway, however it was made (UPnP
+    /// today): what `mau status` shows as "through which mapping".
+    pub fn mapping(&self) -> Option<reach::Mapping> {
+        self.reach.mapping()
+    }
+
+    /// What the node knows of its public address (from the
+    /// `Mau-Observed-Address` votes of peers) and of its reachability (from
+    /// their dial-backs).
+    pub fn reachability(&self) -> reach::ReachStatus {
+        self.reach.status(self.core.now())
+    }
+
+    /// Asks peers of the table to dial us back now (as the periodic check
+    /// does) and returns the status after their answers.
+    pub async fn check_reachability(&self) -> reach::ReachStatus {
+        reach::check(&self.core, &self.client, &self.reach).await
+    }
+
     /// A snapshot of the routing table.
     pub fn snapshot(&self) -> control::TableSnapshot {
         control::snapshot(&self.core, &self.advertised)
@@ -253,6 +284,16 @@ async fn map_port<R: Runtime>(
             warn!(error = %e, "UPnP: no port mapping; running on the local address");
             None
         }
+    }
+}
+
+/// A UPnP mapping as [`reach::Mapping`] reports it.
+fn upnp_mapping(m: &upnp::PortMapping) -> reach::Mapping {
+    reach::Mapping {
+        protocol: "upnp".into(),
+        external: m.external,
+        internal: m.internal,
+        gateway: m.gateway(),
     }
 }
 
