@@ -84,8 +84,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Server(ServerCommand::Start(args)) => {
             Ok(runtime::on_runtime!(rt, server::start, &dir, args)?)
         }
-        Command::Server(ServerCommand::Status) | Command::Status => {
-            runtime::on_runtime!(rt, server::status, &dir, json)
+        Command::Server(ServerCommand::Status(args)) | Command::Status(args) => {
+            runtime::on_runtime!(rt, server::status, &dir, json, args.check)
         }
         Command::Server(ServerCommand::Stop) => runtime::on_runtime!(rt, server::stop, &dir),
         Command::Peers(PeersCommand::List) => {

@@ -620,3 +620,49 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
         "the peer port served metrics"
     );
 }
+
+#[test]
+fn status_says_whether_peers_reach_the_server_where_and_through_which_mapping() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("alice");
+    ok(&a, &["init", "--name", "Alice"]);
+    let alice_log = tmp.path().join("alice.log");
+    let (_alice, banner) = serve_logged(&a, &alice_log, "127.0.0.1:0", &[], &[]);
+    let words: Vec<&str> = banner.split_whitespace().collect();
+    let (alice_fp, alice_addr) = (words[2].to_string(), words[5].to_string());
+    // Three peers on three loopback addresses (three voices) join through her.
+    let mut peers = Vec::new();
+    for i in 0..3u8 {
+        let d = tmp.path().join(format!("peer{i}"));
+        ok(&d, &["init", "--name", &format!("Peer {i}")]);
+        let listen = format!("127.0.0.{}:0", 4 + i);
+        let boot = format!("{alice_fp}@{alice_addr}");
+        let log = tmp.path().join(format!("peer{i}.log"));
+        let (p, _) = serve_logged(&d, &log, &listen, &["--bootstrap", &boot], &[]);
+        peers.push((p, common::fingerprint(&d)));
+    }
+    common::until("alice has the three peers", || {
+        let list = ok(&a, &["peers", "list"]);
+        peers.iter().all(|(_, f)| list.contains(f.as_str()))
+    });
+
+    let status = json(&a, &["status", "--check", "--json"]);
+    let reach = &status["reachability"];
+    assert_eq!(reach["state"], "reachable", "{status}");
+    assert_eq!(reach["address"], alice_addr.as_str(), "{status}");
+    assert_eq!(reach["reached_by"], 3, "{status}");
+    assert_eq!(reach["public_ip"], "127.0.0.1", "{status}");
+    assert!(reach["mapping"].is_null(), "{status}");
+    let text = ok(&a, &["status"]);
+    assert!(
+        text.contains(&format!("reachable:  yes, at {alice_addr}"))
+            && text.contains("public IP:  127.0.0.1 (seen by peers of 3 networks)")
+            && text.contains("mapping:    none"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(&alice_log).expect("log");
+    assert!(
+        log.contains("no port mapping") && log.contains("reachable: peers of several networks"),
+        "{log}"
+    );
+}

@@ -32,7 +32,11 @@ pub enum ControlRequest {
     /// The peers seen on the LAN (mDNS).
     LanPeers,
     /// Public address, reachability and port mapping.
-    Reachability,
+    Reachability {
+        /// Ask peers to dial back first (else: the last verdict).
+        #[serde(default)]
+        check: bool,
+    },
     /// Ask the embedder to stop the node (see `NodeConfig::stop_requests`).
     Stop,
 }
@@ -141,6 +145,8 @@ pub(crate) struct ControlContext<R: Runtime> {
     pub core: Arc<Core<R>>,
     pub advertised: PeerAddress,
     pub reach: Arc<crate::reach::Reach>,
+    /// For dial-back requests.
+    pub client: Arc<crate::client::Client<R>>,
     pub lan_peers: Arc<LanPeers>,
     pub mdns: bool,
     /// Where a `stop` request is passed on (`NodeConfig::stop_requests`).
@@ -268,9 +274,12 @@ async fn answer<R: Runtime>(
         Ok(ControlRequest::Table) => {
             ControlResponse::Table(snapshot(&shared.core, &shared.advertised))
         }
-        Ok(ControlRequest::Reachability) => {
+        Ok(ControlRequest::Reachability { check: false }) => {
             ControlResponse::Reachability(shared.reach.status(shared.core.now()))
         }
+        Ok(ControlRequest::Reachability { check: true }) => ControlResponse::Reachability(
+            crate::reach::check(&shared.core, &shared.client, &shared.reach).await,
+        ),
         Ok(ControlRequest::LanPeers) => ControlResponse::LanPeers {
             mdns: shared.mdns,
             peers: shared.lan_peers.list(),

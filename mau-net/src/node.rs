@@ -101,6 +101,7 @@ impl<R: Runtime> RunningNode<R> {
                 core: core.clone(),
                 advertised: advertised.clone(),
                 reach: reach.clone(),
+                client: client.clone(),
                 lan_peers: lan_peers.clone(),
                 mdns: config.mdns,
                 stop_requests: config.stop_requests.clone(),
