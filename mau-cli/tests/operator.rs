@@ -509,6 +509,33 @@ fn completions_man_page_status_stop_exit_codes_and_closed_pipes() {
     }
 }
 
+/// `promtool check metrics` passes `body` without a word.
+fn promtool_check(body: &str) {
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        panic!("promtool is missing: install it with `apt-get install -y prometheus` (Debian)");
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `GET /metrics` over plain HTTP; returns (head, body).
 fn scrape(addr: &str, accept: &str) -> (String, String) {
     use std::io::{Read, Write};
@@ -577,29 +604,7 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
         body.contains("# TYPE mau_lookup_duration_seconds histogram"),
         "{body}"
     );
-    let promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut promtool) = promtool else {
-        panic!("promtool is missing: install it with `apt-get install -y prometheus` (Debian)");
-    };
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("feed promtool");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&body);
 
     let (head, body) = scrape(&addr, "application/openmetrics-text; version=1.0.0");
     assert!(head.contains("application/openmetrics-text"), "{head}");
@@ -611,7 +616,7 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
     let mut s = std::net::TcpStream::connect(&alice.address).expect("peer port");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
-    use std::io::Read;
+    use std::io::{Read, Write};
     write!(s, "GET /metrics HTTP/1.1\r\n\r\n").expect("write");
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
@@ -665,4 +670,93 @@ fn status_says_whether_peers_reach_the_server_where_and_through_which_mapping() 
         log.contains("no port mapping") && log.contains("reachable: peers of several networks"),
         "{log}"
     );
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn sync_counts_in_its_output_and_both_servers_metrics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, af, bf) = common::alice_and_bob(tmp.path());
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, vec![b'x'; 5000]).expect("note");
+    ok(&a, &["share", note.to_str().expect("utf8"), "--to", &bf]);
+    ok(
+        &a,
+        &[
+            "share",
+            note.to_str().expect("utf8"),
+            "--to",
+            &bf,
+            "--name",
+            "two",
+        ],
+    );
+    let alice = serve(&a, &["--metrics", "127.0.0.1:0"]);
+    let _bob = serve(&b, &["--metrics", "127.0.0.1:0"]);
+    let metrics_of = |dir: &std::path::Path| {
+        json(dir, &["status", "--json"])["metrics"]
+            .as_str()
+            .expect("metrics address")
+            .to_string()
+    };
+    let (at_alice, at_bob) = (metrics_of(&a), metrics_of(&b));
+    ok(&b, &["follow", &af]);
+
+    // The counters in sync's own output, as JSON.
+    let reports = json(&b, &["sync", &af, "--address", &alice.address, "--json"]);
+    let r = &reports[0];
+    assert_eq!(r["friend"], af.as_str(), "{reports}");
+    assert_eq!(r["downloaded"], 2, "{reports}");
+    assert_eq!(r["failed"], 0, "{reports}");
+    assert_eq!(r["complete"], true, "{reports}");
+    let fetched = r["bytes"].as_u64().expect("bytes");
+    assert!(fetched > 10_000, "{reports}");
+    // And in text.
+    let text = ok(&b, &["sync", &af, "--address", &alice.address]);
+    assert!(text.contains("2 up to date, 0 failed"), "{text}");
+
+    // Bob's server counted what his sync fetched; Alice's what she served.
+    let (_, bob_metrics) = scrape(&at_bob, "text/plain");
+    let files = |body: &str, dir: &str, outcome: &str| {
+        sample(
+            body,
+            &format!("mau_content_files_total{{direction=\"{dir}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(
+        files(&bob_metrics, "fetched", "ok"),
+        Some(2.0),
+        "{bob_metrics}"
+    );
+    assert_eq!(files(&bob_metrics, "fetched", "unchanged"), Some(2.0));
+    assert_eq!(
+        sample(
+            &bob_metrics,
+            "mau_content_bytes_total{direction=\"fetched\"}"
+        ),
+        Some(fetched as f64)
+    );
+    assert_eq!(
+        sample(&bob_metrics, "mau_syncs_total{result=\"complete\"}"),
+        Some(2.0)
+    );
+    common::until("alice counted the files she served", || {
+        files(&scrape(&at_alice, "text/plain").1, "served", "ok") == Some(2.0)
+    });
+    let (_, alice_metrics) = scrape(&at_alice, "text/plain");
+    assert_eq!(
+        sample(
+            &alice_metrics,
+            "mau_content_bytes_total{direction=\"served\"}"
+        ),
+        Some(fetched as f64),
+        "{alice_metrics}"
+    );
+    promtool_check(&alice_metrics);
+    promtool_check(&bob_metrics);
 }

@@ -39,6 +39,11 @@ pub enum ControlRequest {
     },
     /// Ask the embedder to stop the node (see `NodeConfig::stop_requests`).
     Stop,
+    /// `mau sync` synced a friend: counted in the metrics.
+    Synced {
+        /// What moved.
+        counts: crate::metrics::SyncCounts,
+    },
 }
 
 /// The answer on the control channel.
@@ -60,6 +65,8 @@ pub enum ControlResponse {
     Reachability(crate::reach::ReachStatus),
     /// A stop request was passed on: the node is stopping.
     Stopping,
+    /// Done (a report was counted, or there are no metrics to count it in).
+    Done,
     /// The request failed.
     Error {
         /// Why.
@@ -273,6 +280,12 @@ async fn answer<R: Runtime>(
         },
         Ok(ControlRequest::Table) => {
             ControlResponse::Table(snapshot(&shared.core, &shared.advertised))
+        }
+        Ok(ControlRequest::Synced { counts }) => {
+            if let Some(m) = &shared.core.metrics {
+                m.synced(&counts);
+            }
+            ControlResponse::Done
         }
         Ok(ControlRequest::Reachability { check: false }) => {
             ControlResponse::Reachability(shared.reach.status(shared.core.now()))
