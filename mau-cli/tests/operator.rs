@@ -716,8 +716,8 @@ fn sync_counts_in_its_output_and_both_servers_metrics() {
     assert_eq!(r["complete"], true, "{reports}");
     let fetched = r["bytes"].as_u64().expect("bytes");
     assert!(fetched > 10_000, "{reports}");
-    // And in text.
-    let text = ok(&b, &["sync", &af, "--address", &alice.address]);
+    // And in text (--full: lists both again, whenever the last sync was).
+    let text = ok(&b, &["sync", &af, "--address", &alice.address, "--full"]);
     assert!(text.contains("2 up to date, 0 failed"), "{text}");
 
     // Bob's server counted what his sync fetched; Alice's what she served.
