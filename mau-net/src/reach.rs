@@ -314,7 +314,7 @@ fn dialback_peers<R: Runtime>(
             })
             .collect()
     });
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut seen = std::collections::BTreeSet::new();
     entries
         .into_iter()
