@@ -49,6 +49,12 @@ pub struct StartArgs {
     /// keep it on loopback or a management network). Off by default.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     metrics: Option<SocketAddr>,
+    /// Peers of this many distinct networks (IPv4 /24, IPv6 /48; LAN and
+    /// loopback peers each count alone) must agree before the server
+    /// believes the public address they see and their dial-back verdict.
+    /// Lower it for a small private network; 1 trusts any single peer.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    reach_quorum: u64,
     /// The UPnP lease to ask for, in seconds; renewed at half of it.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
     upnp_lease: u64,
@@ -135,6 +141,8 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     config.mdns = !args.no_mdns;
     config.upnp = args.upnp;
     config.upnp_lease = Duration::from_secs(args.upnp_lease);
+    config.reach.votes.quorum = args.reach_quorum as usize;
+    config.reach.verdict.quorum = args.reach_quorum as usize;
     if args.metrics == Some(args.listen) && args.listen.port() != 0 {
         return Err("--metrics must not be the peer port: give it an address of its own".into());
     }

@@ -760,3 +760,34 @@ fn sync_counts_in_its_output_and_both_servers_metrics() {
     promtool_check(&alice_metrics);
     promtool_check(&bob_metrics);
 }
+
+#[test]
+fn reach_quorum_is_the_operators_choice() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (e, f) = (tmp.path().join("erin"), tmp.path().join("frank"));
+    ok(&e, &["init", "--name", "Erin"]);
+    ok(&f, &["init", "--name", "Frank"]);
+    let log = |n: &str| tmp.path().join(format!("{n}.log"));
+    let (_erin, banner) = serve_logged(&e, &log("e"), "127.0.0.1:0", &["--reach-quorum", "1"], &[]);
+    let words: Vec<&str> = banner.split_whitespace().collect();
+    let boot = format!("{}@{}", words[2], words[5]);
+    let (_frank, _) = serve_logged(&f, &log("f"), "127.0.0.4:0", &["--bootstrap", &boot], &[]);
+    let frank_fp = common::fingerprint(&f);
+    common::until("erin has frank", || {
+        ok(&e, &["peers", "list"]).contains(&frank_fp)
+    });
+    common::until("frank has erin", || {
+        ok(&f, &["peers", "list"]).contains(words[2])
+    });
+    // One peer is enough for Erin, who asked for it...
+    let erin = json(&e, &["status", "--check", "--json"]);
+    assert_eq!(erin["reachability"]["state"], "reachable", "{erin}");
+    assert_eq!(erin["reachability"]["reached_by"], 1, "{erin}");
+    assert_eq!(erin["reachability"]["public_ip"], "127.0.0.1", "{erin}");
+    // ...and not for Frank, on the default quorum of 3.
+    let frank = json(&f, &["status", "--check", "--json"]);
+    assert_eq!(frank["reachability"]["state"], "unknown", "{frank}");
+    assert!(frank["reachability"]["public_ip"].is_null(), "{frank}");
+    let (good, _, err) = run(&f, &["server", "start", "--reach-quorum", "0"]);
+    assert!(!good && err.contains("--reach-quorum"), "{err}");
+}
