@@ -698,6 +698,28 @@ mod tests {
         assert!(text.contains("mau_rejections_total{reason=\"rate\"} 1"));
         assert!(text.contains("mau_routing_table_bucket_waiting{bucket=\"158\"} 4"));
         assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains("mau_reachability{state=\"unknown\"} 1"),
+            "{text}"
+        );
+        m.set_reachability("reachable");
+        m.synced(&SyncCounts {
+            downloaded: 2,
+            unchanged: 1,
+            failed: 0,
+            bytes: 300,
+            complete: true,
+        });
+        let text = m.render(&table, false);
+        assert!(text.contains("mau_reachability{state=\"reachable\"} 1"));
+        assert!(text.contains("mau_reachability{state=\"unknown\"} 0"));
+        assert!(text.contains("mau_content_files_total{direction=\"fetched\",outcome=\"ok\"} 2"));
+        assert!(
+            !text.contains("outcome=\"failed\""),
+            "zero counts are not series"
+        );
+        assert!(text.contains("mau_content_bytes_total{direction=\"fetched\"} 300"));
+        assert!(text.contains("mau_syncs_total{result=\"complete\"} 1"));
         let om = m.render(&table, true);
         assert!(om.contains("# TYPE mau_lookups counter"), "{om}");
         assert!(om.contains("# UNIT mau_lookup_duration_seconds seconds"));

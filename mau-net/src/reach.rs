@@ -514,3 +514,63 @@ impl Drop for Slot<'_> {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reach(advertised: &str) -> Reach {
+        let a = PeerAddress::parse(advertised).expect("address");
+        Reach::new(a, ReachOptions::default(), None, None)
+    }
+
+    fn addr(s: &str) -> PeerAddress {
+        PeerAddress::parse(s).expect("address")
+    }
+
+    #[test]
+    fn only_dialbacks_of_our_own_address_count() {
+        let r = reach("81.2.69.142:8080");
+        assert!(r.plausible_target(&addr("81.2.69.142:8080")));
+        assert!(!r.plausible_target(&addr("81.2.69.142:8081")));
+        assert!(!r.plausible_target(&addr("81.2.69.143:8080")));
+        // Unspecified: any IP the peer saw us at, on our port.
+        let r = reach("0.0.0.0:8080");
+        assert!(r.plausible_target(&addr("81.2.69.142:8080")));
+        assert!(!r.plausible_target(&addr("81.2.69.142:9")));
+        assert!(!r.plausible_target(&addr("example.org:8080")));
+        let r = reach("example.org:8080");
+        assert!(r.plausible_target(&addr("example.org:8080")));
+        assert!(!r.plausible_target(&addr("81.2.69.142:8080")));
+    }
+
+    #[test]
+    fn headers_vote_and_dialbacks_decide() {
+        let r = reach("0.0.0.0:8080");
+        let fp = |i: u8| Fingerprint::from_bytes(&[i; 20]).expect("fingerprint");
+        for i in 1..=3u8 {
+            let voter = IpAddr::from([i, 1, 1, 1]);
+            r.observed(Time(0), fp(i), voter, "81.2.69.142:40000");
+            r.observed(Time(0), fp(i + 10), voter, "not an address");
+        }
+        let s = r.status(Time(1));
+        assert_eq!(s.public_ip, Some(IpAddr::from([81, 2, 69, 142])));
+        assert_eq!(s.state, ReachState::Unknown);
+        for i in 1..=3u8 {
+            let answer = DialbackAnswer {
+                reached: false,
+                address: addr("81.2.69.142:8080"),
+                error: Some("refused".into()),
+            };
+            r.dialback(Time(2), fp(i), IpAddr::from([i, 1, 1, 1]), answer);
+        }
+        let s = r.status(Time(3));
+        assert_eq!(s.state, ReachState::Unreachable);
+        assert_eq!(s.address, Some(addr("81.2.69.142:8080")));
+        assert_eq!((s.reached_by, s.unreached_by), (0, 3));
+        // Everything expires: unknown again, nothing believed.
+        let later = Time(3) + Duration::from_secs(7200);
+        let s = r.status(later);
+        assert_eq!((s.state, s.public_ip), (ReachState::Unknown, None));
+    }
+}
