@@ -445,10 +445,17 @@ fn reach_lines(r: &ReachStatus) -> Vec<String> {
     };
     let public = match (r.public_ip, r.observed.first()) {
         (Some(ip), _) => {
-            let n = r.observed.iter().find(|(a, _)| *a == ip).map_or(0, |o| o.1);
+            let n = r
+                .observed
+                .iter()
+                .find(|o| o.ip == ip)
+                .map_or(0, |o| o.networks);
             format!("{ip} (seen by peers of {n} networks)")
         }
-        (None, Some((ip, n))) => format!("unknown (best: {ip}, seen by peers of {n} networks)"),
+        (None, Some(o)) => format!(
+            "unknown (best: {}, seen by peers of {} networks)",
+            o.ip, o.networks
+        ),
         (None, None) => "unknown (no peer said yet)".to_string(),
     };
     let mapping = match &r.mapping {

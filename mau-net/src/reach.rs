@@ -118,14 +118,23 @@ pub struct ReachStatus {
     pub advertised: PeerAddress,
     /// Our public IP, as peers of a quorum of networks saw it.
     pub public_ip: Option<IpAddr>,
-    /// Distinct networks behind each observed address, most first.
-    pub observed: Vec<(IpAddr, usize)>,
+    /// What peers saw us at, most networks first.
+    pub observed: Vec<Observed>,
     /// Networks that reached us at `address`.
     pub reached_by: usize,
     /// Networks that could not reach us at `address`.
     pub unreached_by: usize,
     /// The port mapping held, if any.
     pub mapping: Option<Mapping>,
+}
+
+/// One address peers saw us at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// The IP.
+    pub ip: IpAddr,
+    /// Distinct networks (voter groups) whose peers saw it.
+    pub networks: usize,
 }
 
 /// A dial-back answer (`200`; refusals are `403`, `429`, `503`).
@@ -259,7 +268,9 @@ impl Reach {
         self.tick(now);
         let (public_ip, observed) = {
             let v = lock(&self.votes);
-            (v.current(), v.tally())
+            let tally = v.tally().into_iter();
+            let observed = tally.map(|(ip, networks)| Observed { ip, networks });
+            (v.current(), observed.collect())
         };
         let verdict = lock(&self.verdict);
         let address = match verdict.state() {

@@ -164,8 +164,8 @@ pub async fn liars_are_outvoted_and_dialbacks_decide<R: Runtime>(rt: R) {
         status
             .observed
             .iter()
-            .find(|(a, _)| *a == ip)
-            .map_or(0, |v| v.1)
+            .find(|o| o.ip == ip)
+            .map_or(0, |o| o.networks)
     };
     println!("observed-address votes: {:?}", status.observed);
     assert_eq!(
