@@ -1,6 +1,7 @@
 //! Bookkeeping of the server's resource limits: connections per source IP,
-//! requests in flight and request rate per peer, one connection's deadlines,
-//! and a throttle for the warnings they log.
+//! requests in flight per peer, one connection's deadlines, and a throttle
+//! for the warnings they log. (The request rate per peer is
+//! [`mau_proto::ratelimit::KeyedLimiter`], the one token bucket.)
 //!
 //! The per-IP cap exempts loopback sources by default (a devnet on one
 //! machine is not one host); its scope says which: see [`per_ip_key`].
@@ -90,110 +91,6 @@ impl<K: Eq + Hash + Clone> Drop for Held<K> {
                 held.remove(&self.key);
             }
         }
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Token buckets per key: `rate` requests a second on average, `burst` at
-/// once. At most `capacity` buckets are kept: a bucket that has refilled is
-/// the same as a new one and goes first; if all are busy, the one idle the
-/// longest goes (its peer gets a fresh bucket, which is what a new
-/// identity would get anyway).
-pub(crate) struct RateLimiter<K: Eq + Hash + Clone> {
-    rate: f64,
-    burst: f64,
-    capacity: usize,
-    buckets: HashMap<K, Bucket>,
-}
-
-impl<K: Eq + Hash + Clone> RateLimiter<K> {
-    pub(crate) fn new(rate: u32, burst: u32, capacity: usize) -> Self {
-        RateLimiter {
-            rate: f64::from(rate.max(1)),
-            burst: f64::from(burst.max(1)),
-            capacity: capacity.max(1),
-            buckets: HashMap::new(),
-        }
-    }
-
-    fn refill(&self, b: &Bucket, now: Instant) -> f64 {
-        let dt = now.saturating_duration_since(b.at).as_secs_f64();
-        (b.tokens + dt * self.rate).min(self.burst)
-    }
-
-    /// Takes one token for `key`, borrowing it ahead of time if the bucket
-    /// will have it within `max_wait`: `Ok(wait)` is how long the caller must
-    /// wait before using it (zero when one was there). `Err(wait)`, with the
-    /// time until the next token, when that is further off; nothing is taken.
-    ///
-    /// Borrowing lets a peer over its rate be slowed down (served when its
-    /// token comes) rather than refused; the debt is bounded by
-    /// `rate * max_wait` tokens, so a peer can never have more than
-    /// `max_wait` of waiting booked.
-    pub(crate) fn reserve(
-        &mut self,
-        key: &K,
-        now: Instant,
-        max_wait: Duration,
-    ) -> Result<Duration, Duration> {
-        if !self.buckets.contains_key(key) && self.buckets.len() >= self.capacity {
-            self.evict(now);
-        }
-        let fresh = Bucket {
-            tokens: self.burst,
-            at: now,
-        };
-        let b = *self.buckets.get(key).unwrap_or(&fresh);
-        let tokens = self.refill(&b, now);
-        let wait = if tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - tokens) / self.rate)
-        };
-        let taken = wait <= max_wait;
-        let left = if taken { tokens - 1.0 } else { tokens };
-        self.buckets.insert(
-            key.clone(),
-            Bucket {
-                tokens: left,
-                at: now,
-            },
-        );
-        if taken {
-            Ok(wait)
-        } else {
-            Err(wait)
-        }
-    }
-
-    fn evict(&mut self, now: Instant) {
-        let burst = self.burst;
-        let rate = self.rate;
-        self.buckets.retain(|_, b| {
-            let dt = now.saturating_duration_since(b.at).as_secs_f64();
-            b.tokens + dt * rate < burst
-        });
-        if self.buckets.len() >= self.capacity {
-            let oldest = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, b)| b.at)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.buckets.remove(&k);
-            }
-        }
-    }
-
-    /// Buckets held.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.buckets.len()
     }
 }
 
@@ -392,87 +289,6 @@ mod tests {
         assert_eq!(c.keys(), 0);
         assert!(c.try_acquire(&"z", 0).is_none());
         assert_eq!(c.keys(), 0);
-    }
-
-    /// A token now or a refusal (no borrowing).
-    fn take(r: &mut RateLimiter<u64>, key: u64, now: Instant) -> Result<(), Duration> {
-        r.reserve(&key, now, Duration::ZERO).map(|_| ())
-    }
-
-    #[test]
-    fn token_bucket_bursts_then_refills_at_the_rate() {
-        let t0 = Instant::now();
-        let mut r = RateLimiter::new(10, 5, 100);
-        for _ in 0..5 {
-            assert!(take(&mut r, 1, t0).is_ok());
-        }
-        let wait = take(&mut r, 1, t0).unwrap_err();
-        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
-        // Another key has its own bucket.
-        assert!(take(&mut r, 2, t0).is_ok());
-        // 100 ms later one token is back, not two.
-        let t1 = t0 + Duration::from_millis(100);
-        assert!(take(&mut r, 1, t1).is_ok());
-        assert!(take(&mut r, 1, t1).is_err());
-        // Refill never exceeds the burst.
-        let t2 = t1 + Duration::from_secs(60);
-        for _ in 0..5 {
-            assert!(take(&mut r, 1, t2).is_ok());
-        }
-        assert!(take(&mut r, 1, t2).is_err());
-    }
-
-    #[test]
-    fn tokens_are_borrowed_up_to_the_longest_wait() {
-        let t0 = Instant::now();
-        let max = Duration::from_secs(1);
-        // 10 a second, burst 2: two at once, then one booked every 100 ms.
-        let mut r = RateLimiter::new(10, 2, 100);
-        assert_eq!(r.reserve(&1u64, t0, max), Ok(Duration::ZERO));
-        assert_eq!(r.reserve(&1u64, t0, max), Ok(Duration::ZERO));
-        let waits: Vec<Duration> = (0..10)
-            .map(|_| r.reserve(&1u64, t0, max).unwrap())
-            .collect();
-        for (i, w) in waits.iter().enumerate() {
-            let expected = Duration::from_millis(100 * (i as u64 + 1));
-            assert!(
-                w.abs_diff(expected) < Duration::from_millis(1),
-                "{i}: {w:?}"
-            );
-        }
-        // The debt is full (1 s booked): refused, with the time until the
-        // next free token, and nothing more is booked.
-        let refused = r.reserve(&1u64, t0, max).unwrap_err();
-        assert!(refused > max && refused <= max + Duration::from_millis(101));
-        assert_eq!(r.reserve(&1u64, t0, max), Err(refused));
-        // Paying back: 100 ms later there is room for exactly one more.
-        let t1 = t0 + Duration::from_millis(100);
-        assert!(r.reserve(&1u64, t1, max).is_ok());
-        assert!(r.reserve(&1u64, t1, max).is_err());
-        // And the debt never outlives its refill: 1.2 s after the last
-        // booking the bucket holds its burst again.
-        let t2 = t1 + Duration::from_millis(1300);
-        assert_eq!(r.reserve(&1u64, t2, Duration::ZERO), Ok(Duration::ZERO));
-        assert_eq!(r.reserve(&1u64, t2, Duration::ZERO), Ok(Duration::ZERO));
-        assert!(r.reserve(&1u64, t2, Duration::ZERO).is_err());
-    }
-
-    #[test]
-    fn bucket_map_is_bounded() {
-        let t0 = Instant::now();
-        let mut r = RateLimiter::new(1, 2, 8);
-        // Many distinct busy keys at once: never more than the capacity.
-        for k in 0..1000 {
-            let _ = take(&mut r, k, t0 + Duration::from_millis(k));
-            assert!(r.len() <= 8);
-        }
-        // Idle keys are refilled, so they go first and nothing is lost:
-        // a key seen again after a long pause gets its full burst.
-        let later = t0 + Duration::from_secs(10);
-        assert!(take(&mut r, 5000, later).is_ok());
-        assert_eq!(r.len(), 1);
-        assert!(take(&mut r, 5000, later).is_ok());
-        assert!(take(&mut r, 5000, later).is_err());
     }
 
     #[test]

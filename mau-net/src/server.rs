@@ -31,14 +31,13 @@ use futures_rustls::TlsAcceptor;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::StatusCode;
+use mau_proto::ratelimit::{KeyedLimiter, Rate, WhenFull};
 use mau_proto::{Fingerprint, PeerAddress};
 use smol_hyper::rt::FuturesIo;
 use tracing::{debug, warn};
 
 use crate::config::Limits;
-use crate::limits::{
-    ip_key, per_ip_key, ConnClock, Counter, Expiry, Held, LogThrottle, RateLimiter,
-};
+use crate::limits::{ip_key, per_ip_key, ConnClock, Counter, Expiry, Held, LogThrottle};
 use crate::router::{self, Body, Caller, Reply};
 use crate::runtime::{timeout, HyperTimer, Runtime};
 use crate::serve_context::ServeContext;
@@ -94,7 +93,7 @@ struct Guards {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     per_ip: Counter<IpAddr>,
     in_flight: Counter<Fingerprint>,
-    rates: Mutex<RateLimiter<Fingerprint>>,
+    rates: Mutex<KeyedLimiter<Fingerprint>>,
     warnings: Mutex<LogThrottle<(Bit, Source)>>,
 }
 
@@ -104,10 +103,13 @@ impl Guards {
             metrics,
             per_ip: Counter::new(),
             in_flight: Counter::new(),
-            rates: Mutex::new(RateLimiter::new(
-                limits.peer_rate,
-                limits.peer_burst,
+            rates: Mutex::new(KeyedLimiter::with_policy(
+                Rate {
+                    per_second: limits.peer_rate,
+                    burst: limits.peer_burst,
+                },
                 limits.rate_tracked_peers,
+                WhenFull::ForgetIdlest,
             )),
             warnings: Mutex::new(LogThrottle::new(WARN_EVERY, WARN_TRACKED)),
         }
@@ -348,8 +350,13 @@ async fn admit<R: Runtime>(
     let rate = if req.uri().path().starts_with("/p2p/") {
         Ok(Duration::ZERO)
     } else {
+        let now = shared.core.now();
         let mut rates = guards.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates.reserve(&fp, Instant::now(), THROTTLE_WAIT)
+        let max_wait = u64::try_from(THROTTLE_WAIT.as_millis()).unwrap_or(u64::MAX);
+        rates
+            .reserve(&fp, now, max_wait)
+            .map(Duration::from_millis)
+            .map_err(Duration::from_millis)
     };
     match rate {
         Ok(wait) if wait.is_zero() => {}

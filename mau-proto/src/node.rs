@@ -190,7 +190,14 @@ pub struct Node<A> {
     admitted: bool,
     /// Confirmations of the running join so far.
     confirmations: u8,
+    /// The contacts the last [`Node::join`] was given (at most
+    /// [`MAX_REMEMBERED_BOOTSTRAP`]): a join that leaves the table empty
+    /// (they were all unreachable just then) tries them again later.
+    bootstrap: Vec<Contact<A>>,
 }
+
+/// Bootstrap contacts remembered for a later rejoin.
+const MAX_REMEMBERED_BOOTSTRAP: usize = 16;
 
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
 /// Zero: an idle node (most of them, most of the time) holds no queue memory;
@@ -237,6 +244,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             rejoining: false,
             admitted: false,
             confirmations: 0,
+            bootstrap: Vec::new(),
         }
     }
 
@@ -384,7 +392,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 // A failure, or a pong where peers were expected. A request
                 // that never reached the peer is not its failure.
                 if result != Err(RpcFailure::NotSent) {
-                    self.record_failure(&p.to);
+                    self.record_failure(now, &p.to);
                 }
                 if let Purpose::Lookup(lid) = purpose {
                     if let Some(l) = self.lookups.get_mut(&lid) {
@@ -457,6 +465,11 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         }
         if let Some((at, backoff)) = self.rejoin {
             if at <= now && self.join == JoinPhase::Idle {
+                if self.table.is_empty() {
+                    for c in self.bootstrap.clone() {
+                        self.add_peer(now, c);
+                    }
+                }
                 match self.start(now, self.local(), LookupKind::Join) {
                     Ok(id) => {
                         self.rejoining = true;
@@ -519,7 +532,11 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         now: Time,
         bootstrap: impl IntoIterator<Item = Contact<A>>,
     ) -> Result<LookupId, NodeError> {
+        self.bootstrap.clear();
         for c in bootstrap {
+            if self.bootstrap.len() < MAX_REMEMBERED_BOOTSTRAP {
+                self.bootstrap.push(c.clone());
+            }
             self.add_peer(now, c);
         }
         let id = self.start(now, self.local(), LookupKind::Join)?;
@@ -815,7 +832,10 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             self.rejoining = false;
             // Fewer than K peers (we joined before the network had formed
             // around us): nobody near us knows us yet, so join again later.
-            self.rejoin = if !self.table.is_empty() && self.table.len() < self.config.k {
+            // None at all (every bootstrap peer was unreachable just then):
+            // start again from the bootstrap peers, with the same backoff.
+            let someone = !self.table.is_empty() || !self.bootstrap.is_empty();
+            self.rejoin = if someone && self.table.len() < self.config.k {
                 let backoff = match self.rejoin {
                     Some((_, b)) => (b * 2).min(self.config.stall_period),
                     None => self.config.rejoin_interval,
@@ -947,7 +967,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         }
     }
 
-    fn record_failure(&mut self, to: &Contact<A>) {
+    fn record_failure(&mut self, now: Time, to: &Contact<A>) {
         // Only a failure at the address we know counts against a table entry:
         // a hostile answer naming a good peer at a dead address must not evict it.
         let at_known_address = self
@@ -962,6 +982,12 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 .push_back(Output::Event(Event::PeerRemoved(to.clone())));
             if let Some(c) = promoted {
                 self.out.push_back(Output::Event(Event::PeerAdded(c)));
+            }
+            // The last peer is gone (an outage, a network change): start
+            // again from the bootstrap peers rather than stay alone forever.
+            if self.table.is_empty() && self.rejoin.is_none() && !self.bootstrap.is_empty() {
+                let backoff = self.config.rejoin_interval;
+                self.rejoin = Some((now + backoff, backoff));
             }
         }
     }
@@ -1169,6 +1195,70 @@ mod tests {
         assert!(!out
             .iter()
             .any(|o| matches!(o, Output::Event(Event::Joined { .. }))));
+    }
+
+    /// Lets every request the node sends time out; returns whom it asked.
+    fn time_out_all(
+        n: &mut Node<u32>,
+        mut now: Time,
+        until: impl Fn(&Node<u32>) -> bool,
+    ) -> (Vec<Fingerprint>, Time) {
+        let mut asked = Vec::new();
+        for _ in 0..1000 {
+            for o in drain(n) {
+                if let Output::Transmit(t) = o {
+                    asked.push(t.to.fingerprint);
+                }
+            }
+            if until(n) {
+                break;
+            }
+            let Some(next) = n.poll_timeout() else { break };
+            now = next;
+            n.handle_timeout(now);
+        }
+        (asked, now)
+    }
+
+    #[test]
+    fn a_join_whose_bootstrap_was_unreachable_tries_it_again() {
+        let boot = Contact::new(fp(0x90), 1);
+        let mut n = Node::new(fp(0x10), Config::default(), Time(0), 3);
+        n.join(Time(0), [boot.clone()]).unwrap();
+        // The bootstrap peer is down: the join ends alone, with an empty table.
+        let (_, now) = time_out_all(&mut n, Time(0), |n| !n.is_joining());
+        assert!(!n.is_joining());
+        assert!(n.table().is_empty());
+        // It is tried again later, not forgotten.
+        let at = n.poll_timeout().expect("a rejoin from the bootstrap peers");
+        assert!(at > now);
+        n.handle_timeout(at);
+        assert!(n.is_joining());
+        let (asked, _) = time_out_all(&mut n, at, |n| n.is_joining());
+        assert!(asked.contains(&boot.fingerprint), "{asked:?}");
+    }
+
+    #[test]
+    fn a_table_emptied_later_rejoins_from_the_bootstrap_peers() {
+        let config = Config {
+            k: 1,
+            ..Config::default()
+        };
+        let boot = Contact::new(fp(0x90), 1);
+        let mut n = Node::new(fp(0x10), config, Time(0), 3);
+        n.join(Time(0), [boot.clone()]).unwrap();
+        answer_all_empty(&mut n, Time(0));
+        assert!(!n.is_joining());
+        assert_eq!(n.table().len(), 1);
+        // Later the only peer stops answering and is evicted.
+        let t = Time(60_000);
+        let _ = n.start_lookup(t, fp(0x91));
+        let (_, now) = time_out_all(&mut n, t, |n| n.table().is_empty());
+        assert!(n.table().is_empty());
+        let at = n.poll_timeout().expect("a rejoin is scheduled");
+        assert!(at > now);
+        n.handle_timeout(at);
+        assert!(n.is_joining(), "the emptied node joins again");
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use mau_proto::lookup::Lookup;
+use mau_proto::lookup::{Lookup, TARGET_ATTEMPTS};
 use mau_proto::{Contact, Fingerprint, LookupId, LookupKind, Time};
 use proptest::prelude::*;
 
@@ -58,6 +58,12 @@ struct Model {
     in_flight: Vec<Fingerprint>,
     succeeded: BTreeSet<Fingerprint>,
     failed: BTreeSet<Fingerprint>,
+    /// Requests sent and failures seen (the target may be asked again).
+    requests: usize,
+    failures: usize,
+    /// Times a find-peer lookup asked its target.
+    target_asked: u8,
+    find_peer: bool,
     no_progress: usize,
 }
 
@@ -126,12 +132,17 @@ fn run(
         in_flight: Vec::new(),
         succeeded: BTreeSet::new(),
         failed: BTreeSet::new(),
+        requests: 0,
+        failures: 0,
+        target_asked: 0,
+        find_peer: kind == LookupKind::FindPeer,
         no_progress: 0,
     };
 
     // Every iteration resolves a request or consumes a script step, and each
-    // peer is asked at most once: this bounds the whole run.
-    let bound = universe.len() + script.len() + 1;
+    // peer is asked at most once (a find-peer target at most TARGET_ATTEMPTS
+    // times, only after failures): this bounds the whole run.
+    let bound = universe.len() + script.len() + 1 + usize::from(TARGET_ATTEMPTS);
     let mut script = script.into_iter();
     let mut iterations = 0;
     loop {
@@ -144,7 +155,19 @@ fn run(
         while let Some(c) = l.next_request() {
             let fp = c.fingerprint;
             prop_assert_ne!(fp, m.local, "asked the local node");
-            prop_assert!(m.asked.insert(fp), "asked {} twice", fp);
+            let retry = m.find_peer && fp == target && m.failed.contains(&fp);
+            if retry {
+                // Only the target's own answer finds it: asked again after a
+                // failure, a bounded number of times.
+                prop_assert!(m.target_asked < TARGET_ATTEMPTS, "target asked too often");
+                m.failed.remove(&fp);
+            } else {
+                prop_assert!(m.asked.insert(fp), "asked {} twice", fp);
+            }
+            if fp == target {
+                m.target_asked += 1;
+            }
+            m.requests += 1;
             prop_assert!(m.learned.contains(&fp), "asked {} it never heard of", fp);
             prop_assert_eq!(c, contact(fp), "wrong address");
             m.in_flight.push(fp);
@@ -197,6 +220,9 @@ fn run(
                 l.on_success(&from, peers, &local);
             }
             None => {
+                if m.in_flight.contains(&from) {
+                    m.failures += 1;
+                }
                 m.in_flight.retain(|f| *f != from);
                 m.failed.insert(from);
                 l.on_failure(&from);
@@ -213,8 +239,8 @@ fn run(
     prop_assert_eq!(o.kind, kind);
     prop_assert_eq!(o.target, target);
     prop_assert_eq!(o.started, Time(5));
-    prop_assert_eq!(o.requests as usize, m.asked.len());
-    prop_assert_eq!(o.failures as usize, m.failed.len());
+    prop_assert_eq!(o.requests as usize, m.requests);
+    prop_assert_eq!(o.failures as usize, m.failures);
     prop_assert!(o.closest.len() <= k);
     // `closest`: the nearest peers that answered, nearest first.
     let mut answered: Vec<Fingerprint> = m.succeeded.iter().copied().collect();
