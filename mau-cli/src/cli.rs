@@ -4,7 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use mau_proto::{Fingerprint, PeerAddress};
 use tracing_subscriber::filter::LevelFilter;
 
@@ -112,8 +112,12 @@ pub enum Command {
     /// Run a peer, see whether one runs, stop it.
     #[command(subcommand)]
     Server(ServerCommand),
-    /// The running server: addresses, uptime, peers, buckets, last sync per friend.
-    Status,
+    /// The running server: addresses, reachability, port mapping, uptime,
+    /// peers, buckets, last sync per friend.
+    #[command(
+        after_help = "Examples:\n  mau status\n  mau status --check --json    ask peers to dial back now"
+    )]
+    Status(StatusArgs),
     /// Ask the running server about its routing table.
     #[command(subcommand)]
     Peers(PeersCommand),
@@ -285,6 +289,15 @@ pub enum FriendCommand {
     },
 }
 
+/// Options of `mau status`.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct StatusArgs {
+    /// Ask peers of distinct networks to dial the server back now (up to
+    /// ~25 s) instead of reporting the last check's verdict.
+    #[arg(long)]
+    pub check: bool,
+}
+
 /// `mau server ...`.
 #[derive(Subcommand)]
 pub enum ServerCommand {
@@ -295,7 +308,7 @@ pub enum ServerCommand {
     )]
     Start(StartArgs),
     /// Whether a server runs here, and what it is doing (as `mau status`).
-    Status,
+    Status(StatusArgs),
     /// Stop the server running here (through its control socket) and wait
     /// until it has saved its table.
     Stop,

@@ -435,10 +435,45 @@ pub struct SyncArgs {
     pub full: bool,
     pub concurrency: usize,
     pub idle_timeout: u64,
+    /// One JSON array of per-friend reports on stdout instead of text.
+    pub json: bool,
+}
+
+/// A friend's sync report as `mau sync --json` prints it.
+fn report_json(r: &SyncReport) -> serde_json::Value {
+    serde_json::json!({
+        "friend": r.friend,
+        "complete": r.complete,
+        "listed": r.listed,
+        "downloaded": r.downloaded,
+        "resumed": r.resumed,
+        "unchanged": r.unchanged,
+        "bytes": r.bytes,
+        "failed": r.failures,
+        "failures": r.failed.iter().map(|(n, why)| serde_json::json!({"name": n, "error": why})).collect::<Vec<_>>(),
+        "retired": r.retired.len(),
+        "throttled": r.throttled,
+        "listing_truncated": r.listing_truncated,
+    })
+}
+
+/// Tells the server running in `dir`, if any, what a sync moved (its
+/// metrics count it). Best effort: no server, no count.
+async fn report_to_server<R: mau_net::Runtime>(rt: &R, dir: &Path, r: &SyncReport) {
+    let path = crate::paths::control_socket(dir);
+    if !path.exists() {
+        return;
+    }
+    let request = ControlRequest::Synced {
+        counts: mau_net::metrics::SyncCounts::from(r),
+    };
+    if let Err(e) = control::call(rt, &path, &request, Duration::from_secs(2)).await {
+        tracing::debug!(error = %e, "sync report not counted by the server");
+    }
 }
 
 /// `mau sync`, on the runtime `--runtime` names.
-pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), String> {
+pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), crate::output::Failure> {
     let s = Arc::new(store(dir)?);
     let friends = match args.fingerprint {
         Some(f) => vec![f],
@@ -453,8 +488,10 @@ pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), String> {
         full: args.full,
         ..SyncOptions::default()
     };
-    let failures = E::run(|rt| async move {
+    let json = args.json;
+    let (failures, reports) = E::run(|rt| async move {
         let mut failures = 0usize;
+        let mut reports = Vec::new();
         for fpr in friends {
             let mut addresses = args.address.clone();
             let mut last = String::new();
@@ -489,9 +526,14 @@ pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), String> {
             }
             match result {
                 Ok(r) => {
-                    outln!("{}", summary(&r));
-                    for (name, why) in &r.failed {
-                        outln!("  failed {}: {why}", mau_store::escaped(name));
+                    report_to_server(&rt, dir, &r).await;
+                    if json {
+                        reports.push(report_json(&r));
+                    } else {
+                        outln!("{}", summary(&r));
+                        for (name, why) in &r.failed {
+                            outln!("  failed {}: {why}", mau_store::escaped(name));
+                        }
                     }
                     if !r.complete {
                         failures += 1;
@@ -499,14 +541,24 @@ pub fn sync<E: Exec>(dir: &Path, args: SyncArgs) -> Result<(), String> {
                 }
                 Err(e) => {
                     eprintln!("mau: sync {fpr}: {e}");
+                    if json {
+                        reports.push(serde_json::json!({"friend": fpr, "error": e}));
+                    }
                     failures += 1;
                 }
             }
         }
-        failures
+        (failures, reports)
     });
     if failures > 0 {
-        return Err(format!("{failures} friend(s) not completely synced"));
+        let mut f =
+            crate::output::Failure::from(format!("{failures} friend(s) not completely synced"));
+        // One JSON document on stdout: the reports ride in the error.
+        f.details = json.then(|| serde_json::Value::from(reports));
+        return Err(f);
+    }
+    if json {
+        output::json(&reports)?;
     }
     Ok(())
 }

@@ -30,9 +30,13 @@ fn main() -> ExitCode {
         Err(f) => {
             if json {
                 // A consumer of --json reads stdout: the error is there too.
-                let _ = output::json(&serde_json::json!({
+                let mut error = serde_json::json!({
                     "error": { "message": f.message, "exit_code": f.code }
-                }));
+                });
+                if let Some(d) = &f.details {
+                    error["details"] = d.clone();
+                }
+                let _ = output::json(&error);
             }
             eprintln!("mau: {}", f.message);
             ExitCode::from(f.code)
@@ -84,8 +88,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Server(ServerCommand::Start(args)) => {
             Ok(runtime::on_runtime!(rt, server::start, &dir, args)?)
         }
-        Command::Server(ServerCommand::Status) | Command::Status => {
-            runtime::on_runtime!(rt, server::status, &dir, json)
+        Command::Server(ServerCommand::Status(args)) | Command::Status(args) => {
+            runtime::on_runtime!(rt, server::status, &dir, json, args.check)
         }
         Command::Server(ServerCommand::Stop) => runtime::on_runtime!(rt, server::stop, &dir),
         Command::Peers(PeersCommand::List) => {
@@ -151,9 +155,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 full,
                 concurrency,
                 idle_timeout,
+                json,
             },
-        )
-        .map_err(Failure::from),
+        ),
         Command::Devnet {
             nodes,
             seed,

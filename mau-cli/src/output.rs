@@ -31,6 +31,9 @@ pub struct Failure {
     pub code: u8,
     /// What went wrong, for the user.
     pub message: String,
+    /// What the command did before it failed, for `--json` consumers
+    /// (printed in the error object as `details`).
+    pub details: Option<serde_json::Value>,
 }
 
 impl Failure {
@@ -39,6 +42,7 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            details: None,
         }
     }
 }

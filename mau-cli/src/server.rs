@@ -10,6 +10,7 @@ use clap::Args;
 use mau_identity::{Account, IdentityError, KeyVersion, TlsIdentity};
 use mau_net::control::{self, ControlError, ControlRequest, ControlResponse};
 use mau_net::metrics::{self, Metrics, TableGauges};
+use mau_net::reach::{Mapping, ReachState, ReachStatus};
 use mau_net::{parse_peer_spec, NodeConfig, RunningNode, Runtime};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 use tracing::{info, warn};
@@ -59,6 +60,12 @@ pub struct StartArgs {
     /// what the gateway grants.
     #[arg(long, alias = "upnp-lease", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
     port_map_lease: u64,
+    /// Peers of this many distinct networks (IPv4 /24, IPv6 /48; LAN and
+    /// loopback peers each count alone) must agree before the server
+    /// believes the public address they see and their dial-back verdict.
+    /// Lower it for a small private network; 1 trusts any single peer.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    reach_quorum: u64,
 }
 
 /// `--listen`: an IP address and port, or a host name (`localhost:8080`)
@@ -146,6 +153,8 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
         (None, false) => Vec::new(),
     };
     config.port_mapping_lease = Duration::from_secs(args.port_map_lease);
+    config.reach.votes.quorum = args.reach_quorum as usize;
+    config.reach.verdict.quorum = args.reach_quorum as usize;
     if args.metrics == Some(args.listen) && args.listen.port() != 0 {
         return Err("--metrics must not be the peer port: give it an address of its own".into());
     }
@@ -207,6 +216,14 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
             node.fingerprint(),
             node.local_addr(),
             node.advertised()
+        );
+        match node.reachability().mapping {
+            Some(m) => info!(mapping = %mapping_text(&m), "port mapping held"),
+            None => info!("no port mapping: reachable only if the advertised address is"),
+        }
+        info!(
+            "reachability: peers will be asked to dial back once some are known \
+             (the verdict is logged; `mau status` shows it)"
         );
         let stopped = async {
             let _ = stop_rx.recv().await;
@@ -346,7 +363,7 @@ pub fn discover<E: Exec>(dir: &Path, fingerprint: Fingerprint, json: bool) -> Re
 
 /// `mau status` / `mau server status`: what the lock file, the control
 /// channel and the sync state say about the server running here.
-pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
+pub fn status<E: Exec>(dir: &Path, json: bool, check: bool) -> Result<(), Failure> {
     let Some(holder) = lock::holder(&paths::server_lock(dir)) else {
         return Err(Failure::new(
             EXIT_NO_SERVER,
@@ -355,6 +372,12 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
     };
     let table = match ask::<E>(dir, ControlRequest::Table, Duration::from_secs(10))? {
         ControlResponse::Table(t) => t,
+        _ => return Err(UNEXPECTED.into()),
+    };
+    // A check asks up to 5 peers in turn, each bounded by the RPC timeout.
+    let wait = Duration::from_secs(if check { 70 } else { 10 });
+    let reach = match ask::<E>(dir, ControlRequest::Reachability { check }, wait)? {
+        ControlResponse::Reachability(r) => r,
         _ => return Err(UNEXPECTED.into()),
     };
     let uptime = SystemTime::now()
@@ -380,7 +403,8 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
             "peers": table.peers.len(),
             "buckets": table.buckets.len(),
             "buckets_with_peers": filled,
-            "upnp": holder.upnp,
+            "port_mapping": holder.upnp,
+            "reachability": reach,
             "metrics": holder.metrics,
             "last_sync": friends.iter().map(|(f, t)| serde_json::json!({"fingerprint": f, "last_sync": t})).collect::<Vec<_>>(),
         });
@@ -399,10 +423,9 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
         table.buckets.len(),
         filled
     );
-    outln!(
-        "port map:   {}",
-        holder.upnp.as_deref().unwrap_or("no port mapping")
-    );
+    for line in reach_lines(&reach) {
+        outln!("{line}");
+    }
     if let Some(m) = &holder.metrics {
         outln!("metrics:    http://{m}/metrics");
     }
@@ -413,6 +436,62 @@ pub fn status<E: Exec>(dir: &Path, json: bool) -> Result<(), Failure> {
         outln!("last sync:  {f} {}", t.as_deref().unwrap_or("never"));
     }
     Ok(())
+}
+
+/// What `mau status` says of reachability, public address and mapping.
+fn reach_lines(r: &ReachStatus) -> Vec<String> {
+    let at = r
+        .address
+        .as_ref()
+        .map_or_else(|| r.advertised.to_string(), |a| a.to_string());
+    let verdict = match r.state {
+        ReachState::Reachable => format!(
+            "yes, at {at} (dialed back by peers of {} networks, {} could not)",
+            r.reached_by, r.unreached_by
+        ),
+        ReachState::Unreachable => format!(
+            "no, not at {at} (peers of {} networks could not dial back, {} could)",
+            r.unreached_by, r.reached_by
+        ),
+        ReachState::Unknown => {
+            "unknown (no quorum of dial-backs yet; `mau status --check` asks now)".to_string()
+        }
+    };
+    let public = match (r.public_ip, r.observed.first()) {
+        (Some(ip), _) => {
+            let n = r
+                .observed
+                .iter()
+                .find(|o| o.ip == ip)
+                .map_or(0, |o| o.networks);
+            format!("{ip} (seen by peers of {n} networks)")
+        }
+        (None, Some(o)) => format!(
+            "unknown (best: {}, seen by peers of {} networks)",
+            o.ip, o.networks
+        ),
+        (None, None) => "unknown (no peer said yet)".to_string(),
+    };
+    let mapping = match &r.mapping {
+        Some(m) => mapping_text(m),
+        None => "none".to_string(),
+    };
+    vec![
+        format!("reachable:  {verdict}"),
+        format!("public IP:  {public}"),
+        format!("mapping:    {mapping}"),
+    ]
+}
+
+/// `pcp 1.2.3.4:8080 -> 192.168.1.5:8080 (lease 29m left)`.
+fn mapping_text(m: &Mapping) -> String {
+    format!(
+        "{} {} -> {} (lease {} left)",
+        m.protocol,
+        m.external,
+        m.internal,
+        age(m.lease_left_secs)
+    )
 }
 
 /// `mau server stop`: asks the server over its control socket, then waits

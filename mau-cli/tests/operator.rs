@@ -509,6 +509,33 @@ fn completions_man_page_status_stop_exit_codes_and_closed_pipes() {
     }
 }
 
+/// `promtool check metrics` passes `body` without a word.
+fn promtool_check(body: &str) {
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        panic!("promtool is missing: install it with `apt-get install -y prometheus` (Debian)");
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `GET /metrics` over plain HTTP; returns (head, body).
 fn scrape(addr: &str, accept: &str) -> (String, String) {
     use std::io::{Read, Write};
@@ -577,29 +604,7 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
         body.contains("# TYPE mau_lookup_duration_seconds histogram"),
         "{body}"
     );
-    let promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut promtool) = promtool else {
-        panic!("promtool is missing: install it with `apt-get install -y prometheus` (Debian)");
-    };
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("feed promtool");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&body);
 
     let (head, body) = scrape(&addr, "application/openmetrics-text; version=1.0.0");
     assert!(head.contains("application/openmetrics-text"), "{head}");
@@ -611,7 +616,7 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
     let mut s = std::net::TcpStream::connect(&alice.address).expect("peer port");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("timeout");
-    use std::io::Read;
+    use std::io::{Read, Write};
     write!(s, "GET /metrics HTTP/1.1\r\n\r\n").expect("write");
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
@@ -619,4 +624,170 @@ fn metrics_are_served_on_their_own_listener_and_pass_promtool() {
         !String::from_utf8_lossy(&answer).contains("mau_"),
         "the peer port served metrics"
     );
+}
+
+#[test]
+fn status_says_whether_peers_reach_the_server_where_and_through_which_mapping() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = tmp.path().join("alice");
+    ok(&a, &["init", "--name", "Alice"]);
+    let alice_log = tmp.path().join("alice.log");
+    let (_alice, banner) = serve_logged(&a, &alice_log, "127.0.0.1:0", &[], &[]);
+    let words: Vec<&str> = banner.split_whitespace().collect();
+    let (alice_fp, alice_addr) = (words[2].to_string(), words[5].to_string());
+    // Three peers on three loopback addresses (three voices) join through her.
+    let mut peers = Vec::new();
+    for i in 0..3u8 {
+        let d = tmp.path().join(format!("peer{i}"));
+        ok(&d, &["init", "--name", &format!("Peer {i}")]);
+        let listen = format!("127.0.0.{}:0", 4 + i);
+        let boot = format!("{alice_fp}@{alice_addr}");
+        let log = tmp.path().join(format!("peer{i}.log"));
+        let (p, _) = serve_logged(&d, &log, &listen, &["--bootstrap", &boot], &[]);
+        peers.push((p, common::fingerprint(&d)));
+    }
+    common::until("alice has the three peers", || {
+        let list = ok(&a, &["peers", "list"]);
+        peers.iter().all(|(_, f)| list.contains(f.as_str()))
+    });
+
+    let status = json(&a, &["status", "--check", "--json"]);
+    let reach = &status["reachability"];
+    assert_eq!(reach["state"], "reachable", "{status}");
+    assert_eq!(reach["address"], alice_addr.as_str(), "{status}");
+    assert_eq!(reach["reached_by"], 3, "{status}");
+    assert_eq!(reach["public_ip"], "127.0.0.1", "{status}");
+    assert!(reach["mapping"].is_null(), "{status}");
+    let text = ok(&a, &["status"]);
+    assert!(
+        text.contains(&format!("reachable:  yes, at {alice_addr}"))
+            && text.contains("public IP:  127.0.0.1 (seen by peers of 3 networks)")
+            && text.contains("mapping:    none"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(&alice_log).expect("log");
+    assert!(
+        log.contains("no port mapping") && log.contains("reachable: peers of several networks"),
+        "{log}"
+    );
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn sync_counts_in_its_output_and_both_servers_metrics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, af, bf) = common::alice_and_bob(tmp.path());
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, vec![b'x'; 5000]).expect("note");
+    ok(&a, &["share", note.to_str().expect("utf8"), "--to", &bf]);
+    ok(
+        &a,
+        &[
+            "share",
+            note.to_str().expect("utf8"),
+            "--to",
+            &bf,
+            "--name",
+            "two",
+        ],
+    );
+    let alice = serve(&a, &["--metrics", "127.0.0.1:0"]);
+    let _bob = serve(&b, &["--metrics", "127.0.0.1:0"]);
+    let metrics_of = |dir: &std::path::Path| {
+        json(dir, &["status", "--json"])["metrics"]
+            .as_str()
+            .expect("metrics address")
+            .to_string()
+    };
+    let (at_alice, at_bob) = (metrics_of(&a), metrics_of(&b));
+    ok(&b, &["follow", &af]);
+
+    // The counters in sync's own output, as JSON.
+    let reports = json(&b, &["sync", &af, "--address", &alice.address, "--json"]);
+    let r = &reports[0];
+    assert_eq!(r["friend"], af.as_str(), "{reports}");
+    assert_eq!(r["downloaded"], 2, "{reports}");
+    assert_eq!(r["failed"], 0, "{reports}");
+    assert_eq!(r["complete"], true, "{reports}");
+    let fetched = r["bytes"].as_u64().expect("bytes");
+    assert!(fetched > 10_000, "{reports}");
+    // And in text (--full: lists both again, whenever the last sync was).
+    let text = ok(&b, &["sync", &af, "--address", &alice.address, "--full"]);
+    assert!(text.contains("2 up to date, 0 failed"), "{text}");
+
+    // Bob's server counted what his sync fetched; Alice's what she served.
+    let (_, bob_metrics) = scrape(&at_bob, "text/plain");
+    let files = |body: &str, dir: &str, outcome: &str| {
+        sample(
+            body,
+            &format!("mau_content_files_total{{direction=\"{dir}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(
+        files(&bob_metrics, "fetched", "ok"),
+        Some(2.0),
+        "{bob_metrics}"
+    );
+    assert_eq!(files(&bob_metrics, "fetched", "unchanged"), Some(2.0));
+    assert_eq!(
+        sample(
+            &bob_metrics,
+            "mau_content_bytes_total{direction=\"fetched\"}"
+        ),
+        Some(fetched as f64)
+    );
+    assert_eq!(
+        sample(&bob_metrics, "mau_syncs_total{result=\"complete\"}"),
+        Some(2.0)
+    );
+    common::until("alice counted the files she served", || {
+        files(&scrape(&at_alice, "text/plain").1, "served", "ok") == Some(2.0)
+    });
+    let (_, alice_metrics) = scrape(&at_alice, "text/plain");
+    assert_eq!(
+        sample(
+            &alice_metrics,
+            "mau_content_bytes_total{direction=\"served\"}"
+        ),
+        Some(fetched as f64),
+        "{alice_metrics}"
+    );
+    promtool_check(&alice_metrics);
+    promtool_check(&bob_metrics);
+}
+
+#[test]
+fn reach_quorum_is_the_operators_choice() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (e, f) = (tmp.path().join("erin"), tmp.path().join("frank"));
+    ok(&e, &["init", "--name", "Erin"]);
+    ok(&f, &["init", "--name", "Frank"]);
+    let log = |n: &str| tmp.path().join(format!("{n}.log"));
+    let (_erin, banner) = serve_logged(&e, &log("e"), "127.0.0.1:0", &["--reach-quorum", "1"], &[]);
+    let words: Vec<&str> = banner.split_whitespace().collect();
+    let boot = format!("{}@{}", words[2], words[5]);
+    let (_frank, _) = serve_logged(&f, &log("f"), "127.0.0.4:0", &["--bootstrap", &boot], &[]);
+    let frank_fp = common::fingerprint(&f);
+    common::until("erin has frank", || {
+        ok(&e, &["peers", "list"]).contains(&frank_fp)
+    });
+    common::until("frank has erin", || {
+        ok(&f, &["peers", "list"]).contains(words[2])
+    });
+    // One peer is enough for Erin, who asked for it...
+    let erin = json(&e, &["status", "--check", "--json"]);
+    assert_eq!(erin["reachability"]["state"], "reachable", "{erin}");
+    assert_eq!(erin["reachability"]["reached_by"], 1, "{erin}");
+    assert_eq!(erin["reachability"]["public_ip"], "127.0.0.1", "{erin}");
+    // ...and not for Frank, on the default quorum of 3.
+    let frank = json(&f, &["status", "--check", "--json"]);
+    assert_eq!(frank["reachability"]["state"], "unknown", "{frank}");
+    assert!(frank["reachability"]["public_ip"].is_null(), "{frank}");
+    let (good, _, err) = run(&f, &["server", "start", "--reach-quorum", "0"]);
+    assert!(!good && err.contains("--reach-quorum"), "{err}");
 }

@@ -65,12 +65,30 @@ fn http_error(e: hyper::Error) -> ClientError {
 
 type Sender = SendRequest<Empty<Bytes>>;
 
+/// A connection of the pool: its request sender and the IP it reached.
+struct Pooled {
+    sender: Sender,
+    remote: std::net::IpAddr,
+}
+
+/// A DHT answer and what came with it.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The body of the 2xx answer.
+    pub body: Bytes,
+    /// The IP the connection reached (the peer's, as we dialed it).
+    pub remote: std::net::IpAddr,
+    /// The raw `Mau-Observed-Address` header, if the peer sent one: where
+    /// it saw our connection come from.
+    pub observed: Option<String>,
+}
+
 /// A pooled HTTPS client for one local identity.
 pub struct Client<R: Runtime> {
     rt: R,
     identity: TlsIdentity,
     limits: Limits,
-    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Sender>>>,
+    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Pooled>>>,
 }
 
 impl<R: Runtime> Client<R> {
@@ -97,8 +115,34 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
     ) -> Result<Bytes, ClientError> {
+        Ok(self.get_answer(to, path, max_body).await?.body)
+    }
+
+    /// As [`Client::get`], with the IP reached and the observed-address
+    /// header of the answer.
+    pub async fn get_answer(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        max_body: usize,
+    ) -> Result<Answer, ClientError> {
         let t = self.limits.rpc_timeout;
-        timeout(&self.rt, t, self.get_inner(to, path, max_body))
+        timeout(&self.rt, t, self.get_inner(to, path, max_body, true))
+            .await
+            .map_err(|_| ClientError::Timeout(t))?
+    }
+
+    /// `GET path` from `to` on a new connection, closed afterwards (a
+    /// dial-back must prove that a fresh connection gets through, not reuse
+    /// one the peer opened).
+    pub async fn get_fresh(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        max_body: usize,
+    ) -> Result<Answer, ClientError> {
+        let t = self.limits.rpc_timeout;
+        timeout(&self.rt, t, self.get_inner(to, path, max_body, false))
             .await
             .map_err(|_| ClientError::Timeout(t))?
     }
@@ -108,16 +152,20 @@ impl<R: Runtime> Client<R> {
         to: &Contact<PeerAddress>,
         path: &str,
         max_body: usize,
-    ) -> Result<Bytes, ClientError> {
+        use_pool: bool,
+    ) -> Result<Answer, ClientError> {
         let key = (to.fingerprint, to.address.clone());
-        let pooled = match self.take_pooled(&key) {
+        let pooled = match use_pool.then(|| self.take_pooled(&key)).flatten() {
             // A pooled connection may still be finishing its previous answer.
-            Some(mut s) => s.ready().await.ok().map(|_| s),
+            Some(mut p) => p.sender.ready().await.ok().map(|_| p),
             None => None,
         };
         let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
+        let Pooled {
+            mut sender,
+            mut remote,
+        } = match pooled {
+            Some(p) => p,
             None => self.connect(to).await?,
         };
         let request = || {
@@ -136,12 +184,18 @@ impl<R: Runtime> Client<R> {
             // a GET is safe to repeat, once, on a new connection.
             Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
                 debug!(peer = %to.fingerprint, error = %e, "pooled connection closed: retrying on a new one");
-                sender = self.connect(to).await?;
+                let fresh = self.connect(to).await?;
+                (sender, remote) = (fresh.sender, fresh.remote);
                 sender.send_request(request()?).await.map_err(http_error)?
             }
             Err(e) => return Err(http_error(e)),
         };
         let status = resp.status();
+        let observed = resp
+            .headers()
+            .get(crate::reach::OBSERVED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = Limited::new(resp.into_body(), max_body)
             .collect()
             .await
@@ -155,7 +209,10 @@ impl<R: Runtime> Client<R> {
                 }
             })?
             .to_bytes();
-        self.give_back(key, sender);
+        // A fresh connection of a dial-back is dropped (closed), not pooled.
+        if use_pool {
+            self.give_back(key, Pooled { sender, remote });
+        }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(ClientError::Status {
@@ -163,29 +220,33 @@ impl<R: Runtime> Client<R> {
                 body: text,
             });
         }
-        Ok(body)
+        Ok(Answer {
+            body,
+            remote,
+            observed,
+        })
     }
 
-    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Sender> {
+    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Pooled> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.get_mut(key)?;
-        while let Some(s) = senders.pop() {
-            if !s.is_closed() {
-                return Some(s);
+        while let Some(p) = senders.pop() {
+            if !p.sender.is_closed() {
+                return Some(p);
             }
         }
         pool.remove(key);
         None
     }
 
-    fn give_back(&self, key: (Fingerprint, PeerAddress), sender: Sender) {
-        if sender.is_closed() {
+    fn give_back(&self, key: (Fingerprint, PeerAddress), p: Pooled) {
+        if p.sender.is_closed() {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.entry(key).or_default();
         if senders.len() < self.limits.pool_per_peer {
-            senders.push(sender);
+            senders.push(p);
         }
     }
 
@@ -195,7 +256,7 @@ impl<R: Runtime> Client<R> {
         pool.retain(|(f, _), _| f != fp);
     }
 
-    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Sender, ClientError> {
+    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Pooled, ClientError> {
         let addr = to.address.as_str();
         let addrs = self
             .rt
@@ -213,7 +274,7 @@ impl<R: Runtime> Client<R> {
             .await
             {
                 Ok(Ok(s)) => {
-                    tcp = Some(s);
+                    tcp = Some((s, a.ip()));
                     break;
                 }
                 Ok(Err(e)) => last = e,
@@ -222,7 +283,7 @@ impl<R: Runtime> Client<R> {
                 }
             }
         }
-        let tcp = tcp.ok_or_else(|| ClientError::Connect(addr.into(), last))?;
+        let (tcp, remote) = tcp.ok_or_else(|| ClientError::Connect(addr.into(), last))?;
         let config = mau_identity::client_config(&self.identity, to.fingerprint)
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let tls = TlsConnector::from(config)
@@ -239,7 +300,7 @@ impl<R: Runtime> Client<R> {
                 debug!(%peer, error = %e, "client connection ended");
             }
         });
-        Ok(sender)
+        Ok(Pooled { sender, remote })
     }
 }
 
@@ -249,7 +310,7 @@ impl<R: Runtime> Client<R> {
 pub struct Streaming<'a, R: Runtime> {
     client: &'a Client<R>,
     key: (Fingerprint, PeerAddress),
-    sender: Option<Sender>,
+    sender: Option<Pooled>,
     status: u16,
     headers: hyper::HeaderMap,
     body: hyper::body::Incoming,
@@ -334,11 +395,11 @@ impl<R: Runtime> Client<R> {
         let key = (to.fingerprint, to.address.clone());
         let start = async {
             let pooled = match self.take_pooled(&key) {
-                Some(mut s) => s.ready().await.ok().map(|_| s),
+                Some(mut p) => p.sender.ready().await.ok().map(|_| p),
                 None => None,
             };
-            let mut sender = match pooled {
-                Some(s) => s,
+            let mut pooled = match pooled {
+                Some(p) => p,
                 None => self.connect(to).await?,
             };
             let mut req = hyper::Request::get(path)
@@ -353,11 +414,12 @@ impl<R: Runtime> Client<R> {
             let req = req
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| ClientError::Http(e.to_string()))?;
-            let resp = sender
+            let resp = pooled
+                .sender
                 .send_request(req)
                 .await
                 .map_err(|e| ClientError::Http(e.to_string()))?;
-            Ok::<_, ClientError>((sender, resp))
+            Ok::<_, ClientError>((pooled, resp))
         };
         let (sender, resp) = timeout(&self.rt, idle, start)
             .await

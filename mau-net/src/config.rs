@@ -132,6 +132,8 @@ pub struct NodeConfig {
     pub stop_requests: Option<async_channel::Sender<()>>,
     /// Where the node counts what operators watch (`None`: nothing counted).
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// How the node learns its public address and whether peers reach it.
+    pub reach: crate::reach::ReachOptions,
 }
 
 impl NodeConfig {
@@ -152,6 +154,7 @@ impl NodeConfig {
             port_mapping_lease: Duration::from_secs(3600),
             stop_requests: None,
             metrics: None,
+            reach: crate::reach::ReachOptions::default(),
         }
     }
 }

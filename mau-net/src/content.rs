@@ -168,11 +168,20 @@ pub(crate) async fn handle<R: Runtime, B>(
         query: req.uri().query().map(str::to_string),
         headers: req.headers().clone(),
     };
-    shared
+    let reply = shared
         .rt
         .run_blocking(move || answer(&store, ask))
         .await
-        .unwrap_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "handler failed"))
+        .unwrap_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "handler failed"));
+    // A file (not a listing) on its way out: counted as it streams.
+    let is_file = reply.headers().get(header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static("application/octet-stream"));
+    match &shared.config.metrics {
+        Some(m) if reply.status().is_success() && is_file => {
+            crate::metrics::count_served(reply, m.clone())
+        }
+        _ => reply,
+    }
 }
 
 fn answer(store: &Arc<Store>, ask: Ask) -> Reply {

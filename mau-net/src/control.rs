@@ -31,8 +31,19 @@ pub enum ControlRequest {
     },
     /// The peers seen on the LAN (mDNS).
     LanPeers,
+    /// Public address, reachability and port mapping.
+    Reachability {
+        /// Ask peers to dial back first (else: the last verdict).
+        #[serde(default)]
+        check: bool,
+    },
     /// Ask the embedder to stop the node (see `NodeConfig::stop_requests`).
     Stop,
+    /// `mau sync` synced a friend: counted in the metrics.
+    Synced {
+        /// What moved.
+        counts: crate::metrics::SyncCounts,
+    },
 }
 
 /// The answer on the control channel.
@@ -50,8 +61,12 @@ pub enum ControlResponse {
         /// The peers, most recently seen first.
         peers: Vec<crate::mdns::LanPeer>,
     },
+    /// Public address, reachability and port mapping.
+    Reachability(crate::reach::ReachStatus),
     /// A stop request was passed on: the node is stopping.
     Stopping,
+    /// Done (a report was counted, or there are no metrics to count it in).
+    Done,
     /// The request failed.
     Error {
         /// Why.
@@ -136,6 +151,9 @@ impl From<LookupOutcome<PeerAddress>> for LookupReport {
 pub(crate) struct ControlContext<R: Runtime> {
     pub core: Arc<Core<R>>,
     pub advertised: PeerAddress,
+    pub reach: Arc<crate::reach::Reach>,
+    /// For dial-back requests.
+    pub client: Arc<crate::client::Client<R>>,
     pub lan_peers: Arc<LanPeers>,
     pub mdns: bool,
     /// Where a `stop` request is passed on (`NodeConfig::stop_requests`).
@@ -263,6 +281,18 @@ async fn answer<R: Runtime>(
         Ok(ControlRequest::Table) => {
             ControlResponse::Table(snapshot(&shared.core, &shared.advertised))
         }
+        Ok(ControlRequest::Synced { counts }) => {
+            if let Some(m) = &shared.core.metrics {
+                m.synced(&counts);
+            }
+            ControlResponse::Done
+        }
+        Ok(ControlRequest::Reachability { check: false }) => {
+            ControlResponse::Reachability(shared.reach.status(shared.core.now()))
+        }
+        Ok(ControlRequest::Reachability { check: true }) => ControlResponse::Reachability(
+            crate::reach::check(&shared.core, &shared.client, &shared.reach).await,
+        ),
         Ok(ControlRequest::LanPeers) => ControlResponse::LanPeers {
             mdns: shared.mdns,
             peers: shared.lan_peers.list(),

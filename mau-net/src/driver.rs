@@ -23,6 +23,8 @@ pub(crate) struct Driver<R: Runtime> {
     pub core: Arc<Core<R>>,
     pub client: Arc<Client<R>>,
     pub saver: Arc<TableSaver>,
+    /// Where observed-address headers are counted.
+    pub reach: Arc<crate::reach::Reach>,
     /// K, for the size of find_peer answers.
     pub k: usize,
 }
@@ -155,16 +157,18 @@ impl<R: Runtime> Driver<R> {
         match &t.request {
             Request::Ping => {
                 debug!(peer = %t.to.fingerprint, address = %t.to.address, class = ?t.class, "DHT ping");
-                self.client.get(&t.to, PING_PATH, 1024).await?;
+                let answer = self.client.get_answer(&t.to, PING_PATH, 1024).await?;
+                self.observed(t, &answer);
                 Ok(Some(Response::Pong))
             }
             Request::FindPeer(target) => {
                 debug!(peer = %t.to.fingerprint, address = %t.to.address, %target, "DHT find_peer");
-                let body = self
+                let answer = self
                     .client
-                    .get(&t.to, &find_peer_path(target), max_find_peer_body(self.k))
+                    .get_answer(&t.to, &find_peer_path(target), max_find_peer_body(self.k))
                     .await?;
-                match decode_find_peer_answer(&body, self.k) {
+                self.observed(t, &answer);
+                match decode_find_peer_answer(&answer.body, self.k) {
                     Ok(answer) => {
                         if answer.skipped > 0 {
                             debug!(peer = %t.to.fingerprint, skipped = answer.skipped,
@@ -181,6 +185,16 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl<R: Runtime> Driver<R> {
+    /// Counts the address the peer saw us at, if it said.
+    fn observed(&self, t: &Transmit<PeerAddress>, answer: &crate::client::Answer) {
+        if let Some(h) = &answer.observed {
+            self.reach
+                .observed(self.core.now(), t.to.fingerprint, answer.remote, h);
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - `content` / [`sync`]: the `/p2p/` content routes and the friend sync client;
 //! - [`control`]: the local control socket used by the `mau` command line;
 //! - [`persist`]: the routing table on disk;
+//! - [`reach`]: observed addresses, dial-backs and the reachability verdict;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
 //! - [`portmap`]: port mapping on the gateway (PCP, NAT-PMP, UPnP IGD) and
 //!   IPv6 pinholes, around the sans-IO mapper of `mau_proto::portmap`;
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod portmap;
+pub mod reach;
 pub mod resolver;
 mod router;
 pub mod runtime;

@@ -133,9 +133,16 @@ pub struct Metrics {
     content_bytes: Labeled,
     /// (direction, outcome) → content files.
     content_files: Labeled,
+    /// (result, "") → friend syncs reported by `mau sync`.
+    syncs: Labeled,
     mdns_running: AtomicBool,
     upnp_mapped: AtomicBool,
+    /// The reachability verdict: one of [`REACH_STATES`].
+    reachability: Mutex<&'static str>,
 }
+
+/// The `state` label values of `mau_reachability`.
+const REACH_STATES: [&str; 3] = ["unknown", "reachable", "unreachable"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -163,8 +170,10 @@ impl Metrics {
             rejections: Labeled::default(),
             content_bytes: Labeled::default(),
             content_files: Labeled::default(),
+            syncs: Labeled::default(),
             mdns_running: AtomicBool::new(false),
             upnp_mapped: AtomicBool::new(false),
+            reachability: Mutex::new("unknown"),
         }
     }
 
@@ -202,11 +211,33 @@ impl Metrics {
         bump(&self.rejections, (reason, ""), 1);
     }
 
-    /// Content files moved: `direction` `served` (to a friend) or `fetched`
-    /// (by sync), `outcome` (`ok`, `unchanged`, `failed`), and their bytes.
+    /// Content files moved: `direction` `served` (to a friend: `ok` or
+    /// `failed`, cut short) or `fetched` (by sync: `ok`, `unchanged`,
+    /// `failed`), and their bytes.
     pub fn content(&self, direction: &'static str, outcome: &'static str, bytes: u64) {
         bump(&self.content_files, (direction, outcome), 1);
         bump(&self.content_bytes, (direction, ""), bytes);
+    }
+
+    /// One friend synced (by `mau sync`, which reports to the running
+    /// server): files fetched, up to date and failed, bytes received, and
+    /// whether everything arrived.
+    pub fn synced(&self, counts: &SyncCounts) {
+        let by = |n: u64, outcome| {
+            if n > 0 {
+                bump(&self.content_files, ("fetched", outcome), n);
+            }
+        };
+        by(counts.downloaded, "ok");
+        by(counts.unchanged, "unchanged");
+        by(counts.failed, "failed");
+        bump(&self.content_bytes, ("fetched", ""), counts.bytes);
+        let result = if counts.complete {
+            "complete"
+        } else {
+            "incomplete"
+        };
+        bump(&self.syncs, (result, ""), 1);
     }
 
     /// Whether mDNS advertises and browses.
@@ -217,6 +248,17 @@ impl Metrics {
     /// Whether a port mapping (PCP, NAT-PMP or UPnP IGD) is held.
     pub fn set_upnp(&self, mapped: bool) {
         self.upnp_mapped.store(mapped, Ordering::Relaxed);
+    }
+
+    /// The reachability verdict: `unknown`, `reachable` or `unreachable`
+    /// (anything else is shown as `unknown`).
+    pub fn set_reachability(&self, state: &'static str) {
+        let state = REACH_STATES
+            .iter()
+            .find(|s| **s == state)
+            .copied()
+            .unwrap_or("unknown");
+        *self.reachability.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
 
     /// The text exposition: OpenMetrics 1.0 when `openmetrics`, else
@@ -325,6 +367,12 @@ impl Metrics {
             ("direction", ""),
             &self.content_bytes,
         );
+        r.labeled_counter(
+            "mau_syncs",
+            "Friend syncs reported by mau sync, by result (complete: every file arrived).",
+            ("result", ""),
+            &self.syncs,
+        );
         r.family(
             "mau_mdns_running",
             "gauge",
@@ -340,6 +388,17 @@ impl Metrics {
             "",
         );
         r.sample("mau_upnp_mapped", &[], on(&self.upnp_mapped));
+        r.family(
+            "mau_reachability",
+            "gauge",
+            "1 for the reachability verdict from peers' dial-backs (state: unknown, reachable, unreachable).",
+            "",
+        );
+        let now = *self.reachability.lock().unwrap_or_else(|e| e.into_inner());
+        for state in REACH_STATES {
+            let v = if state == now { 1.0 } else { 0.0 };
+            r.sample("mau_reachability", &[("state", state)], v);
+        }
         if openmetrics {
             r.out.push_str("# EOF\n");
         }
@@ -417,6 +476,110 @@ impl Renderer {
         }
         self.sample(&format!("{name}_sum"), &[], d.sum);
         self.sample(&format!("{name}_count"), &[], d.count as f64);
+    }
+}
+
+/// What one friend's sync moved, as `mau sync` reports it to the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncCounts {
+    /// Files downloaded and installed.
+    pub downloaded: u64,
+    /// Files already up to date.
+    pub unchanged: u64,
+    /// Files that failed.
+    pub failed: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Whether everything arrived.
+    pub complete: bool,
+}
+
+impl From<&crate::sync::SyncReport> for SyncCounts {
+    fn from(r: &crate::sync::SyncReport) -> Self {
+        SyncCounts {
+            downloaded: r.downloaded as u64,
+            unchanged: r.unchanged as u64,
+            failed: r.failures as u64,
+            bytes: r.bytes,
+            complete: r.complete,
+        }
+    }
+}
+
+/// Counts a content file served to a friend as its body streams out:
+/// `ok` with its bytes once the last one is sent, `failed` with the bytes
+/// sent if the answer is dropped before (the friend hung up).
+pub(crate) fn count_served(
+    reply: crate::router::Reply,
+    metrics: std::sync::Arc<Metrics>,
+) -> crate::router::Reply {
+    use http_body_util::BodyExt;
+    reply.map(|body| {
+        ServedBody {
+            inner: body,
+            metrics,
+            bytes: 0,
+            done: false,
+        }
+        .boxed()
+    })
+}
+
+/// A served file's body that counts what went out.
+struct ServedBody {
+    inner: crate::router::Body,
+    metrics: std::sync::Arc<Metrics>,
+    bytes: u64,
+    done: bool,
+}
+
+impl ServedBody {
+    fn finish(&mut self, outcome: &'static str) {
+        if !self.done {
+            self.done = true;
+            self.metrics.content("served", outcome, self.bytes);
+        }
+    }
+}
+
+impl http_body::Body for ServedBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish("ok");
+                }
+            }
+            Poll::Ready(None) => self.finish("ok"),
+            Poll::Ready(Some(Err(_))) => self.finish("failed"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ServedBody {
+    fn drop(&mut self) {
+        self.finish("failed");
     }
 }
 
@@ -535,6 +698,28 @@ mod tests {
         assert!(text.contains("mau_rejections_total{reason=\"rate\"} 1"));
         assert!(text.contains("mau_routing_table_bucket_waiting{bucket=\"158\"} 4"));
         assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains("mau_reachability{state=\"unknown\"} 1"),
+            "{text}"
+        );
+        m.set_reachability("reachable");
+        m.synced(&SyncCounts {
+            downloaded: 2,
+            unchanged: 1,
+            failed: 0,
+            bytes: 300,
+            complete: true,
+        });
+        let text = m.render(&table, false);
+        assert!(text.contains("mau_reachability{state=\"reachable\"} 1"));
+        assert!(text.contains("mau_reachability{state=\"unknown\"} 0"));
+        assert!(text.contains("mau_content_files_total{direction=\"fetched\",outcome=\"ok\"} 2"));
+        assert!(
+            !text.contains("outcome=\"failed\""),
+            "zero counts are not series"
+        );
+        assert!(text.contains("mau_content_bytes_total{direction=\"fetched\"} 300"));
+        assert!(text.contains("mau_syncs_total{result=\"complete\"} 1"));
         let om = m.render(&table, true);
         assert!(om.contains("# TYPE mau_lookups counter"), "{om}");
         assert!(om.contains("# UNIT mau_lookup_duration_seconds seconds"));

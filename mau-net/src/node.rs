@@ -24,7 +24,7 @@ use crate::persist::TableSaver;
 use crate::portmap::{ActiveMapping, PortMapStatus, PortMapper};
 use crate::runtime::Runtime;
 use crate::serve_context::ServeContext;
-use crate::{control, mdns, persist, server};
+use crate::{control, mdns, persist, reach, server};
 
 /// A node serving the Kademlia RPCs over mutual TLS.
 pub struct RunningNode<R: Runtime> {
@@ -36,6 +36,7 @@ pub struct RunningNode<R: Runtime> {
     lan_peers: Arc<mdns::LanPeers>,
     mdns: bool,
     port_map: Arc<PortMapStatus>,
+    reach: Arc<reach::Reach>,
 }
 
 impl<R: Runtime> RunningNode<R> {
@@ -71,10 +72,17 @@ impl<R: Runtime> RunningNode<R> {
         info!(fingerprint = %fingerprint, listen = %local_addr, advertise = %advertised, "node started");
 
         let saver = Arc::new(TableSaver::new(config.table_file.clone()));
+        let reach = Arc::new(reach::Reach::new(
+            advertised.clone(),
+            config.reach.clone(),
+            port_map.clone(),
+            config.metrics.clone(),
+        ));
         let driver = Arc::new(Driver {
             core: core.clone(),
             client: client.clone(),
             saver: saver.clone(),
+            reach: reach.clone(),
             k: config.protocol.k,
         });
         core.spawn(driver.run(wake));
@@ -85,14 +93,18 @@ impl<R: Runtime> RunningNode<R> {
             server_tls: mau_identity::server_config(&identity)?,
             connections: Arc::new(async_lock::Semaphore::new(config.limits.max_connections)),
             shutdown: core.shutdown.clone(),
+            dialback: reach::DialbackServer::new(rt.clone(), client.clone()),
             config: config.clone(),
         });
         core.spawn(server::serve(serving, listener));
+        core.spawn(reach::run(core.clone(), client.clone(), reach.clone()));
         let lan_peers = Arc::new(mdns::LanPeers::default());
         if let Some(path) = &config.control_socket {
             let ctx = control::ControlContext {
                 core: core.clone(),
                 advertised: advertised.clone(),
+                reach: reach.clone(),
+                client: client.clone(),
                 lan_peers: lan_peers.clone(),
                 mdns: config.mdns,
                 stop_requests: config.stop_requests.clone(),
@@ -127,6 +139,7 @@ impl<R: Runtime> RunningNode<R> {
             lan_peers,
             mdns,
             port_map,
+            reach,
         })
     }
 
@@ -203,6 +216,19 @@ impl<R: Runtime> RunningNode<R> {
     /// The IPv6 pinhole the gateway holds for us now (PCP), if any.
     pub fn ipv6_pinhole(&self) -> Option<ActiveMapping> {
         self.port_map.ipv6()
+    }
+
+    /// What the node knows of its public address (from the
+    /// `Mau-Observed-Address` votes of peers) and of its reachability (from
+    /// their dial-backs).
+    pub fn reachability(&self) -> reach::ReachStatus {
+        self.reach.status(self.core.now())
+    }
+
+    /// Asks peers of the table to dial us back now (as the periodic check
+    /// does) and returns the status after their answers.
+    pub async fn check_reachability(&self) -> reach::ReachStatus {
+        reach::check(&self.core, &self.client, &self.reach).await
     }
 
     /// A snapshot of the routing table.

@@ -22,6 +22,8 @@ pub(crate) struct Caller {
     pub address: Option<PeerAddress>,
     /// The IP it connects from.
     pub source: IpAddr,
+    /// The IP and port it connects from (told back in `Mau-Observed-Address`).
+    pub observed: std::net::SocketAddr,
 }
 
 /// The caller's listening address: the one in its certificate, with an
@@ -89,9 +91,64 @@ pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
         return crate::content::handle(shared, caller, &req).await;
     }
     if path.starts_with("/kad/") {
-        return kad(shared, caller, path);
+        let mut r = if path == crate::reach::DIALBACK_PATH {
+            dialback(shared, caller).await
+        } else {
+            kad(shared, caller, path)
+        };
+        // Where we saw the caller come from: mau-rs callers vote on it, Go
+        // callers read only the body.
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&caller.observed.to_string()) {
+            r.headers_mut().insert(crate::reach::OBSERVED_HEADER, v);
+        }
+        return r;
     }
     error(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// `/kad/dialback`: see [`crate::reach::DialbackServer`].
+async fn dialback<R: Runtime>(shared: &ServeContext<R>, caller: &Caller) -> Reply {
+    use crate::reach::Refusal;
+    let now = shared.core.now();
+    let result = shared
+        .dialback
+        .dial(
+            now,
+            caller.fingerprint,
+            caller.address.as_ref(),
+            caller.source,
+        )
+        .await;
+    let outcome = match &result {
+        Ok(a) if a.reached => "ok",
+        Ok(_) => "not_reached",
+        Err(Refusal::NotYours(_)) => "refused",
+        Err(Refusal::Rate) => "rate",
+        Err(Refusal::Busy) => "busy",
+    };
+    if let Some(m) = &shared.config.metrics {
+        m.rpc_received("dialback", outcome);
+    }
+    match result {
+        Ok(answer) => {
+            debug!(peer = %caller.fingerprint, address = %answer.address, reached = answer.reached, "dial-back done");
+            let body = serde_json::to_vec(&answer).unwrap_or_default();
+            reply(StatusCode::OK, "application/json", body)
+        }
+        Err(Refusal::NotYours(why)) => error(StatusCode::FORBIDDEN, &why),
+        Err(Refusal::Rate) => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "dial-backs too often");
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        Err(Refusal::Busy) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many dial-backs at once",
+        ),
+    }
 }
 
 fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Reply {

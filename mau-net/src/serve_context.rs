@@ -18,6 +18,8 @@ pub(crate) struct ServeContext<R: Runtime> {
     pub server_tls: Arc<rustls::ServerConfig>,
     pub connections: Arc<async_lock::Semaphore>,
     pub shutdown: Shutdown,
+    /// Answers `/kad/dialback`.
+    pub dialback: crate::reach::DialbackServer<R>,
 }
 
 impl<R: Runtime> ServeContext<R> {

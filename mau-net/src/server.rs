@@ -240,6 +240,7 @@ async fn connection<R: Runtime>(
         fingerprint,
         address,
         source: peer.ip(),
+        observed: peer,
     });
     let clock = Arc::new(Mutex::new(ConnState {
         clock: ConnClock::new(Instant::now()),

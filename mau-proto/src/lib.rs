@@ -14,6 +14,8 @@
 //! - [`dispatch`]: outgoing budgets per kind of request, probe and dial limits;
 //! - [`rtt`]: how long a lookup waits for an answer (recent answer times);
 //! - [`ratelimit`]: token buckets with the time passed in;
+//! - [`address_votes`]: our public IP, from what several peers saw;
+//! - [`reachability`]: whether peers can reach us, from several dial-backs;
 //! - [`node`]: the state machine that ties them together (events in, commands out);
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
 //! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...);
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address_votes;
 pub mod config;
 pub mod dispatch;
 pub mod distance;
@@ -30,6 +33,7 @@ pub mod lookup;
 pub mod node;
 pub mod portmap;
 pub mod ratelimit;
+pub mod reachability;
 pub mod rng;
 pub mod routing_table;
 pub mod rtt;
@@ -37,6 +41,7 @@ pub mod subnet;
 pub mod time;
 pub mod wire;
 
+pub use address_votes::{AddressChange, AddressVotes, VoteConfig, VoterGroup};
 pub use config::{Config, Termination};
 pub use dispatch::{Budgets, RequestClass};
 pub use distance::{BucketIndex, Distance, Key};
@@ -45,6 +50,7 @@ pub use lookup::{LookupId, LookupKind, LookupOutcome};
 pub use node::{
     Event, Node, NodeError, Output, Request, RequestId, Response, RpcFailure, Transmit,
 };
+pub use reachability::{Reach, ReachConfig, Reachability};
 pub use rng::Rng;
 pub use routing_table::{Contact, Liveness, RoutingTable};
 pub use subnet::{HostIp, LimitScope, Subnet, SubnetLimits};

@@ -314,6 +314,10 @@ fn near(target: &Fingerprint, i: u8) -> Fingerprint {
 /// What a hostile peer answers a find_peer for a target with.
 type Fakes = dyn Fn(&Fingerprint) -> Vec<Contact<PeerAddress>> + Send + Sync;
 
+/// A hostile peer's answer to a request path: status, headers, body.
+pub(crate) type Responder =
+    dyn Fn(&str) -> (u16, Vec<(&'static str, String)>, Vec<u8>) + Send + Sync;
+
 /// A peer with a real identity, on [`ATTACKER`], that answers pings
 /// (so it enters tables) and answers every find_peer with `fakes(target)`.
 /// A TLS server in OS threads, one request per connection, at most 64
@@ -355,16 +359,44 @@ async fn hostile_in_table<R: Runtime>(
 
 impl HostileAnswerer {
     pub(crate) fn start(n: u32, fakes: Box<Fakes>) -> Self {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counted = asked.clone();
+        let respond = move |path: &str| {
+            let json = vec![("content-type", "application/json".to_string())];
+            if path == PING_PATH {
+                (200, json, Vec::new())
+            } else if let Some(target) = path
+                .strip_prefix(FIND_PEER_PREFIX)
+                .and_then(|f| Fingerprint::parse(f).ok())
+            {
+                counted.fetch_add(1, Ordering::AcqRel);
+                let records: Vec<PeerRecord> =
+                    fakes(&target).into_iter().map(PeerRecord::from).collect();
+                (200, json, encode_find_peer(&records))
+            } else {
+                (404, json, Vec::new())
+            }
+        };
+        Self::answering(ATTACKER, n, asked, Box::new(respond))
+    }
+
+    /// A peer with identity `n` on `ip` answering every request with
+    /// `respond(path)`; `asked` is what [`Self::asked`] reports.
+    pub(crate) fn answering(
+        ip: IpAddr,
+        n: u32,
+        asked: Arc<AtomicUsize>,
+        respond: Box<Responder>,
+    ) -> Self {
         let me = crate::identity(n)(None).expect("identity");
         let server_tls = mau_identity::server_config(&me).expect("server config");
-        let listener = TcpListener::bind((ATTACKER, 0)).expect("bind");
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("address");
         let contact = Contact::new(me.fingerprint(), PeerAddress::from(addr));
-        let asked = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (asked2, stop2) = (asked.clone(), stop.clone());
-        let fakes: Arc<Fakes> = Arc::from(fakes);
+        let stop2 = stop.clone();
+        let respond: Arc<Responder> = Arc::from(respond);
         let thread = std::thread::spawn(move || {
             let born = Instant::now();
             let live = Arc::new(AtomicUsize::new(0));
@@ -377,14 +409,9 @@ impl HostileAnswerer {
                     continue;
                 }
                 live.fetch_add(1, Ordering::AcqRel);
-                let (tls, fakes, asked, live) = (
-                    server_tls.clone(),
-                    fakes.clone(),
-                    asked2.clone(),
-                    live.clone(),
-                );
+                let (tls, respond, live) = (server_tls.clone(), respond.clone(), live.clone());
                 std::thread::spawn(move || {
-                    let _ = answer_once(s, tls, &*fakes, &asked);
+                    let _ = answer_once(s, tls, &*respond);
                     live.fetch_sub(1, Ordering::AcqRel);
                 });
             }
@@ -421,8 +448,7 @@ impl Drop for HostileAnswerer {
 fn answer_once(
     s: TcpStream,
     tls: Arc<rustls::ServerConfig>,
-    fakes: &Fakes,
-    asked: &AtomicUsize,
+    respond: &Responder,
 ) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -440,20 +466,8 @@ fn answer_once(
     }
     let text = String::from_utf8_lossy(&head);
     let path = text.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = if path == PING_PATH {
-        (200, Vec::new())
-    } else if let Some(target) = path
-        .strip_prefix(FIND_PEER_PREFIX)
-        .and_then(|f| Fingerprint::parse(f).ok())
-    {
-        asked.fetch_add(1, Ordering::AcqRel);
-        let records: Vec<PeerRecord> = fakes(&target).into_iter().map(PeerRecord::from).collect();
-        (200, encode_find_peer(&records))
-    } else {
-        (404, Vec::new())
-    };
-    let json = [("content-type", "application/json".to_string())];
-    t.write_all(&http_answer(status, &json, &body))?;
+    let (status, headers, body) = respond(path);
+    t.write_all(&http_answer(status, &headers, &body))?;
     t.flush()?;
     t.conn.send_close_notify();
     let _ = t.conn.complete_io(&mut t.sock);

@@ -590,6 +590,22 @@ macro_rules! conformance_suite {
             run($crate::hardening::sync_honours_retry_after_and_loses_nothing);
         }
         #[test]
+        fn reach_observed_header_names_the_callers_address() {
+            run($crate::reach::observed_header_names_the_callers_address);
+        }
+        #[test]
+        fn reach_liars_are_outvoted_and_dialbacks_decide() {
+            run($crate::reach::liars_are_outvoted_and_dialbacks_decide);
+        }
+        #[test]
+        fn reach_an_address_nobody_can_reach_is_found_out() {
+            run($crate::reach::an_address_nobody_can_reach_is_found_out);
+        }
+        #[test]
+        fn reach_dialback_goes_only_to_the_callers_own_ip() {
+            run($crate::reach::dialback_goes_only_to_the_callers_own_ip);
+        }
+        #[test]
         fn attack_probe_flood() {
             run($crate::attacks::probe_flood);
         }
@@ -611,3 +627,4 @@ macro_rules! conformance_suite {
 pub mod attacks;
 pub mod content_sync;
 pub mod hardening;
+pub mod reach;

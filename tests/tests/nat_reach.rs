@@ -1,0 +1,118 @@
+//! The public address and reachability a node learns behind each kind of
+//! NAT router (issue 19, item 2), in the NAT lab (`tests/netns/nat_lab.rs`):
+//! three `mau server start` on the public segment, and one behind each of an
+//! endpoint-independent router and a symmetric one, neither mapping a port.
+//! Both learn their router's public address from the `Mau-Observed-Address`
+//! of the public nodes' answers, and that nobody can dial them back there.
+//! (A mapped port, reachable, is the port mapper's test: the lab's
+//! miniupnpd answers UPnP discovery only from branch h/natmap's later lab.)
+//!
+//! The public segment is one IPv4 /24, which counts as one voice, so the
+//! home nodes run with `--reach-quorum 1` (the quorum's own tests are on
+//! loopback, `tests/src/reach.rs`).
+
+#[path = "../netns/mod.rs"]
+mod netns;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use netns::nat_lab::{NatKind, NatLab};
+use netns::{init_account, mau, ok, start_mau};
+
+/// `mau <args> --json` in `ns`, parsed.
+fn json(nat: &NatLab, ns: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let args = [args, &["--json"]].concat();
+    let out = ok(mau(nat, ns, dir, &args), "mau --json");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+#[test]
+fn public_address_learned_correctly_behind_each_router() {
+    let Some(mut nat) = NatLab::builder("natreach")
+        .public_hosts(3)
+        .home(NatKind::EndpointIndependent, 1)
+        .home(NatKind::Symmetric, 1)
+        .build()
+    else {
+        return;
+    };
+    let mut boot = String::new();
+    let mut public = Vec::new();
+    for (i, host) in nat.public.clone().iter().enumerate() {
+        let dir = nat.path(&format!("public{i}"));
+        let fp = init_account(&dir, &format!("Public {i}"));
+        let listen = host.addr(7000).to_string();
+        let mut args = vec!["server", "start", "--no-mdns", "--listen", &listen];
+        if i > 0 {
+            args.extend(["--bootstrap", &boot]);
+        }
+        start_mau(&mut nat, &host.ns, &dir, &args);
+        if i == 0 {
+            boot = format!("{fp}@{listen}");
+        }
+        public.push(fp);
+    }
+    let mut homes = Vec::new();
+    for j in 0..nat.homes.len() {
+        let host = nat.homes[j].hosts[0].clone();
+        let dir = nat.path(&format!("home{j}"));
+        init_account(&dir, &format!("Home {j}"));
+        let args = [
+            "server",
+            "start",
+            "--no-mdns",
+            "--listen",
+            "0.0.0.0:7000",
+            "--bootstrap",
+            &boot,
+            "--reach-quorum",
+            "1",
+        ];
+        start_mau(&mut nat, &host.ns, &dir, &args);
+        homes.push((host.ns.clone(), dir));
+    }
+    // Each home node learns the public nodes (they answered it; none can
+    // call it back unless its port is mapped).
+    let started = Instant::now();
+    for (ns, dir) in &homes {
+        loop {
+            let peers = json(&nat, ns, dir, &["peers", "list"]);
+            let known: Vec<&str> = peers
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["fingerprint"].as_str()).collect())
+                .unwrap_or_default();
+            if public.iter().all(|f| known.contains(&f.as_str())) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{ns}: public nodes not in the table: {peers}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for (j, (ns, dir)) in homes.iter().enumerate() {
+        let status = json(&nat, ns, dir, &["status", "--check"]);
+        let r = &status["reachability"];
+        let wan = nat.wan_ip(j).to_string();
+        let at = format!("{wan}:7000");
+        let kind = nat.homes[j].kind;
+        println!("behind the {kind:?} router: {r}");
+        // Learned: the router's public address, and nothing else was seen
+        // (the symmetric router picks a new port per peer: same IP).
+        assert_eq!(r["public_ip"], wan.as_str(), "home {j}: {status}");
+        assert_eq!(r["observed"].as_array().map(Vec::len), Some(1), "{status}");
+        assert_eq!(r["observed"][0]["ip"], wan.as_str(), "home {j}: {status}");
+        // Peers dialed the router's address on our port, and got nowhere.
+        assert_eq!(r["state"], "unreachable", "home {j}: {status}");
+        assert_eq!(r["address"], at.as_str(), "home {j}: {status}");
+        assert!(r["mapping"].is_null(), "home {j}: {status}");
+        let text = ok(mau(&nat, ns, dir, &["status"]), "mau status");
+        assert!(
+            text.contains(&format!("reachable:  no, not at {at}"))
+                && text.contains(&format!("public IP:  {wan}")),
+            "{text}"
+        );
+    }
+}
