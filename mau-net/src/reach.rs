@@ -549,7 +549,7 @@ mod tests {
 
     fn reach(advertised: &str) -> Reach {
         let a = PeerAddress::parse(advertised).expect("address");
-        Reach::new(a, ReachOptions::default(), None, None)
+        Reach::new(a, ReachOptions::default(), Arc::default(), None)
     }
 
     fn addr(s: &str) -> PeerAddress {
