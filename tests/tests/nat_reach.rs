@@ -27,6 +27,30 @@ fn json(nat: &NatLab, ns: &str, dir: &Path, args: &[&str]) -> serde_json::Value 
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
+/// Waits (at most 60 s) until the server in `dir` has every one of `fps`
+/// in its routing table; fails with its table and log otherwise.
+fn wait_for_peers(nat: &NatLab, ns: &str, dir: &Path, fps: &[String]) {
+    let started = Instant::now();
+    loop {
+        let peers = json(nat, ns, dir, &["peers", "list"]);
+        let known: Vec<&str> = peers
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["fingerprint"].as_str()).collect())
+            .unwrap_or_default();
+        if fps.iter().all(|f| known.contains(&f.as_str())) {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{ns}: {fps:?} not all in the table: {peers}\nlog (last lines first): {tail:#?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn public_address_learned_correctly_behind_each_router() {
     let Some(mut nat) = NatLab::builder("natreach")
@@ -53,6 +77,10 @@ fn public_address_learned_correctly_behind_each_router() {
         }
         public.push(fp);
     }
+    // The public nodes know each other before anyone joins through them
+    // (else a home's join could end knowing only the first).
+    let first = (nat.public[0].ns.clone(), nat.path("public0"));
+    wait_for_peers(&nat, &first.0, &first.1, &public[1..]);
     let mut homes = Vec::new();
     for j in 0..nat.homes.len() {
         let host = nat.homes[j].hosts[0].clone();
@@ -74,23 +102,8 @@ fn public_address_learned_correctly_behind_each_router() {
     }
     // Each home node learns the public nodes (they answered it; none can
     // call it back unless its port is mapped).
-    let started = Instant::now();
     for (ns, dir) in &homes {
-        loop {
-            let peers = json(&nat, ns, dir, &["peers", "list"]);
-            let known: Vec<&str> = peers
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p["fingerprint"].as_str()).collect())
-                .unwrap_or_default();
-            if public.iter().all(|f| known.contains(&f.as_str())) {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{ns}: public nodes not in the table: {peers}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for_peers(&nat, ns, dir, &public);
     }
     for (j, (ns, dir)) in homes.iter().enumerate() {
         let status = json(&nat, ns, dir, &["status", "--check"]);
