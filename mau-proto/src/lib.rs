@@ -14,6 +14,8 @@
 //! - [`dispatch`]: outgoing budgets per kind of request, probe and dial limits;
 //! - [`rtt`]: how long a lookup waits for an answer (recent answer times);
 //! - [`ratelimit`]: token buckets with the time passed in;
+//! - [`relay`]: relayed addresses, a relay's limits, an unreachable node's reservations;
+//! - [`punch`]: hole punching (simultaneous TCP open) timed by the relayed round trip;
 //! - [`node`]: the state machine that ties them together (events in, commands out);
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
 //! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...).
@@ -27,7 +29,9 @@ pub mod distance;
 pub mod fingerprint;
 pub mod lookup;
 pub mod node;
+pub mod punch;
 pub mod ratelimit;
+pub mod relay;
 pub mod rng;
 pub mod routing_table;
 pub mod rtt;
