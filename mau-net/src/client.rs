@@ -2,7 +2,8 @@
 //! keep-alive with a small per-peer connection pool, bounded bodies, timeouts.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use futures_rustls::TlsConnector;
@@ -14,7 +15,12 @@ use smol_hyper::rt::FuturesIo;
 use tracing::{debug, trace};
 
 use crate::config::Limits;
-use crate::runtime::{timeout, Runtime};
+use crate::router::FEATURES;
+use crate::runtime::{timeout, Runtime, Stream};
+use crate::upgraded::UpgradedIo;
+
+/// What we announce in [`FEATURES`] on every request.
+const OUR_FEATURES: &str = "relay";
 
 /// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,17 +77,50 @@ pub struct Client<R: Runtime> {
     identity: TlsIdentity,
     limits: Limits,
     pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Sender>>>,
+    /// Itself, for the hole punches it starts in the background.
+    me: Weak<Client<R>>,
+    /// Hole punching after a relayed connect (unset: stay relayed).
+    punch: OnceLock<crate::punch::Initiator>,
+    /// Peers reached directly after a hole punch: a relayed connection that
+    /// comes back from use is dropped while a direct one is pooled.
+    punched: Mutex<std::collections::BTreeSet<(Fingerprint, PeerAddress)>>,
 }
 
 impl<R: Runtime> Client<R> {
     /// A client presenting `identity`.
     pub fn new(rt: R, identity: TlsIdentity, limits: Limits) -> Arc<Self> {
-        Arc::new(Client {
+        Arc::new_cyclic(|me| Client {
             rt,
             identity,
             limits,
             pool: Mutex::new(BTreeMap::new()),
+            me: me.clone(),
+            punch: OnceLock::new(),
+            punched: Mutex::new(std::collections::BTreeSet::new()),
         })
+    }
+
+    /// Tries a hole punch to each peer reached through a relay (once; the
+    /// first call wins).
+    pub(crate) fn enable_punching(&self, initiator: crate::punch::Initiator) {
+        let _ = self.punch.set(initiator);
+    }
+
+    /// The runtime.
+    pub(crate) fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    /// Makes `sender` (a direct, hole-punched connection) the way to `key`:
+    /// the pooled connections to it (through a relay) are dropped, which
+    /// closes them and releases the relay.
+    pub(crate) fn adopt(&self, key: (Fingerprint, PeerAddress), sender: Sender) {
+        self.punched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.insert(key, vec![sender]);
     }
 
     /// The identity this client presents.
@@ -127,6 +166,7 @@ impl<R: Runtime> Client<R> {
                     hyper::header::USER_AGENT,
                     concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
                 )
+                .header(FEATURES, OUR_FEATURES)
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| ClientError::Http(e.to_string()))
         };
@@ -182,9 +222,21 @@ impl<R: Runtime> Client<R> {
         if sender.is_closed() {
             return;
         }
+        let punched = self
+            .punched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key);
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.entry(key).or_default();
-        if senders.len() < self.limits.pool_per_peer {
+        // After a punch, one pooled connection (the direct one, back from
+        // use) is enough: another one may be a relayed one.
+        let room = if punched {
+            1
+        } else {
+            self.limits.pool_per_peer
+        };
+        if senders.len() < room {
             senders.push(sender);
         }
     }
@@ -196,14 +248,37 @@ impl<R: Runtime> Client<R> {
     }
 
     async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Sender, ClientError> {
-        let addr = to.address.as_str();
+        if let Some(relay) = mau_proto::relay::relay_of(&to.address) {
+            let path = format!("/relay/connect/{}", to.fingerprint);
+            // Boxed: TLS inside TLS makes a large future (debug builds).
+            let (io, headers, _) = Box::pin(self.upgrade(&relay, &path)).await?;
+            trace!(peer = %to.fingerprint, relay = %relay.fingerprint, "relayed stream open");
+            let sender = Box::pin(self.over(io, to)).await?;
+            let observed = headers
+                .get(crate::relay::OBSERVED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<SocketAddr>().ok());
+            if let (Some(punch), Some(me), Some(observed)) =
+                (self.punch.get(), self.me.upgrade(), observed)
+            {
+                punch.start(me, to.clone(), observed.ip());
+            }
+            return Ok(sender);
+        }
+        let (tcp, _) = self.tcp(&to.address).await?;
+        Box::pin(self.over(tcp, to)).await
+    }
+
+    /// A TCP connection to `address` (the first of its resolved addresses
+    /// that answers), and the socket address it reached.
+    async fn tcp(&self, address: &PeerAddress) -> Result<(R::TcpStream, SocketAddr), ClientError> {
+        let addr = address.as_str();
         let addrs = self
             .rt
-            .resolve(to.address.host(), to.address.port())
+            .resolve(address.host(), address.port())
             .await
             .map_err(|e| ClientError::Resolve(addr.into(), e))?;
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        let mut tcp = None;
         for a in addrs {
             match timeout(
                 &self.rt,
@@ -212,23 +287,33 @@ impl<R: Runtime> Client<R> {
             )
             .await
             {
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
+                Ok(Ok(s)) => return Ok((s, a)),
                 Ok(Err(e)) => last = e,
                 Err(_) => {
                     last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 }
             }
         }
-        let tcp = tcp.ok_or_else(|| ClientError::Connect(addr.into(), last))?;
+        Err(ClientError::Connect(addr.into(), last))
+    }
+
+    /// Mutual TLS with `to`'s fingerprint pinned over `stream`, then HTTP/1.1.
+    pub(crate) async fn over<S: Stream>(
+        &self,
+        stream: S,
+        to: &Contact<PeerAddress>,
+    ) -> Result<Sender, ClientError> {
+        let addr = to.address.as_str();
         let config = mau_identity::client_config(&self.identity, to.fingerprint)
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        let tls = TlsConnector::from(config)
-            .connect(mau_identity::server_name(), tcp)
-            .await
-            .map_err(|e| ClientError::Tls(addr.into(), e))?;
+        let tls = timeout(
+            &self.rt,
+            self.limits.rpc_timeout,
+            TlsConnector::from(config).connect(mau_identity::server_name(), stream),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(self.limits.rpc_timeout))?
+        .map_err(|e| ClientError::Tls(addr.into(), e))?;
         trace!(peer = %to.fingerprint, %addr, "TLS connection established");
         let (sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(tls))
             .await
@@ -240,6 +325,57 @@ impl<R: Runtime> Client<R> {
             }
         });
         Ok(sender)
+    }
+
+    /// `GET path` from `to` asking to take the connection over (`Upgrade:
+    /// mau-relay`); on `101`, the raw stream inside the TLS connection, the
+    /// answer's headers, and the socket address reached.
+    pub(crate) async fn upgrade(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+    ) -> Result<(UpgradedIo, hyper::HeaderMap, SocketAddr), ClientError> {
+        let t = self.limits.rpc_timeout;
+        timeout(&self.rt, t, async {
+            let (tcp, reached) = self.tcp(&to.address).await?;
+            let addr = to.address.as_str();
+            let config = mau_identity::client_config(&self.identity, to.fingerprint)
+                .map_err(|e| ClientError::Config(e.to_string()))?;
+            let tls = TlsConnector::from(config)
+                .connect(mau_identity::server_name(), tcp)
+                .await
+                .map_err(|e| ClientError::Tls(addr.into(), e))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(tls))
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            self.rt.spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+            let req = hyper::Request::get(path)
+                .header(hyper::header::HOST, addr)
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, crate::relay::PROTOCOL)
+                .header(FEATURES, OUR_FEATURES)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let resp = sender.send_request(req).await.map_err(http_error)?;
+            if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                let status = resp.status().as_u16();
+                let body = Limited::new(resp.into_body(), 1024)
+                    .collect()
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                return Err(ClientError::Status { status, body });
+            }
+            let headers = resp.headers().clone();
+            let io = hyper::upgrade::on(resp)
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            Ok((UpgradedIo(io), headers, reached))
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(t))?
     }
 }
 
@@ -346,7 +482,8 @@ impl<R: Runtime> Client<R> {
                 .header(
                     hyper::header::USER_AGENT,
                     concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
-                );
+                )
+                .header(FEATURES, OUR_FEATURES);
             for (name, value) in headers {
                 req = req.header(name, value.as_str());
             }

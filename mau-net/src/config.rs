@@ -129,6 +129,20 @@ pub struct NodeConfig {
     pub stop_requests: Option<async_channel::Sender<()>>,
     /// Where the node counts what operators watch (`None`: nothing counted).
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Relay streams between other peers, within these limits (`None`, the
+    /// default: refuse every relay request). Only for a node others can reach.
+    pub relay: Option<mau_proto::relay::RelayLimits>,
+    /// Relays to hold reservations on, in order of preference. Non-empty
+    /// means "nobody can dial me": the node advertises a relayed address
+    /// through the first of them instead of its own (until address votes
+    /// and reachability checks decide this by themselves, it is the
+    /// operator's call).
+    pub relays: Vec<Contact<PeerAddress>>,
+    /// How many reservations to hold and how to retry them.
+    pub reservations: mau_proto::relay::ReservationConfig,
+    /// Try a direct connection (hole punch) to peers reached through a
+    /// relay, and answer their attempts (`None`: stay relayed).
+    pub punch: Option<mau_proto::punch::PunchConfig>,
 }
 
 impl NodeConfig {
@@ -149,6 +163,10 @@ impl NodeConfig {
             upnp_lease: Duration::from_secs(3600),
             stop_requests: None,
             metrics: None,
+            relay: None,
+            relays: Vec::new(),
+            reservations: mau_proto::relay::ReservationConfig::default(),
+            punch: Some(mau_proto::punch::PunchConfig::default()),
         }
     }
 }

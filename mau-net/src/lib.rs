@@ -20,6 +20,9 @@
 //! - [`persist`]: the routing table on disk;
 //! - [`mdns`]: LAN discovery (mDNS-SD) and the LAN resolver;
 //! - [`upnp`]: NAT port mapping (UPnP IGD);
+//! - `relay` / `reservation` / `punch` (private): relaying streams between
+//!   peers, holding reservations on relays, hole punching
+//!   (docs/nat.md, "Relay and hole punching");
 //! - [`metrics`]: opt-in operator metrics (Prometheus/OpenMetrics text).
 
 #![forbid(unsafe_code)]
@@ -37,12 +40,16 @@ pub mod mdns;
 pub mod metrics;
 pub mod node;
 pub mod persist;
+mod punch;
+mod relay;
+mod reservation;
 pub mod resolver;
 mod router;
 pub mod runtime;
 mod serve_context;
 mod server;
 pub mod sync;
+mod upgraded;
 pub mod upnp;
 
 pub use client::{Client, ClientError};

@@ -133,6 +133,10 @@ pub struct Metrics {
     content_bytes: Labeled,
     /// (direction, outcome) → content files.
     content_files: Labeled,
+    /// (event, "") → relay and hole-punch events.
+    relay: Labeled,
+    /// Bytes relayed (both directions).
+    relay_bytes: AtomicU64,
     mdns_running: AtomicBool,
     upnp_mapped: AtomicBool,
 }
@@ -163,6 +167,8 @@ impl Metrics {
             rejections: Labeled::default(),
             content_bytes: Labeled::default(),
             content_files: Labeled::default(),
+            relay: Labeled::default(),
+            relay_bytes: AtomicU64::new(0),
             mdns_running: AtomicBool::new(false),
             upnp_mapped: AtomicBool::new(false),
         }
@@ -207,6 +213,38 @@ impl Metrics {
     pub fn content(&self, direction: &'static str, outcome: &'static str, bytes: u64) {
         bump(&self.content_files, (direction, outcome), 1);
         bump(&self.content_bytes, (direction, ""), bytes);
+    }
+
+    /// A relay or hole-punch event: on a relay `reservation_granted`,
+    /// `stream_opened`, `stream_closed`, `stream_cut_bytes`,
+    /// `stream_cut_duration` (refusals count in [`Self::rejected`] with a
+    /// `relay_*` reason); on a relayed node `reservation_held`,
+    /// `reservation_lost`, `punch_direct`, `punch_relayed`.
+    pub fn relay_event(&self, event: &'static str) {
+        bump(&self.relay, (event, ""), 1);
+    }
+
+    /// Bytes a relay carried.
+    pub fn relayed_bytes(&self, bytes: u64) {
+        self.relay_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// How many times `event` ([`Self::relay_event`]) happened.
+    pub fn relay_events(&self, event: &str) -> u64 {
+        let map = self.relay.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|((e, _), _)| *e == event)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// How many times a limit named `reason` refused ([`Self::rejected`]).
+    pub fn rejections(&self, reason: &str) -> u64 {
+        let map = self.rejections.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|((r, _), _)| *r == reason)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Whether mDNS advertises and browses.
@@ -324,6 +362,17 @@ impl Metrics {
             "Content bytes served to friends or fetched from them.",
             ("direction", ""),
             &self.content_bytes,
+        );
+        r.labeled_counter(
+            "mau_relay_events",
+            "Relay and hole-punch events (refusals are in mau_rejections with relay_* reasons).",
+            ("event", ""),
+            &self.relay,
+        );
+        r.counter(
+            "mau_relayed_bytes",
+            "Bytes this node relayed between two peers.",
+            self.relay_bytes.load(Ordering::Relaxed),
         );
         r.family(
             "mau_mdns_running",

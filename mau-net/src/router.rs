@@ -22,7 +22,24 @@ pub(crate) struct Caller {
     pub address: Option<PeerAddress>,
     /// The IP it connects from.
     pub source: IpAddr,
+    /// The address it connects from (for a relayed caller: the relay's).
+    pub remote: std::net::SocketAddr,
+    /// True if it reached us through a relay.
+    pub relayed: bool,
 }
+
+/// Paths under this prefix take their connection over (HTTP upgrade).
+pub(crate) const UPGRADE_PREFIX: &str = "/relay/";
+
+/// Request header in which a caller lists what it understands beyond the
+/// Go protocol (`relay`: relayed addresses in find_peer answers).
+pub(crate) const FEATURES: &str = "mau-features";
+
+/// Keeps a connection marked busy (no header or idle deadline) while a
+/// route holds it after an upgrade.
+#[derive(Clone)]
+#[allow(dead_code)] // held for its Drop, never read
+pub(crate) struct ConnectionHold(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
 
 /// The caller's listening address: the one in its certificate, with an
 /// unspecified host (`0.0.0.0`, `::`) replaced by the IP we see it connect from.
@@ -62,7 +79,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 /// Answers one request.
-pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
+pub(crate) async fn handle<R: Runtime, B: http_body::Body + Send + 'static>(
     shared: &ServeContext<R>,
     caller: &Caller,
     req: hyper::Request<B>,
@@ -89,12 +106,34 @@ pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
         return crate::content::handle(shared, caller, &req).await;
     }
     if path.starts_with("/kad/") {
-        return kad(shared, caller, path);
+        let relay_aware = req
+            .headers()
+            .get(FEATURES)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|f| f.trim() == "relay"));
+        return kad(shared, caller, path, relay_aware);
+    }
+    if path.starts_with(UPGRADE_PREFIX) {
+        return match &shared.relay {
+            Some(relay) => Box::pin(relay.handle(caller, req)).await,
+            None => error(StatusCode::NOT_FOUND, "this node does not relay"),
+        };
+    }
+    if path.starts_with(crate::punch::PREFIX) {
+        return Box::pin(shared.punch.handle(caller, &req)).await;
     }
     error(StatusCode::NOT_FOUND, "no such route")
 }
 
-fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Reply {
+/// Answers a Kademlia RPC. Relayed addresses are left out of find_peer
+/// answers to callers that did not announce `relay` in [`FEATURES`] (the Go
+/// implementation): it could not use them.
+fn kad<R: Runtime>(
+    shared: &ServeContext<R>,
+    caller: &Caller,
+    path: &str,
+    relay_aware: bool,
+) -> Reply {
     let count = |kind, outcome| {
         shared
             .config
@@ -126,7 +165,11 @@ fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Rep
     match response {
         Response::Pong => reply(StatusCode::OK, "text/plain", Bytes::new()),
         Response::Peers(peers) => {
-            let records: Vec<PeerRecord> = peers.into_iter().map(PeerRecord::from).collect();
+            let records: Vec<PeerRecord> = peers
+                .into_iter()
+                .filter(|c| relay_aware || !mau_proto::relay::is_relayed(&c.address))
+                .map(PeerRecord::from)
+                .collect();
             reply(
                 StatusCode::OK,
                 "application/json",

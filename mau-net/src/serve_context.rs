@@ -18,6 +18,10 @@ pub(crate) struct ServeContext<R: Runtime> {
     pub server_tls: Arc<rustls::ServerConfig>,
     pub connections: Arc<async_lock::Semaphore>,
     pub shutdown: Shutdown,
+    /// The relay (`None`: this node does not relay).
+    pub relay: Option<Arc<crate::relay::RelayServer<R>>>,
+    /// The hole-punch responder.
+    pub punch: Arc<crate::punch::PunchResponder<R>>,
 }
 
 impl<R: Runtime> ServeContext<R> {
