@@ -48,6 +48,19 @@ pub struct StartArgs {
     /// keep it on loopback or a management network). Off by default.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     metrics: Option<SocketAddr>,
+    /// Relay streams between peers that cannot reach each other (only on a
+    /// node others can reach; bounded, see docs/nat.md).
+    #[arg(long)]
+    relay: bool,
+    /// This node cannot be reached: hold a reservation on this relay,
+    /// FINGERPRINT@HOST:PORT (repeatable, in order of preference), and
+    /// advertise an address through the first.
+    #[arg(long = "relay-via", value_name = "FINGERPRINT@HOST:PORT")]
+    relay_via: Vec<String>,
+    /// Do not try direct connections (hole punching) to peers reached
+    /// through a relay.
+    #[arg(long)]
+    no_punch: bool,
     /// The UPnP lease to ask for, in seconds; renewed at half of it.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(2..=86400))]
     upnp_lease: u64,
@@ -133,6 +146,17 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     ));
     config.mdns = !args.no_mdns;
     config.upnp = args.upnp;
+    if args.relay {
+        config.relay = Some(mau_proto::relay::RelayLimits::default());
+    }
+    config.relays = args
+        .relay_via
+        .iter()
+        .map(|s| parse_peer_spec(s).map_err(|e| format!("--relay-via {e}")))
+        .collect::<Result<_, _>>()?;
+    if args.no_punch {
+        config.punch = None;
+    }
     config.upnp_lease = Duration::from_secs(args.upnp_lease);
     if args.metrics == Some(args.listen) && args.listen.port() != 0 {
         return Err("--metrics must not be the peer port: give it an address of its own".into());

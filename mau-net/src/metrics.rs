@@ -137,6 +137,8 @@ pub struct Metrics {
     relay: Labeled,
     /// Bytes relayed (both directions).
     relay_bytes: AtomicU64,
+    /// Reservations held and streams relayed now (a relay).
+    relay_load: Mutex<(u64, u64)>,
     mdns_running: AtomicBool,
     upnp_mapped: AtomicBool,
 }
@@ -169,6 +171,7 @@ impl Metrics {
             content_files: Labeled::default(),
             relay: Labeled::default(),
             relay_bytes: AtomicU64::new(0),
+            relay_load: Mutex::new((0, 0)),
             mdns_running: AtomicBool::new(false),
             upnp_mapped: AtomicBool::new(false),
         }
@@ -227,6 +230,12 @@ impl Metrics {
     /// Bytes a relay carried.
     pub fn relayed_bytes(&self, bytes: u64) {
         self.relay_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A relay's reservations held and streams relayed now.
+    pub fn set_relay_load(&self, reservations: usize, streams: usize) {
+        *self.relay_load.lock().unwrap_or_else(|e| e.into_inner()) =
+            (reservations as u64, streams as u64);
     }
 
     /// How many times `event` ([`Self::relay_event`]) happened.
@@ -374,6 +383,21 @@ impl Metrics {
             "Bytes this node relayed between two peers.",
             self.relay_bytes.load(Ordering::Relaxed),
         );
+        let (reservations, streams) = *self.relay_load.lock().unwrap_or_else(|e| e.into_inner());
+        r.family(
+            "mau_relay_reservations",
+            "gauge",
+            "Reservations this relay holds.",
+            "",
+        );
+        r.sample("mau_relay_reservations", &[], reservations as f64);
+        r.family(
+            "mau_relay_streams",
+            "gauge",
+            "Streams this relay carries now.",
+            "",
+        );
+        r.sample("mau_relay_streams", &[], streams as f64);
         r.family(
             "mau_mdns_running",
             "gauge",

@@ -114,6 +114,8 @@ impl<R: Runtime> RelayServer<R> {
     fn event(&self, e: &'static str) {
         if let Some(m) = &self.metrics {
             m.relay_event(e);
+            let (reservations, streams) = self.load();
+            m.set_relay_load(reservations, streams);
         }
     }
 
@@ -219,7 +221,10 @@ impl<R: Runtime> RelayServer<R> {
             if holders.get(&fp).is_some_and(|(g, _)| *g == generation) {
                 holders.remove(&fp);
                 lock(&this.book).release(&fp);
+                drop(holders);
+                this.event("reservation_ended");
                 debug!(peer = %fp, "relay: reservation ended");
+                return;
             }
         });
         let mut r = Self::switching(caller);
@@ -393,6 +398,7 @@ struct Closer<R: Runtime> {
 impl<R: Runtime> Drop for Closer<R> {
     fn drop(&mut self) {
         lock(&self.relay.book).close_stream(self.pair.0, self.pair.1);
+        self.relay.event("stream_released");
     }
 }
 
