@@ -11,10 +11,12 @@
 //! `CI=true` a skip fails the test instead ([`skip`]). Hosts files a lab
 //! gives its namespaces (`/etc/netns/NS/hosts`) go with it too.
 //!
-//! [`go`] runs the original Go peer in these namespaces.
+//! [`go`] runs the original Go peer in these namespaces; [`nat_lab`] builds
+//! a public segment and home networks behind NAT routers.
 #![allow(dead_code)]
 
 pub mod go;
+pub mod nat_lab;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
