@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
@@ -70,20 +71,24 @@ fn http_error(e: hyper::Error) -> ClientError {
 }
 
 type Sender = SendRequest<Empty<Bytes>>;
+/// A connection's request sender, and whether it runs through a relay.
+type Conn = (Sender, bool);
 
 /// A pooled HTTPS client for one local identity.
 pub struct Client<R: Runtime> {
     rt: R,
     identity: TlsIdentity,
     limits: Limits,
-    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Sender>>>,
+    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Conn>>>,
     /// Itself, for the hole punches it starts in the background.
     me: Weak<Client<R>>,
     /// Hole punching after a relayed connect (unset: stay relayed).
     punch: OnceLock<crate::punch::Initiator>,
-    /// Peers reached directly after a hole punch: a relayed connection that
-    /// comes back from use is dropped while a direct one is pooled.
-    punched: Mutex<std::collections::BTreeSet<(Fingerprint, PeerAddress)>>,
+    /// Peers reached directly after a hole punch, with whether that direct
+    /// connection is still up: meanwhile requests wait for it rather than
+    /// open relayed connections, and relayed ones coming back from use are
+    /// dropped.
+    punched: Mutex<BTreeMap<(Fingerprint, PeerAddress), Arc<AtomicBool>>>,
 }
 
 impl<R: Runtime> Client<R> {
@@ -96,7 +101,7 @@ impl<R: Runtime> Client<R> {
             pool: Mutex::new(BTreeMap::new()),
             me: me.clone(),
             punch: OnceLock::new(),
-            punched: Mutex::new(std::collections::BTreeSet::new()),
+            punched: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -114,18 +119,49 @@ impl<R: Runtime> Client<R> {
     /// Makes `sender` (a direct, hole-punched connection) the way to `key`:
     /// the pooled connections to it (through a relay) are dropped, which
     /// closes them and releases the relay.
-    pub(crate) fn adopt(&self, key: (Fingerprint, PeerAddress), sender: Sender) {
+    pub(crate) fn adopt(
+        &self,
+        key: (Fingerprint, PeerAddress),
+        sender: Sender,
+        alive: Arc<AtomicBool>,
+    ) {
         self.punched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone());
+            .insert(key.clone(), alive);
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.insert(key, vec![sender]);
+        pool.insert(key, vec![(sender, false)]);
     }
 
-    /// The identity this client presents.
-    pub fn identity(&self) -> &TlsIdentity {
-        &self.identity
+    fn direct_alive(&self, key: &(Fingerprint, PeerAddress)) -> bool {
+        self.punched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// A pooled connection (and true), else a new one; to a punched peer
+    /// whose direct connection is up but busy, waits (within the RPC
+    /// timeout) for it.
+    async fn pooled_or_new(
+        &self,
+        key: &(Fingerprint, PeerAddress),
+        to: &Contact<PeerAddress>,
+    ) -> Result<(Conn, bool), ClientError> {
+        let waited = std::time::Instant::now();
+        loop {
+            if let Some((mut s, relayed)) = self.take_pooled(key) {
+                // A pooled connection may still be finishing its previous answer.
+                if s.ready().await.is_ok() {
+                    return Ok(((s, relayed), true));
+                }
+            }
+            if !self.direct_alive(key) || waited.elapsed() >= self.limits.rpc_timeout {
+                return Ok((self.connect(to).await?, false));
+            }
+            self.rt.sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// `GET path` from `to`; the body of a 2xx answer, at most `max_body` bytes.
@@ -149,16 +185,7 @@ impl<R: Runtime> Client<R> {
         max_body: usize,
     ) -> Result<Bytes, ClientError> {
         let key = (to.fingerprint, to.address.clone());
-        let pooled = match self.take_pooled(&key) {
-            // A pooled connection may still be finishing its previous answer.
-            Some(mut s) => s.ready().await.ok().map(|_| s),
-            None => None,
-        };
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            None => self.connect(to).await?,
-        };
+        let ((mut sender, mut relayed), reused) = self.pooled_or_new(&key, to).await?;
         let request = || {
             hyper::Request::get(path)
                 .header(hyper::header::HOST, to.address.as_str())
@@ -176,7 +203,7 @@ impl<R: Runtime> Client<R> {
             // a GET is safe to repeat, once, on a new connection.
             Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
                 debug!(peer = %to.fingerprint, error = %e, "pooled connection closed: retrying on a new one");
-                sender = self.connect(to).await?;
+                (sender, relayed) = self.connect(to).await?;
                 sender.send_request(request()?).await.map_err(http_error)?
             }
             Err(e) => return Err(http_error(e)),
@@ -195,7 +222,7 @@ impl<R: Runtime> Client<R> {
                 }
             })?
             .to_bytes();
-        self.give_back(key, sender);
+        self.give_back(key, (sender, relayed));
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(ClientError::Status {
@@ -206,11 +233,11 @@ impl<R: Runtime> Client<R> {
         Ok(body)
     }
 
-    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Sender> {
+    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Conn> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.get_mut(key)?;
         while let Some(s) = senders.pop() {
-            if !s.is_closed() {
+            if !s.0.is_closed() {
                 return Some(s);
             }
         }
@@ -218,26 +245,16 @@ impl<R: Runtime> Client<R> {
         None
     }
 
-    fn give_back(&self, key: (Fingerprint, PeerAddress), sender: Sender) {
-        if sender.is_closed() {
+    fn give_back(&self, key: (Fingerprint, PeerAddress), conn: Conn) {
+        // A relayed connection to a peer now reached directly is let go:
+        // that releases the relay.
+        if conn.0.is_closed() || (conn.1 && self.direct_alive(&key)) {
             return;
         }
-        let punched = self
-            .punched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&key);
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.entry(key).or_default();
-        // After a punch, one pooled connection (the direct one, back from
-        // use) is enough: another one may be a relayed one.
-        let room = if punched {
-            1
-        } else {
-            self.limits.pool_per_peer
-        };
-        if senders.len() < room {
-            senders.push(sender);
+        if senders.len() < self.limits.pool_per_peer {
+            senders.push(conn);
         }
     }
 
@@ -247,13 +264,13 @@ impl<R: Runtime> Client<R> {
         pool.retain(|(f, _), _| f != fp);
     }
 
-    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Sender, ClientError> {
+    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Conn, ClientError> {
         if let Some(relay) = mau_proto::relay::relay_of(&to.address) {
             let path = format!("/relay/connect/{}", to.fingerprint);
             // Boxed: TLS inside TLS makes a large future (debug builds).
             let (io, headers, _) = Box::pin(self.upgrade(&relay, &path)).await?;
             trace!(peer = %to.fingerprint, relay = %relay.fingerprint, "relayed stream open");
-            let sender = Box::pin(self.over(io, to)).await?;
+            let sender = Box::pin(self.over(io, to, None)).await?;
             let observed = headers
                 .get(crate::relay::OBSERVED)
                 .and_then(|v| v.to_str().ok())
@@ -263,10 +280,10 @@ impl<R: Runtime> Client<R> {
             {
                 punch.start(me, to.clone(), observed.ip());
             }
-            return Ok(sender);
+            return Ok((sender, true));
         }
         let (tcp, _) = self.tcp(&to.address).await?;
-        Box::pin(self.over(tcp, to)).await
+        Ok((Box::pin(self.over(tcp, to, None)).await?, false))
     }
 
     /// A TCP connection to `address` (the first of its resolved addresses
@@ -297,11 +314,13 @@ impl<R: Runtime> Client<R> {
         Err(ClientError::Connect(addr.into(), last))
     }
 
-    /// Mutual TLS with `to`'s fingerprint pinned over `stream`, then HTTP/1.1.
+    /// Mutual TLS with `to`'s fingerprint pinned over `stream`, then
+    /// HTTP/1.1; `alive` (if given) is cleared when the connection ends.
     pub(crate) async fn over<S: Stream>(
         &self,
         stream: S,
         to: &Contact<PeerAddress>,
+        alive: Option<Arc<AtomicBool>>,
     ) -> Result<Sender, ClientError> {
         let addr = to.address.as_str();
         let config = mau_identity::client_config(&self.identity, to.fingerprint)
@@ -322,6 +341,9 @@ impl<R: Runtime> Client<R> {
         self.rt.spawn(async move {
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "client connection ended");
+            }
+            if let Some(a) = alive {
+                a.store(false, Ordering::Relaxed);
             }
         });
         Ok(sender)
@@ -385,7 +407,7 @@ impl<R: Runtime> Client<R> {
 pub struct Streaming<'a, R: Runtime> {
     client: &'a Client<R>,
     key: (Fingerprint, PeerAddress),
-    sender: Option<Sender>,
+    sender: Option<Conn>,
     status: u16,
     headers: hyper::HeaderMap,
     body: hyper::body::Incoming,
@@ -469,14 +491,7 @@ impl<R: Runtime> Client<R> {
     ) -> Result<Streaming<'_, R>, ClientError> {
         let key = (to.fingerprint, to.address.clone());
         let start = async {
-            let pooled = match self.take_pooled(&key) {
-                Some(mut s) => s.ready().await.ok().map(|_| s),
-                None => None,
-            };
-            let mut sender = match pooled {
-                Some(s) => s,
-                None => self.connect(to).await?,
-            };
+            let ((mut sender, relayed), _) = self.pooled_or_new(&key, to).await?;
             let mut req = hyper::Request::get(path)
                 .header(hyper::header::HOST, to.address.as_str())
                 .header(
@@ -494,7 +509,7 @@ impl<R: Runtime> Client<R> {
                 .send_request(req)
                 .await
                 .map_err(|e| ClientError::Http(e.to_string()))?;
-            Ok::<_, ClientError>((sender, resp))
+            Ok::<_, ClientError>(((sender, relayed), resp))
         };
         let (sender, resp) = timeout(&self.rt, idle, start)
             .await

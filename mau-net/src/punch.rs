@@ -49,8 +49,11 @@ pub(crate) const PREFIX: &str = "/punch/";
 const ADDRESS: &str = "mau-punch-address";
 /// Pending exchanges a responder keeps (one per caller).
 const MAX_PENDING: usize = 32;
-/// Pause between connect tries within a dial window.
-const RETRY: Duration = Duration::from_millis(25);
+/// Pause between connect tries within a dial window. Short on purpose: a
+/// router that answers an unexpected SYN with a reset (instead of dropping
+/// it) leaves each side's mapping open only for a round trip per try, so
+/// the two sides' tries must come often to overlap.
+const RETRY: Duration = Duration::from_millis(1);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -189,7 +192,8 @@ impl Initiator {
         let Some(stream) = simultaneous_open::<R>(rt, listener, local, remote, window).await else {
             return false;
         };
-        match client.over(stream, to).await {
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        match client.over(stream, to, Some(alive.clone())).await {
             Ok(sender) => {
                 // The sync's relayed connection goes back to the pool first,
                 // so that adopting the direct one drops it.
@@ -197,7 +201,7 @@ impl Initiator {
                     let _ = timeout(rt, Duration::from_secs(2), rx.recv()).await;
                 }
                 info!(peer = %to.fingerprint, %remote, "hole punched: direct connection, relay released");
-                client.adopt((to.fingerprint, to.address.clone()), sender);
+                client.adopt((to.fingerprint, to.address.clone()), sender, alive);
                 true
             }
             Err(e) => {

@@ -134,7 +134,7 @@ impl Default for RelayLimits {
             per_ip_scope: LimitScope::AllButLoopback,
             reservation_ttl: Duration::from_secs(600),
             max_streams: 256,
-            max_streams_per_peer: 8,
+            max_streams_per_peer: 32,
             max_stream_bytes: 64 * 1024 * 1024,
             max_stream_duration: Duration::from_secs(600),
             accept_timeout: Duration::from_secs(5),
