@@ -251,9 +251,12 @@ impl<R: Runtime> Client<R> {
         if conn.0.is_closed() || (conn.1 && self.direct_alive(&key)) {
             return;
         }
+        // One idle relayed connection per peer: each one holds a stream
+        // (of its limited share) on the relay.
+        let room = if conn.1 { 1 } else { self.limits.pool_per_peer };
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.entry(key).or_default();
-        if senders.len() < self.limits.pool_per_peer {
+        if senders.len() < room {
             senders.push(conn);
         }
     }

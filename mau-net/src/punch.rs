@@ -296,7 +296,8 @@ struct Pending<L> {
     theirs: SocketAddr,
 }
 
-/// The responder's side, held by the server.
+/// The responder's side, held by the server: dials for at most 32 callers
+/// at once, each at most twice its attempts a minute.
 pub(crate) struct PunchResponder<R: Runtime> {
     rt: R,
     config: Option<PunchConfig>,
@@ -325,7 +326,7 @@ impl<R: Runtime> PunchResponder<R> {
             responder: Arc::new(Mutex::new(Responder::new(
                 per_peer,
                 Duration::from_secs(60),
-                8,
+                32,
             ))),
             pending: Mutex::new(BTreeMap::new()),
             incoming,
