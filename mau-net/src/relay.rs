@@ -224,7 +224,6 @@ impl<R: Runtime> RelayServer<R> {
                 drop(holders);
                 this.event("reservation_ended");
                 debug!(peer = %fp, "relay: reservation ended");
-                return;
             }
         });
         let mut r = Self::switching(caller);
