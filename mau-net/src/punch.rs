@@ -294,7 +294,11 @@ struct Pending<L> {
     listener: L,
     local: SocketAddr,
     theirs: SocketAddr,
+    since: Instant,
 }
+
+/// How long an exchange waits for its sync before its port is let go.
+const PENDING_FOR: Duration = Duration::from_secs(30);
 
 /// The responder's side, held by the server: dials for at most 32 callers
 /// at once, each at most twice its attempts a minute.
@@ -355,6 +359,8 @@ impl<R: Runtime> PunchResponder<R> {
                 };
                 {
                     let mut pending = lock(&self.pending);
+                    // Exchanges never synced do not hold their slot for long.
+                    pending.retain(|_, p| p.since.elapsed() < PENDING_FOR);
                     if pending.len() >= MAX_PENDING && !pending.contains_key(&fp) {
                         return router::error(StatusCode::SERVICE_UNAVAILABLE, "too many punches");
                     }
@@ -364,6 +370,7 @@ impl<R: Runtime> PunchResponder<R> {
                             listener,
                             local,
                             theirs,
+                            since: Instant::now(),
                         },
                     );
                 }
