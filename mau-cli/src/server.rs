@@ -66,6 +66,19 @@ pub struct StartArgs {
     /// Lower it for a small private network; 1 trusts any single peer.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     reach_quorum: u64,
+    /// Relay streams between peers that cannot reach each other (only on a
+    /// node others can reach; bounded, see docs/nat.md).
+    #[arg(long)]
+    relay: bool,
+    /// This node cannot be reached: hold a reservation on this relay,
+    /// FINGERPRINT@HOST:PORT (repeatable, in order of preference), and
+    /// advertise an address through the first.
+    #[arg(long = "relay-via", value_name = "FINGERPRINT@HOST:PORT")]
+    relay_via: Vec<String>,
+    /// Do not try direct connections (hole punching) to peers reached
+    /// through a relay.
+    #[arg(long)]
+    no_punch: bool,
 }
 
 /// `--listen`: an IP address and port, or a host name (`localhost:8080`)
@@ -155,6 +168,17 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     config.port_mapping_lease = Duration::from_secs(args.port_map_lease);
     config.reach.votes.quorum = args.reach_quorum as usize;
     config.reach.verdict.quorum = args.reach_quorum as usize;
+    if args.relay {
+        config.relay = Some(mau_proto::relay::RelayLimits::default());
+    }
+    config.relays = args
+        .relay_via
+        .iter()
+        .map(|s| parse_peer_spec(s).map_err(|e| format!("--relay-via {e}")))
+        .collect::<Result<_, _>>()?;
+    if args.no_punch {
+        config.punch = None;
+    }
     if args.metrics == Some(args.listen) && args.listen.port() != 0 {
         return Err("--metrics must not be the peer port: give it an address of its own".into());
     }

@@ -2,7 +2,9 @@
 //! keep-alive with a small per-peer connection pool, bounded bodies, timeouts.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use futures_rustls::TlsConnector;
@@ -14,7 +16,12 @@ use smol_hyper::rt::FuturesIo;
 use tracing::{debug, trace};
 
 use crate::config::Limits;
-use crate::runtime::{timeout, Runtime};
+use crate::router::FEATURES;
+use crate::runtime::{timeout, Runtime, Stream};
+use crate::upgraded::UpgradedIo;
+
+/// What we announce in [`FEATURES`] on every request.
+const OUR_FEATURES: &str = "relay";
 
 /// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +71,12 @@ fn http_error(e: hyper::Error) -> ClientError {
 }
 
 type Sender = SendRequest<Empty<Bytes>>;
-
-/// A connection of the pool: its request sender and the IP it reached.
-struct Pooled {
+/// A connection of the pool: its request sender, the IP it reached (for a
+/// relayed one: the relay's), and whether it runs through a relay.
+struct Conn {
     sender: Sender,
-    remote: std::net::IpAddr,
+    remote: IpAddr,
+    relayed: bool,
 }
 
 /// A DHT answer and what came with it.
@@ -76,8 +84,9 @@ struct Pooled {
 pub struct Answer {
     /// The body of the 2xx answer.
     pub body: Bytes,
-    /// The IP the connection reached (the peer's, as we dialed it).
-    pub remote: std::net::IpAddr,
+    /// The IP the connection reached (the peer's as we dialed it; for a
+    /// relayed peer, the relay's).
+    pub remote: IpAddr,
     /// The raw `Mau-Observed-Address` header, if the peer sent one: where
     /// it saw our connection come from.
     pub observed: Option<String>,
@@ -88,23 +97,97 @@ pub struct Client<R: Runtime> {
     rt: R,
     identity: TlsIdentity,
     limits: Limits,
-    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Pooled>>>,
+    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Conn>>>,
+    /// Itself, for the hole punches it starts in the background.
+    me: Weak<Client<R>>,
+    /// Hole punching after a relayed connect (unset: stay relayed).
+    punch: OnceLock<crate::punch::Initiator>,
+    /// Peers reached directly after a hole punch, with whether that direct
+    /// connection is still up: meanwhile requests wait for it rather than
+    /// open relayed connections, and relayed ones coming back from use are
+    /// dropped.
+    punched: Mutex<BTreeMap<(Fingerprint, PeerAddress), Arc<AtomicBool>>>,
 }
 
 impl<R: Runtime> Client<R> {
     /// A client presenting `identity`.
     pub fn new(rt: R, identity: TlsIdentity, limits: Limits) -> Arc<Self> {
-        Arc::new(Client {
+        Arc::new_cyclic(|me| Client {
             rt,
             identity,
             limits,
             pool: Mutex::new(BTreeMap::new()),
+            me: me.clone(),
+            punch: OnceLock::new(),
+            punched: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// The identity this client presents.
-    pub fn identity(&self) -> &TlsIdentity {
-        &self.identity
+    /// Tries a hole punch to each peer reached through a relay (once; the
+    /// first call wins).
+    pub(crate) fn enable_punching(&self, initiator: crate::punch::Initiator) {
+        let _ = self.punch.set(initiator);
+    }
+
+    /// The runtime.
+    pub(crate) fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    /// Makes `sender` (a direct, hole-punched connection) the way to `key`:
+    /// the pooled connections to it (through a relay) are dropped, which
+    /// closes them and releases the relay.
+    pub(crate) fn adopt(
+        &self,
+        key: (Fingerprint, PeerAddress),
+        sender: Sender,
+        remote: IpAddr,
+        alive: Arc<AtomicBool>,
+    ) {
+        self.punched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), alive);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.insert(
+            key,
+            vec![Conn {
+                sender,
+                remote,
+                relayed: false,
+            }],
+        );
+    }
+
+    fn direct_alive(&self, key: &(Fingerprint, PeerAddress)) -> bool {
+        self.punched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// A pooled connection (and true), else a new one; to a punched peer
+    /// whose direct connection is up but busy, waits (within the RPC
+    /// timeout) for it.
+    async fn pooled_or_new(
+        &self,
+        key: &(Fingerprint, PeerAddress),
+        to: &Contact<PeerAddress>,
+    ) -> Result<(Conn, bool), ClientError> {
+        let waited = std::time::Instant::now();
+        loop {
+            if let Some(mut c) = self.take_pooled(key) {
+                // A pooled connection may still be finishing its previous answer.
+                if c.sender.ready().await.is_ok() {
+                    return Ok((c, true));
+                }
+            }
+            if !self.direct_alive(key) || waited.elapsed() >= self.limits.rpc_timeout {
+                return Ok((self.connect(to).await?, false));
+            }
+            self.rt.sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// `GET path` from `to`; the body of a 2xx answer, at most `max_body` bytes.
@@ -155,18 +238,10 @@ impl<R: Runtime> Client<R> {
         use_pool: bool,
     ) -> Result<Answer, ClientError> {
         let key = (to.fingerprint, to.address.clone());
-        let pooled = match use_pool.then(|| self.take_pooled(&key)).flatten() {
-            // A pooled connection may still be finishing its previous answer.
-            Some(mut p) => p.sender.ready().await.ok().map(|_| p),
-            None => None,
-        };
-        let reused = pooled.is_some();
-        let Pooled {
-            mut sender,
-            mut remote,
-        } = match pooled {
-            Some(p) => p,
-            None => self.connect(to).await?,
+        let (mut conn, reused) = if use_pool {
+            self.pooled_or_new(&key, to).await?
+        } else {
+            (self.connect(to).await?, false)
         };
         let request = || {
             hyper::Request::get(path)
@@ -175,18 +250,21 @@ impl<R: Runtime> Client<R> {
                     hyper::header::USER_AGENT,
                     concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
                 )
+                .header(FEATURES, OUR_FEATURES)
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| ClientError::Http(e.to_string()))
         };
-        let resp = match sender.send_request(request()?).await {
+        let resp = match conn.sender.send_request(request()?).await {
             Ok(r) => r,
             // The peer closed an idle pooled connection just as we used it:
             // a GET is safe to repeat, once, on a new connection.
             Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
                 debug!(peer = %to.fingerprint, error = %e, "pooled connection closed: retrying on a new one");
-                let fresh = self.connect(to).await?;
-                (sender, remote) = (fresh.sender, fresh.remote);
-                sender.send_request(request()?).await.map_err(http_error)?
+                conn = self.connect(to).await?;
+                conn.sender
+                    .send_request(request()?)
+                    .await
+                    .map_err(http_error)?
             }
             Err(e) => return Err(http_error(e)),
         };
@@ -209,9 +287,10 @@ impl<R: Runtime> Client<R> {
                 }
             })?
             .to_bytes();
+        let remote = conn.remote;
         // A fresh connection of a dial-back is dropped (closed), not pooled.
         if use_pool {
-            self.give_back(key, Pooled { sender, remote });
+            self.give_back(key, conn);
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -227,26 +306,35 @@ impl<R: Runtime> Client<R> {
         })
     }
 
-    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Pooled> {
+    fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Conn> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.get_mut(key)?;
-        while let Some(p) = senders.pop() {
-            if !p.sender.is_closed() {
-                return Some(p);
+        while let Some(s) = senders.pop() {
+            if !s.sender.is_closed() {
+                return Some(s);
             }
         }
         pool.remove(key);
         None
     }
 
-    fn give_back(&self, key: (Fingerprint, PeerAddress), p: Pooled) {
-        if p.sender.is_closed() {
+    fn give_back(&self, key: (Fingerprint, PeerAddress), conn: Conn) {
+        // A relayed connection to a peer now reached directly is let go:
+        // that releases the relay.
+        if conn.sender.is_closed() || (conn.relayed && self.direct_alive(&key)) {
             return;
         }
+        // One idle relayed connection per peer: each one holds a stream
+        // (of its limited share) on the relay.
+        let room = if conn.relayed {
+            1
+        } else {
+            self.limits.pool_per_peer
+        };
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.entry(key).or_default();
-        if senders.len() < self.limits.pool_per_peer {
-            senders.push(p);
+        if senders.len() < room {
+            senders.push(conn);
         }
     }
 
@@ -256,15 +344,46 @@ impl<R: Runtime> Client<R> {
         pool.retain(|(f, _), _| f != fp);
     }
 
-    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Pooled, ClientError> {
-        let addr = to.address.as_str();
+    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Conn, ClientError> {
+        if let Some(relay) = mau_proto::relay::relay_of(&to.address) {
+            let path = format!("/relay/connect/{}", to.fingerprint);
+            // Boxed: TLS inside TLS makes a large future (debug builds).
+            let (io, headers, reached) = Box::pin(self.upgrade(&relay, &path)).await?;
+            trace!(peer = %to.fingerprint, relay = %relay.fingerprint, "relayed stream open");
+            let sender = Box::pin(self.over(io, to, None)).await?;
+            let observed = headers
+                .get(crate::relay::OBSERVED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<SocketAddr>().ok());
+            if let (Some(punch), Some(me), Some(observed)) =
+                (self.punch.get(), self.me.upgrade(), observed)
+            {
+                punch.start(me, to.clone(), observed.ip());
+            }
+            return Ok(Conn {
+                sender,
+                remote: reached.ip(),
+                relayed: true,
+            });
+        }
+        let (tcp, reached) = self.tcp(&to.address).await?;
+        Ok(Conn {
+            sender: Box::pin(self.over(tcp, to, None)).await?,
+            remote: reached.ip(),
+            relayed: false,
+        })
+    }
+
+    /// A TCP connection to `address` (the first of its resolved addresses
+    /// that answers), and the socket address it reached.
+    async fn tcp(&self, address: &PeerAddress) -> Result<(R::TcpStream, SocketAddr), ClientError> {
+        let addr = address.as_str();
         let addrs = self
             .rt
-            .resolve(to.address.host(), to.address.port())
+            .resolve(address.host(), address.port())
             .await
             .map_err(|e| ClientError::Resolve(addr.into(), e))?;
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        let mut tcp = None;
         for a in addrs {
             match timeout(
                 &self.rt,
@@ -273,23 +392,35 @@ impl<R: Runtime> Client<R> {
             )
             .await
             {
-                Ok(Ok(s)) => {
-                    tcp = Some((s, a.ip()));
-                    break;
-                }
+                Ok(Ok(s)) => return Ok((s, a)),
                 Ok(Err(e)) => last = e,
                 Err(_) => {
                     last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 }
             }
         }
-        let (tcp, remote) = tcp.ok_or_else(|| ClientError::Connect(addr.into(), last))?;
+        Err(ClientError::Connect(addr.into(), last))
+    }
+
+    /// Mutual TLS with `to`'s fingerprint pinned over `stream`, then
+    /// HTTP/1.1; `alive` (if given) is cleared when the connection ends.
+    pub(crate) async fn over<S: Stream>(
+        &self,
+        stream: S,
+        to: &Contact<PeerAddress>,
+        alive: Option<Arc<AtomicBool>>,
+    ) -> Result<Sender, ClientError> {
+        let addr = to.address.as_str();
         let config = mau_identity::client_config(&self.identity, to.fingerprint)
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        let tls = TlsConnector::from(config)
-            .connect(mau_identity::server_name(), tcp)
-            .await
-            .map_err(|e| ClientError::Tls(addr.into(), e))?;
+        let tls = timeout(
+            &self.rt,
+            self.limits.rpc_timeout,
+            TlsConnector::from(config).connect(mau_identity::server_name(), stream),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(self.limits.rpc_timeout))?
+        .map_err(|e| ClientError::Tls(addr.into(), e))?;
         trace!(peer = %to.fingerprint, %addr, "TLS connection established");
         let (sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(tls))
             .await
@@ -299,8 +430,62 @@ impl<R: Runtime> Client<R> {
             if let Err(e) = conn.await {
                 debug!(%peer, error = %e, "client connection ended");
             }
+            if let Some(a) = alive {
+                a.store(false, Ordering::Relaxed);
+            }
         });
-        Ok(Pooled { sender, remote })
+        Ok(sender)
+    }
+
+    /// `GET path` from `to` asking to take the connection over (`Upgrade:
+    /// mau-relay`); on `101`, the raw stream inside the TLS connection, the
+    /// answer's headers, and the socket address reached.
+    pub(crate) async fn upgrade(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+    ) -> Result<(UpgradedIo, hyper::HeaderMap, SocketAddr), ClientError> {
+        let t = self.limits.rpc_timeout;
+        timeout(&self.rt, t, async {
+            let (tcp, reached) = self.tcp(&to.address).await?;
+            let addr = to.address.as_str();
+            let config = mau_identity::client_config(&self.identity, to.fingerprint)
+                .map_err(|e| ClientError::Config(e.to_string()))?;
+            let tls = TlsConnector::from(config)
+                .connect(mau_identity::server_name(), tcp)
+                .await
+                .map_err(|e| ClientError::Tls(addr.into(), e))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(tls))
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            self.rt.spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
+            let req = hyper::Request::get(path)
+                .header(hyper::header::HOST, addr)
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, crate::relay::PROTOCOL)
+                .header(FEATURES, OUR_FEATURES)
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let resp = sender.send_request(req).await.map_err(http_error)?;
+            if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                let status = resp.status().as_u16();
+                let body = Limited::new(resp.into_body(), 1024)
+                    .collect()
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                return Err(ClientError::Status { status, body });
+            }
+            let headers = resp.headers().clone();
+            let io = hyper::upgrade::on(resp)
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            Ok((UpgradedIo(io), headers, reached))
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(t))?
     }
 }
 
@@ -310,7 +495,7 @@ impl<R: Runtime> Client<R> {
 pub struct Streaming<'a, R: Runtime> {
     client: &'a Client<R>,
     key: (Fingerprint, PeerAddress),
-    sender: Option<Pooled>,
+    sender: Option<Conn>,
     status: u16,
     headers: hyper::HeaderMap,
     body: hyper::body::Incoming,
@@ -394,32 +579,26 @@ impl<R: Runtime> Client<R> {
     ) -> Result<Streaming<'_, R>, ClientError> {
         let key = (to.fingerprint, to.address.clone());
         let start = async {
-            let pooled = match self.take_pooled(&key) {
-                Some(mut p) => p.sender.ready().await.ok().map(|_| p),
-                None => None,
-            };
-            let mut pooled = match pooled {
-                Some(p) => p,
-                None => self.connect(to).await?,
-            };
+            let (mut conn, _) = self.pooled_or_new(&key, to).await?;
             let mut req = hyper::Request::get(path)
                 .header(hyper::header::HOST, to.address.as_str())
                 .header(
                     hyper::header::USER_AGENT,
                     concat!("mau-rs/", env!("CARGO_PKG_VERSION")),
-                );
+                )
+                .header(FEATURES, OUR_FEATURES);
             for (name, value) in headers {
                 req = req.header(name, value.as_str());
             }
             let req = req
                 .body(Empty::<Bytes>::new())
                 .map_err(|e| ClientError::Http(e.to_string()))?;
-            let resp = pooled
+            let resp = conn
                 .sender
                 .send_request(req)
                 .await
                 .map_err(|e| ClientError::Http(e.to_string()))?;
-            Ok::<_, ClientError>((pooled, resp))
+            Ok::<_, ClientError>((conn, resp))
         };
         let (sender, resp) = timeout(&self.rt, idle, start)
             .await

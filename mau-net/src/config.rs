@@ -134,6 +134,20 @@ pub struct NodeConfig {
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// How the node learns its public address and whether peers reach it.
     pub reach: crate::reach::ReachOptions,
+    /// Relay streams between other peers, within these limits (`None`, the
+    /// default: refuse every relay request). Only for a node others can reach.
+    pub relay: Option<mau_proto::relay::RelayLimits>,
+    /// Relays to hold reservations on, in order of preference. Non-empty
+    /// means "nobody can dial me": the node advertises a relayed address
+    /// through the first of them instead of its own (until address votes
+    /// and reachability checks decide this by themselves, it is the
+    /// operator's call).
+    pub relays: Vec<Contact<PeerAddress>>,
+    /// How many reservations to hold and how to retry them.
+    pub reservations: mau_proto::relay::ReservationConfig,
+    /// Try a direct connection (hole punch) to peers reached through a
+    /// relay, and answer their attempts (`None`: stay relayed).
+    pub punch: Option<mau_proto::punch::PunchConfig>,
 }
 
 impl NodeConfig {
@@ -155,6 +169,10 @@ impl NodeConfig {
             stop_requests: None,
             metrics: None,
             reach: crate::reach::ReachOptions::default(),
+            relay: None,
+            relays: Vec::new(),
+            reservations: mau_proto::relay::ReservationConfig::default(),
+            punch: Some(mau_proto::punch::PunchConfig::default()),
         }
     }
 }

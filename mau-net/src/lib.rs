@@ -23,6 +23,9 @@
 //! - [`portmap`]: port mapping on the gateway (PCP, NAT-PMP, UPnP IGD) and
 //!   IPv6 pinholes, around the sans-IO mapper of `mau_proto::portmap`;
 //! - [`upnp`]: the UPnP IGD client, one of those three protocols;
+//! - `relay` / `reservation` / `punch` (private): relaying streams between
+//!   peers, holding reservations on relays, hole punching
+//!   (docs/nat.md, "Relay and hole punching");
 //! - [`metrics`]: opt-in operator metrics (Prometheus/OpenMetrics text).
 
 #![forbid(unsafe_code)]
@@ -41,13 +44,17 @@ pub mod metrics;
 pub mod node;
 pub mod persist;
 pub mod portmap;
+mod punch;
 pub mod reach;
+mod relay;
+mod reservation;
 pub mod resolver;
 mod router;
 pub mod runtime;
 mod serve_context;
 mod server;
 pub mod sync;
+mod upgraded;
 pub mod upnp;
 
 pub use client::{Client, ClientError};

@@ -135,6 +135,12 @@ pub struct Metrics {
     content_files: Labeled,
     /// (result, "") → friend syncs reported by `mau sync`.
     syncs: Labeled,
+    /// (event, "") → relay and hole-punch events.
+    relay: Labeled,
+    /// Bytes relayed (both directions).
+    relay_bytes: AtomicU64,
+    /// Reservations held and streams relayed now (a relay).
+    relay_load: Mutex<(u64, u64)>,
     mdns_running: AtomicBool,
     upnp_mapped: AtomicBool,
     /// The reachability verdict: one of [`REACH_STATES`].
@@ -171,6 +177,9 @@ impl Metrics {
             content_bytes: Labeled::default(),
             content_files: Labeled::default(),
             syncs: Labeled::default(),
+            relay: Labeled::default(),
+            relay_bytes: AtomicU64::new(0),
+            relay_load: Mutex::new((0, 0)),
             mdns_running: AtomicBool::new(false),
             upnp_mapped: AtomicBool::new(false),
             reachability: Mutex::new("unknown"),
@@ -238,6 +247,44 @@ impl Metrics {
             "incomplete"
         };
         bump(&self.syncs, (result, ""), 1);
+    }
+
+    /// A relay or hole-punch event: on a relay `reservation_granted`,
+    /// `stream_opened`, `stream_closed`, `stream_cut_bytes`,
+    /// `stream_cut_duration` (refusals count in [`Self::rejected`] with a
+    /// `relay_*` reason); on a relayed node `reservation_held`,
+    /// `reservation_lost`, `punch_direct`, `punch_relayed`.
+    pub fn relay_event(&self, event: &'static str) {
+        bump(&self.relay, (event, ""), 1);
+    }
+
+    /// Bytes a relay carried.
+    pub fn relayed_bytes(&self, bytes: u64) {
+        self.relay_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A relay's reservations held and streams relayed now.
+    pub fn set_relay_load(&self, reservations: usize, streams: usize) {
+        *self.relay_load.lock().unwrap_or_else(|e| e.into_inner()) =
+            (reservations as u64, streams as u64);
+    }
+
+    /// How many times `event` ([`Self::relay_event`]) happened.
+    pub fn relay_events(&self, event: &str) -> u64 {
+        let map = self.relay.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|((e, _), _)| *e == event)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// How many times a limit named `reason` refused ([`Self::rejected`]).
+    pub fn rejections(&self, reason: &str) -> u64 {
+        let map = self.rejections.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .filter(|((r, _), _)| *r == reason)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Whether mDNS advertises and browses.
@@ -373,6 +420,32 @@ impl Metrics {
             ("result", ""),
             &self.syncs,
         );
+        r.labeled_counter(
+            "mau_relay_events",
+            "Relay and hole-punch events (refusals are in mau_rejections with relay_* reasons).",
+            ("event", ""),
+            &self.relay,
+        );
+        r.counter(
+            "mau_relayed_bytes",
+            "Bytes this node relayed between two peers.",
+            self.relay_bytes.load(Ordering::Relaxed),
+        );
+        let (reservations, streams) = *self.relay_load.lock().unwrap_or_else(|e| e.into_inner());
+        r.family(
+            "mau_relay_reservations",
+            "gauge",
+            "Reservations this relay holds.",
+            "",
+        );
+        r.sample("mau_relay_reservations", &[], reservations as f64);
+        r.family(
+            "mau_relay_streams",
+            "gauge",
+            "Streams this relay carries now.",
+            "",
+        );
+        r.sample("mau_relay_streams", &[], streams as f64);
         r.family(
             "mau_mdns_running",
             "gauge",

@@ -24,7 +24,7 @@ use crate::persist::TableSaver;
 use crate::portmap::{ActiveMapping, PortMapStatus, PortMapper};
 use crate::runtime::Runtime;
 use crate::serve_context::ServeContext;
-use crate::{control, mdns, persist, reach, server};
+use crate::{control, mdns, persist, punch, reach, relay, reservation, server};
 
 /// A node serving the Kademlia RPCs over mutual TLS.
 pub struct RunningNode<R: Runtime> {
@@ -37,6 +37,8 @@ pub struct RunningNode<R: Runtime> {
     mdns: bool,
     port_map: Arc<PortMapStatus>,
     reach: Arc<reach::Reach>,
+    relay: Option<Arc<relay::RelayServer<R>>>,
+    reservations: Option<Arc<reservation::ReservationService<R>>>,
 }
 
 impl<R: Runtime> RunningNode<R> {
@@ -69,6 +71,9 @@ impl<R: Runtime> RunningNode<R> {
         let (core, wake) = Core::new(rt.clone(), node, config.metrics.clone());
         let core = Arc::new(core);
         let client = Client::new(rt.clone(), identity.clone(), config.limits.clone());
+        if let Some(p) = &config.punch {
+            client.enable_punching(punch::Initiator::new(p.clone(), config.metrics.clone()));
+        }
         info!(fingerprint = %fingerprint, listen = %local_addr, advertise = %advertised, "node started");
 
         let saver = Arc::new(TableSaver::new(config.table_file.clone()));
@@ -87,6 +92,16 @@ impl<R: Runtime> RunningNode<R> {
         });
         core.spawn(driver.run(wake));
         core.spawn(saver.run(core.clone()));
+        let (incoming_tx, incoming) = async_channel::bounded(16);
+        let punch = Arc::new(punch::PunchResponder::new(
+            rt.clone(),
+            config.punch.clone(),
+            incoming_tx.clone(),
+        ));
+        let relay = config
+            .relay
+            .clone()
+            .map(|limits| relay::RelayServer::new(rt.clone(), limits, config.metrics.clone()));
         let serving = Arc::new(ServeContext {
             core: core.clone(),
             rt: rt.clone(),
@@ -95,8 +110,24 @@ impl<R: Runtime> RunningNode<R> {
             shutdown: core.shutdown.clone(),
             dialback: reach::DialbackServer::new(rt.clone(), client.clone()),
             config: config.clone(),
+            relay: relay.clone(),
+            punch: punch.clone(),
         });
-        core.spawn(server::serve(serving, listener));
+        core.spawn(server::serve(serving, listener, incoming));
+        let reservations = (!config.relays.is_empty()).then(|| {
+            let service = reservation::ReservationService::new(
+                rt.clone(),
+                client.clone(),
+                config.reservations.clone(),
+                config.relays.clone(),
+                incoming_tx,
+                punch,
+                core.shutdown.clone(),
+                config.metrics.clone(),
+            );
+            core.spawn(service.clone().run());
+            service
+        });
         core.spawn(reach::run(core.clone(), client.clone(), reach.clone()));
         let lan_peers = Arc::new(mdns::LanPeers::default());
         if let Some(path) = &config.control_socket {
@@ -140,7 +171,22 @@ impl<R: Runtime> RunningNode<R> {
             mdns,
             port_map,
             reach,
+            relay,
+            reservations,
         })
+    }
+
+    /// Reservations held and streams relayed now by this node's relay
+    /// (`None`: it does not relay).
+    pub fn relay_load(&self) -> Option<(usize, usize)> {
+        self.relay.as_ref().map(|r| r.load())
+    }
+
+    /// Relays holding a reservation for this node now.
+    pub fn reservations(&self) -> Vec<Contact<PeerAddress>> {
+        self.reservations
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.held())
     }
 
     pub(crate) fn core(&self) -> &Arc<Core<R>> {
@@ -307,12 +353,21 @@ async fn start_port_mapping<R: Runtime>(
     mappers
 }
 
-/// The address peers are told: configured, else mapped, else the local one.
+/// The address peers are told: through the first relay if the node holds
+/// reservations, else configured, else mapped, else the local one.
 fn advertised_address(
     config: &NodeConfig,
     mapped: Option<SocketAddr>,
     local_addr: SocketAddr,
 ) -> PeerAddress {
+    if let Some(relayed) = config
+        .relays
+        .first()
+        .and_then(mau_proto::relay::relayed_address)
+    {
+        info!(address = %relayed, "unreachable: advertising an address through a relay");
+        return relayed;
+    }
     if local_addr.ip().is_unspecified() && config.advertise.is_none() && mapped.is_none() {
         warn!(%local_addr, "listening on an unspecified address without --advertise: peers learn our IP from the connection");
     }

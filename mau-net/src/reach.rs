@@ -29,10 +29,10 @@ use mau_proto::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::portmap::PortMapStatus;
 use crate::client::{Client, ClientError};
 use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::portmap::PortMapStatus;
 use crate::runtime::Runtime;
 
 /// The answer header naming where the peer saw the caller come from.

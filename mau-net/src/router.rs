@@ -22,9 +22,25 @@ pub(crate) struct Caller {
     pub address: Option<PeerAddress>,
     /// The IP it connects from.
     pub source: IpAddr,
-    /// The IP and port it connects from (told back in `Mau-Observed-Address`).
-    pub observed: std::net::SocketAddr,
+    /// The address it connects from (for a relayed caller: the relay's;
+    /// otherwise told back in `Mau-Observed-Address`).
+    pub remote: std::net::SocketAddr,
+    /// True if it reached us through a relay.
+    pub relayed: bool,
 }
+
+/// Paths under this prefix take their connection over (HTTP upgrade).
+pub(crate) const UPGRADE_PREFIX: &str = "/relay/";
+
+/// Request header in which a caller lists what it understands beyond the
+/// Go protocol (`relay`: relayed addresses in find_peer answers).
+pub(crate) const FEATURES: &str = "mau-features";
+
+/// Keeps a connection marked busy (no header or idle deadline) while a
+/// route holds it after an upgrade.
+#[derive(Clone)]
+#[allow(dead_code)] // held for its Drop, never read
+pub(crate) struct ConnectionHold(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
 
 /// The caller's listening address: the one in its certificate, with an
 /// unspecified host (`0.0.0.0`, `::`) replaced by the IP we see it connect from.
@@ -64,7 +80,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 /// Answers one request.
-pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
+pub(crate) async fn handle<R: Runtime, B: http_body::Body + Send + 'static>(
     shared: &ServeContext<R>,
     caller: &Caller,
     req: hyper::Request<B>,
@@ -91,17 +107,34 @@ pub(crate) async fn handle<R: Runtime, B: http_body::Body>(
         return crate::content::handle(shared, caller, &req).await;
     }
     if path.starts_with("/kad/") {
+        let relay_aware = req
+            .headers()
+            .get(FEATURES)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|f| f.trim() == "relay"));
         let mut r = if path == crate::reach::DIALBACK_PATH {
             dialback(shared, caller).await
         } else {
-            kad(shared, caller, path)
+            kad(shared, caller, path, relay_aware)
         };
         // Where we saw the caller come from: mau-rs callers vote on it, Go
-        // callers read only the body.
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&caller.observed.to_string()) {
-            r.headers_mut().insert(crate::reach::OBSERVED_HEADER, v);
+        // callers read only the body. A relayed caller came from the relay,
+        // which says nothing about the caller's own address.
+        if !caller.relayed {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&caller.remote.to_string()) {
+                r.headers_mut().insert(crate::reach::OBSERVED_HEADER, v);
+            }
         }
         return r;
+    }
+    if path.starts_with(UPGRADE_PREFIX) {
+        return match &shared.relay {
+            Some(relay) => Box::pin(relay.handle(caller, req)).await,
+            None => error(StatusCode::NOT_FOUND, "this node does not relay"),
+        };
+    }
+    if path.starts_with(crate::punch::PREFIX) {
+        return Box::pin(shared.punch.handle(caller, &req)).await;
     }
     error(StatusCode::NOT_FOUND, "no such route")
 }
@@ -151,7 +184,15 @@ async fn dialback<R: Runtime>(shared: &ServeContext<R>, caller: &Caller) -> Repl
     }
 }
 
-fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Reply {
+/// Answers a Kademlia RPC. Relayed addresses are left out of find_peer
+/// answers to callers that did not announce `relay` in [`FEATURES`] (the Go
+/// implementation): it could not use them.
+fn kad<R: Runtime>(
+    shared: &ServeContext<R>,
+    caller: &Caller,
+    path: &str,
+    relay_aware: bool,
+) -> Reply {
     let count = |kind, outcome| {
         shared
             .config
@@ -183,7 +224,11 @@ fn kad<R: Runtime>(shared: &ServeContext<R>, caller: &Caller, path: &str) -> Rep
     match response {
         Response::Pong => reply(StatusCode::OK, "text/plain", Bytes::new()),
         Response::Peers(peers) => {
-            let records: Vec<PeerRecord> = peers.into_iter().map(PeerRecord::from).collect();
+            let records: Vec<PeerRecord> = peers
+                .into_iter()
+                .filter(|c| relay_aware || !mau_proto::relay::is_relayed(&c.address))
+                .map(PeerRecord::from)
+                .collect();
             reply(
                 StatusCode::OK,
                 "application/json",

@@ -58,6 +58,23 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<Self::TcpListener>> + Send;
 
+    /// Binds a TCP listener that shares its port (`SO_REUSEADDR` and
+    /// `SO_REUSEPORT`) with [`Runtime::connect_tcp_from`] sockets: a hole
+    /// punch listens and dials from one port.
+    fn bind_tcp_shared(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::TcpListener>> + Send;
+
+    /// Opens a TCP connection from `local` (bound with `SO_REUSEADDR` and
+    /// `SO_REUSEPORT`, so that a listener and other dials may share the
+    /// port): both sides of a hole punch dial from a known port at once.
+    fn connect_tcp_from(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::TcpStream>> + Send;
+
     /// Accepts one TCP connection.
     fn accept_tcp(
         listener: &Self::TcpListener,

@@ -20,6 +20,10 @@ pub(crate) struct ServeContext<R: Runtime> {
     pub shutdown: Shutdown,
     /// Answers `/kad/dialback`.
     pub dialback: crate::reach::DialbackServer<R>,
+    /// The relay (`None`: this node does not relay).
+    pub relay: Option<Arc<crate::relay::RelayServer<R>>>,
+    /// The hole-punch responder.
+    pub punch: Arc<crate::punch::PunchResponder<R>>,
 }
 
 impl<R: Runtime> ServeContext<R> {

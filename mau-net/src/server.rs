@@ -133,19 +133,61 @@ impl Guards {
     }
 }
 
-/// Accepts connections until shutdown.
-pub(crate) async fn serve<R: Runtime>(shared: Arc<ServeContext<R>>, listener: R::TcpListener) {
+/// A connection that did not come through our listener: a peer's stream
+/// through a relay we hold a reservation on, or a hole-punched one. It is
+/// served like any other (TLS, the same limits but the per-IP one).
+pub(crate) struct Incoming {
+    /// The stream, before TLS.
+    pub stream: Box<dyn crate::runtime::Stream>,
+    /// The relay's address, or the punched peer's.
+    pub remote: SocketAddr,
+    /// True if it runs through a relay.
+    pub relayed: bool,
+}
+
+/// Accepts connections until shutdown, from the listener and from `incoming`.
+pub(crate) async fn serve<R: Runtime>(
+    shared: Arc<ServeContext<R>>,
+    listener: R::TcpListener,
+    incoming: async_channel::Receiver<Incoming>,
+) {
+    enum Next<S> {
+        Accepted(io::Result<(S, SocketAddr)>),
+        Other(Incoming),
+        Stop,
+    }
     let limits = &shared.config.limits;
     let guards = Arc::new(Guards::new(limits, shared.config.metrics.clone()));
     loop {
-        let next =
-            futures_lite::future::or(async { Some(R::accept_tcp(&listener).await) }, async {
+        let next = futures_lite::future::or(
+            futures_lite::future::or(
+                async { Next::Accepted(R::accept_tcp(&listener).await) },
+                async {
+                    match incoming.recv().await {
+                        Ok(i) => Next::Other(i),
+                        // Nobody can send any more: wait for the listener alone.
+                        Err(_) => futures_lite::future::pending().await,
+                    }
+                },
+            ),
+            async {
                 shared.shutdown.wait().await;
-                None
-            })
-            .await;
-        let Some(accepted) = next else {
-            break;
+                Next::Stop
+            },
+        )
+        .await;
+        let accepted = match next {
+            Next::Stop => break,
+            Next::Other(i) => {
+                let permit = shared.connections.acquire_arc().await;
+                let (s, g) = (shared.clone(), guards.clone());
+                shared.rt.spawn(async move {
+                    connection(s, g, i.stream, i.remote, i.relayed).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            Next::Accepted(a) => a,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -181,7 +223,7 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<ServeContext<R>>, listener: R:
                 };
                 let (s, g) = (shared.clone(), guards.clone());
                 shared.rt.spawn(async move {
-                    connection(s, g, stream, peer).await;
+                    connection(s, g, stream, peer, false).await;
                     drop((permit, ip_held));
                 });
             }
@@ -194,11 +236,12 @@ pub(crate) async fn serve<R: Runtime>(shared: Arc<ServeContext<R>>, listener: R:
     }
 }
 
-async fn connection<R: Runtime>(
+async fn connection<R: Runtime, S: crate::runtime::Stream>(
     shared: Arc<ServeContext<R>>,
     guards: Arc<Guards>,
-    stream: R::TcpStream,
+    stream: S,
     peer: SocketAddr,
+    relayed: bool,
 ) {
     let limits = &shared.config.limits;
     let acceptor = TlsAcceptor::from(shared.server_tls.clone());
@@ -240,7 +283,8 @@ async fn connection<R: Runtime>(
         fingerprint,
         address,
         source: peer.ip(),
-        observed: peer,
+        remote: peer,
+        relayed,
     });
     let clock = Arc::new(Mutex::new(ConnState {
         clock: ConnClock::new(Instant::now()),
@@ -267,7 +311,9 @@ async fn connection<R: Runtime>(
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true)
-        .serve_connection(FuturesIo::new(io), service);
+        .serve_connection(FuturesIo::new(io), service)
+        // The relay's routes take the connection over (101).
+        .with_upgrades();
     let result = futures_lite::future::or(conn, async {
         shared.shutdown.wait().await;
         Ok(())
@@ -338,9 +384,16 @@ async fn admit<R: Runtime>(
     guards: &Guards,
     caller: &Caller,
     busy: Busy,
-    req: hyper::Request<hyper::body::Incoming>,
+    mut req: hyper::Request<hyper::body::Incoming>,
 ) -> Reply {
     let limits = &shared.config.limits;
+    // A route that takes the connection over keeps it marked busy for as
+    // long as it holds it: the header and idle deadlines are for HTTP.
+    let busy = Arc::new(busy);
+    if req.uri().path().starts_with(router::UPGRADE_PREFIX) {
+        req.extensions_mut()
+            .insert(router::ConnectionHold(busy.clone()));
+    }
     let fp = caller.fingerprint;
     // One request per turn: without this, a connection with many pipelined
     // requests answers a batch of them (hyper's loop) before anyone else runs.
@@ -417,7 +470,7 @@ fn refusal(status: StatusCode, message: &str, retry_after_secs: f64) -> Reply {
 }
 
 /// The answer, holding `guard` until its body is done or dropped.
-fn hold(reply: Reply, guard: (Busy, Option<Held<Fingerprint>>)) -> Reply {
+fn hold(reply: Reply, guard: (Arc<Busy>, Option<Held<Fingerprint>>)) -> Reply {
     reply.map(|body| {
         Guarded {
             body,

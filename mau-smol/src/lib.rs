@@ -43,6 +43,23 @@ impl Future for Sleep {
     }
 }
 
+/// Linux's and the BSDs' "operation now in progress" differ; socket2 does
+/// not name it.
+#[cfg(target_os = "linux")]
+const EINPROGRESS: i32 = 115;
+#[cfg(not(target_os = "linux"))]
+const EINPROGRESS: i32 = 36;
+
+/// A TCP socket bound to `addr` whose port listeners and other dials may share.
+fn shared_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
 impl mau_net::Runtime for SmolRuntime {
     type TcpStream = TcpStream;
     type TcpListener = TcpListener;
@@ -64,6 +81,38 @@ impl mau_net::Runtime for SmolRuntime {
 
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    async fn bind_tcp_shared(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let s = shared_socket(addr)?;
+        s.listen(128)?;
+        s.set_nonblocking(true)?;
+        TcpListener::try_from(std::net::TcpListener::from(s))
+    }
+
+    async fn connect_tcp_from(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> io::Result<TcpStream> {
+        let s = shared_socket(local)?;
+        s.set_nonblocking(true)?;
+        // A non-blocking connect reports "in progress"; writability then
+        // says it finished, and the socket's error whether it worked.
+        if let Err(e) = s.connect(&remote.into()) {
+            if e.raw_os_error() != Some(EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        let s = async_io::Async::new(std::net::TcpStream::from(s))?;
+        s.writable().await?;
+        if let Some(e) = s.get_ref().take_error()? {
+            return Err(e);
+        }
+        let s = TcpStream::from(s);
+        s.peer_addr()?;
         s.set_nodelay(true)?;
         Ok(s)
     }

@@ -54,6 +54,18 @@ impl TokioRuntime {
     }
 }
 
+/// A TCP socket bound to `addr` whose port listeners and other dials may share.
+fn shared_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let s = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    Ok(s)
+}
+
 impl mau_net::Runtime for TokioRuntime {
     type TcpStream = Compat<TcpStream>;
     type TcpListener = TcpListener;
@@ -78,6 +90,26 @@ impl mau_net::Runtime for TokioRuntime {
         let s = self
             .in_runtime(async move {
                 let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+            .await?;
+        Ok(s.compat())
+    }
+
+    async fn bind_tcp_shared(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        self.in_runtime(async move { shared_socket(addr)?.listen(128) })
+            .await
+    }
+
+    async fn connect_tcp_from(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> io::Result<Self::TcpStream> {
+        let s = self
+            .in_runtime(async move {
+                let s = shared_socket(local)?.connect(remote).await?;
                 s.set_nodelay(true)?;
                 Ok(s)
             })

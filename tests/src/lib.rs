@@ -621,6 +621,18 @@ macro_rules! conformance_suite {
         fn attack_hostile_find_peer_answerer() {
             run($crate::attacks::hostile_find_peer_answerer);
         }
+        #[test]
+        fn relay_friends_find_each_other_and_sync() {
+            run($crate::relay::relayed_friends_find_each_other_and_sync);
+        }
+        #[test]
+        fn relay_hole_punch_moves_to_direct() {
+            run($crate::relay::hole_punch_moves_to_direct_and_releases_the_relay);
+        }
+        #[test]
+        fn relay_limits_hold_against_an_outsider() {
+            run($crate::relay::relay_limits_hold_against_an_outsider);
+        }
     };
 }
 
@@ -628,3 +640,4 @@ pub mod attacks;
 pub mod content_sync;
 pub mod hardening;
 pub mod reach;
+pub mod relay;

@@ -286,7 +286,10 @@ fn a_router_without_mapping_gives_no_mapping_and_stops_asking() {
         "mau status",
     );
     let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
-    assert!(status["port_mapping"].is_null(), "a mapping is claimed: {status}");
+    assert!(
+        status["port_mapping"].is_null(),
+        "a mapping is claimed: {status}"
+    );
     assert_eq!(status["advertised"], "0.0.0.0:7000", "{status}");
     assert!(nat.interrupt(i, Duration::from_secs(20)));
     eprintln!(
