@@ -15,6 +15,7 @@
 //! - [`rtt`]: how long a lookup waits for an answer (recent answer times);
 //! - [`ratelimit`]: token buckets with the time passed in;
 //! - [`node`]: the state machine that ties them together (events in, commands out);
+//! - [`sync`]: the decisions of a friend file sync, a planner in the same style;
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
 //! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...).
 
@@ -32,6 +33,7 @@ pub mod rng;
 pub mod routing_table;
 pub mod rtt;
 pub mod subnet;
+pub mod sync;
 pub mod time;
 pub mod wire;
 
