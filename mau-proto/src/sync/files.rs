@@ -86,7 +86,7 @@ pub enum Start {
 /// bytes already on disk are counted in the quota's usage.
 pub fn start(entry: &Entry, same: bool, partial: u64, quota: &mut Quota) -> Start {
     if !super::is_sum(&entry.sum) {
-        return Start::GiveUp(GiveUp::BadSum);
+        return Start::GiveUp(GiveUp::BadSum(entry.sum.clone()));
     }
     if same {
         return Start::Unchanged;
@@ -195,7 +195,10 @@ mod tests {
         let mut e = entry(10);
         e.sum = "AB".repeat(32);
         let mut q = Quota::new(100, 0);
-        assert_eq!(start(&e, true, 0, &mut q), Start::GiveUp(GiveUp::BadSum));
+        assert_eq!(
+            start(&e, true, 0, &mut q),
+            Start::GiveUp(GiveUp::BadSum("AB".repeat(32)))
+        );
     }
 
     #[test]

@@ -230,8 +230,9 @@ pub enum Event {
 /// Why the plan gave up on one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GiveUp {
-    /// The listed sum is not 64 lowercase hex digits.
-    BadSum,
+    /// The listed sum (here) is not 64 lowercase hex digits; nothing of
+    /// the file was looked at or asked for.
+    BadSum(String),
     /// The file does not fit the quota; nothing of it was asked for.
     OverQuota {
         /// Bytes it still needs.
@@ -342,6 +343,8 @@ pub enum Command {
     Settled {
         /// The file.
         file: FileId,
+        /// Its name.
+        name: String,
         /// How.
         outcome: FileOutcome,
     },
@@ -350,6 +353,8 @@ pub enum Command {
     GiveUp {
         /// The file.
         file: FileId,
+        /// Its name.
+        name: String,
         /// Why.
         reason: GiveUp,
     },

@@ -465,9 +465,9 @@ impl SyncPlan {
     }
 
     fn settle(&mut self, id: FileId, outcome: FileOutcome) {
-        if self.files.remove(&id).is_none() {
+        let Some(f) = self.files.remove(&id) else {
             return;
-        }
+        };
         match &outcome {
             FileOutcome::Unchanged => self.report.unchanged += 1,
             FileOutcome::Downloaded { bytes, resumed } => {
@@ -476,15 +476,23 @@ impl SyncPlan {
                 self.report.resumed += usize::from(*resumed);
             }
         }
-        self.out.push_back(Command::Settled { file: id, outcome });
+        self.out.push_back(Command::Settled {
+            file: id,
+            name: f.name,
+            outcome,
+        });
     }
 
     fn give_up(&mut self, id: FileId, reason: GiveUp) {
         let Some(f) = self.files.remove(&id) else {
             return;
         };
-        self.report.fail(f.name, reason.clone());
-        self.out.push_back(Command::GiveUp { file: id, reason });
+        self.report.fail(f.name.clone(), reason.clone());
+        self.out.push_back(Command::GiveUp {
+            file: id,
+            name: f.name,
+            reason,
+        });
     }
 
     /// Starts what there is room for; asks for the next page, or finishes,
@@ -497,6 +505,17 @@ impl SyncPlan {
             let Some((id, name, entry)) = self.queue.pop_front() else {
                 break;
             };
+            if !super::is_sum(&entry.sum) {
+                // Never looked at: the sum names the partial download.
+                let reason = GiveUp::BadSum(entry.sum);
+                self.report.fail(name.clone(), reason.clone());
+                self.out.push_back(Command::GiveUp {
+                    file: id,
+                    name,
+                    reason,
+                });
+                continue;
+            }
             self.out.push_back(Command::Inspect {
                 file: id,
                 name: name.clone(),
@@ -644,11 +663,12 @@ impl SyncPlan {
         self.queue.clear();
         for (id, f) in std::mem::take(&mut self.files) {
             // Only after an abort: nothing may stay running.
-            self.report
-                .fail(f.name, GiveUp::Failed("sync stopped".into()));
+            let reason = GiveUp::Failed("sync stopped".into());
+            self.report.fail(f.name.clone(), reason.clone());
             self.out.push_back(Command::GiveUp {
                 file: id,
-                reason: GiveUp::Failed("sync stopped".into()),
+                name: f.name,
+                reason,
             });
         }
         let result = result.map(|()| self.report.clone());

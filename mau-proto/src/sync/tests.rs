@@ -384,6 +384,7 @@ fn the_quota_refuses_before_asking() {
     assert_eq!(fetches(&cmds), [(FileId(1), 0)]);
     assert!(cmds.contains(&Command::GiveUp {
         file: FileId(0),
+        name: "big.pgp".into(),
         reason: GiveUp::OverQuota {
             needed: 41,
             used: 60,
@@ -423,6 +424,7 @@ fn a_slow_body_gives_up_at_its_floor_and_progress_moves_it() {
         cmds[0],
         Command::GiveUp {
             file: a,
+            name: "a.pgp".into(),
             reason: GiveUp::TooSlow {
                 got: 10,
                 elapsed: Duration::from_secs(3),
@@ -571,4 +573,26 @@ fn concurrency_bounds_the_files_worked_on() {
     p.handle(Event::Page(last_page(many)), Time::ZERO);
     assert_eq!(inspected(&drain(&mut p)).len(), 2);
     assert_eq!(p.active(), 2);
+}
+
+#[test]
+fn a_bad_sum_is_never_looked_at() {
+    let mut p = SyncPlan::new(
+        setup(Mode::Sync { since: None }),
+        LocalState::default(),
+        Time::ZERO,
+    );
+    drain(&mut p);
+    let bad = Entry {
+        sum: "../../x".into(),
+        ..entry("a.pgp", 1)
+    };
+    p.handle(Event::Page(last_page(vec![bad])), Time::ZERO);
+    let cmds = drain(&mut p);
+    assert!(inspected(&cmds).is_empty(), "{cmds:?}");
+    assert!(cmds.contains(&Command::GiveUp {
+        file: FileId(0),
+        name: "a.pgp".into(),
+        reason: GiveUp::BadSum("../../x".into())
+    }));
 }
