@@ -16,7 +16,8 @@
 //! links, or a server without pages stepped by `If-Modified-Since`),
 //! [`pacing`] holds the retry policy and the window of requests in flight,
 //! [`files`] the per-file decisions and the quota, [`plan`] ties them
-//! together. Wire details (paths, headers, JSON) stay with the caller:
+//! together; [`harness`] drives a plan with hostile events and checks
+//! its promises (property tests, fuzzing). Wire details (paths, headers, JSON) stay with the caller:
 //! listing requests are the opaque links it hands in, times are seconds
 //! since the Unix epoch for wall-clock values (HTTP dates) and [`crate::Time`] for
 //! the caller's monotonic clock.
@@ -25,6 +26,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub mod files;
+pub mod harness;
 pub mod listing;
 pub mod pacing;
 pub mod plan;
