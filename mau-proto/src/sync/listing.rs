@@ -225,7 +225,7 @@ impl Walk {
                     return Ok(None);
                 }
                 self.reached = t + 1;
-                self.hand_out(page.entries.clone())?;
+                self.hand_out(page.entries.len())?;
                 self.step(t + 1, paths(&page.entries))?;
                 Ok(Some(page.entries))
             }
@@ -247,18 +247,18 @@ impl Walk {
                 // No pages: possibly cut (a Go server). Step from here.
                 self.stepped = true;
                 let t = self.since.unwrap_or(0);
-                self.hand_out(page.entries.clone())?;
+                self.hand_out(page.entries.len())?;
                 self.step(t, paths(&page.entries))?;
                 return Ok(Some(page.entries));
             }
         }
-        self.hand_out(page.entries.clone())?;
+        self.hand_out(page.entries.len())?;
         Ok(Some(page.entries))
     }
 
-    /// Counts entries handed out against the bound.
-    fn hand_out(&mut self, items: Vec<Entry>) -> Result<(), Abort> {
-        self.entries = self.entries.saturating_add(items.len());
+    /// Counts `n` entries handed out against the bound.
+    fn hand_out(&mut self, n: usize) -> Result<(), Abort> {
+        self.entries = self.entries.saturating_add(n);
         if self.entries > self.max_listed {
             self.state = State::Done;
             return Err(Abort::ListingTooLong {
@@ -310,7 +310,7 @@ impl Walk {
                 .filter(|i| !prev.contains(&i.path))
                 .cloned()
                 .collect();
-            self.hand_out(new.clone())?;
+            self.hand_out(new.len())?;
             self.step(lo, paths(&page))?;
             self.reached = lo;
             return Ok(Some(new));
