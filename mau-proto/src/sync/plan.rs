@@ -173,10 +173,10 @@ impl SyncPlan {
         let mut slow = Vec::new();
         for (id, f) in self.files.iter_mut() {
             match f.stage {
-                Stage::Fetching { from, started, got } => {
-                    if files::deadline(&self.limits, started, got) <= now {
-                        slow.push((*id, from, started, got));
-                    }
+                Stage::Fetching { from, started, got }
+                    if files::deadline(&self.limits, started, got) <= now =>
+                {
+                    slow.push((*id, from, started, got));
                 }
                 Stage::Waiting { from, until } if until <= now => {
                     f.stage = Stage::Ready { from };
