@@ -23,7 +23,7 @@
 //! arrived and the listing is known to be whole; otherwise the next sync
 //! lists from the old time again and skips what is already here by size
 //! and sum. A friend without listing pages (the Go peer) is walked by
-//! stepping `If-Modified-Since` (the private `listing` module).
+//! stepping `If-Modified-Since` ([`mau_proto::sync::listing`]).
 //!
 //! A friend that is busy says so: `429 Too Many Requests` (its rate limit)
 //! or `503 Service Unavailable` (too many of our requests in flight), with
