@@ -124,7 +124,7 @@ pub struct Harness {
     installs: Vec<FileId>,
     files: BTreeMap<FileId, Seen>,
     /// Bytes installed, and bytes the plan may re-use because a failed
-    /// download left fewer on disk than it had.
+    /// file's partial download may be gone.
     installed: u64,
     freed: u64,
     gave_up: usize,
@@ -296,14 +296,6 @@ impl Harness {
                     .copied()
                     .collect();
                 let file = Self::pick(&all, pick).unwrap_or(stray);
-                if self.fetches.contains(&file) || self.installs.contains(&file) {
-                    let need = self.files.get(&file).map_or(0, |s| s.need);
-                    let size = self.files.get(&file).map_or(0, |s| s.size);
-                    // The plan counted `size - need` bytes as on disk.
-                    self.freed = self
-                        .freed
-                        .saturating_add((size - need).saturating_sub(kept));
-                }
                 self.fetches.retain(|f| *f != file);
                 self.installs.retain(|f| *f != file);
                 self.inspects.retain(|f| *f != file);
@@ -508,15 +500,18 @@ impl Harness {
                 self.inspects.push(file);
             }
             Command::Fetch { file, from } => {
-                let (now, limits) = (self.now, self.limits.clone());
+                let (now, limits, freed) = (self.now, self.limits.clone(), self.freed);
                 let room = limits.quota.saturating_sub(self.local_bytes);
                 let s = self.seen(file, "a fetch")?;
                 s.fetches += 1;
                 if from > s.size {
                     return Err(format!("{file:?} fetched from {from}, past its size"));
                 }
-                if s.need > room {
-                    return Err(format!("{file:?} needs {} over a room of {room}", s.need));
+                if s.need > room.saturating_add(freed) {
+                    return Err(format!(
+                        "{file:?} needs {} over a room of {room} (+{freed} freed)",
+                        s.need
+                    ));
                 }
                 if now < s.not_before {
                     return Err(format!("{file:?} asked again before its Retry-After"));
@@ -544,6 +539,12 @@ impl Harness {
                     // Never started: not seen before.
                     self.files.insert(file, Seen::default());
                 }
+                // A failed file may take its partial download with it
+                // (removed to restart, or by the failure): the plan may
+                // give those bytes back to the quota.
+                let s = self.seen(file, "a give-up")?;
+                let had = s.size - s.need;
+                self.freed = self.freed.saturating_add(had);
                 self.end(file)?;
                 self.gave_up += 1;
             }
