@@ -19,6 +19,7 @@
 //! - [`relay`]: relayed addresses, a relay's limits, an unreachable node's reservations;
 //! - [`punch`]: hole punching (simultaneous TCP open) timed by the relayed round trip;
 //! - [`node`]: the state machine that ties them together (events in, commands out);
+//! - [`sync`]: the decisions of a friend file sync, a planner in the same style;
 //! - [`wire`]: JSON peer records and RPC paths, as the Go implementation has them;
 //! - [`config`]: the run-time parameters (K, α, STALL_PERIOD, ...);
 //! - [`portmap`]: port mapping on the home gateway (PCP, NAT-PMP, UPnP IGD).
@@ -42,6 +43,7 @@ pub mod rng;
 pub mod routing_table;
 pub mod rtt;
 pub mod subnet;
+pub mod sync;
 pub mod time;
 pub mod wire;
 

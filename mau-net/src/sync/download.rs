@@ -2,24 +2,21 @@
 //! a partial file by a writer on the runtime's blocking pool (hashing as it
 //! writes) and, for a download from the start, to a verifier on another
 //! blocking thread (signature and decryption checked as the bytes arrive,
-//! so the file is not read again); a throughput floor, and the friend's
-//! disk quota.
+//! so the file is not read again). Whether to download, from where, and
+//! for how long is the planner's decision ([`mau_proto::sync`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::header;
 use mau_store::StoreError;
 
-use super::pacing::Pacing;
 use super::wire::{content_range_start, percent_encode};
 use super::{FriendClient, Progress, SyncError};
 use crate::content::ListItem;
-use crate::runtime::{timeout, Runtime};
+use crate::runtime::Runtime;
 
 /// Files up to this size are received in memory, then hashed, verified
 /// and written by one blocking task (fewer thread hops per small file).
@@ -27,45 +24,6 @@ const IN_MEMORY_MAX: u64 = 1 << 20;
 /// Chunks queued between the network and the writer (hyper's chunks are
 /// up to a few hundred KiB; a few MiB in flight at most).
 const WRITE_QUEUE: usize = 16;
-
-/// What a friend's directory may hold: its bytes on disk at the start of
-/// the sync plus what downloads reserved since.
-pub(super) struct Quota {
-    limit: u64,
-    used: AtomicU64,
-}
-
-impl Quota {
-    pub(super) fn new(limit: u64, used: u64) -> Self {
-        Quota {
-            limit,
-            used: AtomicU64::new(used),
-        }
-    }
-
-    /// Reserves `n` bytes, or says why not.
-    pub(super) fn reserve(&self, n: u64) -> Result<(), SyncError> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(n).filter(|after| *after <= self.limit)
-            })
-            .map(|_| ())
-            .map_err(|used| SyncError::OverQuota {
-                needed: n,
-                used,
-                quota: self.limit,
-            })
-    }
-
-    /// Gives back `n` reserved bytes that did not stay on disk.
-    pub(super) fn release(&self, n: u64) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(n))
-            });
-    }
-}
 
 /// What a friend's directory holds, read once per sync (blocking).
 #[derive(Default)]
@@ -280,8 +238,9 @@ impl<R: Runtime> FriendClient<R> {
 
     /// Fills `partial` (holding `have` bytes) with the rest of the file
     /// (see [`Fetched`]). Nothing is written before the friend answers 200
-    /// or 206 (refusals are retried by [`FriendClient::request`]). A file
-    /// that fails the streaming verification is removed.
+    /// or 206 (a refusal is [`SyncError::Refused`], a 416 to a resume
+    /// [`SyncError::RangeRefused`]: the planner decides what follows). A
+    /// file that fails the streaming verification is removed.
     pub(super) async fn download_to(
         &self,
         item: &ListItem,
@@ -289,7 +248,6 @@ impl<R: Runtime> FriendClient<R> {
         partial: &Path,
         mut have: u64,
         progress: &dyn Progress,
-        pacing: &Pacing,
     ) -> Result<Fetched, SyncError> {
         let fpr = self.peer.fingerprint;
         let path = format!("/p2p/{fpr}/{}", percent_encode(name));
@@ -297,8 +255,7 @@ impl<R: Runtime> FriendClient<R> {
         if have > 0 {
             headers.push((header::RANGE, format!("bytes={have}-")));
         }
-        // The permit is held until the whole body is here.
-        let (mut resp, permit) = self.request(&path, &headers, pacing).await?;
+        let mut resp = self.request(&path, &headers).await?;
         let resumed = match resp.status() {
             206 if have > 0 => {
                 let start = resp
@@ -315,14 +272,8 @@ impl<R: Runtime> FriendClient<R> {
                 have = 0;
                 false
             }
-            416 if have > 0 => {
-                // Our partial copy does not fit the file any more: start over
-                // (under a new permit: with a window of one, holding this
-                // one would wait for itself).
-                drop((resp, permit));
-                self.remove(partial).await?;
-                return Box::pin(self.download_to(item, name, partial, 0, progress, pacing)).await;
-            }
+            // Our partial copy does not fit the file any more.
+            416 if have > 0 => return Err(SyncError::RangeRefused { peer: fpr }),
             _ => {
                 resp.error_for_status().await?;
                 return Err(self.protocol("unexpected status"));
@@ -360,31 +311,11 @@ impl<R: Runtime> FriendClient<R> {
         } else {
             (None, None)
         };
-        let floor = self.opts.min_rate.max(1);
-        let started = Instant::now();
+        // (The throughput floor is the planner's: it drops this future.)
         let mut got = 0u64;
         let body = async {
             loop {
-                // The throughput floor: after the grace, on average at
-                // least `floor` bytes a second (so a listed size bounds the
-                // time too: grace + size / floor).
-                let allowed =
-                    self.opts.slow_grace + Duration::from_secs_f64(got as f64 / floor as f64);
-                let elapsed = started.elapsed();
-                let too_slow = || {
-                    Cut::Other(SyncError::TooSlow {
-                        got,
-                        elapsed: started.elapsed(),
-                        min_rate: floor,
-                    })
-                };
-                let Some(left) = allowed.checked_sub(elapsed) else {
-                    return Err(too_slow());
-                };
-                let chunk = match timeout(&self.rt, left, resp.chunk()).await {
-                    Err(_) => return Err(too_slow()),
-                    Ok(r) => r.map_err(|e| Cut::Other(e.into()))?,
-                };
+                let chunk = resp.chunk().await.map_err(|e| Cut::Other(e.into()))?;
                 let Some(chunk) = chunk else { return Ok(()) };
                 got += chunk.len() as u64;
                 if have + got > item.size {
@@ -412,7 +343,6 @@ impl<R: Runtime> FriendClient<R> {
         }
         .await;
         drop((tx, to_verifier));
-        drop(permit);
         let Some(writer) = writer else {
             // In memory: nothing was written yet.
             return match body {
@@ -487,24 +417,5 @@ mod tests {
         assert_eq!(partial_of(&format!("a.pgp.part.{sum}")), None);
         assert_eq!(partial_of(".a.pgp.part.xyz"), None);
         assert_eq!(partial_of(".a.pgp.tmp.1.2"), None);
-    }
-
-    #[test]
-    fn quota_reserves_and_releases() {
-        let q = Quota::new(100, 30);
-        assert!(q.reserve(70).is_ok());
-        assert!(matches!(
-            q.reserve(1),
-            Err(SyncError::OverQuota {
-                needed: 1,
-                used: 100,
-                quota: 100
-            })
-        ));
-        q.release(50);
-        assert!(q.reserve(50).is_ok());
-        assert!(q.reserve(u64::MAX).is_err(), "no overflow");
-        q.release(u64::MAX);
-        assert!(q.reserve(100).is_ok());
     }
 }

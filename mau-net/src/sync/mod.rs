@@ -23,7 +23,7 @@
 //! arrived and the listing is known to be whole; otherwise the next sync
 //! lists from the old time again and skips what is already here by size
 //! and sum. A friend without listing pages (the Go peer) is walked by
-//! stepping `If-Modified-Since` (the private `listing` module).
+//! stepping `If-Modified-Since` ([`mau_proto::sync::listing`]).
 //!
 //! A friend that is busy says so: `429 Too Many Requests` (its rate limit)
 //! or `503 Service Unavailable` (too many of our requests in flight), with
@@ -39,40 +39,42 @@
 //! before a download and against the bytes received while it runs), time
 //! per file ([`SyncOptions::min_rate`] after [`SyncOptions::slow_grace`]),
 //! and names (one check, [`mau_store::validate_name`]).
+//!
+//! Shape: every decision above is made by the sans-IO planner
+//! [`mau_proto::sync::SyncPlan`]; this module is its I/O shell (`run`
+//! carries out its commands and feeds the results back as events), shared
+//! by both runtimes.
 
 mod download;
 mod listing;
 mod pacing;
 mod report;
+mod run;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_lock::SemaphoreGuard;
-use hyper::header::{self, HeaderName};
 use mau_identity::TlsIdentity;
-use mau_proto::{Contact, Fingerprint, PeerAddress};
+use mau_proto::sync::{Abort, LocalState, Mode, Setup, SyncPlan};
+use mau_proto::{Contact, Fingerprint, PeerAddress, Time};
 use mau_store::{Store, StoreError};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::client::{Client, Streaming};
+use crate::client::Client;
 use crate::config::Limits;
 use crate::content::{ListItem, MAX_PAGE};
 use crate::node::RunningNode;
 use crate::resolver;
 use crate::runtime::Runtime;
-use download::{scan_local, Quota};
-use listing::Walk;
-pub use pacing::RetryPolicy;
-use pacing::{jitter, Pacing};
+use download::scan_local;
+use listing::secs;
+pub use pacing::{retry_wait, RetryPolicy};
 pub use report::{Listing, Outcome, Progress, SyncError, SyncReport, MAX_NAMED};
 use wire::item_name;
 
-/// Most of a 429 or 503 answer's body read (so that its connection can be
-/// reused); the rest is not.
-const MAX_REFUSAL_BODY: usize = 64 * 1024;
+/// Most listing requests in one walk (pages and probes; a loop guard).
+const MAX_REQUESTS: usize = 100_000;
 
 /// How a sync runs.
 #[derive(Clone, Debug)]
@@ -203,71 +205,71 @@ impl<R: Runtime> FriendClient<R> {
         }
     }
 
+    /// The plan's set-up for `mode`.
+    fn setup(&self, mode: Mode, concurrency: usize) -> Setup {
+        let fpr = self.peer.fingerprint;
+        let o = &self.opts;
+        Setup {
+            mode,
+            limits: mau_proto::sync::Limits {
+                concurrency: concurrency.max(1),
+                max_listed: o.max_listed,
+                max_requests: MAX_REQUESTS,
+                quota: o.quota,
+                min_rate: o.min_rate.max(1),
+                slow_grace: o.slow_grace,
+                retry: o.retry.clone(),
+            },
+            first_page: format!("/p2p/{fpr}?limit={}", o.page_limit.clamp(1, MAX_PAGE)),
+            link_prefix: format!("/p2p/{fpr}?"),
+            wall_clock: secs(SystemTime::now()),
+            seed: pacing::seed(),
+        }
+    }
+
+    /// The error a plan stopped the whole sync with.
+    fn abort_error(&self, abort: Abort) -> SyncError {
+        let peer = self.peer.fingerprint;
+        match abort {
+            Abort::ListingTooLong { limit, what } => {
+                SyncError::ListingTooLong { peer, limit, what }
+            }
+            Abort::Throttled { status, retries } => {
+                warn!(peer = %peer, status, retries, "friend still refuses the listing: giving up");
+                SyncError::Throttled {
+                    peer,
+                    status,
+                    retries,
+                }
+            }
+            Abort::LinkLoops => self.protocol("next page link loops"),
+            Abort::LinkLeaves(n) => {
+                self.protocol(format!("next page link {n:?} leaves the listing"))
+            }
+        }
+    }
+
     /// Everything the friend shares with us modified at or after `since`
     /// (every page, held in memory: at most [`SyncOptions::max_listed`]
     /// entries; [`FriendClient::sync`] processes pages one at a time).
     pub async fn list(&self, since: Option<SystemTime>) -> Result<Listing, SyncError> {
-        let pacing = Pacing::new(self.opts.concurrency);
-        let mut walk = Walk::new(self, &pacing, since);
-        let mut listing = Listing::default();
-        while let Some(items) = walk.next_page().await? {
-            listing.items.extend(items);
-        }
-        listing.server_time = walk.server_time;
-        listing.truncated = walk.truncated;
-        Ok(listing)
-    }
-
-    /// `GET path` with `headers`, repeated after the friend's `Retry-After`
-    /// while it answers 429 or 503 (at most [`RetryPolicy::max_retries`]
-    /// times). The answer comes with the permit it was sent under: hold it
-    /// until the body is read.
-    async fn request<'p>(
-        &self,
-        path: &str,
-        headers: &[(HeaderName, String)],
-        pacing: &'p Pacing,
-    ) -> Result<(Streaming<'_, R>, SemaphoreGuard<'p>), SyncError> {
-        let policy = &self.opts.retry;
-        let mut retries = 0u32;
-        loop {
-            let permit = pacing.slots.acquire().await;
-            let mut resp = self
-                .client
-                .get_streaming(&self.peer, path, headers, self.opts.idle_timeout)
-                .await?;
-            let status = resp.status();
-            if status != 429 && status != 503 {
-                return Ok((resp, permit));
-            }
-            pacing.note_refusal();
-            let retry_after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let wait = policy.wait(retry_after.as_deref(), SystemTime::now());
-            // The refusal's short body, so that its connection is reused.
-            let _ = resp.collect(MAX_REFUSAL_BODY).await;
-            drop(resp);
-            if status == 503 {
-                pacing.shrink(permit);
-            } else {
-                drop(permit);
-            }
-            let wait = wait.saturating_add(jitter(wait / 2));
-            if retries >= policy.max_retries || !pacing.take_wait(wait, policy.max_total_wait) {
-                warn!(peer = %self.peer.fingerprint, path = ?path, status, retries, "friend still refuses: giving up on this request");
-                return Err(SyncError::Throttled {
-                    peer: self.peer.fingerprint,
-                    status,
-                    retries,
-                });
-            }
-            retries += 1;
-            debug!(peer = %self.peer.fingerprint, path = ?path, status, retry_after = %retry_after.map_or_else(|| "none".into(), |d| format!("{d:?}")), ?wait, retry = retries, "friend is busy: retrying after its Retry-After");
-            self.rt.sleep(wait).await;
-        }
+        let mode = Mode::List {
+            since: since_secs(since),
+        };
+        let plan = SyncPlan::new(
+            self.setup(mode, self.opts.concurrency),
+            LocalState::default(),
+            Time::ZERO,
+        );
+        let ran = self.run(plan, &(), true).await?;
+        Ok(Listing {
+            items: ran.listed,
+            server_time: ran
+                .report
+                .server_time
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            truncated: ran.report.listing_truncated,
+        })
     }
 
     /// Entries whose name starts with `prefix` (a leading `/` is ignored),
@@ -302,105 +304,27 @@ impl<R: Runtime> FriendClient<R> {
         item: &ListItem,
         progress: &dyn Progress,
     ) -> Result<Outcome, SyncError> {
-        let quota = Quota::new(self.opts.quota, self.scan().await?.bytes);
-        self.fetch_paced(item, progress, &Pacing::new(1), &quota)
-            .await
-    }
-
-    async fn fetch_paced(
-        &self,
-        item: &ListItem,
-        progress: &dyn Progress,
-        pacing: &Pacing,
-        quota: &Quota,
-    ) -> Result<Outcome, SyncError> {
         let fpr = self.peer.fingerprint;
-        let name = item_name(&fpr, &item.path)
-            .ok_or_else(|| self.protocol(format!("bad path {:?}", item.path)))?;
-        if !mau_store::is_sum(&item.sum) {
-            return Err(self.protocol(format!("bad sum {:?}", item.sum)));
+        let entry = listing::entry(&fpr, item.clone());
+        if entry.name.is_none() {
+            return Err(self.protocol(format!("bad path {:?}", item.path)));
         }
-        let local = self.store.dir_of(&fpr).join(&name);
-        let partial = self.store.partial_path(&fpr, &name, &item.sum);
-        let (store, p) = (self.store.clone(), partial.clone());
-        // One blocking task: the local copy's size and sum, and what a
-        // partial download holds.
-        let (meta, have) = self
-            .blocking(move || {
-                let meta = local.is_file().then(|| store.meta(&local));
-                (meta, std::fs::metadata(&p).map_or(0, |m| m.len()))
-            })
-            .await?;
-        if let Some(Ok((e, m))) = meta {
-            if e.size == item.size && m.sum == item.sum {
-                return Ok(Outcome::Unchanged);
-            }
-        }
-        let mut have = have;
-        if have > item.size {
-            self.remove(&partial).await?;
-            have = 0;
-        }
-        // The bytes already here are counted in the quota's usage.
-        quota.reserve(item.size - have)?;
-        let result = self
-            .download_and_install(item, &name, &partial, have, progress, pacing)
-            .await;
-        if result.is_err() {
-            // What did not stay on disk goes back to the quota.
-            let kept = self.len_on_disk(&partial).await.unwrap_or(0);
-            quota.release(item.size.saturating_sub(kept));
-        }
-        result
-    }
-
-    async fn download_and_install(
-        &self,
-        item: &ListItem,
-        name: &str,
-        partial: &std::path::Path,
-        have: u64,
-        progress: &dyn Progress,
-        pacing: &Pacing,
-    ) -> Result<Outcome, SyncError> {
-        let fpr = self.peer.fingerprint;
-        let fetched = if have == item.size && have > 0 {
-            download::Fetched {
-                got: 0,
-                resumed: true,
-                sum: None,
-                verified: false,
-                memory: None,
-            }
-        } else {
-            self.download_to(item, name, partial, have, progress, pacing)
-                .await?
+        let local = LocalState {
+            bytes: self.scan().await?.bytes,
+            ..LocalState::default()
         };
-        let (bytes, resumed) = (fetched.got, fetched.resumed);
-        let store = self.store.clone();
-        let (n, p, size, sum) = (
-            name.to_string(),
-            partial.to_path_buf(),
-            item.size,
-            item.sum.clone(),
-        );
-        let item = item.clone();
-        // One blocking task: check (a small file, from memory), then install.
-        self.blocking(
-            move || match (fetched.memory, fetched.sum, fetched.verified) {
-                (Some(bytes), _, _) => {
-                    let hashed = download::check_and_write(&store, &fpr, &item, &bytes, &p)?;
-                    store.accept_download_verified(&fpr, &n, &p, size, &sum, hashed)
-                }
-                (None, Some(hashed), true) => {
-                    store.accept_download_verified(&fpr, &n, &p, size, &sum, hashed)
-                }
-                (None, hashed, _) => store.accept_download_hashed(&fpr, &n, &p, size, &sum, hashed),
-            },
-        )
-        .await??;
-        debug!(peer = %fpr, file = ?name, bytes, resumed, "file installed");
-        Ok(Outcome::Downloaded { bytes, resumed })
+        let plan = SyncPlan::new(self.setup(Mode::Fetch(entry), 1), local, Time::ZERO);
+        let ran = self.run(plan, progress, false).await?;
+        let r = &ran.report;
+        match (ran.error, r.downloaded, r.unchanged) {
+            (Some(e), _, _) => Err(e),
+            (None, 1, _) => Ok(Outcome::Downloaded {
+                bytes: r.bytes,
+                resumed: r.resumed == 1,
+            }),
+            (None, _, 1) => Ok(Outcome::Unchanged),
+            _ => Err(self.protocol("the file was not fetched")),
+        }
     }
 
     /// Syncs the friend: lists (since the last complete sync, unless
@@ -422,212 +346,55 @@ impl<R: Runtime> FriendClient<R> {
                 }
             })
             .await??;
-        let started = SystemTime::now();
-        let local = self.scan().await?;
-        let quota = Quota::new(self.opts.quota, local.bytes);
-        // Local names not (yet) listed: what a whole listing retires.
-        let mut unlisted = local.names;
-        // Partial downloads that a listed entry continues.
-        let partials: BTreeMap<(String, String), std::path::PathBuf> = local
-            .partials
-            .into_iter()
-            .map(|(p, n, s)| ((n, s), p))
-            .collect();
-        let mut resumable: BTreeSet<(String, String)> = BTreeSet::new();
-        // One window for the whole sync: a 503 shrinks it for what follows.
-        let pacing = Pacing::new(self.opts.concurrency);
-        let mut walk = Walk::new(self, &pacing, since);
-        let mut report = SyncReport {
-            friend: Some(fpr),
-            ..SyncReport::default()
+        let scan = self.scan().await?;
+        let local = LocalState {
+            names: scan.names,
+            partials: scan.partials.into_iter().map(|(_, n, s)| (n, s)).collect(),
+            bytes: scan.bytes,
         };
         info!(peer = %fpr, since = %since.map_or_else(|| "the beginning".into(), mau_store::format_rfc3339), "syncing");
-        while let Some(items) = walk.next_page().await? {
-            report.listed += items.len();
-            // One entry per name on a page (the last one wins).
-            let mut by_name: BTreeMap<String, ListItem> = BTreeMap::new();
-            for item in items {
-                match item_name(&fpr, &item.path) {
-                    Some(n) => {
-                        by_name.insert(n, item);
-                    }
-                    // Not a content file we may store (Go lists every regular
-                    // file, e.g. its `.tmp` leftovers): skipped, not an error.
-                    None => {
-                        debug!(peer = %fpr, path = ?item.path, "skipping a listed path that is not a valid content file");
-                        report.skip(item.path);
-                    }
-                }
-            }
-            for (name, item) in &by_name {
-                unlisted.remove(name);
-                let key = (name.clone(), item.sum.clone());
-                if partials.contains_key(&key) {
-                    resumable.insert(key);
-                }
-            }
-            // Sizes are the friend's word: no overflow on absurd ones.
-            let total = by_name.values().fold(0u64, |t, i| t.saturating_add(i.size));
-            progress.listed(by_name.len(), total);
-            let results = self
-                .fetch_all(by_name.into_values().collect(), progress, &pacing, &quota)
-                .await;
-            for (name, r) in results {
-                match r {
-                    Ok(Outcome::Unchanged) => report.unchanged += 1,
-                    Ok(Outcome::Downloaded { bytes, resumed }) => {
-                        report.downloaded += 1;
-                        report.bytes += bytes;
-                        report.resumed += usize::from(resumed);
-                    }
-                    Err(e) => {
-                        // A hostile listing can fail a million files: the
-                        // first ones are logged as warnings.
-                        if report.failures < MAX_NAMED {
-                            warn!(peer = %fpr, file = ?name, error = %e, "file not synced");
-                        } else {
-                            debug!(peer = %fpr, file = ?name, error = %e, "file not synced");
-                        }
-                        report.fail(name, e);
-                    }
-                }
-            }
+        let mode = Mode::Sync {
+            since: since_secs(since),
+        };
+        let plan = SyncPlan::new(self.setup(mode, self.opts.concurrency), local, Time::ZERO);
+        let r = self.run(plan, progress, false).await?.report;
+        if r.listing_truncated {
+            warn!(peer = %fpr, "a full listing page within one second: files beyond it cannot be listed by this friend's server");
         }
-        report.throttled = pacing.refused();
-        report.listing_requests = walk.requests();
-        report.stepped = walk.stepped;
-        report.listing_truncated = walk.truncated;
-        // The listing was read to its end: partial downloads of files it
-        // does not name (changed or withdrawn since) will never resume.
-        for (key, path) in &partials {
-            if !resumable.contains(key) && !walk.truncated {
-                self.remove(path).await?;
-                report.stale_partials += 1;
-            }
-        }
-        report.complete = report.failures == 0 && !walk.truncated;
-        if report.complete {
-            // Only a listing known to be whole (all of it, from a server
-            // with pages) may retire anything: a cut one would retire
-            // files the friend still shares.
-            if !walk.stepped {
-                if since.is_some() {
-                    // An incremental listing cannot tell a withdrawn file
-                    // from an unchanged one: read the names of the whole
-                    // listing (downloading nothing).
-                    self.still_listed(&pacing, &mut unlisted, &mut report)
-                        .await?;
-                }
-                report.retired = self.retire_unlisted(unlisted).await?;
-            }
-            let mark = if walk.stepped {
-                // Every file before the second the walk reached was listed.
-                UNIX_EPOCH + Duration::from_secs(walk.reached)
-            } else {
-                walk.server_time
-                    .unwrap_or(started)
-                    .checked_sub(Duration::from_secs(1))
-                    .unwrap_or(UNIX_EPOCH)
-            };
-            let store = self.store.clone();
-            self.blocking(move || store.record_sync(fpr, mark))
-                .await??;
-        }
+        let report = SyncReport {
+            friend: Some(fpr),
+            listed: r.listed,
+            downloaded: r.downloaded,
+            resumed: r.resumed,
+            unchanged: r.unchanged,
+            bytes: r.bytes,
+            failed: r
+                .failed
+                .into_iter()
+                .map(|(name, why)| match why {
+                    mau_proto::sync::GiveUp::Failed(why) => (name, why),
+                    why => (name, self.give_up_error(why, None).to_string()),
+                })
+                .collect(),
+            failures: r.failures,
+            skipped: r.skipped,
+            skipped_count: r.skipped_count,
+            retired: r.retired,
+            listing_truncated: r.listing_truncated,
+            stepped: r.stepped,
+            listing_requests: r.listing_requests,
+            stale_partials: r.stale_partials,
+            complete: r.complete,
+            throttled: r.throttled,
+        };
         info!(peer = %fpr, listed = report.listed, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failures, bytes = report.bytes, throttled = report.throttled, listing_requests = report.listing_requests, "sync finished");
         Ok(report)
     }
-
-    /// Walks the whole listing for its names only, taking each from
-    /// `unlisted`. One listing request per 1,000 files, about 150 bytes a
-    /// file; nothing is downloaded.
-    async fn still_listed(
-        &self,
-        pacing: &Pacing,
-        unlisted: &mut BTreeSet<String>,
-        report: &mut SyncReport,
-    ) -> Result<(), SyncError> {
-        let fpr = self.peer.fingerprint;
-        let mut names = Walk::new(self, pacing, None);
-        while let Some(items) = names.next_page().await? {
-            if names.stepped {
-                // Not a server with pages after all: proves nothing.
-                unlisted.clear();
-                break;
-            }
-            for item in items {
-                if let Some(n) = item_name(&fpr, &item.path) {
-                    unlisted.remove(&n);
-                }
-            }
-        }
-        report.listing_requests += names.requests();
-        Ok(())
-    }
-
-    /// Local copies of the friend's files that a whole listing no longer
-    /// names move to their versions directory.
-    async fn retire_unlisted(&self, unlisted: BTreeSet<String>) -> Result<Vec<String>, SyncError> {
-        let fpr = self.peer.fingerprint;
-        let store = self.store.clone();
-        let retired = self
-            .blocking(move || {
-                let mut retired = Vec::new();
-                for name in unlisted {
-                    store.retire(&fpr, &name)?;
-                    info!(peer = %fpr, file = ?name, "no longer shared: moved to its versions");
-                    retired.push(name);
-                }
-                Ok::<_, StoreError>(retired)
-            })
-            .await??;
-        Ok(retired)
-    }
-
-    async fn fetch_all(
-        &self,
-        items: Vec<ListItem>,
-        progress: &dyn Progress,
-        pacing: &Pacing,
-        quota: &Quota,
-    ) -> Vec<(String, Result<Outcome, String>)> {
-        let fpr = self.peer.fingerprint;
-        let queue = async_lock::Mutex::new(items.into_iter());
-        let results = async_lock::Mutex::new(Vec::new());
-        let worker = || async {
-            loop {
-                let Some(item) = queue.lock().await.next() else {
-                    break;
-                };
-                let name = item_name(&fpr, &item.path).unwrap_or_default();
-                let r = self
-                    .fetch_paced(&item, progress, pacing, quota)
-                    .await
-                    .map_err(|e| e.to_string());
-                progress.file_done(&name, &r);
-                results.lock().await.push((name, r));
-            }
-        };
-        let n = self.opts.concurrency.max(1);
-        let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> =
-            Vec::new();
-        for _ in 0..n {
-            all.push(Box::pin(worker()));
-        }
-        join_all(all).await;
-        results.into_inner()
-    }
 }
 
-/// Polls every future to completion on the current task.
-async fn join_all<F: std::future::Future<Output = ()> + Unpin>(mut futs: Vec<F>) {
-    use std::task::Poll;
-    futures_lite::future::poll_fn(move |cx| {
-        futs.retain_mut(|f| std::pin::Pin::new(f).poll(cx).is_pending());
-        if futs.is_empty() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
+/// `since` in whole seconds (a time before the epoch lists everything).
+fn since_secs(since: Option<SystemTime>) -> Option<u64> {
+    since
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
 }

@@ -10,9 +10,7 @@ use crate::client::ClientError;
 use crate::content::ListItem;
 use crate::resolver::ResolveError;
 
-/// Most failed files, and skipped paths, the report names one by one (the
-/// rest are only counted: a hostile listing cannot grow the report).
-pub const MAX_NAMED: usize = 1000;
+pub use mau_proto::sync::MAX_NAMED;
 
 /// Why a sync (or a listing) failed as a whole. Failures of single files
 /// are in [`SyncReport::failed`].
@@ -51,6 +49,26 @@ pub enum SyncError {
         status: u16,
         /// Retries made (each after the wait the friend asked for).
         retries: u32,
+    },
+    /// The friend refused one request (429 or 503) and asked to be asked
+    /// again after `retry_after`. A sync waits and retries (see
+    /// [`super::RetryPolicy`]); what is left after the retries is
+    /// [`SyncError::Throttled`].
+    #[error("{peer} answered {status}: busy")]
+    Refused {
+        /// The friend.
+        peer: Fingerprint,
+        /// 429 or 503.
+        status: u16,
+        /// Its `Retry-After`, read (`None`: missing or unreadable).
+        retry_after: Option<Duration>,
+    },
+    /// The friend answered `416` to a resumed download: the partial file
+    /// does not fit the file any more (a sync starts it over, once).
+    #[error("{peer} answered 416 to a resumed download")]
+    RangeRefused {
+        /// The friend.
+        peer: Fingerprint,
     },
     /// The friend's listing went on past [`super::SyncOptions::max_listed`]
     /// entries (or too many pages): the sync stops; what arrived so far
@@ -152,24 +170,6 @@ pub struct SyncReport {
     /// friend gave during this sync; each was waited out and retried (see
     /// [`super::RetryPolicy`]).
     pub throttled: usize,
-}
-
-impl SyncReport {
-    /// Counts a failed file (named if fewer than [`MAX_NAMED`] are).
-    pub(super) fn fail(&mut self, name: String, why: String) {
-        self.failures += 1;
-        if self.failed.len() < MAX_NAMED {
-            self.failed.push((name, why));
-        }
-    }
-
-    /// Counts a skipped path (named if fewer than [`MAX_NAMED`] are).
-    pub(super) fn skip(&mut self, path: String) {
-        self.skipped_count += 1;
-        if self.skipped.len() < MAX_NAMED {
-            self.skipped.push(path);
-        }
-    }
 }
 
 /// Receives progress of a sync (for progress bars). All methods default to
