@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 
-use mau_proto::routing_table::Entry;
+use mau_proto::Entry;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{round3, Report};
