@@ -227,8 +227,10 @@ pub struct Node<A> {
     next_request: u64,
     next_lookup: u64,
     join: JoinState,
-    /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded).
+    /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded),
+    /// and the same in the order they were probed (to expire them in O(1)).
     probed: BTreeMap<Fingerprint, Time>,
+    probe_order: VecDeque<(Time, Fingerprint)>,
     /// Lookups that may have ended: settled (finished, widened or reported)
     /// before an input returns, so an end is only ever seen in `poll_output`.
     settle: Vec<LookupId>,
@@ -280,6 +282,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 rejoin: None,
             },
             probed: BTreeMap::new(),
+            probe_order: VecDeque::new(),
             settle: Vec::new(),
         }
     }
@@ -310,6 +313,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
             + map(self.probed.len(), size_of::<(Fingerprint, Time)>())
+            + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
     }
 
     /// The routing table (read only: change it through events).
@@ -583,7 +587,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         let in_table = entry.is_some();
         if !in_table {
             // Not in the table: remember recent probes (bounded) for the backoff.
-            self.probed.retain(|_, t| now.since(*t) < backoff);
+            self.expire_probes(now);
             if self.probed.contains_key(&contact.fingerprint)
                 || self.probed.len() >= MAX_RECENT_PROBES
             {
@@ -603,6 +607,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         self.table.mark_pinged(&contact.fingerprint, now, backoff);
         if !in_table {
             self.probed.insert(contact.fingerprint, now);
+            self.probe_order.push_back((now, contact.fingerprint));
         }
         self.send(
             now,
@@ -612,6 +617,23 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             class,
             source,
         );
+    }
+
+    /// Forgets probes older than PING_MIN_BACKOFF, oldest first.
+    fn expire_probes(&mut self, now: Time) {
+        let backoff = self.config.ping_min_backoff;
+        while let Some(&(at, fp)) = self.probe_order.front() {
+            if now.since(at) < backoff {
+                break;
+            }
+            self.probe_order.pop_front();
+            if self.probed.get(&fp) == Some(&at) {
+                self.probed.remove(&fp);
+            }
+        }
+        if self.probe_order.is_empty() && self.probe_order.capacity() > RETAINED_QUEUE {
+            self.probe_order.shrink_to(RETAINED_QUEUE);
+        }
     }
 
     /// True if a probe of `to` for a caller from `source` fits the probe

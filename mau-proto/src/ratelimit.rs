@@ -87,6 +87,10 @@ pub struct KeyedLimiter<K> {
     rate: Rate,
     max_keys: usize,
     buckets: BTreeMap<K, TokenBucket>,
+    /// No sweep for full buckets before this: a sweep visits every key, and
+    /// a bucket drained at the last sweep cannot be full again sooner than
+    /// one refill period later.
+    next_sweep: Time,
 }
 
 impl<K: Ord + Clone> KeyedLimiter<K> {
@@ -96,6 +100,7 @@ impl<K: Ord + Clone> KeyedLimiter<K> {
             rate,
             max_keys: max_keys.max(1),
             buckets: BTreeMap::new(),
+            next_sweep: Time::ZERO,
         }
     }
 
@@ -107,8 +112,7 @@ impl<K: Ord + Clone> KeyedLimiter<K> {
         // Forget refilled buckets now and then, so the map holds about the
         // keys of the last few seconds (a simulated node dials thousands).
         if self.buckets.len() >= self.max_keys || self.buckets.len().is_power_of_two() {
-            let rate = self.rate;
-            self.buckets.retain(|_, b| !b.is_full(rate, now));
+            self.prune(now);
             if self.buckets.len() >= self.max_keys {
                 return false;
             }
@@ -120,9 +124,17 @@ impl<K: Ord + Clone> KeyedLimiter<K> {
     }
 
     /// Forgets the buckets that are full again (nothing is owed on them).
+    /// At most once per refill period (the time an empty bucket takes to
+    /// fill): a simulated node calls this on every timer, and a sweep of a
+    /// thousand keys each time was half of a simulation's CPU.
     pub fn prune(&mut self, now: Time) {
+        if now < self.next_sweep || self.buckets.is_empty() {
+            return;
+        }
         let rate = self.rate;
         self.buckets.retain(|_, b| !b.is_full(rate, now));
+        let refill_ms = rate.cap() / u64::from(rate.per_second.max(1));
+        self.next_sweep = now + std::time::Duration::from_millis(refill_ms);
     }
 
     /// Keys tracked now.

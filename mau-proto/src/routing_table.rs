@@ -405,7 +405,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     fn locate(&self, fp: &Fingerprint) -> Option<(usize, usize)> {
         let cpl = self.cpl(&fp.key())?;
         let bucket = self.buckets.get(cpl)?;
-        let pos = bucket.entries.iter().position(|e| e.fingerprint == *fp)?;
+        let pos = bucket.entries.iter().position(|e| e.fingerprint.same(fp))?;
         Some((cpl, pos))
     }
 
