@@ -112,7 +112,7 @@ impl<K: Ord + Clone> KeyedLimiter<K> {
         // Forget refilled buckets now and then, so the map holds about the
         // keys of the last few seconds (a simulated node dials thousands).
         if self.buckets.len() >= self.max_keys || self.buckets.len().is_power_of_two() {
-            self.prune(now);
+            self.sweep(now);
             if self.buckets.len() >= self.max_keys {
                 return false;
             }
@@ -131,6 +131,10 @@ impl<K: Ord + Clone> KeyedLimiter<K> {
         if now < self.next_sweep || self.buckets.is_empty() {
             return;
         }
+        self.sweep(now);
+    }
+
+    fn sweep(&mut self, now: Time) {
         let rate = self.rate;
         self.buckets.retain(|_, b| !b.is_full(rate, now));
         let refill_ms = rate.cap() / u64::from(rate.per_second.max(1));
