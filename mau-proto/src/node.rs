@@ -462,6 +462,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             }
         }
         self.dispatch.prune(now);
+        // Forgotten here too, not only on the next probe: an idle node keeps
+        // no memory of the strangers that probed it during a join.
+        self.expire_probes(now);
         if self
             .table
             .next_stale_at(self.config.stall_period)
