@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use mau_benches::{filled_table, find_peer_records, random_ids, random_keys, BACKOFF};
+use mau_proto::internals::RoutingTable;
 use mau_proto::wire::{decode_find_peer, encode_find_peer};
-use mau_proto::{Contact, Fingerprint, Liveness, RoutingTable, Time};
+use mau_proto::{Contact, Fingerprint, Liveness, Time};
 
 fn table_seen(c: &mut Criterion) {
     let ids = random_ids(20_001, 1);

@@ -1,6 +1,7 @@
 //! Fixtures for the mau-proto benchmarks: deterministic random ids, filled
-//! routing tables, K-record find_peer answers and a synchronous in-memory
-//! network of [`Node`]s (zero latency: every request is answered at once).
+//! routing tables, K-record find_peer answers and a network of [`Node`]s on
+//! mau-proto's test network with zero latency (every request is answered at
+//! the same instant, through the production door: callers are probed).
 //!
 //! The benchmarks themselves are in `benches/`; run them with
 //! `cargo bench -p mau-benches` (add `--features compare-discv5` for the
@@ -9,13 +10,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
+use mau_proto::internals::RoutingTable;
+use mau_proto::testnet::{Links, Network as TestNet};
 use mau_proto::wire::{PeerAddress, PeerRecord};
-use mau_proto::{
-    Config, Contact, Event, Fingerprint, Key, LookupOutcome, Node, Output, Rng, RoutingTable, Time,
-};
+use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupOutcome, Node, Rng, Time};
 
 /// PING_MIN_BACKOFF, as the node passes it to the table.
 pub const BACKOFF: Duration = mau_proto::config::PING_MIN_BACKOFF;
@@ -85,10 +85,7 @@ fn in_prefix<'a>(sorted: &'a [(Key, u32)], key: &Key, bits: usize) -> &'a [(Key,
 /// of its non-empty buckets (for the deep buckets, all of them), as after a
 /// long stable period. Requests are delivered in order and answered at once.
 pub struct Network {
-    nodes: Vec<Node<u32>>,
-    ids: Vec<Fingerprint>,
-    now: Time,
-    queue: VecDeque<(u32, Output<u32>)>,
+    net: TestNet<()>,
 }
 
 impl Network {
@@ -99,7 +96,7 @@ impl Network {
             k,
             ..Config::default()
         };
-        let now = Time(1);
+        let mut net = TestNet::new(config, Links::INSTANT, seed);
         // Sorted keys: peers sharing a prefix with a node form a contiguous run.
         let mut sorted: Vec<(Key, u32)> = ids
             .iter()
@@ -108,10 +105,12 @@ impl Network {
             .collect();
         sorted.sort_unstable();
         let mut rng = Rng::new(seed ^ 0x5eed);
-        let mut nodes = Vec::with_capacity(n);
         for fp in &ids {
-            let mut node = Node::new(*fp, config.clone(), now, rng.next_u64());
+            net.add_node(*fp, rng.next_u64(), false);
+        }
+        for (a, fp) in ids.iter().enumerate() {
             let key = fp.key();
+            let mut peers = Vec::new();
             for cpl in 0..160 {
                 // Peers sharing exactly `cpl` leading bits with us: our first
                 // `cpl` bits, bit `cpl` flipped, anything after.
@@ -121,72 +120,65 @@ impl Network {
                 // Up to k of them, from a random place in the run.
                 let take = run.len().min(k);
                 let offset = rng.below((run.len() - take) as u64 + 1) as usize;
-                for (_, j) in &run[offset..offset + take] {
-                    node.add_peer(now, Contact::new(ids[*j as usize], *j));
-                }
+                peers.extend(
+                    run[offset..offset + take]
+                        .iter()
+                        .map(|(_, j)| Contact::new(ids[*j as usize], *j)),
+                );
                 // Nobody else shares `cpl + 1` bits with us: no deeper bucket.
                 if in_prefix(&sorted, &key, cpl + 1).len() == 1 {
                     break;
                 }
             }
-            while node.poll_output().is_some() {}
-            nodes.push(node);
+            net.with_node(a as u32, |node, now| {
+                for c in peers {
+                    node.add_peer(now, c);
+                }
+            });
         }
-        Network {
-            nodes,
-            ids,
-            now,
-            queue: VecDeque::new(),
-        }
+        while net.poll_event().is_some() {}
+        Network { net }
     }
 
     /// The fingerprints of the nodes, by address.
     pub fn ids(&self) -> &[Fingerprint] {
-        &self.ids
+        self.net.ids()
     }
 
     /// The node at `addr`.
     pub fn node(&self, addr: u32) -> &Node<u32> {
-        &self.nodes[addr as usize]
+        self.net.node(addr).expect("no node leaves")
     }
 
     /// Runs a find-peer lookup from node `from` for `target` to its end and
     /// returns its outcome. Every request any node sends meanwhile (also the
-    /// pings of full buckets) is delivered and answered.
+    /// probes of callers and the pings of full buckets) is delivered and
+    /// answered.
     ///
-    /// Time stands still (zero latency, and no ping backoff ever expires), so
-    /// repeated lookups measure a steady state rather than a drifting one.
+    /// Time stands still (zero latency, and the lookup ends before any
+    /// deadline), so repeated lookups measure a steady state.
     pub fn lookup(&mut self, from: u32, target: Fingerprint) -> LookupOutcome<u32> {
-        let id = self.nodes[from as usize]
-            .start_lookup(self.now, target)
+        let id = self
+            .net
+            .with_node(from, |node, now| node.start_lookup(now, target))
+            .and_then(Result::ok)
             .expect("one lookup at a time");
-        self.collect(from);
-        let mut result = None;
-        while let Some((origin, out)) = self.queue.pop_front() {
-            match out {
-                Output::Transmit(t) => {
-                    let me = Contact::new(self.ids[origin as usize], origin);
-                    let response =
-                        self.nodes[t.to.address as usize].on_request(self.now, me, &t.request);
-                    self.collect(t.to.address);
-                    self.nodes[origin as usize].on_response(self.now, t.id, Ok(response));
-                    self.collect(origin);
+        loop {
+            while let Some((a, e)) = self.net.poll_event() {
+                if let (true, Event::LookupFinished(o)) = (a == from, e) {
+                    if o.id == id {
+                        return o;
+                    }
                 }
-                Output::Event(Event::LookupFinished(o)) if origin == from && o.id == id => {
-                    result = Some(o);
-                }
-                Output::Event(_) => {}
             }
+            self.net
+                .step()
+                .expect("a lookup with nothing in flight has finished");
         }
-        result.expect("a lookup with nothing in flight has finished")
     }
 
-    fn collect(&mut self, addr: u32) {
-        let node = &mut self.nodes[addr as usize];
-        while let Some(o) = node.poll_output() {
-            self.queue.push_back((addr, o));
-        }
-        // As an adapter would: this also forgets deadlines of answered requests.
-        let _ = node.poll_timeout();
+    /// The current (frozen) time.
+    pub fn now(&self) -> Time {
+        self.net.now()
     }
 }

@@ -1,5 +1,6 @@
 //! A `Node<u32>` driven by an arbitrary event sequence: inbound requests
-//! (verified or not, also from a known peer at a new address), answers (also
+//! (from the claimed address or another IP, also from a known peer at a
+//! new address), answers (also
 //! naming known peers at other addresses), failures, duplicates and unknown
 //! ids, time passing, lookups, joins, probes, additions and removals. Addresses
 //! are IPv4 (`u32`): the old per-peer `0.0.0.i` (exempt from the Sybil
@@ -17,7 +18,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mau_proto::{
-    BucketIndex, Config, Contact, Fingerprint, LimitScope, Node, Output, Request, RequestId,
+    BucketIndex, Caller, Config, Contact, Fingerprint, LimitScope, Node, Output, Request, RequestId,
     Response, RpcFailure, SubnetLimits, Time, Transmit,
 };
 
@@ -81,12 +82,14 @@ enum Resp {
 
 #[derive(Arbitrary, Debug)]
 enum Ev {
+    /// A request from a peer at its address, calling from there (or, if
+    /// `unverified`, from an IP we cannot tell).
     Request {
         from: u8,
         find: Option<u8>,
         unverified: bool,
     },
-    /// A verified request from a peer at another address (a move).
+    /// A request from a peer claiming another address (a move).
     RequestAt {
         from: u8,
         net: Net,
@@ -231,7 +234,7 @@ fuzz_target!(|input: Input| {
     let n = universe.len();
 
     let mut now = Time(0);
-    let mut node: Node<u32> = Node::new(local, config, now, input.seed);
+    let mut node: Node<u32> = Node::new(local, config, input.seed);
     let mut outstanding: Vec<Transmit<u32>> = Vec::new();
     for ev in input.events.iter().take(2_000) {
         now = now + Duration::from_millis(10);
@@ -246,11 +249,13 @@ fuzz_target!(|input: Input| {
                     Some(t) => Request::FindPeer(fps[*t as usize % n]),
                     None => Request::Ping,
                 };
-                let answer = if *unverified {
-                    node.on_request_unverified(now, from, None, &request)
-                } else {
-                    node.on_request(now, from, &request)
-                };
+                // Calling from the claimed address (a probe calls it back)
+                // or from an unknown IP.
+                let mut caller = Caller::at(from.fingerprint, from.address);
+                if *unverified {
+                    caller.source = None;
+                }
+                let answer = node.on_request(now, caller, &request);
                 if let Response::Peers(p) = answer {
                     assert!(p.len() <= k);
                     assert!(p.iter().all(|c| c.fingerprint != local));
@@ -258,7 +263,7 @@ fuzz_target!(|input: Input| {
             }
             Ev::RequestAt { from, net, find } => {
                 let i = *from as usize % n;
-                let from = Contact::new(fps[i], net.address(i));
+                let from = Caller::at(fps[i], net.address(i));
                 let request = match find {
                     Some(t) => Request::FindPeer(fps[*t as usize % n]),
                     None => Request::Ping,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mau_identity::{IdentityError, TlsIdentity};
-use mau_proto::{Contact, Fingerprint, LookupOutcome, Node, PeerAddress, Time};
+use mau_proto::{Contact, Fingerprint, LookupOutcome, Node, PeerAddress};
 use tracing::{info, warn};
 
 use crate::client::Client;
@@ -65,7 +65,6 @@ impl<R: Runtime> RunningNode<R> {
         let node = Node::new(
             fingerprint,
             config.protocol.clone(),
-            Time::ZERO,
             seed(&config, local_addr),
         );
         let (core, wake) = Core::new(rt.clone(), node, config.metrics.clone());

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, StatusCode};
 use mau_proto::wire::{encode_find_peer, parse_kad_path, KadRoute, WireError};
-use mau_proto::{Contact, Fingerprint, PeerAddress, PeerRecord, Request, Response};
+use mau_proto::{Fingerprint, PeerAddress, PeerRecord, Request, Response};
 use tracing::debug;
 
 use crate::runtime::Runtime;
@@ -210,17 +210,14 @@ fn kad<R: Runtime>(
         }
     };
     count(crate::metrics::rpc_kind(&request), "ok");
-    let response = shared.with_node(|node, now| match &caller.address {
-        Some(address) => {
-            let from = Contact::new(caller.fingerprint, address.clone());
-            node.on_request_unverified(now, from, Some(caller.source), &request)
-        }
-        // No address to reach it at: answer, but it cannot enter the table.
-        None => match &request {
-            Request::Ping => Response::Pong,
-            Request::FindPeer(t) => Response::Peers(node.closest(t)),
-        },
-    });
+    // The caller enters the table only if it answers a probe at the
+    // address it claims; without one it is answered and nothing more.
+    let from = mau_proto::Caller {
+        fingerprint: caller.fingerprint,
+        address: caller.address.clone(),
+        source: Some(caller.source),
+    };
+    let response = shared.with_node(|node, now| node.on_request(now, from, &request));
     match response {
         Response::Pong => reply(StatusCode::OK, "text/plain", Bytes::new()),
         Response::Peers(peers) => {

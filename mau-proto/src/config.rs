@@ -17,8 +17,9 @@ pub const PING_MIN_BACKOFF: Duration = Duration::from_secs(30);
 /// When an iterative lookup stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Termination {
-    /// Stop when the K closest live candidates have all answered, nobody is
-    /// left to ask, or (find-peer) the target answered. Stalls widen to K requests.
+    /// Bucket refreshes stop when the K closest live candidates have all
+    /// answered; joins and find-peer lookups go on until nobody is left to
+    /// ask (find-peer: or the target answered). Stalls widen to K requests.
     #[default]
     KClosest,
     /// The Go implementation's rule: α requests at a time to the closest

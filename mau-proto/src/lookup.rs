@@ -3,9 +3,14 @@
 //! The lookup keeps its candidates sorted by XOR distance to the target. It
 //! asks up to α of the closest unqueried ones at a time; when an answer brings
 //! no closer peer, α answers in a row, it stalls and asks every unqueried peer
-//! among the K closest at once. It ends when the K closest candidates that have
-//! not failed have all answered, when nobody is left to ask, or (for a
-//! find-peer lookup) as soon as the target itself answers.
+//! among the K closest at once. When it ends depends on its kind:
+//! - a bucket refresh ends when the K closest candidates that have not failed
+//!   have all answered (the K-closest rule), or nobody is left to ask;
+//! - a join (our own id) and a find-peer lookup do not apply the K-closest
+//!   rule: they end when nobody is left to ask (candidates are bounded by
+//!   `max_lookup_candidates`), a find-peer lookup also as soon as the target
+//!   itself answers. Colluding peers that all claim to be the closest would
+//!   otherwise end them early (see `k_closest_rule`).
 //!
 //! Pure data: the [`crate::Node`] sends the requests and feeds back answers.
 
@@ -173,7 +178,7 @@ impl<A: Clone + Eq> Lookup<A> {
 
     /// A finished find-peer lookup that missed its target, given more
     /// starting points (farther peers of our own table): returns true if it
-    /// has someone new to ask and goes on. At most [`MAX_WIDENINGS`] times.
+    /// has someone new to ask and goes on. At most `MAX_WIDENINGS` times.
     ///
     /// Why: peers that answer with each other only (an eclipse) get into our
     /// table through our own lookups, and can then be all K seeds of a later
@@ -208,11 +213,6 @@ impl<A: Clone + Eq> Lookup<A> {
     /// Why it runs.
     pub fn kind(&self) -> LookupKind {
         self.kind
-    }
-
-    /// This lookup's id.
-    pub fn id(&self) -> LookupId {
-        self.id
     }
 
     /// The target.
@@ -421,8 +421,9 @@ impl<A: Clone + Eq> Lookup<A> {
         }
     }
 
-    /// True if the K-closest rule may end this lookup. A find-peer lookup
-    /// goes on past it until the target answers or no candidate is left
+    /// True if the K-closest rule may end this lookup: refreshes only. A
+    /// find-peer or join lookup goes on past it until (find-peer) the
+    /// target answers or no candidate is left
     /// (bounded by `max_candidates`): in an honest network that only costs
     /// more requests when the target is gone, but colluding peers that all
     /// claim to be the closest would otherwise end every lookup for a target
@@ -442,8 +443,8 @@ impl<A: Clone + Eq> Lookup<A> {
     }
 
     /// True once nothing more can be learned: the target answered (find-peer),
-    /// or the K closest live candidates all answered (join and refresh), or
-    /// nobody is left to ask.
+    /// or the K closest live candidates all answered (refresh), or nobody is
+    /// left to ask.
     pub fn is_finished(&self) -> bool {
         if self.found.is_some() {
             return true;
@@ -470,6 +471,7 @@ impl<A: Clone + Eq> Lookup<A> {
     }
 
     /// Requests still waiting for an answer.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn in_flight(&self) -> usize {
         self.waiting
     }

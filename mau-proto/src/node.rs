@@ -2,10 +2,12 @@
 //!
 //! Modelled on quinn-proto and str0m. The adapter (or the simulator) does
 //! four things in a loop:
-//! 1. feeds inputs: [`Node::on_request`] for an authenticated inbound RPC
-//!    (answered synchronously), [`Node::on_response`] for the answer to one of
-//!    our requests, user commands ([`Node::join`], [`Node::start_lookup`], ...);
-//! 2. drains [`Node::poll_output`]: requests to send and events to report;
+//! 1. feeds inputs: [`Node::on_request`] for an inbound RPC (answered
+//!    synchronously; the [`Caller`] is probed before it enters the table),
+//!    [`Node::on_response`] for the answer to one of our requests, user
+//!    commands ([`Node::join`], [`Node::start_lookup`], ...);
+//! 2. drains [`Node::poll_output`]: requests to send and events to report
+//!    (every lookup's end, even one that ends at once, is reported here);
 //! 3. asks [`Node::poll_timeout`] when to call [`Node::handle_timeout`] next;
 //! 4. calls [`Node::handle_timeout`] when that time comes.
 //!
@@ -26,7 +28,9 @@ use crate::dispatch::{Dispatch, RequestClass};
 use crate::fingerprint::Fingerprint;
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupOutcome};
 use crate::rng::Rng;
-use crate::routing_table::{Contact, FailedOutcome, Liveness, Removed, RoutingTable, SeenOutcome};
+use crate::routing_table::{
+    Contact, FailedOutcome, Liveness, Removed, RoutingTable, SeenOutcome, TableView,
+};
 use crate::subnet::HostIp;
 use crate::time::Time;
 
@@ -68,7 +72,34 @@ pub enum RpcFailure {
     NotSent,
 }
 
-/// A request the adapter must send.
+/// Who sent an inbound request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller<A> {
+    /// The fingerprint the caller proved (mutual TLS).
+    pub fingerprint: Fingerprint,
+    /// The address it says it listens on (e.g. the one in its certificate);
+    /// `None`: it cannot be called back, so it never enters the table.
+    pub address: Option<A>,
+    /// The IP it connects from, if known: bounds the probes one source can
+    /// make us send.
+    pub source: Option<IpAddr>,
+}
+
+impl<A: HostIp> Caller<A> {
+    /// A caller listening where it connects from (a simulated or test peer).
+    pub fn at(fingerprint: Fingerprint, address: A) -> Self {
+        let source = address.host_ip();
+        Caller {
+            fingerprint,
+            address: Some(address),
+            source,
+        }
+    }
+}
+
+/// A request the adapter must send: dropping it unsent leaves the request to
+/// time out in the core.
+#[must_use = "a transmit must be sent (or reported failed with RpcFailure::NotSent)"]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit<A> {
     /// Report the answer with this id.
@@ -101,6 +132,7 @@ pub enum Event<A> {
 }
 
 /// What [`Node::poll_output`] yields.
+#[must_use = "a transmit must be sent and an event may end a lookup someone waits for"]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output<A> {
     /// Send this request.
@@ -150,6 +182,7 @@ enum Stage {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum JoinPhase {
+    /// Not joining; a repeat may be scheduled ([`JoinState::rejoin`]).
     Idle,
     SelfLookup(LookupId),
     /// Bucket refreshes still running.
@@ -159,6 +192,29 @@ enum JoinPhase {
     /// can find, not one that merely asked around.
     Confirming(Time),
 }
+
+/// Everything about the join sequence, in one place.
+#[derive(Clone, Debug)]
+struct JoinState<A> {
+    phase: JoinPhase,
+    /// The running join is a repeat (it reports no second `Joined`).
+    repeat: bool,
+    /// A peer's answer named us since the join began: it admitted us.
+    admitted: bool,
+    /// Confirmations of the running join so far.
+    confirmations: u8,
+    /// When to repeat the join because it left fewer than K peers, and the
+    /// current backoff (kept while the repeat runs, to double it).
+    rejoin: Option<(Time, Duration)>,
+    /// The contacts the last [`Node::join`] was given (at most
+    /// [`MAX_REMEMBERED_BOOTSTRAP`]): a join that leaves the table empty
+    /// (they were all unreachable just then), or a table emptied later,
+    /// starts again from them.
+    bootstrap: Vec<Contact<A>>,
+}
+
+/// Bootstrap contacts remembered for a later rejoin.
+const MAX_REMEMBERED_BOOTSTRAP: usize = 16;
 
 /// Times a join looks up our id again to see that peers admitted us.
 const MAX_CONFIRMATIONS: u8 = 4;
@@ -178,26 +234,15 @@ pub struct Node<A> {
     out: VecDeque<Output<A>>,
     next_request: u64,
     next_lookup: u64,
-    join: JoinPhase,
-    /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded).
+    join: JoinState<A>,
+    /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded),
+    /// and the same in the order they were probed (to expire them in O(1)).
     probed: BTreeMap<Fingerprint, Time>,
-    /// When to repeat the join because it left fewer than K peers, and the
-    /// current backoff.
-    rejoin: Option<(Time, std::time::Duration)>,
-    /// The running join is such a repeat: it reports no second `Joined`.
-    rejoining: bool,
-    /// A peer's answer named us since the join began: it admitted us.
-    admitted: bool,
-    /// Confirmations of the running join so far.
-    confirmations: u8,
-    /// The contacts the last [`Node::join`] was given (at most
-    /// [`MAX_REMEMBERED_BOOTSTRAP`]): a join that leaves the table empty
-    /// (they were all unreachable just then) tries them again later.
-    bootstrap: Vec<Contact<A>>,
+    probe_order: VecDeque<(Time, Fingerprint)>,
+    /// Lookups that may have ended: settled (finished, widened or reported)
+    /// before an input returns, so an end is only ever seen in `poll_output`.
+    settle: Vec<LookupId>,
 }
-
-/// Bootstrap contacts remembered for a later rejoin.
-const MAX_REMEMBERED_BOOTSTRAP: usize = 16;
 
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
 /// Zero: an idle node (most of them, most of the time) holds no queue memory;
@@ -215,11 +260,10 @@ const MAX_RECENT_PROBES: usize = 1024;
 impl<A: Clone + Eq + HostIp> Node<A> {
     /// A node for `local` with an empty table. `seed` determines every random
     /// choice it will make (refresh targets); give each node its own.
-    pub fn new(local: Fingerprint, config: Config, now: Time, seed: u64) -> Self {
+    pub fn new(local: Fingerprint, config: Config, seed: u64) -> Self {
         let config = config.sanitized();
         let dispatch = Dispatch::new(&config.budgets);
         // Buckets are created on first use, stamped with the time they appear.
-        let _ = now;
         let table = RoutingTable::new(
             local,
             config.k,
@@ -238,13 +282,17 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             out: VecDeque::new(),
             next_request: 0,
             next_lookup: 0,
-            join: JoinPhase::Idle,
+            join: JoinState {
+                phase: JoinPhase::Idle,
+                repeat: false,
+                admitted: false,
+                confirmations: 0,
+                rejoin: None,
+                bootstrap: Vec::new(),
+            },
             probed: BTreeMap::new(),
-            rejoin: None,
-            rejoining: false,
-            admitted: false,
-            confirmations: 0,
-            bootstrap: Vec::new(),
+            probe_order: VecDeque::new(),
+            settle: Vec::new(),
         }
     }
 
@@ -274,11 +322,12 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
             + map(self.probed.len(), size_of::<(Fingerprint, Time)>())
+            + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
     }
 
     /// The routing table (read only: change it through events).
-    pub fn table(&self) -> &RoutingTable<A> {
-        &self.table
+    pub fn table(&self) -> TableView<'_, A> {
+        TableView(&self.table)
     }
 
     /// Lookups running now.
@@ -298,43 +347,30 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 
     /// True while the join sequence runs.
     pub fn is_joining(&self) -> bool {
-        self.join != JoinPhase::Idle
+        self.join.phase != JoinPhase::Idle
     }
 
     // ----- inputs -------------------------------------------------------
 
-    /// An authenticated peer sent us `request`; returns the answer to send.
+    /// `caller` sent us `request`; returns the answer to send.
     ///
-    /// `from` must carry the fingerprint proven by mutual TLS and the address
-    /// the peer listens on. The caller is recorded first, so, as in the Go
-    /// implementation, it may appear in its own find_peer answer.
-    pub fn on_request(&mut self, now: Time, from: Contact<A>, request: &Request) -> Response<A> {
-        self.record_seen(now, from);
-        match request {
-            Request::Ping => Response::Pong,
-            Request::FindPeer(target) => Response::Peers(self.closest(target)),
-        }
-    }
-
-    /// Like [`Self::on_request`], for a caller whose fingerprint is proven but
-    /// whose listening address is only claimed (e.g. the address in its TLS
-    /// certificate), connecting from `source`. A peer already in the table at
-    /// that address is refreshed; any other is probed at the claimed address
-    /// and enters the table only if it answers there, so no address that
-    /// nobody listens on is ever added. Probes are bounded: by the probe
-    /// budget, per source IP and per claimed IP ([`crate::dispatch::Budgets`]);
-    /// a caller over them is answered but not probed this time.
-    pub fn on_request_unverified(
-        &mut self,
-        now: Time,
-        from: Contact<A>,
-        source: Option<IpAddr>,
-        request: &Request,
-    ) -> Response<A> {
-        if self.is_verified(&from) {
-            self.record_seen(now, from);
-        } else {
-            self.probe_from(now, from, source);
+    /// The caller's fingerprint is proven (mutual TLS); its address is only
+    /// claimed. A peer already in the table at that address is refreshed
+    /// (so, as in the Go implementation, it may appear in its own find_peer
+    /// answer); any other is probed at the claimed address and enters the
+    /// table only if it answers there, so no address that nobody listens on
+    /// is ever added. Probes are bounded: by the probe budget, per source IP
+    /// and per claimed IP ([`crate::Budgets`]); a caller over them is
+    /// answered but not probed this time.
+    #[must_use = "the answer must be sent to the caller"]
+    pub fn on_request(&mut self, now: Time, caller: Caller<A>, request: &Request) -> Response<A> {
+        if let Some(address) = caller.address {
+            let from = Contact::new(caller.fingerprint, address);
+            if self.is_verified(&from) {
+                self.record_seen(now, from);
+            } else {
+                self.probe_from(now, from, caller.source);
+            }
         }
         match request {
             Request::Ping => Response::Pong,
@@ -366,6 +402,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         }
         self.answer(now, p, result);
         self.pump(now);
+        self.settle_lookups(now);
     }
 
     fn answer(&mut self, now: Time, p: Pending<A>, result: Result<Response<A>, RpcFailure>) {
@@ -373,7 +410,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             (Purpose::Lookup(lid), Ok(Response::Peers(mut peers))) => {
                 self.record_seen(now, p.to.clone());
                 let local = self.local();
-                self.admitted |= peers.iter().any(|c| c.fingerprint == local);
+                self.join.admitted |= peers.iter().any(|c| c.fingerprint == local);
                 // Hearsay never overrides what we verified: a peer we know is
                 // asked at the address it answered us from, not a claimed one.
                 for c in &mut peers {
@@ -434,6 +471,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             }
         }
         self.dispatch.prune(now);
+        // Forgotten here too, not only on the next probe: an idle node keeps
+        // no memory of the strangers that probed it during a join.
+        self.expire_probes(now);
         if self
             .table
             .next_stale_at(self.config.stall_period)
@@ -450,42 +490,36 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 }
             }
         }
-        if let JoinPhase::Confirming(at) = self.join {
+        if let JoinPhase::Confirming(at) = self.join.phase {
             if at <= now {
-                match self.start(now, self.local(), LookupKind::Join) {
-                    Ok(id) => {
-                        self.join = JoinPhase::SelfLookup(id);
-                        if !self.lookups.contains_key(&id) {
-                            self.advance_join(now, id);
-                        }
-                    }
-                    Err(_) => self.join = JoinPhase::Confirming(now + FIRST_CONFIRMATION),
-                }
+                self.join.phase = match self.start(now, self.local(), LookupKind::Join) {
+                    Ok(id) => JoinPhase::SelfLookup(id),
+                    Err(_) => JoinPhase::Confirming(now + FIRST_CONFIRMATION),
+                };
             }
         }
-        if let Some((at, backoff)) = self.rejoin {
-            if at <= now && self.join == JoinPhase::Idle {
+        if let Some((at, backoff)) = self.join.rejoin {
+            if at <= now && self.join.phase == JoinPhase::Idle {
                 if self.table.is_empty() {
-                    for c in self.bootstrap.clone() {
+                    for c in self.join.bootstrap.clone() {
                         self.add_peer(now, c);
                     }
                 }
                 match self.start(now, self.local(), LookupKind::Join) {
                     Ok(id) => {
-                        self.rejoining = true;
-                        self.confirmations = 0;
-                        self.join = JoinPhase::SelfLookup(id);
-                        if !self.lookups.contains_key(&id) {
-                            self.advance_join(now, id);
-                        }
+                        self.join.repeat = true;
+                        self.join.confirmations = 0;
+                        self.join.phase = JoinPhase::SelfLookup(id);
                     }
-                    Err(_) => self.rejoin = Some((now + backoff, backoff)),
+                    Err(_) => self.join.rejoin = Some((now + backoff, backoff)),
                 }
             }
         }
+        self.settle_lookups(now);
     }
 
     /// When [`Self::handle_timeout`] must be called next, if ever.
+    #[must_use = "handle_timeout must be called at this time"]
     pub fn poll_timeout(&mut self) -> Option<Time> {
         // Drop deadlines of requests already answered.
         while let Some(Reverse((_, id, _))) = self.deadlines.peek() {
@@ -503,8 +537,8 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         } else {
             self.table.next_stale_at(self.config.stall_period)
         };
-        let rejoin = match self.join {
-            JoinPhase::Idle => self.rejoin.map(|(t, _)| t),
+        let rejoin = match self.join.phase {
+            JoinPhase::Idle => self.join.rejoin.map(|(t, _)| t),
             JoinPhase::Confirming(at) => Some(at),
             _ => None,
         };
@@ -512,6 +546,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     }
 
     /// The next request to send or event to report.
+    #[must_use = "outputs must be sent or reported"]
     pub fn poll_output(&mut self) -> Option<Output<A>> {
         let next = self.out.pop_front();
         if next.is_none() && self.out.capacity() > RETAINED_QUEUE {
@@ -532,23 +567,19 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         now: Time,
         bootstrap: impl IntoIterator<Item = Contact<A>>,
     ) -> Result<LookupId, NodeError> {
-        self.bootstrap.clear();
+        self.join.bootstrap.clear();
         for c in bootstrap {
-            if self.bootstrap.len() < MAX_REMEMBERED_BOOTSTRAP {
-                self.bootstrap.push(c.clone());
+            if self.join.bootstrap.len() < MAX_REMEMBERED_BOOTSTRAP {
+                self.join.bootstrap.push(c.clone());
             }
             self.add_peer(now, c);
         }
         let id = self.start(now, self.local(), LookupKind::Join)?;
-        self.join = JoinPhase::SelfLookup(id);
-        self.rejoining = false;
-        self.admitted = false;
-        self.confirmations = 0;
-        // An empty table finishes the self lookup inside `start`, before the
-        // phase above was set, so advance the join by hand.
-        if !self.lookups.contains_key(&id) {
-            self.advance_join(now, id);
-        }
+        self.join.phase = JoinPhase::SelfLookup(id);
+        self.join.repeat = false;
+        self.join.admitted = false;
+        self.join.confirmations = 0;
+        self.settle_lookups(now);
         Ok(id)
     }
 
@@ -577,7 +608,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         let in_table = entry.is_some();
         if !in_table {
             // Not in the table: remember recent probes (bounded) for the backoff.
-            self.probed.retain(|_, t| now.since(*t) < backoff);
+            self.expire_probes(now);
             if self.probed.contains_key(&contact.fingerprint)
                 || self.probed.len() >= MAX_RECENT_PROBES
             {
@@ -597,6 +628,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         self.table.mark_pinged(&contact.fingerprint, now, backoff);
         if !in_table {
             self.probed.insert(contact.fingerprint, now);
+            self.probe_order.push_back((now, contact.fingerprint));
         }
         self.send(
             now,
@@ -606,6 +638,23 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             class,
             source,
         );
+    }
+
+    /// Forgets probes older than PING_MIN_BACKOFF, oldest first.
+    fn expire_probes(&mut self, now: Time) {
+        let backoff = self.config.ping_min_backoff;
+        while let Some(&(at, fp)) = self.probe_order.front() {
+            if now.since(at) < backoff {
+                break;
+            }
+            self.probe_order.pop_front();
+            if self.probed.get(&fp) == Some(&at) {
+                self.probed.remove(&fp);
+            }
+        }
+        if self.probe_order.is_empty() && self.probe_order.capacity() > RETAINED_QUEUE {
+            self.probe_order.shrink_to(RETAINED_QUEUE);
+        }
     }
 
     /// True if a probe of `to` for a caller from `source` fits the probe
@@ -662,12 +711,15 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     /// Starts a lookup for `target`; [`Event::LookupFinished`] reports its end.
     pub fn start_lookup(&mut self, now: Time, target: Fingerprint) -> Result<LookupId, NodeError> {
         let id = self.start(now, target, LookupKind::FindPeer)?;
-        self.finish_if_done(now, id);
+        self.settle_lookups(now);
         Ok(id)
     }
 
     // ----- internals ----------------------------------------------------
 
+    /// Registers a lookup and sends its first requests. Its end (even at
+    /// once, with no seeds) is handled by [`Self::settle_lookups`], after the
+    /// caller has recorded what the lookup is for.
     fn start(
         &mut self,
         now: Time,
@@ -699,7 +751,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         Ok(id)
     }
 
-    /// Sends what the lookup wants sent; reports it if it finished.
+    /// Sends what the lookup wants sent; queues it for settling if it finished.
     fn drive_lookup(&mut self, now: Time, id: LookupId) {
         let Some(l) = self.lookups.get_mut(&id) else {
             return;
@@ -738,24 +790,26 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 break;
             }
         }
-        self.finish_if_done(now, id);
+        if self.lookups.get(&id).is_some_and(|l| l.is_finished()) && !self.settle.contains(&id) {
+            self.settle.push(id);
+        }
     }
 
-    fn finish_if_done(&mut self, now: Time, id: LookupId) {
-        let done = self.lookups.get(&id).is_some_and(|l| l.is_finished());
-        if !done {
-            return;
+    /// Ends (or widens) every lookup that finished: the one place a lookup's
+    /// end is reported and the join sequence advances. Each input calls it
+    /// last.
+    fn settle_lookups(&mut self, now: Time) {
+        while let Some(id) = self.settle.pop() {
+            if !self.lookups.get(&id).is_some_and(|l| l.is_finished()) || self.widen(now, id) {
+                continue;
+            }
+            let Some(l) = self.lookups.remove(&id) else {
+                continue;
+            };
+            self.out
+                .push_back(Output::Event(Event::LookupFinished(l.outcome())));
+            self.advance_join(now, id);
         }
-        if self.widen(now, id) {
-            return;
-        }
-        let Some(l) = self.lookups.remove(&id) else {
-            return;
-        };
-        let outcome = l.outcome();
-        self.out
-            .push_back(Output::Event(Event::LookupFinished(outcome)));
-        self.advance_join(now, id);
     }
 
     /// Gives a find-peer lookup that missed its target the next K closest
@@ -786,11 +840,11 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     }
 
     fn advance_join(&mut self, now: Time, finished: LookupId) {
-        match &mut self.join {
+        match &mut self.join.phase {
             JoinPhase::SelfLookup(id) if *id == finished => {
                 let mut ids = Vec::new();
                 // A confirmation only looks up our id again.
-                let buckets = if self.confirmations == 0 {
+                let buckets = if self.join.confirmations == 0 {
                     self.table.buckets_beyond_closest()
                 } else {
                     Vec::new()
@@ -801,9 +855,8 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                         ids.push(id);
                     }
                 }
-                // Refreshes that finished at once are already gone.
-                ids.retain(|id| self.lookups.contains_key(id));
-                self.join = JoinPhase::Refreshing(ids);
+                // Those that end at once are settled next, and leave this list then.
+                self.join.phase = JoinPhase::Refreshing(ids);
                 self.maybe_joined(now);
             }
             JoinPhase::Refreshing(ids) => {
@@ -815,36 +868,38 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     }
 
     fn maybe_joined(&mut self, now: Time) {
-        if matches!(&self.join, JoinPhase::Refreshing(ids) if ids.is_empty()) {
-            if !self.admitted && !self.table.is_empty() && self.confirmations < MAX_CONFIRMATIONS {
-                let wait = FIRST_CONFIRMATION * (1u32 << self.confirmations);
-                self.confirmations += 1;
-                self.join = JoinPhase::Confirming(now + wait);
-                return;
-            }
-            self.confirmations = 0;
-            self.join = JoinPhase::Idle;
-            if !self.rejoining {
-                self.out.push_back(Output::Event(Event::Joined {
-                    peers: self.table.len(),
-                }));
-            }
-            self.rejoining = false;
-            // Fewer than K peers (we joined before the network had formed
-            // around us): nobody near us knows us yet, so join again later.
-            // None at all (every bootstrap peer was unreachable just then):
-            // start again from the bootstrap peers, with the same backoff.
-            let someone = !self.table.is_empty() || !self.bootstrap.is_empty();
-            self.rejoin = if someone && self.table.len() < self.config.k {
-                let backoff = match self.rejoin {
-                    Some((_, b)) => (b * 2).min(self.config.stall_period),
-                    None => self.config.rejoin_interval,
-                };
-                Some((now + backoff, backoff))
-            } else {
-                None
-            };
+        let join = &mut self.join;
+        if !matches!(&join.phase, JoinPhase::Refreshing(ids) if ids.is_empty()) {
+            return;
         }
+        if !join.admitted && !self.table.is_empty() && join.confirmations < MAX_CONFIRMATIONS {
+            let wait = FIRST_CONFIRMATION * (1u32 << join.confirmations);
+            join.confirmations += 1;
+            join.phase = JoinPhase::Confirming(now + wait);
+            return;
+        }
+        join.confirmations = 0;
+        join.phase = JoinPhase::Idle;
+        if !join.repeat {
+            self.out.push_back(Output::Event(Event::Joined {
+                peers: self.table.len(),
+            }));
+        }
+        join.repeat = false;
+        // Fewer than K peers (we joined before the network had formed
+        // around us): nobody near us knows us yet, so join again later.
+        // None at all (every bootstrap peer was unreachable just then):
+        // start again from the bootstrap peers, with the same backoff.
+        let someone = !self.table.is_empty() || !join.bootstrap.is_empty();
+        join.rejoin = if someone && self.table.len() < self.config.k {
+            let backoff = match join.rejoin {
+                Some((_, b)) => (b * 2).min(self.config.stall_period),
+                None => self.config.rejoin_interval,
+            };
+            Some((now + backoff, backoff))
+        } else {
+            None
+        };
     }
 
     fn random_target_in(&mut self, bucket: crate::distance::BucketIndex) -> Fingerprint {
@@ -985,9 +1040,10 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             }
             // The last peer is gone (an outage, a network change): start
             // again from the bootstrap peers rather than stay alone forever.
-            if self.table.is_empty() && self.rejoin.is_none() && !self.bootstrap.is_empty() {
+            let join = &mut self.join;
+            if self.table.is_empty() && join.rejoin.is_none() && !join.bootstrap.is_empty() {
                 let backoff = self.config.rejoin_interval;
-                self.rejoin = Some((now + backoff, backoff));
+                join.rejoin = Some((now + backoff, backoff));
             }
         }
     }
@@ -1025,7 +1081,7 @@ mod tests {
     fn heap_bytes_counts_the_table_and_an_idle_node_keeps_no_queue() {
         use crate::routing_table::Entry;
         assert_eq!(std::mem::size_of::<Entry<u32>>(), 48);
-        let mut n: Node<u32> = Node::new(fp(1), Config::default(), Time::ZERO, 1);
+        let mut n: Node<u32> = Node::new(fp(1), Config::default(), 1);
         assert_eq!(n.heap_bytes(), 0);
         for i in 2..=60u8 {
             n.add_peer(Time::ZERO, Contact::new(fp(i), u32::from(i)));
@@ -1072,7 +1128,7 @@ mod tests {
 
     #[test]
     fn join_with_empty_table_reports_joined() {
-        let mut n: Node<u32> = Node::new(fp(1), Config::default(), Time(0), 7);
+        let mut n: Node<u32> = Node::new(fp(1), Config::default(), 7);
         n.join(Time(0), []).unwrap();
         let outs = drain(&mut n);
         assert!(outs.contains(&Output::Event(Event::Joined { peers: 0 })));
@@ -1083,10 +1139,14 @@ mod tests {
 
     #[test]
     fn claimed_address_is_probed_before_it_enters_the_table() {
-        let mut n = Node::new(fp(0), Config::default(), Time(0), 1);
+        let mut n = Node::new(fp(0), Config::default(), 1);
         let caller = Contact::new(fp(0x80), 7);
         assert_eq!(
-            n.on_request_unverified(Time(0), caller.clone(), None, &Request::Ping),
+            n.on_request(
+                Time(0),
+                Caller::at(caller.fingerprint, caller.address),
+                &Request::Ping
+            ),
             Response::Pong
         );
         assert!(!n.table().contains(&caller.fingerprint));
@@ -1099,7 +1159,11 @@ mod tests {
             (caller.clone(), Request::Ping)
         );
         // A second request within the backoff does not probe again.
-        n.on_request_unverified(Time(10), caller.clone(), None, &Request::Ping);
+        let _ = n.on_request(
+            Time(10),
+            Caller::at(caller.fingerprint, caller.address),
+            &Request::Ping,
+        );
         assert!(drain(&mut n).is_empty());
         n.on_response(Time(20), t.id, Ok(Response::Pong));
         assert_eq!(
@@ -1107,13 +1171,17 @@ mod tests {
             vec![Output::Event(Event::PeerAdded(caller.clone()))]
         );
         // Known at that address: refreshed without a probe.
-        n.on_request_unverified(Time(30), caller, None, &Request::Ping);
+        let _ = n.on_request(
+            Time(30),
+            Caller::at(caller.fingerprint, caller.address),
+            &Request::Ping,
+        );
         assert!(drain(&mut n).is_empty());
     }
 
     #[test]
     fn silent_probe_never_enters_and_times_out() {
-        let mut n = Node::new(fp(0), Config::default(), Time(0), 1);
+        let mut n = Node::new(fp(0), Config::default(), 1);
         n.probe(Time(0), Contact::new(fp(0x40), 3));
         let out = drain(&mut n);
         let [Output::Transmit(t)] = out.as_slice() else {
@@ -1135,7 +1203,7 @@ mod tests {
 
     #[test]
     fn join_with_dead_bootstrap_finishes() {
-        let mut n = Node::new(fp(0), Config::default(), Time(0), 1);
+        let mut n = Node::new(fp(0), Config::default(), 1);
         n.join(Time(0), [Contact::new(fp(0x80), 1)]).unwrap();
         let out = drain(&mut n);
         assert!(out
@@ -1173,7 +1241,7 @@ mod tests {
     #[test]
     fn a_join_that_finds_few_peers_is_repeated_with_backoff() {
         let local = fp(0x10);
-        let mut n = Node::new(local, Config::default(), Time(0), 3);
+        let mut n = Node::new(local, Config::default(), 3);
         n.join(Time(0), [Contact::new(fp(0x90), 1)]).unwrap();
         // The bootstrap peer knows nobody yet (the first node of a network).
         assert!(answer_all_empty(&mut n, Time(0)).contains(&local));
@@ -1223,7 +1291,7 @@ mod tests {
     #[test]
     fn a_join_whose_bootstrap_was_unreachable_tries_it_again() {
         let boot = Contact::new(fp(0x90), 1);
-        let mut n = Node::new(fp(0x10), Config::default(), Time(0), 3);
+        let mut n = Node::new(fp(0x10), Config::default(), 3);
         n.join(Time(0), [boot.clone()]).unwrap();
         // The bootstrap peer is down: the join ends alone, with an empty table.
         let (_, now) = time_out_all(&mut n, Time(0), |n| !n.is_joining());
@@ -1245,7 +1313,7 @@ mod tests {
             ..Config::default()
         };
         let boot = Contact::new(fp(0x90), 1);
-        let mut n = Node::new(fp(0x10), config, Time(0), 3);
+        let mut n = Node::new(fp(0x10), config, 3);
         n.join(Time(0), [boot.clone()]).unwrap();
         answer_all_empty(&mut n, Time(0));
         assert!(!n.is_joining());
@@ -1267,7 +1335,7 @@ mod tests {
             k: 2,
             ..Config::default()
         };
-        let mut n = Node::new(fp(0x10), config, Time(0), 3);
+        let mut n = Node::new(fp(0x10), config, 3);
         n.join(
             Time(0),
             [Contact::new(fp(0x90), 1), Contact::new(fp(0x50), 2)],

@@ -177,7 +177,7 @@ pub enum Removed<A> {
     },
 }
 
-/// Whether [`RoutingTable::closest`] may return peers that failed their last request.
+/// Whether [`TableView::closest`] may return peers that failed their last request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
     /// Every entry.
@@ -197,6 +197,70 @@ fn same_key(a: &Fingerprint, b: &Fingerprint) -> bool {
         (Fingerprint::V4(v4), Fingerprint::V6(v6)) | (Fingerprint::V6(v6), Fingerprint::V4(v4)) => {
             v6[..v4.len()] == v4[..] && v6[v4.len()..].iter().all(|b| *b == 0)
         }
+    }
+}
+
+/// A read-only view of a node's routing table ([`crate::Node::table`]): the
+/// table changes only through the node's inputs.
+#[derive(Debug)]
+pub struct TableView<'a, A>(pub(crate) &'a RoutingTable<A>);
+
+impl<A> Clone for TableView<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A> Copy for TableView<'_, A> {}
+
+impl<'a, A: Clone + Eq + HostIp> TableView<'a, A> {
+    /// The local node's fingerprint.
+    pub fn local(&self) -> Fingerprint {
+        self.0.local()
+    }
+
+    /// Number of peers in the table (replacement caches not counted).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if no peer is known.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Max peers per bucket.
+    pub fn k(&self) -> usize {
+        self.0.k()
+    }
+
+    /// Buckets created so far, by common prefix length (0 = farthest half).
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketIndex, &'a Bucket<A>)> {
+        self.0.buckets()
+    }
+
+    /// Every entry, farthest bucket first.
+    pub fn entries(&self) -> impl Iterator<Item = &'a Entry<A>> {
+        self.0.entries()
+    }
+
+    /// The entry for `fp`, if present.
+    pub fn get(&self, fp: &Fingerprint) -> Option<&'a Entry<A>> {
+        self.0.get(fp)
+    }
+
+    /// True if `fp` is in the table.
+    pub fn contains(&self, fp: &Fingerprint) -> bool {
+        self.0.contains(fp)
+    }
+
+    /// Up to `n` contacts closest to `target`, nearest first.
+    pub fn closest(&self, target: &Key, n: usize, liveness: Liveness) -> Vec<Contact<A>> {
+        self.0.closest(target, n, liveness)
+    }
+
+    /// Heap bytes the table holds (see [`crate::Node::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.heap_bytes()
     }
 }
 
@@ -341,7 +405,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     fn locate(&self, fp: &Fingerprint) -> Option<(usize, usize)> {
         let cpl = self.cpl(&fp.key())?;
         let bucket = self.buckets.get(cpl)?;
-        let pos = bucket.entries.iter().position(|e| e.fingerprint == *fp)?;
+        let pos = bucket.entries.iter().position(|e| e.fingerprint.same(fp))?;
         Some((cpl, pos))
     }
 

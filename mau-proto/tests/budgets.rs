@@ -5,8 +5,8 @@
 use std::net::Ipv4Addr;
 
 use mau_proto::{
-    Config, Contact, Event, Fingerprint, LimitScope, Node, Output, Request, RequestClass, Response,
-    RpcFailure, Time, Transmit,
+    Caller, Config, Contact, Event, Fingerprint, LimitScope, Node, Output, Request, RequestClass,
+    Response, RpcFailure, Time, Transmit,
 };
 
 fn id(first: u8, n: u32) -> Fingerprint {
@@ -32,7 +32,7 @@ fn transmits(n: &mut Node<u32>) -> Vec<Transmit<u32>> {
 
 /// A node with three honest peers (10.0.0.1-3) in its table.
 fn node_with_honest_peers(config: Config) -> (Node<u32>, Vec<Contact<u32>>) {
-    let mut n = Node::new(id(0, 0), config, Time(0), 1);
+    let mut n = Node::new(id(0, 0), config, 1);
     let honest: Vec<_> = (1..=3u8)
         .map(|i| Contact::new(id(0x80 | i, 0), ip(i)))
         .collect();
@@ -66,8 +66,12 @@ fn a_probe_flood_neither_reflects_nor_costs_honest_peers_their_place() {
         let now = Time(ms);
         for _ in 0..7 {
             stranger += 1;
-            let from = Contact::new(id(0x40, stranger), tarpit);
-            n.on_request_unverified(now, from, attacker, &Request::Ping);
+            let from = Caller {
+                fingerprint: id(0x40, stranger),
+                address: Some(tarpit),
+                source: attacker,
+            };
+            let _ = n.on_request(now, from, &Request::Ping);
         }
         // Once a second an honest lookup, answered at once by every peer.
         if ms % 1_000 == 0 {

@@ -12,7 +12,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use mau_proto::lookup::{Lookup, TARGET_ATTEMPTS};
+use mau_proto::internals::{Lookup, TARGET_ATTEMPTS};
 use mau_proto::{Contact, Fingerprint, LookupId, LookupKind, Time};
 use proptest::prelude::*;
 

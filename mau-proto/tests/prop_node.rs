@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mau_proto::{
-    Config, Contact, Event, Fingerprint, Liveness, Node, NodeError, Output, Request, RequestId,
-    Response, RpcFailure, Time,
+    Caller, Config, Contact, Event, Fingerprint, Liveness, Node, NodeError, Output, Request,
+    RequestId, Response, RpcFailure, Time,
 };
 use proptest::prelude::*;
 
@@ -31,7 +31,8 @@ enum Resp {
 #[derive(Clone, Debug)]
 enum Ev {
     /// An inbound request from `universe[from]` (the last one is the local id);
-    /// `claimed`: through `on_request_unverified`, maybe at another address.
+    /// `claimed`: the address the caller claims (`None`: none, so it cannot
+    /// enter the table), maybe another than its own.
     Request {
         from: usize,
         find: Option<usize>,
@@ -213,18 +214,18 @@ impl Driver {
                     Some(t) => Request::FindPeer(self.universe[t % n]),
                     None => Request::Ping,
                 };
-                let answer = match claimed {
-                    None => self.node.on_request(self.now, from, &request),
-                    // 0: the true address; 1: a wrong one (nobody listens there).
-                    Some(0) => self
-                        .node
-                        .on_request_unverified(self.now, from, None, &request),
-                    Some(_) => {
-                        let wrong = Contact::new(from.fingerprint, n as u32 + from.address);
-                        self.node
-                            .on_request_unverified(self.now, wrong, None, &request)
-                    }
+                // 0: the true address; 1: a wrong one (nobody listens there).
+                let address = match claimed {
+                    None => None,
+                    Some(0) => Some(from.address),
+                    Some(_) => Some(n as u32 + from.address),
                 };
+                let caller = Caller {
+                    fingerprint: from.fingerprint,
+                    address,
+                    source: None,
+                };
+                let answer = self.node.on_request(self.now, caller, &request);
                 match (&request, &answer) {
                     (Request::Ping, Response::Pong) => {}
                     (Request::FindPeer(t), Response::Peers(peers)) => {
@@ -315,7 +316,7 @@ fn run(
     let mut universe = pool.to_vec();
     universe.push(local);
     let mut d = Driver {
-        node: Node::new(local, config, Time(1_000), seed),
+        node: Node::new(local, config, seed),
         local,
         universe,
         now: Time(1_000),

@@ -7,10 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use mau_proto::routing_table::{FailedOutcome, SeenOutcome};
-use mau_proto::{
-    Contact, Fingerprint, Key, LimitScope, Liveness, RoutingTable, SubnetLimits, Time,
-};
+use mau_proto::internals::{FailedOutcome, RoutingTable, SeenOutcome};
+use mau_proto::{Contact, Fingerprint, Key, LimitScope, Liveness, SubnetLimits, Time};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

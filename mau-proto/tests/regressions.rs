@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use mau_proto::{Config, Contact, Event, Fingerprint, Node, Output, RoutingTable, Time};
+use mau_proto::internals::RoutingTable;
+use mau_proto::{Config, Contact, Event, Fingerprint, Node, Output, Time};
 
 const BACKOFF: Duration = Duration::from_secs(30);
 
@@ -48,7 +49,7 @@ fn remove_peer_reports_the_promoted_replacement() {
         k: 1,
         ..Config::default()
     };
-    let mut n: Node<u32> = Node::new(v4(0, 0), config, Time(0), 1);
+    let mut n: Node<u32> = Node::new(v4(0, 0), config, 1);
     n.add_peer(Time(0), Contact::new(v4(0x80, 1), 1));
     n.add_peer(Time(0), Contact::new(v4(0x81, 1), 2)); // cached
     while n.poll_output().is_some() {}
@@ -76,7 +77,7 @@ fn stale_deep_bucket_of_v4_node_never_clears() {
     let mut twin = [0u8; 32];
     twin[..20].copy_from_slice(local.as_bytes());
     twin[31] = 1; // not the same key: a v6 peer in bucket cpl 255
-    let mut n: Node<u32> = Node::new(local, Config::default(), Time(0), 1);
+    let mut n: Node<u32> = Node::new(local, Config::default(), 1);
     n.add_peer(Time(0), Contact::new(Fingerprint::V6(twin), 1));
     while n.poll_output().is_some() {}
     let stall = n.config().stall_period;
@@ -97,7 +98,7 @@ fn stale_deep_bucket_refreshes_once() {
     let mut twin = [0u8; 32];
     twin[..20].copy_from_slice(local.as_bytes());
     twin[31] = 1;
-    let mut n: Node<u32> = Node::new(local, Config::default(), Time(0), 1);
+    let mut n: Node<u32> = Node::new(local, Config::default(), 1);
     n.add_peer(Time(0), Contact::new(Fingerprint::V6(twin), 1));
     while n.poll_output().is_some() {}
     let now = Time(0) + n.config().stall_period;

@@ -5,10 +5,10 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use mau_proto::routing_table::SeenOutcome;
+use mau_proto::internals::{RoutingTable, SeenOutcome};
 use mau_proto::{
     Config, Contact, Event, Fingerprint, HostIp, LimitScope, Node, Output, Request, Response,
-    RoutingTable, RpcFailure, SubnetLimits, Time, Transmit,
+    RpcFailure, SubnetLimits, Time, Transmit,
 };
 
 const BACKOFF: Duration = Duration::from_secs(30);
@@ -192,7 +192,7 @@ fn node_knowing<'a>(
     now: Time,
     peers: impl IntoIterator<Item = &'a Contact<u32>>,
 ) -> Node<u32> {
-    let mut n: Node<u32> = Node::new(local(), config, now, 7);
+    let mut n: Node<u32> = Node::new(local(), config, 7);
     for p in peers {
         n.add_peer(now, p.clone());
     }

@@ -130,6 +130,23 @@ pub struct TrafficMetrics {
     pub hostile_answers: u64,
 }
 
+impl From<&mau_proto::testnet::Traffic> for TrafficMetrics {
+    fn from(t: &mau_proto::testnet::Traffic) -> Self {
+        TrafficMetrics {
+            requests: t.requests,
+            find_peer: t.find_peer,
+            pings: t.pings,
+            responses: t.responses,
+            lost: t.lost,
+            to_departed: t.to_departed,
+            responses_to_departed: t.responses_to_departed,
+            contacts_carried: t.contacts_carried,
+            pin_refused: t.pin_refused,
+            hostile_answers: t.hostile_answers,
+        }
+    }
+}
+
 /// Lookups the nodes ran on their own.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BackgroundMetrics {

@@ -1,6 +1,9 @@
 //! SVG plots of a sweep (`mau-sim plot --input sweep.json --out DIR`):
-//! hops vs n (ours, Go, theory), success vs churn, messages per lookup vs n,
-//! memory per node vs n; plus `table.md`, ours and Go side by side.
+//! hops vs n (ours, Go, theory), success vs churn (found / counted, and
+//! found / all scheduled: one measure per plot), messages per lookup vs n,
+//! memory per node vs n; plus `table.md`, ours and Go side by side. Every
+//! plot has its legend in a panel right of the data, and no two of its
+//! series share a colour.
 
 use std::path::Path;
 
@@ -20,14 +23,23 @@ const OURS: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const GO: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 const THEORY: RGBColor = RGBColor(0x55, 0x55, 0x55);
 const THEORY2: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
-const PALETTE: [RGBColor; 6] = [
+/// Ten distinct colours (matplotlib's tab10).
+const PALETTE: [RGBColor; 10] = [
     OURS,
     GO,
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
+
+/// Width of the data area and of the legend panel right of it, px.
+const PLOT_W: u32 = 640;
+const LEGEND_W: u32 = 300;
 
 /// Halfway to white.
 fn lighter(c: RGBColor) -> RGBColor {
@@ -100,15 +112,30 @@ fn draw(
     } else {
         y1 * 1.15
     };
-    // Zoomed plots have their lines at the top: legend at the bottom.
-    let legend_at = if y0 > 0.0 {
-        SeriesLabelPosition::LowerLeft
-    } else {
-        SeriesLabelPosition::UpperLeft
-    };
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
+    let root = SVGBackend::new(path, (PLOT_W + LEGEND_W, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut b = ChartBuilder::on(&root);
+    let (plot_area, legend_area) = root.split_horizontally(PLOT_W);
+    // The legend in its own panel: it never covers a point.
+    for (i, se) in series.iter().filter(|s| !s.points.is_empty()).enumerate() {
+        let y = 60 + 24 * i as i32;
+        legend_area
+            .draw(&PathElement::new(
+                vec![(8, y), (32, y)],
+                se.color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?;
+        legend_area
+            .draw(&Circle::new((20, y), 3, se.color.filled()))
+            .map_err(|e| e.to_string())?;
+        legend_area
+            .draw(&Text::new(
+                se.name.clone(),
+                (40, y - 7),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut b = ChartBuilder::on(&plot_area);
     b.caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
@@ -129,22 +156,11 @@ fn draw(
                         se.points.iter().copied(),
                         color.stroke_width(2),
                     ))
-                    .map_err(|e| e.to_string())?
-                    .label(se.name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .map_err(|e| e.to_string())?;
                 chart
                     .draw_series(se.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(|e| e.to_string())?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(legend_at)
-                .draw()
-                .map_err(|e| e.to_string())?;
         }};
     }
     if log_x {
@@ -162,8 +178,9 @@ fn draw(
 
 /// Reads sweep JSONs (`mau-sim sweep --out X.json`; rows of all of them,
 /// e.g. a 1k/10k sweep and a separate 100k run, the scenario of the first)
-/// and writes `hops_vs_n.svg`, `success_vs_churn.svg`, `messages_vs_n.svg`
-/// and `memory_vs_n.svg` into `out`; returns the files written.
+/// and writes `hops_vs_n.svg`, `success_vs_churn.svg`,
+/// `success_all_vs_churn.svg`, `messages_vs_n.svg` and `memory_vs_n.svg`
+/// into `out`; returns the files written.
 pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
     let mut doc = Value::Null;
     let mut rows: Vec<Value> = Vec::new();
@@ -252,44 +269,46 @@ pub fn plot(inputs: &[&Path], out: &Path) -> Result<Vec<String>, String> {
         ],
     )?;
 
-    let mut series = Vec::new();
-    for (i, &n) in sizes.iter().enumerate() {
-        for (j, p) in ["ours", "go"].iter().enumerate() {
-            let mut pts: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| s(r, "policy") == *p && f(r, "nodes") == n)
-                .filter(|r| f(r, "warm_start") == 0.0)
-                .map(|r| (f(r, "churn"), f(r, "success")))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let mut all: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| s(r, "policy") == *p && f(r, "nodes") == n)
-                .filter(|r| f(r, "warm_start") == 0.0)
-                .map(|r| (f(r, "churn"), f(r, "success_all")))
-                .collect();
-            all.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let color = PALETTE[(2 * i + j) % PALETTE.len()];
-            series.push(Series {
-                name: format!("{p}, n={n}: found / counted"),
-                color,
-                points: pts,
-            });
-            series.push(Series {
-                name: format!("{p}, n={n}: found / all scheduled"),
-                color: lighter(color),
-                points: all,
-            });
+    // One measure per plot: the lookups counted (target still alive) and
+    // all scheduled (also those whose source or target left meanwhile).
+    for (file, column, title) in [
+        (
+            "success_vs_churn.svg",
+            "success",
+            "Lookups found / counted (target alive) vs churn",
+        ),
+        (
+            "success_all_vs_churn.svg",
+            "success_all",
+            "Lookups found / all scheduled vs churn",
+        ),
+    ] {
+        let mut series = Vec::new();
+        for &n in &sizes {
+            for p in ["ours", "go"] {
+                let mut pts: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|r| s(r, "policy") == p && f(r, "nodes") == n)
+                    .filter(|r| f(r, "warm_start") == 0.0)
+                    .map(|r| (f(r, "churn"), f(r, column)))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                series.push(Series {
+                    name: format!("{p}, n={n}"),
+                    color: PALETTE[series.len() % PALETTE.len()],
+                    points: pts,
+                });
+            }
         }
+        emit(
+            file,
+            title,
+            "churn (fraction of nodes replaced)",
+            "success rate",
+            false,
+            series,
+        )?;
     }
-    emit(
-        "success_vs_churn.svg",
-        "Lookup success vs churn",
-        "churn (fraction of nodes replaced)",
-        "success rate",
-        false,
-        series,
-    )?;
 
     let mut series = Vec::new();
     for (i, &c) in churns.iter().enumerate() {

@@ -1,19 +1,19 @@
-//! The discrete-event run loop.
+//! The discrete-event run loop, on mau-proto's test network.
 //!
-//! One `Node<u32>` per simulated node (the address is the node's index in a
-//! `Vec`), one binary heap of events ordered by (virtual time, sequence number),
-//! one seeded [`Rng`] for every random choice of the simulator (each node's own
-//! generator is seeded from it). Nothing iterates a hash map, so a run is a
-//! pure function of its [`Scenario`].
+//! One `Node<u32>` per simulated node in a [`Network`] (the address is the
+//! node's index), which delivers every message through the production door
+//! (`Node::on_request` with a claimed address: callers are probed before they
+//! enter a table). The simulator adds the workload (joins, measured lookups,
+//! churn, adversaries) and the measurements. One seeded [`Rng`] for the
+//! simulator's choices and one for the network's (latency, loss, hostile
+//! answers), both from the scenario's seed; nothing iterates a hash map, so a
+//! run is a pure function of its [`Scenario`].
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use mau_proto::{
-    Config, Contact, Event, Fingerprint, Key, LookupKind, LookupOutcome, Node, Output, Request,
-    RequestId, Response, Rng, Time,
-};
+use mau_proto::testnet::{Addr, Hostile, Links, Network, Step};
+use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupKind, LookupOutcome, Node, Rng};
 
 use crate::metrics::{
     cpu_times_ms, peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics,
@@ -22,30 +22,8 @@ use crate::metrics::{
 use crate::scenario::{Attack, Scenario};
 use crate::warm;
 
-/// Index of a simulated node (its address).
-type Addr = u32;
-
-/// No timer scheduled.
-const NEVER: u64 = u64::MAX;
-
+/// The simulator's own events (the network has its messages and timers).
 enum Ev {
-    /// A request arrives at `to`.
-    Request {
-        from: Addr,
-        to: Addr,
-        /// The fingerprint the requester pinned (mutual TLS checks it).
-        pinned: Fingerprint,
-        id: RequestId,
-        request: Request,
-    },
-    /// The answer to request `id` arrives back at `to`.
-    Response {
-        to: Addr,
-        id: RequestId,
-        response: Response<Addr>,
-    },
-    /// A node's `poll_timeout` deadline; stale unless `seq` is the node's current timer.
-    Timer { node: Addr },
     /// The next initial node starts joining.
     InitialJoin { node: Addr },
     /// The next measured lookup starts.
@@ -54,78 +32,68 @@ enum Ev {
     Churn { remaining: u32 },
 }
 
-/// A heap entry: 24 bytes, the payload waits in [`EventQueue::slab`], so the
-/// heap's sift moves stay small however big an event is.
-#[derive(PartialEq, Eq)]
-struct Queued {
-    at: u64,
-    seq: u64,
-    idx: u32,
+/// How adversaries answer find_peer ([`Scenario::attack`]).
+struct Adversaries {
+    attack: Attack,
+    k: usize,
+    /// Alive adversaries by key, sorted (the eclipse attack answers from it).
+    keys: Vec<(Key, Addr)>,
 }
 
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    /// Reversed: the heap pops the earliest (time, sequence) first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// Events ordered by (virtual time, sequence number): a binary heap of small
-/// keys plus a slab of payloads with a free list.
-#[derive(Default)]
-struct EventQueue {
-    heap: BinaryHeap<Queued>,
-    slab: Vec<Option<Ev>>,
-    free: Vec<u32>,
-    seq: u64,
-}
-
-impl EventQueue {
-    fn push(&mut self, at: u64, ev: Ev) -> u64 {
-        let seq = self.seq;
-        self.seq += 1;
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
+impl Hostile for Adversaries {
+    fn answer(
+        &mut self,
+        _at: Addr,
+        target: &Fingerprint,
+        ids: &[Fingerprint],
+        rng: &mut Rng,
+    ) -> Vec<Contact<Addr>> {
+        let k = self.k;
+        match self.attack {
+            Attack::Eclipse => {
+                // The adversaries around the target's key; sorting a window
+                // by XOR is close enough to the exact K closest for an attacker.
+                let key = target.key();
+                let keys = &self.keys;
+                let at = keys.partition_point(|(kk, _)| *kk < key);
+                let lo = at.saturating_sub(2 * k);
+                let hi = (at + 2 * k).min(keys.len());
+                let mut near: Vec<(Key, Addr)> = keys[lo..hi].to_vec();
+                near.sort_by_key(|(kk, _)| kk.distance(&key));
+                near.iter()
+                    .take(k)
+                    .map(|(_, a)| Contact::new(ids[*a as usize], *a))
+                    .collect()
             }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
+            Attack::Garbage => {
+                let n = ids.len() as u64;
+                (0..k)
+                    .map(|i| {
+                        let address = rng.below(n) as Addr;
+                        let fp = if i % 2 == 0 {
+                            // A real peer, at somebody else's address.
+                            ids[rng.below(n) as usize]
+                        } else {
+                            let mut b = [0u8; 20];
+                            b[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+                            b[8..16].copy_from_slice(&rng.next_u64().to_le_bytes());
+                            Fingerprint::V4(b)
+                        };
+                        Contact::new(fp, address)
+                    })
+                    .collect()
             }
-        };
-        self.heap.push(Queued { at, seq, idx });
-        seq
-    }
-
-    fn pop(&mut self) -> Option<(u64, u64, Ev)> {
-        let q = self.heap.pop()?;
-        let ev = self.slab[q.idx as usize].take().expect("queued event");
-        self.free.push(q.idx);
-        Some((q.at, q.seq, ev))
-    }
-
-    fn peek_time(&self) -> Option<u64> {
-        self.heap.peek().map(|q| q.at)
+        }
     }
 }
 
+/// What the simulator tracks per node, next to the network's slot.
 struct Slot {
-    /// `None` once the node left.
-    node: Option<Node<Addr>>,
-    fp: Fingerprint,
     /// Position in `Sim::joined` while alive and joined.
     joined_pos: Option<u32>,
-    /// Deadline of the wakeup in the queue, `NEVER` if none.
-    timer_at: u64,
-    /// Sequence number of that wakeup (older ones are stale).
-    timer_seq: u64,
     join_started: u64,
+    /// Requests the node had sent when its join began.
+    sent_at_join: u64,
     join_requests: u32,
     join_lookups: u32,
     joining: bool,
@@ -138,23 +106,22 @@ struct MeasuredLookup {
     target: Addr,
 }
 
+/// Seeds the network's generator apart from the simulator's.
+const NETWORK_SEED: u64 = 0x6e65_7477_6f72_6b00;
+
 /// A simulation in progress. Use [`run`] unless you need to step it yourself.
 pub struct Sim {
     sc: Scenario,
     config: Config,
     rng: Rng,
-    now: u64,
-    queue: EventQueue,
+    net: Network<Ev, Adversaries>,
     slots: Vec<Slot>,
     /// Alive nodes that finished joining (random picks: bootstrap, lookups, churn).
     joined: Vec<Addr>,
-    /// Alive adversaries by key, sorted (the eclipse attack answers from it).
-    adversary_keys: Vec<(Key, Addr)>,
     measured: BTreeMap<(Addr, u64), MeasuredLookup>,
     initial_joined: u32,
     lookup_phase_start: Option<u64>,
     lookups_settled: u64,
-    events: u64,
     wall_join_done: Option<Instant>,
     /// Print progress to stderr (the run's start time).
     progress: Option<Instant>,
@@ -171,10 +138,8 @@ pub struct Sim {
     join_duration: Vec<u64>,
     join_peers: Vec<u64>,
     lookups: LookupMetrics,
-    traffic: TrafficMetrics,
     background: BackgroundMetrics,
     join: JoinMetrics,
-    invariant_violations: u64,
 }
 
 /// Runs `scenario` to the end and returns its metrics.
@@ -199,19 +164,29 @@ impl Sim {
     pub fn new(sc: Scenario, progress: Option<Instant>) -> Sim {
         let config = sc.protocol.to_config();
         let rng = Rng::new(sc.seed);
+        let links = Links {
+            latency_min_ms: sc.latency_min_ms,
+            latency_max_ms: sc.latency_max_ms,
+            loss: sc.loss,
+        };
+        let adversaries = Adversaries {
+            attack: sc.attack,
+            k: config.k,
+            keys: Vec::new(),
+        };
+        let mut net =
+            Network::with_hostile(config.clone(), links, sc.seed ^ NETWORK_SEED, adversaries);
+        net.set_check_invariants(sc.check_invariants);
         let mut sim = Sim {
             config,
             rng,
-            now: 0,
-            queue: EventQueue::default(),
+            net,
             slots: Vec::with_capacity((sc.nodes + sc.churn_events()) as usize),
             joined: Vec::with_capacity(sc.nodes as usize),
-            adversary_keys: Vec::new(),
             measured: BTreeMap::new(),
             initial_joined: 0,
             lookup_phase_start: None,
             lookups_settled: 0,
-            events: 0,
             wall_join_done: None,
             progress,
             cpu_at_start: cpu_times_ms().0,
@@ -228,27 +203,29 @@ impl Sim {
                 scheduled: sc.lookups as u64,
                 ..Default::default()
             },
-            traffic: TrafficMetrics::default(),
             background: BackgroundMetrics::default(),
             join: JoinMetrics::default(),
-            invariant_violations: 0,
             sc,
         };
         match sim.sc.warm_start {
             None => {
-                sim.push(0, Ev::InitialJoin { node: 0 });
+                sim.net.schedule(0, Ev::InitialJoin { node: 0 });
             }
             Some(joins) => {
                 sim.warm_start();
                 let first = sim.sc.nodes;
                 if joins > 0 {
-                    sim.push(0, Ev::InitialJoin { node: first });
+                    sim.net.schedule(0, Ev::InitialJoin { node: first });
                 } else {
                     sim.begin_lookup_phase();
                 }
             }
         }
         sim
+    }
+
+    fn now(&self) -> u64 {
+        self.net.now().0
     }
 
     /// `a` finished joining: lookups, churn and bootstraps may pick it.
@@ -272,25 +249,25 @@ impl Sim {
             self.spawn();
         }
         let mut order: Vec<(Key, Addr)> = (0..self.sc.nodes)
-            .map(|a| (self.slots[a as usize].fp.key(), a))
+            .map(|a| (self.net.ids()[a as usize].key(), a))
             .collect();
         order.sort_unstable();
         let keys: Vec<Key> = order.iter().map(|(k, _)| *k).collect();
-        let now = Time(self.now);
         let mut picks = Vec::new();
         for a in 0..self.sc.nodes {
             picks.clear();
-            let local = self.slots[a as usize].fp.key();
+            let local = self.net.ids()[a as usize].key();
             warm::converged_peers(&keys, &local, self.config.k, &mut self.rng, &mut picks);
-            for &i in &picks {
-                let b = order[i].1;
-                let contact = Contact::new(self.slots[b as usize].fp, b);
-                if let Some(node) = self.slots[a as usize].node.as_mut() {
-                    node.add_peer(now, contact);
+            let contacts: Vec<Contact<Addr>> = picks
+                .iter()
+                .map(|&i| self.net.contact(order[i].1))
+                .collect();
+            self.net.with_node(a, |node, now| {
+                for c in contacts {
+                    node.add_peer(now, c);
                 }
-            }
+            });
             self.mark_joined(a);
-            self.pump(a);
             if let Some(t0) = self.progress.filter(|_| (a + 1) % 100_000 == 0) {
                 eprintln!(
                     "[{:7.1} s wall] warm start: {} of {} tables built, peak RSS {} MiB",
@@ -301,27 +278,9 @@ impl Sim {
                 );
             }
         }
+        // Nothing to report: the peers added above.
+        while self.net.poll_event().is_some() {}
         self.initial_joined = self.sc.nodes;
-    }
-
-    fn push(&mut self, at: u64, ev: Ev) -> u64 {
-        self.queue.push(at, ev)
-    }
-
-    fn latency(&mut self) -> u64 {
-        let span = self.sc.latency_max_ms - self.sc.latency_min_ms + 1;
-        self.sc.latency_min_ms + self.rng.below(span)
-    }
-
-    fn lost(&mut self) -> bool {
-        if self.sc.loss <= 0.0 {
-            return false;
-        }
-        let lost = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - self.sc.loss;
-        if lost {
-            self.traffic.lost += 1;
-        }
-        lost
     }
 
     fn lookups_done(&self) -> bool {
@@ -330,27 +289,31 @@ impl Sim {
 
     /// Processes events until every lookup has finished and `duration_ms` passed.
     pub fn run_to_end(&mut self) {
-        while let Some(at) = self.queue.peek_time() {
+        while let Some(at) = self.net.next_time() {
             if self.lookups_done() && at > self.sc.duration_ms {
                 break;
             }
-            let (at, seq, ev) = self.queue.pop().expect("peeked");
-            debug_assert!(at >= self.now);
-            self.now = at;
             if self.lookup_phase_start.is_none() && at > self.join_deadline() {
                 // Some initial join never completed (it cannot without a
                 // bug): measure anyway rather than run forever.
                 self.begin_lookup_phase();
             }
-            self.events += 1;
-            self.dispatch(seq, ev);
-            if self.events % (1 << 22) == 0 {
+            match self.net.step() {
+                Some(Step::User(ev)) => self.on_sim_event(ev),
+                Some(Step::Network) => {}
+                None => break,
+            }
+            while let Some((a, e)) = self.net.poll_event() {
+                self.on_event(a, e);
+            }
+            let events = self.net.events_processed();
+            if events % (1 << 22) == 0 {
                 if let Some(t0) = self.progress {
                     eprintln!(
                         "[{:7.1} s wall] virtual {:8.1} s, {} events, {} nodes joined, {}/{} lookups settled, peak RSS {} MiB",
                         t0.elapsed().as_secs_f64(),
-                        self.now as f64 / 1000.0,
-                        self.events,
+                        self.now() as f64 / 1000.0,
+                        events,
                         self.joined.len(),
                         self.lookups_settled,
                         self.sc.lookups,
@@ -361,83 +324,22 @@ impl Sim {
         }
     }
 
-    fn dispatch(&mut self, seq: u64, ev: Ev) {
-        let now = Time(self.now);
+    fn on_sim_event(&mut self, ev: Ev) {
         match ev {
-            Ev::Request {
-                from,
-                to,
-                pinned,
-                id,
-                request,
-            } => {
-                let from_contact = Contact::new(self.slots[from as usize].fp, from);
-                if self.slots[to as usize].fp != pinned {
-                    self.traffic.pin_refused += 1;
-                    return;
-                }
-                let Some(node) = self.slots[to as usize].node.as_mut() else {
-                    self.traffic.to_departed += 1;
-                    return;
-                };
-                let mut response = node.on_request(now, from_contact, &request);
-                self.pump(to);
-                if let (true, Request::FindPeer(target)) =
-                    (self.slots[to as usize].adversary, &request)
-                {
-                    response = Response::Peers(self.hostile_answer(target));
-                    self.traffic.hostile_answers += 1;
-                }
-                self.traffic.responses += 1;
-                if let Response::Peers(p) = &response {
-                    self.traffic.contacts_carried += p.len() as u64;
-                }
-                if !self.lost() {
-                    let at = self.now + self.latency();
-                    self.push(
-                        at,
-                        Ev::Response {
-                            to: from,
-                            id,
-                            response,
-                        },
-                    );
-                }
-            }
-            Ev::Response { to, id, response } => {
-                let Some(node) = self.slots[to as usize].node.as_mut() else {
-                    self.traffic.responses_to_departed += 1;
-                    return;
-                };
-                node.on_response(now, id, Ok(response));
-                self.pump(to);
-            }
-            Ev::Timer { node: a } => {
-                let slot = &mut self.slots[a as usize];
-                if slot.timer_seq != seq || slot.timer_at == NEVER {
-                    return;
-                }
-                slot.timer_at = NEVER;
-                let Some(node) = slot.node.as_mut() else {
-                    return;
-                };
-                node.handle_timeout(now);
-                self.pump(a);
-            }
             Ev::InitialJoin { node } => {
                 let a = self.spawn();
                 debug_assert_eq!(a, node);
                 self.start_join(a);
                 if node + 1 < self.initial_nodes() {
-                    let at = self.now + self.sc.join_interval_ms;
-                    self.push(at, Ev::InitialJoin { node: node + 1 });
+                    let at = self.now() + self.sc.join_interval_ms;
+                    self.net.schedule(at, Ev::InitialJoin { node: node + 1 });
                 }
             }
             Ev::Lookup { remaining } => {
                 self.start_measured_lookup();
                 if remaining > 1 {
-                    let at = self.now + self.sc.lookup_interval_ms;
-                    self.push(
+                    let at = self.now() + self.sc.lookup_interval_ms;
+                    self.net.schedule(
                         at,
                         Ev::Lookup {
                             remaining: remaining - 1,
@@ -448,8 +350,8 @@ impl Sim {
             Ev::Churn { remaining } => {
                 self.churn_one();
                 if remaining > 1 {
-                    let at = self.now + self.churn_interval();
-                    self.push(
+                    let at = self.now() + self.churn_interval();
+                    self.net.schedule(
                         at,
                         Ev::Churn {
                             remaining: remaining - 1,
@@ -472,7 +374,6 @@ impl Sim {
 
     /// Creates a node (not yet joining) and returns its address.
     fn spawn(&mut self) -> Addr {
-        let a = self.slots.len() as Addr;
         let mut bytes = [0u8; 20];
         for chunk in bytes.chunks_mut(8) {
             let r = self.rng.next_u64().to_le_bytes();
@@ -483,19 +384,17 @@ impl Sim {
         // Drawn only when there are adversaries: honest runs keep their streams.
         let adversary = self.sc.adversaries > 0.0
             && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= self.sc.adversaries;
+        let a = self.net.add_node(fp, seed, adversary);
         if adversary {
             let key = fp.key();
-            let at = self.adversary_keys.partition_point(|(k, _)| *k < key);
-            self.adversary_keys.insert(at, (key, a));
+            let keys = &mut self.net.hostile_mut().keys;
+            let at = keys.partition_point(|(k, _)| *k < key);
+            keys.insert(at, (key, a));
         }
-        let node = Node::new(fp, self.config.clone(), Time(self.now), seed);
         self.slots.push(Slot {
-            node: Some(node),
-            fp,
             joined_pos: None,
-            timer_at: NEVER,
-            timer_seq: 0,
-            join_started: self.now,
+            join_started: self.now(),
+            sent_at_join: 0,
             join_requests: 0,
             join_lookups: 0,
             joining: true,
@@ -512,14 +411,13 @@ impl Sim {
         while boot.len() < want {
             let b = self.joined[self.rng.below(n as u64) as usize];
             if boot.iter().all(|c| c.address != b) {
-                boot.push(Contact::new(self.slots[b as usize].fp, b));
+                boot.push(self.net.contact(b));
             }
         }
         self.join.started += 1;
-        let node = self.slots[a as usize].node.as_mut().expect("new node");
+        self.slots[a as usize].sent_at_join = self.net.requests_sent(a);
         // A fresh node runs no lookup, so join cannot be refused.
-        let _ = node.join(Time(self.now), boot);
-        self.pump(a);
+        let _ = self.net.with_node(a, |node, now| node.join(now, boot));
     }
 
     fn start_measured_lookup(&mut self) {
@@ -542,21 +440,19 @@ impl Sim {
                 break t;
             }
         };
-        let tfp = self.slots[target as usize].fp;
-        let node = self.slots[src as usize]
-            .node
-            .as_mut()
-            .expect("joined is alive");
-        match node.start_lookup(Time(self.now), tfp) {
-            Ok(id) => {
+        let tfp = self.net.ids()[target as usize];
+        match self
+            .net
+            .with_node(src, |node, now| node.start_lookup(now, tfp))
+        {
+            Some(Ok(id)) => {
                 self.measured.insert((src, id.0), MeasuredLookup { target });
             }
-            Err(_) => {
+            _ => {
                 self.lookups.start_errors += 1;
                 self.lookups_settled += 1;
             }
         }
-        self.pump(src);
     }
 
     fn churn_one(&mut self) {
@@ -582,15 +478,15 @@ impl Sim {
             self.lookups_settled += 1;
         }
         if self.slots[a as usize].adversary {
-            let key = self.slots[a as usize].fp.key();
-            let at = self.adversary_keys.partition_point(|(k, _)| *k < key);
-            if self.adversary_keys.get(at).is_some_and(|(_, x)| *x == a) {
-                self.adversary_keys.remove(at);
+            let key = self.net.ids()[a as usize].key();
+            let keys = &mut self.net.hostile_mut().keys;
+            let at = keys.partition_point(|(k, _)| *k < key);
+            if keys.get(at).is_some_and(|(_, x)| *x == a) {
+                keys.remove(at);
             }
         }
+        self.net.remove_node(a);
         let slot = &mut self.slots[a as usize];
-        slot.node = None;
-        slot.timer_at = NEVER;
         if let Some(pos) = slot.joined_pos.take() {
             self.joined.swap_remove(pos as usize);
             if let Some(&moved) = self.joined.get(pos as usize) {
@@ -599,114 +495,14 @@ impl Sim {
         }
     }
 
-    /// Drains a node's outputs into the network and (re)schedules its wakeup.
-    fn pump(&mut self, a: Addr) {
-        loop {
-            let Some(node) = self.slots[a as usize].node.as_mut() else {
-                return;
-            };
-            let Some(out) = node.poll_output() else {
-                break;
-            };
-            match out {
-                Output::Transmit(t) => self.transmit(a, t.to, t.id, t.request),
-                Output::Event(e) => self.on_event(a, e),
-            }
-        }
-        let slot = &mut self.slots[a as usize];
-        let Some(node) = slot.node.as_mut() else {
-            return;
-        };
-        if self.sc.check_invariants {
-            if let Err(e) = node.check_invariants() {
-                self.invariant_violations += 1;
-                if self.invariant_violations == 1 {
-                    eprintln!("invariant violated at node {a}, t={} ms: {e}", self.now);
-                }
-            }
-        }
-        if let Some(t) = node.poll_timeout() {
-            let t = t.0.max(self.now);
-            if t < slot.timer_at {
-                slot.timer_at = t;
-                let seq = self.push(t, Ev::Timer { node: a });
-                self.slots[a as usize].timer_seq = seq;
-            }
-        }
-    }
-
-    fn transmit(&mut self, from: Addr, to: Contact<Addr>, id: RequestId, request: Request) {
-        self.traffic.requests += 1;
-        match request {
-            Request::Ping => self.traffic.pings += 1,
-            Request::FindPeer(_) => self.traffic.find_peer += 1,
-        }
-        let slot = &mut self.slots[from as usize];
-        if slot.joining {
-            slot.join_requests += 1;
-        }
-        if self.lost() {
-            return;
-        }
-        let at = self.now + self.latency();
-        self.push(
-            at,
-            Ev::Request {
-                from,
-                to: to.address,
-                pinned: to.fingerprint,
-                id,
-                request,
-            },
-        );
-    }
-
-    /// What an adversary answers to find_peer(`target`).
-    fn hostile_answer(&mut self, target: &Fingerprint) -> Vec<Contact<Addr>> {
-        let k = self.config.k;
-        match self.sc.attack {
-            Attack::Eclipse => {
-                // The adversaries around the target's key; sorting a window
-                // by XOR is close enough to the exact K closest for an attacker.
-                let key = target.key();
-                let keys = &self.adversary_keys;
-                let at = keys.partition_point(|(kk, _)| *kk < key);
-                let lo = at.saturating_sub(2 * k);
-                let hi = (at + 2 * k).min(keys.len());
-                let mut near: Vec<(Key, Addr)> = keys[lo..hi].to_vec();
-                near.sort_by_key(|(kk, _)| kk.distance(&key));
-                near.iter()
-                    .take(k)
-                    .map(|(_, a)| Contact::new(self.slots[*a as usize].fp, *a))
-                    .collect()
-            }
-            Attack::Garbage => {
-                let n = self.slots.len() as u64;
-                (0..k)
-                    .map(|i| {
-                        let address = self.rng.below(n) as Addr;
-                        let fp = if i % 2 == 0 {
-                            // A real peer, at somebody else's address.
-                            self.slots[self.rng.below(n) as usize].fp
-                        } else {
-                            let mut b = [0u8; 20];
-                            b[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-                            b[8..16].copy_from_slice(&self.rng.next_u64().to_le_bytes());
-                            Fingerprint::V4(b)
-                        };
-                        Contact::new(fp, address)
-                    })
-                    .collect()
-            }
-        }
-    }
-
     fn on_event(&mut self, a: Addr, e: Event<Addr>) {
         match e {
             Event::LookupFinished(o) => self.on_lookup_finished(a, o),
             Event::Joined { peers } => {
-                let now = self.now;
-                let slot = &self.slots[a as usize];
+                let now = self.now();
+                let sent = self.net.requests_sent(a);
+                let slot = &mut self.slots[a as usize];
+                slot.join_requests = (sent - slot.sent_at_join) as u32;
                 self.join.completed += 1;
                 self.join_msgs.push(slot.join_requests as u64);
                 self.join_lookups.push(slot.join_lookups as u64);
@@ -726,10 +522,10 @@ impl Sim {
 
     fn begin_lookup_phase(&mut self) {
         self.wall_join_done = Some(Instant::now());
-        let start = self.now + self.sc.settle_ms;
+        let start = self.now() + self.sc.settle_ms;
         self.lookup_phase_start = Some(start);
         if self.sc.lookups > 0 {
-            self.push(
+            self.net.schedule(
                 start,
                 Ev::Lookup {
                     remaining: self.sc.lookups,
@@ -739,7 +535,7 @@ impl Sim {
         let churn = self.sc.churn_events();
         if churn > 0 {
             let at = start + self.churn_interval() / 2;
-            self.push(at, Ev::Churn { remaining: churn });
+            self.net.schedule(at, Ev::Churn { remaining: churn });
         }
     }
 
@@ -767,7 +563,7 @@ impl Sim {
                 };
                 self.lookups_settled += 1;
                 self.lookups.finished += 1;
-                let target_alive = self.slots[m.target as usize].node.is_some();
+                let target_alive = self.net.node(m.target).is_some();
                 let found = o
                     .found
                     .as_ref()
@@ -783,7 +579,7 @@ impl Sim {
                 }
                 self.lookup_msgs.push(o.requests as u64);
                 self.lookup_failures.push(o.failures as u64);
-                self.lookup_latency.push(self.now - o.started.0);
+                self.lookup_latency.push(self.now() - o.started.0);
             }
         }
     }
@@ -793,13 +589,9 @@ impl Sim {
         let mut buckets = Vec::new();
         let mut dead = Vec::new();
         let mut bytes = Vec::new();
-        let mut known = vec![0u64; self.slots.len()];
-        let mut departed = 0;
-        for slot in &self.slots {
-            let Some(node) = slot.node.as_ref() else {
-                departed += 1;
-                continue;
-            };
+        let mut known = vec![0u64; self.net.len()];
+        let net = &self.net;
+        for (_, node) in net.nodes() {
             let t = node.table();
             bytes.push((std::mem::size_of::<Node<Addr>>() + node.heap_bytes()) as u64);
             size.push(t.len() as u64);
@@ -809,26 +601,24 @@ impl Sim {
             }
             dead.push(
                 t.entries()
-                    .filter(|e| self.slots[e.address as usize].node.is_none())
+                    .filter(|e| net.node(e.address).is_none())
                     .count() as u64,
             );
         }
-        let mut in_degree: Vec<u64> = self
-            .slots
-            .iter()
-            .zip(&known)
-            .filter(|(slot, _)| slot.node.is_some())
-            .map(|(_, &k)| k)
-            .collect();
+        let mut in_degree: Vec<u64> = net.nodes().map(|(a, _)| known[a as usize]).collect();
+        let (violations, first) = net.invariant_violations();
+        if let Some(e) = first {
+            eprintln!("invariant violated at {e}");
+        }
         TableMetrics {
             alive_nodes: size.len() as u64,
-            departed_nodes: departed,
+            departed_nodes: net.len() as u64 - size.len() as u64,
             size: Stats::from_samples(&mut size),
             buckets: Stats::from_samples(&mut buckets),
             dead_entries: Stats::from_samples(&mut dead),
             node_bytes: Stats::from_samples(&mut bytes),
             in_degree: Stats::from_samples(&mut in_degree),
-            invariant_violations: self.invariant_violations,
+            invariant_violations: violations,
         }
     }
 
@@ -857,14 +647,15 @@ impl Sim {
         join.duration_ms = Stats::from_samples(&mut self.join_duration);
         join.peers_at_join = Stats::from_samples(&mut self.join_peers);
         let tables = self.tables();
+        let events = self.net.events_processed();
         let deterministic = Deterministic {
             scenario: Some(self.sc.clone()),
-            virtual_time_ms: self.now,
+            virtual_time_ms: self.now(),
             lookup_phase_start_ms: self.lookup_phase_start.unwrap_or(0),
-            events: self.events,
+            events,
             lookups,
             join,
-            traffic: self.traffic.clone(),
+            traffic: TrafficMetrics::from(self.net.traffic()),
             background: self.background.clone(),
             tables,
         };
@@ -880,9 +671,9 @@ impl Sim {
                 cpu_ms: cpu_ms.saturating_sub(self.cpu_at_start),
                 cpu_wait_ms: cpu_wait_ms.saturating_sub(self.cpu_wait_at_start),
                 events_per_sec: if cpu_ms > self.cpu_at_start {
-                    self.events * 1000 / (cpu_ms - self.cpu_at_start)
+                    events * 1000 / (cpu_ms - self.cpu_at_start)
                 } else {
-                    (self.events as f64 / wall.as_secs_f64().max(1e-9)) as u64
+                    (events as f64 / wall.as_secs_f64().max(1e-9)) as u64
                 },
                 peak_rss_kib: peak_rss_kib(),
             },
@@ -893,40 +684,4 @@ impl Sim {
 /// Rates keep 6 decimals (enough to tell 99.99% from 100%).
 fn round3_6(x: f64) -> f64 {
     round3(x * 1000.0) / 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queue_pops_by_time_then_insertion_order() {
-        let mut q = EventQueue::default();
-        let times = [50u64, 10, 50, 0, 10, 99, 0];
-        for (i, &t) in times.iter().enumerate() {
-            q.push(t, Ev::Timer { node: i as Addr });
-        }
-        let mut got = Vec::new();
-        while let Some((at, _, Ev::Timer { node })) = q.pop() {
-            got.push((at, node));
-            // Slots are reused: push one more while draining.
-            if node == 1 {
-                q.push(60, Ev::Timer { node: 7 });
-            }
-        }
-        assert_eq!(
-            got,
-            vec![
-                (0, 3),
-                (0, 6),
-                (10, 1),
-                (10, 4),
-                (50, 0),
-                (50, 2),
-                (60, 7),
-                (99, 5)
-            ]
-        );
-        assert!(q.slab.len() <= times.len());
-    }
 }

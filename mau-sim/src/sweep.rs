@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 
-use mau_proto::routing_table::Entry;
+use mau_proto::Entry;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{round3, Report};
@@ -142,6 +142,8 @@ pub struct Row {
     pub theory_log2n_over_log2k: f64,
     /// This row's success / the Go policy's success on the same (size, churn) (1 when missing).
     pub success_vs_go: f64,
+    /// The same for found / all scheduled (`success_all`).
+    pub success_all_vs_go: f64,
     /// Mean hops / Go's mean hops.
     pub hops_vs_go: f64,
     /// Mean messages per lookup / Go's.
@@ -183,6 +185,7 @@ pub const COLUMNS: &[&str] = &[
     "theory_log2_n",
     "theory_log2n_over_log2k",
     "success_vs_go",
+    "success_all_vs_go",
     "hops_vs_go",
     "msgs_vs_go",
 ];
@@ -252,6 +255,7 @@ fn row_of(policy: Policy, sc: &Scenario, r: &Report, rss_before_kib: u64) -> Row
         theory_log2_n: n.log2().ceil() as u64,
         theory_log2n_over_log2k: round3(n.log2() / k.log2()),
         success_vs_go: 1.0,
+        success_all_vs_go: 1.0,
         hops_vs_go: 1.0,
         msgs_vs_go: 1.0,
     }
@@ -276,10 +280,38 @@ pub fn fill_ratios(rows: &mut [Row]) {
     for r in rows.iter_mut() {
         if let Some(g) = go.iter().find(|g| g.nodes == r.nodes && g.churn == r.churn) {
             r.success_vs_go = ratio(r.success, g.success);
+            r.success_all_vs_go = ratio(r.success_all, g.success_all);
             r.hops_vs_go = ratio(r.hops_mean, g.hops_mean);
             r.msgs_vs_go = ratio(r.msgs_per_lookup_mean, g.msgs_per_lookup_mean);
         }
     }
+}
+
+/// The rows where ours finds less than the Go policy on the same (size,
+/// churn), on either measure: found / counted (`success`) or found / all
+/// scheduled (`success_all`). Compared unrounded: CI's "ours >= Go" rule.
+pub fn below_go(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.policy == "ours") {
+        let Some(g) = rows
+            .iter()
+            .find(|g| g.policy == "go" && g.nodes == r.nodes && g.churn == r.churn)
+        else {
+            continue;
+        };
+        for (what, ours, go) in [
+            ("found / counted", r.success, g.success),
+            ("found / all scheduled", r.success_all, g.success_all),
+        ] {
+            if ours < go {
+                out.push(format!(
+                    "n={} churn={}: ours {what} {ours} < go {go}",
+                    r.nodes, r.churn
+                ));
+            }
+        }
+    }
+    out
 }
 
 impl Sweep {
