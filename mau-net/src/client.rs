@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_rustls::TlsConnector;
@@ -422,9 +424,10 @@ impl<R: Runtime> Client<R> {
         .map_err(|_| ClientError::Timeout(self.limits.rpc_timeout))?
         .map_err(|e| ClientError::Tls(addr.into(), e))?;
         trace!(peer = %to.fingerprint, %addr, "TLS connection established");
-        let (sender, conn) = hyper::client::conn::http1::handshake(FuturesIo::new(tls))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(FuturesIo::new(ReadAhead::new(tls)))
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
         let peer = to.fingerprint;
         self.rt.spawn(async move {
             if let Err(e) = conn.await {
@@ -486,6 +489,75 @@ impl<R: Runtime> Client<R> {
         })
         .await
         .map_err(|_| ClientError::Timeout(t))?
+    }
+}
+
+/// A stream whose reads take every byte that is ready rather than one TLS
+/// record's (16 KiB): a large body then reaches its reader in fewer,
+/// larger chunks, and each chunk costs a wake-up of the task reading the
+/// body (measured: 12,950 chunks for 200 MiB before).
+struct ReadAhead<S> {
+    inner: S,
+    /// An error met after some bytes were read: returned by the next read.
+    error: Option<std::io::Error>,
+}
+
+impl<S> ReadAhead<S> {
+    fn new(inner: S) -> Self {
+        ReadAhead { inner, error: None }
+    }
+}
+
+impl<S: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.error.take() {
+            return Poll::Ready(Err(e));
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf[n..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(k)) => n += k,
+                Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => {
+                    self.error = Some(e);
+                    break;
+                }
+                Poll::Pending if n == 0 => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for ReadAhead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

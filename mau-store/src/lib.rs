@@ -938,9 +938,7 @@ impl Store {
         input: impl Read + Send + Sync,
     ) -> Result<(), StoreError> {
         let cert = self.friend_cert(signer)?;
-        self.account
-            .open(input, io::sink(), &cert)
-            .map_err(StoreError::from)
+        self.account.check(input, &cert).map_err(StoreError::from)
     }
 
     /// Decrypts `fpr`'s file `name` (own or a friend's) into `output`,

@@ -4,12 +4,15 @@
 //! ratio sync/curl (time). A bench binary, not a timed test.
 //!
 //! `cargo bench -p mau-tests --bench sync` (`MAU_BENCH_BIG_MB=50` for a
-//! smaller large file, `MAU_BENCH_ONLY=small` or `big` for one workload).
+//! smaller large file, `MAU_BENCH_ONLY=small` or `big` for one workload,
+//! `MAU_BENCH_ROUNDS=N` rounds (3), `MAU_BENCH_CURL=0` to time the sync
+//! alone, e.g. under a profiler: "measuring" on stderr marks the end of the
+//! set-up).
 
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mau_net::sync::{FriendClient, SyncOptions};
 use mau_proto::Contact;
@@ -17,21 +20,49 @@ use mau_smol::SmolRuntime;
 use mau_store::Store;
 use mau_tests::content_sync::{mutual_friends, serve};
 
-const ROUNDS: usize = 3;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds used so far by this process (the node serving, and the
+/// sync) and by its waited-for children (curl), from `/proc/self/stat`.
+fn cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime are fields 14-17 (index 11-14 here), in
+    // clock ticks (100 a second on Linux).
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+    (at(11) + at(12), at(13) + at(14))
+}
+
+/// The 1-minute load average (the machine may be shared).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let big_mb: usize = std::env::var("MAU_BENCH_BIG_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let big_mb = env_usize("MAU_BENCH_BIG_MB", 200);
+    let rounds = env_usize("MAU_BENCH_ROUNDS", 3).max(1);
+    let with_curl = std::env::var("MAU_BENCH_CURL").map_or(true, |v| v != "0");
     let rt = SmolRuntime;
     let da = tempfile::tempdir().expect("tempdir");
     let db = tempfile::tempdir().expect("tempdir");
@@ -49,9 +80,10 @@ fn main() {
     let addr = node.local_addr();
 
     let run = |label: &str, names: &[String], bytes: u64| {
-        let mut sync_t = Vec::new();
-        let mut curl_t = Vec::new();
-        for _ in 0..ROUNDS {
+        eprintln!("{label}: measuring (pid {})", std::process::id());
+        let mb = bytes as f64 / 1e6;
+        let (mut sync_t, mut curl_t, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
             // Fresh copy on B's side: full sync of everything.
             let dir = sb.dir_of(&af);
             let _ = std::fs::remove_dir_all(&dir);
@@ -66,10 +98,21 @@ fn main() {
                 },
             )
             .expect("client");
+            let (c0, _) = cpu();
             let t = Instant::now();
             let r = smol::block_on(client.sync(&())).expect("sync");
-            sync_t.push(t.elapsed());
+            let s = t.elapsed().as_secs_f64();
+            let sync_cpu = cpu().0 - c0;
+            sync_t.push(s);
             assert_eq!(r.downloaded, names.len(), "{r:?}");
+            if !with_curl {
+                println!(
+                    "{label} round {round}: sync {s:.3} s ({:.1} MB/s, cpu {sync_cpu:.2} s), load {}",
+                    mb / s,
+                    load()
+                );
+                continue;
+            }
             // curl: the same files over the same listener, one connection.
             let out = tempfile::tempdir().expect("tempdir");
             let mut cfg = String::new();
@@ -83,6 +126,7 @@ fn main() {
             std::fs::File::create(&cfgf)
                 .and_then(|mut f| f.write_all(cfg.as_bytes()))
                 .expect("curl config");
+            let (c0, k0) = cpu();
             let t = Instant::now();
             let st = Command::new("curl")
                 .args(["-sS", "-k", "--fail", "--tlsv1.3", "--cert"])
@@ -93,18 +137,35 @@ fn main() {
                 .arg(&cfgf)
                 .status()
                 .expect("curl runs");
-            curl_t.push(t.elapsed());
+            let c = t.elapsed().as_secs_f64();
+            let (c1, k1) = cpu();
             assert!(st.success(), "curl failed");
+            curl_t.push(c);
+            ratios.push(c / s);
+            println!(
+                "{label} round {round}: sync {s:.3} s, curl {c:.3} s, curl/sync {:.2}, load {}; \
+                 cpu: sync (both sides) {sync_cpu:.2} s, curl {:.2} s + serving it {:.2} s",
+                c / s,
+                load(),
+                k1 - k0,
+                c1 - c0
+            );
         }
-        let (s, c) = (median(sync_t), median(curl_t));
-        let mb = bytes as f64 / 1e6;
+        let s = median(sync_t);
+        if !with_curl {
+            println!(
+                "{label}: sync {s:.3} s ({:.1} MB/s), median of {rounds}",
+                mb / s
+            );
+            return;
+        }
+        let c = median(curl_t);
         println!(
-            "{label}: sync {:.3} s ({:.1} MB/s), curl {:.3} s ({:.1} MB/s), sync/curl time ratio {:.2}",
-            s.as_secs_f64(),
-            mb / s.as_secs_f64(),
-            c.as_secs_f64(),
-            mb / c.as_secs_f64(),
-            s.as_secs_f64() / c.as_secs_f64()
+            "{label}: sync {s:.3} s ({:.1} MB/s), curl {c:.3} s ({:.1} MB/s), curl/sync (throughput ratio) median {:.2}, rounds {}",
+            mb / s,
+            mb / c,
+            median(ratios.clone()),
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
         );
     };
 

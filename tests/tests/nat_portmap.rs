@@ -276,10 +276,10 @@ fn a_router_without_mapping_gives_no_mapping_and_stops_asking() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(nat.running(i), "node died: {log}");
     let later = log_of(&dir);
-    assert_eq!(
-        later.matches("no port mapping").count(),
-        log.matches("no port mapping").count()
-    );
+    // (The server's one-time "no port mapping: reachable only if ..." line
+    // may come later; only the mapper's rounds count.)
+    let rounds = |log: &str| log.matches("no port mapping from the gateway").count();
+    assert_eq!(rounds(&later), rounds(&log), "{later}");
     let ns = nat.homes[0].hosts[0].ns.clone();
     let status = netns::ok(
         netns::mau(&nat, &ns, &dir, &["status", "--json"]),

@@ -21,9 +21,16 @@ use crate::runtime::Runtime;
 /// Files up to this size are received in memory, then hashed, verified
 /// and written by one blocking task (fewer thread hops per small file).
 const IN_MEMORY_MAX: u64 = 1 << 20;
-/// Chunks queued between the network and the writer (hyper's chunks are
-/// up to a few hundred KiB; a few MiB in flight at most).
-const WRITE_QUEUE: usize = 16;
+/// The body's chunks (one TLS record each, 16 KiB) go to the writer and
+/// the verifier in batches of about this many bytes: each hand-off wakes a
+/// blocking thread, so per chunk they cost more than the bytes.
+const BATCH: usize = 1 << 20;
+/// Batches queued for the writer and for the verifier (they share the
+/// bytes): a few MiB in flight at most per download.
+const QUEUE: usize = 4;
+
+/// Chunks of the body, shared by the writer and the verifier.
+type Batch = std::sync::Arc<[Bytes]>;
 
 /// What a friend's directory holds, read once per sync (blocking).
 #[derive(Default)]
@@ -124,14 +131,14 @@ pub(super) fn check_and_write(
     Ok(sum)
 }
 
-/// Writes the body's chunks to `partial` after its first `have` bytes,
+/// Writes the body's batches to `partial` after its first `have` bytes,
 /// hashing everything (the bytes already there first). Runs on the
 /// blocking pool; ends when the sender is dropped. A full disk removes the
 /// partial file (it cannot complete and holds space the store needs).
 fn write_partial(
     partial: &Path,
     have: u64,
-    chunks: async_channel::Receiver<Bytes>,
+    batches: async_channel::Receiver<Batch>,
 ) -> Result<String, StoreError> {
     let io = |e: std::io::Error| StoreError::io(partial, e);
     let full = |e: std::io::Error| {
@@ -140,7 +147,7 @@ fn write_partial(
         }
         io(e)
     };
-    let file = open_partial(partial).map_err(io)?;
+    let mut file = open_partial(partial).map_err(io)?;
     file.set_len(have).map_err(io)?;
     let mut hasher = mau_store::Sha256::default();
     if have > 0 {
@@ -154,34 +161,84 @@ fn write_partial(
             hasher.update(&buf[..n]);
         }
     }
-    let mut w = std::io::BufWriter::with_capacity(256 * 1024, file);
-    std::io::Seek::seek(&mut w, std::io::SeekFrom::Start(have)).map_err(io)?;
-    while let Ok(chunk) = chunks.recv_blocking() {
-        w.write_all(&chunk).map_err(full)?;
-        hasher.update(&chunk);
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
+    while let Ok(batch) = batches.recv_blocking() {
+        write_batch(&mut file, &batch).map_err(full)?;
+        for chunk in batch.iter() {
+            hasher.update(chunk);
+        }
     }
-    w.flush().map_err(full)?;
     Ok(hasher.finish())
 }
 
-/// The bytes of a channel as a blocking reader (for the verifier); its
-/// end is the sender's drop.
+/// Writes every chunk of `batch` (one `writev` each time, not a copy into
+/// a buffer first).
+fn write_batch(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        batch.iter().map(|c| std::io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a channel of batches as a blocking reader (for the
+/// verifier); its end is the sender's drop.
 struct ChannelReader {
-    chunks: async_channel::Receiver<Bytes>,
-    current: Bytes,
+    batches: async_channel::Receiver<Batch>,
+    current: std::collections::VecDeque<Bytes>,
 }
 
 impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.chunks.recv_blocking() {
-                Ok(c) => self.current = c,
-                Err(_) => return Ok(0),
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(chunk) = self.current.front_mut() else {
+                if n > 0 {
+                    // What is here now; the next batch may be a while.
+                    break;
+                }
+                match self.batches.recv_blocking() {
+                    Ok(b) => {
+                        self.current.extend(b.iter().cloned());
+                        continue;
+                    }
+                    Err(_) => return Ok(0),
+                }
+            };
+            let k = (buf.len() - n).min(chunk.len());
+            buf[n..n + k].copy_from_slice(&chunk.split_to(k));
+            n += k;
+            if chunk.is_empty() {
+                self.current.pop_front();
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+/// Hands `batch` to the verifier (while it listens) and the writer; false
+/// if the writer stopped (its error is the one to report).
+async fn hand_off(
+    batch: Batch,
+    verifier: &mut Option<async_channel::Sender<Batch>>,
+    writer: &Option<async_channel::Sender<Batch>>,
+) -> bool {
+    if let Some(v) = verifier {
+        if v.send(batch.clone()).await.is_err() {
+            // The verifier has its answer (a refusal): it is read later.
+            *verifier = None;
+        }
+    }
+    match writer {
+        Some(w) => w.send(batch).await.is_ok(),
+        None => true,
     }
 }
 
@@ -284,7 +341,7 @@ impl<R: Runtime> FriendClient<R> {
         let mut memory = (have == 0 && item.size <= IN_MEMORY_MAX)
             .then(|| Vec::with_capacity(usize::try_from(item.size).unwrap_or(0)));
         let (tx, writer) = if memory.is_none() {
-            let (tx, rx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
+            let (tx, rx) = async_channel::bounded::<Batch>(QUEUE);
             let target = partial.to_path_buf();
             let writer = self
                 .rt
@@ -296,12 +353,12 @@ impl<R: Runtime> FriendClient<R> {
         // A download from the start is verified as it arrives, on a second
         // thread (a resumed one is verified from the file afterwards).
         let (mut to_verifier, verifier) = if have == 0 && memory.is_none() {
-            let (vtx, vrx) = async_channel::bounded::<Bytes>(WRITE_QUEUE);
+            let (vtx, vrx) = async_channel::bounded::<Batch>(QUEUE);
             let (store, reader) = (
                 self.store.clone(),
                 ChannelReader {
-                    chunks: vrx,
-                    current: Bytes::new(),
+                    batches: vrx,
+                    current: Default::default(),
                 },
             );
             let check = self
@@ -313,6 +370,7 @@ impl<R: Runtime> FriendClient<R> {
         };
         // (The throughput floor is the planner's: it drops this future.)
         let mut got = 0u64;
+        let (mut pending, mut pending_len) = (Vec::new(), 0);
         let body = async {
             loop {
                 let chunk = resp.chunk().await.map_err(|e| Cut::Other(e.into()))?;
@@ -326,22 +384,23 @@ impl<R: Runtime> FriendClient<R> {
                     m.extend_from_slice(&chunk);
                     continue;
                 }
-                if let Some(v) = &to_verifier {
-                    if v.send(chunk.clone()).await.is_err() {
-                        // The verifier has its answer (a refusal): it is
-                        // read below.
-                        to_verifier = None;
-                    }
-                }
-                if let Some(tx) = &tx {
-                    if tx.send(chunk).await.is_err() {
-                        // The writer stopped: its error is the one to report.
+                pending_len += chunk.len();
+                pending.push(chunk);
+                if pending_len >= BATCH {
+                    pending_len = 0;
+                    let batch = std::mem::take(&mut pending).into();
+                    if !hand_off(batch, &mut to_verifier, &tx).await {
                         return Ok(());
                     }
                 }
             }
         }
         .await;
+        // What arrived before the end, or before a cut that keeps the
+        // partial file for a resume, is written too.
+        if !pending.is_empty() && !matches!(body, Err(Cut::TooLong(_))) {
+            hand_off(pending.into(), &mut to_verifier, &tx).await;
+        }
         drop((tx, to_verifier));
         let Some(writer) = writer else {
             // In memory: nothing was written yet.
