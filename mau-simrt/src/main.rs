@@ -18,6 +18,13 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Logs of every node, when asked for (`RUST_LOG=debug`): off by default.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut s = Scenario::new(1, 20, 50);
     let mut seeds = 1..2u64;
     let mut final_set = false;
@@ -103,7 +110,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}); final {}/{} found; virtual {:.0?}, wall {:.1?}; trace {:016x} ({} events, {} polls, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}); final {}/{} found; virtual {:.0?}, wall {:.1?}; trace {:016x} ({} events, {} polls, {} connections, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -118,6 +125,7 @@ fn print(s: &Scenario, r: &Report) {
         r.trace.hash,
         r.trace.events,
         r.trace.polls,
+        r.trace.connects,
         r.trace.bytes,
     );
 }

@@ -56,8 +56,8 @@ pub(crate) fn ip_bits(ip: IpAddr) -> u128 {
 /// One direction of a connection: what is in flight toward one side.
 #[derive(Default)]
 struct Pipe {
-    /// Writes and when each arrives.
-    segs: VecDeque<(Duration, Vec<u8>)>,
+    /// Writes, when each arrives, and how much of it was read.
+    segs: VecDeque<(Duration, Vec<u8>, usize)>,
     /// When the FIN arrives (after every write).
     fin_at: Option<Duration>,
     /// Arrival of the last write (later writes never overtake it).
@@ -464,16 +464,16 @@ impl AsyncRead for SimStream {
         }
         let p = &mut c.pipes[self.side];
         let next = match p.segs.front_mut() {
-            Some((at, data)) if *at <= now => {
-                let n = buf.len().min(data.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                data.drain(..n);
-                if data.is_empty() {
+            Some((at, data, read)) if *at <= now => {
+                let n = buf.len().min(data.len() - *read);
+                buf[..n].copy_from_slice(&data[*read..*read + n]);
+                *read += n;
+                if *read == data.len() {
                     p.segs.pop_front();
                 }
                 return Poll::Ready(Ok(n));
             }
-            Some((at, _)) => Some(*at),
+            Some((at, ..)) => Some(*at),
             None => match p.fin_at {
                 Some(fin) if fin <= now => return Poll::Ready(Ok(0)),
                 fin => fin,
@@ -524,7 +524,7 @@ impl SimStream {
         let at = (start + tx + link.latency).max(p.last);
         p.last = at;
         match data {
-            Some(d) => p.segs.push_back((at, d.to_vec())),
+            Some(d) => p.segs.push_back((at, d.to_vec(), 0)),
             None => {
                 p.fin_at = Some(at);
                 c.shut[s] = true;

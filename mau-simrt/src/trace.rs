@@ -44,6 +44,8 @@ pub struct Trace {
     pub polls: u64,
     /// Bytes written over simulated connections.
     pub bytes: u64,
+    /// Connections opened.
+    pub connects: u64,
 }
 
 impl Default for Trace {
@@ -53,6 +55,7 @@ impl Default for Trace {
             events: 0,
             polls: 0,
             bytes: 0,
+            connects: 0,
         }
     }
 }
@@ -76,7 +79,10 @@ impl Trace {
             }
             Event::Advance => (3, 0, 0, 0),
             Event::Crash { host } => (4, host, 0, 0),
-            Event::Connect { conn, from, to } => (5, conn.into(), from, to),
+            Event::Connect { conn, from, to } => {
+                self.connects += 1;
+                (5, conn.into(), from, to)
+            }
             Event::Refused { from, to } => (6, from, to, 0),
             Event::SynLost { from, to } => (7, from, to, 0),
             Event::Reset { conn } => (8, conn.into(), 0, 0),
