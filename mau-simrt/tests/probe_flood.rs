@@ -3,7 +3,8 @@
 //! its certificate claims a tarpit (a listener that accepts and never
 //! answers) as its address. The node's honest peers must stay in its table
 //! and lookups for them must keep succeeding. A fixed set of seeds, plus one
-//! new seed per run (printed, with the way to replay it).
+//! new seed per run (printed, with the command replaying it). The attacked
+//! node is 10.0.0.1, its honest peers 10.0.0.2-4, the asker 10.0.0.5.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,6 @@ use mau_net::{NodeConfig, RunningNode, Runtime};
 use mau_proto::Fingerprint;
 use mau_simrt::{Sim, SimRuntime};
 
-const NODE: &str = "10.0.0.1";
 const ATTACKER: &str = "10.9.0.1";
 const FLOOD_RATE: u32 = 70;
 const FLOOD: Duration = Duration::from_secs(20);
