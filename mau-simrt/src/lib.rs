@@ -28,7 +28,7 @@ mod time;
 mod trace;
 
 pub use net::LinkConfig;
-pub use runtime::{NoUnix, SimRuntime};
+pub use runtime::{NotSimulated, SimRuntime};
 pub use sim::{Sim, SimError};
 pub use time::Sleep;
 pub use trace::Trace;

@@ -39,12 +39,13 @@ impl SimRuntime {
     }
 }
 
-/// Unix-domain sockets do not exist in the simulation (no simulated node
-/// needs its control socket); this type has no values.
+/// A socket the simulation does not have (Unix-domain: no simulated node
+/// needs its control socket); this type has no values, so its methods can
+/// never be called.
 #[derive(Debug)]
-pub enum NoUnix {}
+pub enum NotSimulated {}
 
-impl AsyncRead for NoUnix {
+impl AsyncRead for NotSimulated {
     fn poll_read(
         self: Pin<&mut Self>,
         _: &mut Context<'_>,
@@ -54,7 +55,7 @@ impl AsyncRead for NoUnix {
     }
 }
 
-impl AsyncWrite for NoUnix {
+impl AsyncWrite for NotSimulated {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
         match *self {}
     }
@@ -76,8 +77,8 @@ fn no_unix() -> io::Error {
 impl mau_net::Runtime for SimRuntime {
     type TcpStream = SimStream;
     type TcpListener = SimListener;
-    type UnixStream = NoUnix;
-    type UnixListener = NoUnix;
+    type UnixStream = NotSimulated;
+    type UnixListener = NotSimulated;
     type Sleep = Sleep;
 
     fn spawn<F>(&self, fut: F)
@@ -121,15 +122,15 @@ impl mau_net::Runtime for SimRuntime {
         }
     }
 
-    fn bind_unix(&self, _: &Path) -> io::Result<NoUnix> {
+    fn bind_unix(&self, _: &Path) -> io::Result<NotSimulated> {
         Err(no_unix())
     }
 
-    async fn accept_unix(listener: &NoUnix) -> io::Result<NoUnix> {
+    async fn accept_unix(listener: &NotSimulated) -> io::Result<NotSimulated> {
         match *listener {}
     }
 
-    async fn connect_unix(&self, _: &Path) -> io::Result<NoUnix> {
+    async fn connect_unix(&self, _: &Path) -> io::Result<NotSimulated> {
         Err(no_unix())
     }
 
