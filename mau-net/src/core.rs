@@ -64,10 +64,11 @@ impl<R: Runtime> Core<R> {
         let (wake, wake_rx) = async_channel::bounded(1);
         let (stop, stop_rx) = async_channel::bounded(1);
         let (alive, all_done) = async_channel::bounded(1);
+        let started = rt.now();
         let core = Core {
             rt,
             node: Mutex::new(node),
-            started: Instant::now(),
+            started,
             wake,
             waiters: Mutex::new(BTreeMap::new()),
             stop: Mutex::new(Some(stop)),
@@ -83,7 +84,7 @@ impl<R: Runtime> Core<R> {
 
     /// Milliseconds since the node started: the core's clock.
     pub fn now(&self) -> Time {
-        Time::from_duration(self.started.elapsed())
+        Time::from_duration(self.rt.now().saturating_duration_since(self.started))
     }
 
     /// Runs `f` on the core, then wakes the driver to send what it emitted.

@@ -46,6 +46,15 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// Completes after `d`.
     fn sleep(&self, d: Duration) -> Self::Sleep;
 
+    /// The runtime's clock: the wall clock's monotonic `Instant::now()`,
+    /// except in a simulated runtime, whose virtual time it returns. Every
+    /// deadline mau-net computes (the core's clock, hyper's timer, the
+    /// server's connection timeouts) reads it, so that they agree with
+    /// [`Runtime::sleep`].
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     /// Opens a TCP connection.
     fn connect_tcp(
         &self,
@@ -179,6 +188,6 @@ impl<R: Runtime> hyper::rt::Timer for HyperTimer<R> {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep(deadline.saturating_duration_since(Instant::now()))
+        self.sleep(deadline.saturating_duration_since(self.0.now()))
     }
 }

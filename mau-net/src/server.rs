@@ -287,7 +287,11 @@ async fn connection<R: Runtime, S: crate::runtime::Stream>(
         relayed,
     });
     let clock = Arc::new(Mutex::new(ConnState {
-        clock: ConnClock::new(Instant::now()),
+        clock: ConnClock::new(shared.rt.now()),
+        now: {
+            let rt = shared.rt.clone();
+            Box::new(move || rt.now())
+        },
         reader: None,
     }));
     let io = Watched {
@@ -341,6 +345,8 @@ struct ConnState {
     /// The task waiting to read: woken when an answer is done, so that its
     /// read arms the idle deadline (hyper does not read again by itself).
     reader: Option<Waker>,
+    /// The runtime's clock ([`Runtime::now`]), for what holds no runtime.
+    now: Box<dyn Fn() -> Instant + Send + Sync>,
 }
 
 type SharedState = Arc<Mutex<ConnState>>;
@@ -367,7 +373,8 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let reader = {
             let mut state = lock(&self.0);
-            state.clock.request_finished(Instant::now());
+            let now = (state.now)();
+            state.clock.request_finished(now);
             state.reader.take()
         };
         if let Some(w) = reader {
@@ -438,12 +445,12 @@ async fn admit<R: Runtime>(
         }
     }
     let max = limits.max_in_flight_per_peer;
-    let waited = Instant::now();
+    let waited = shared.rt.now();
     let in_flight = loop {
         if let Some(held) = guards.in_flight.try_acquire(&fp, max) {
             break held;
         }
-        if waited.elapsed() >= THROTTLE_WAIT {
+        if shared.rt.now().saturating_duration_since(waited) >= THROTTLE_WAIT {
             guards.warn(Bit::InFlight, Source::Peer(fp), |suppressed| {
                 warn!(peer = %fp, limit = max, suppressed, "peer has too many requests in flight: 503");
             });
@@ -532,7 +539,7 @@ impl<S: AsyncRead + Unpin, R: Runtime> AsyncRead for Watched<S, R> {
         let mut state = lock(&this.clock);
         match read {
             Poll::Ready(Ok(n)) if n > 0 => {
-                state.clock.on_read(Instant::now());
+                state.clock.on_read(this.rt.now());
                 return Poll::Ready(Ok(n));
             }
             Poll::Ready(r) => return Poll::Ready(r),
@@ -544,7 +551,7 @@ impl<S: AsyncRead + Unpin, R: Runtime> AsyncRead for Watched<S, R> {
             return Poll::Pending;
         };
         if this.timer.as_ref().map(|t| t.0) != Some(at) {
-            let left = at.saturating_duration_since(Instant::now());
+            let left = at.saturating_duration_since(this.rt.now());
             this.timer = Some((at, Box::pin(this.rt.sleep(left))));
         }
         let fired = match &mut this.timer {

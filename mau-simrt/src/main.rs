@@ -1,0 +1,131 @@
+//! `mau-simrt`: runs whole-node scenarios under deterministic simulation.
+//!
+//! ```text
+//! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-slow]
+//! ```
+//!
+//! Prints each run's figures; a failed run prints its seed and the command
+//! that replays it, and the exit status is 1.
+
+use std::process::ExitCode;
+
+use mau_simrt::scenario::{Report, Scenario};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-slow]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    // Logs of every node, when asked for (`RUST_LOG=debug`): off by default.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let mut s = Scenario::new(1, 20, 50);
+    let mut seeds = 1..2u64;
+    let mut final_set = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        let ok = match a.as_str() {
+            "--seed" => value().parse().map(|v: u64| seeds = v..v + 1).is_ok(),
+            "--seeds" => {
+                let v = value();
+                match v.split_once("..").map(|(a, b)| (a.parse(), b.parse())) {
+                    Some((Ok(a), Ok(b))) => {
+                        seeds = a..b;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            "--nodes" => value().parse().map(|v| s.nodes = v).is_ok(),
+            "--lookups" => value().parse().map(|v| s.lookups = v).is_ok(),
+            "--final-lookups" => value()
+                .parse()
+                .map(|v| {
+                    s.final_lookups = v;
+                    final_set = true;
+                })
+                .is_ok(),
+            "--bootstraps" => value().parse().map(|v| s.bootstraps = v).is_ok(),
+            "--loss" => value().parse().map(|v| s.faults.loss = v).is_ok(),
+            "--no-partition" => {
+                s.faults.partition = false;
+                true
+            }
+            "--no-crash" => {
+                s.faults.crash = false;
+                true
+            }
+            "--no-slow" => {
+                s.faults.slow = false;
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            return usage();
+        }
+    }
+    if !final_set {
+        s.final_lookups = s.lookups.min(50);
+    }
+    let mut failed = false;
+    for seed in seeds {
+        let run = Scenario { seed, ..s.clone() };
+        match run.run() {
+            Ok(r) => {
+                print(&run, &r);
+                if !r.violations.is_empty() {
+                    failed = true;
+                    for v in &r.violations {
+                        println!("  violation: {v}");
+                    }
+                    println!(
+                        "FAILED seed {seed}; replay with:\n  {}",
+                        run.replay_command()
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!(
+                    "FAILED seed {seed}: {e}; replay with:\n  {}",
+                    run.replay_command()
+                );
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print(s: &Scenario, r: &Report) {
+    println!(
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}); final {}/{} found; virtual {:.0?}, wall {:.1?}; trace {:016x} ({} events, {} polls, {} connections, {} bytes)",
+        r.seed,
+        s.nodes,
+        r.join_time,
+        Report::found(&r.window),
+        r.window.len(),
+        Report::mean_hops(&r.window),
+        Report::mean_took(&r.window),
+        Report::found(&r.finals),
+        r.finals.len(),
+        r.virtual_time,
+        r.wall,
+        r.trace.hash,
+        r.trace.events,
+        r.trace.polls,
+        r.trace.connects,
+        r.trace.bytes,
+    );
+}

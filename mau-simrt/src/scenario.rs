@@ -1,0 +1,549 @@
+//! Whole-network scenarios: N real nodes ([`mau_net::RunningNode`] with
+//! real TLS identities) join through bootstrap peers and run lookups while
+//! faults strike, then invariants are checked.
+//!
+//! A run is a function of its [`Scenario`] alone (seed included): a failed
+//! one is replayed by [`Scenario::replay_command`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mau_identity::{KeyVersion, TlsIdentity};
+use mau_net::{NodeConfig, RunningNode, Runtime};
+use mau_proto::{Contact, Fingerprint, PeerAddress};
+
+use crate::net::mix;
+use crate::{LinkConfig, Sim, SimError, SimRuntime, Trace};
+
+/// Which faults strike during the lookups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    /// A third of the nodes is cut off from the rest for 30 s, then healed.
+    pub partition: bool,
+    /// One node's process crashes, and restarts 15 s later from its saved table.
+    pub crash: bool,
+    /// One node in 20 gets slow links (400 ms, 50 kB/s).
+    pub slow: bool,
+    /// Probability that a SYN is lost or a connection reset, on every link.
+    pub loss: f64,
+}
+
+impl Faults {
+    /// Every fault on, no loss.
+    pub fn all() -> Faults {
+        Faults {
+            partition: true,
+            crash: true,
+            slow: true,
+            loss: 0.0,
+        }
+    }
+
+    /// No fault.
+    pub fn none() -> Faults {
+        Faults {
+            partition: false,
+            crash: false,
+            slow: false,
+            loss: 0.0,
+        }
+    }
+}
+
+/// A scenario: the network, its workload and its faults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// The seed of every choice (and of the nodes' identities).
+    pub seed: u64,
+    /// Nodes in the network.
+    pub nodes: usize,
+    /// Each node joins through up to this many of the first nodes.
+    pub bootstraps: usize,
+    /// Lookups run during the fault window (random source, random target).
+    pub lookups: usize,
+    /// Lookups run at the end, after healing: each must find its target.
+    pub final_lookups: usize,
+    /// The faults.
+    pub faults: Faults,
+}
+
+impl Scenario {
+    /// `nodes` nodes, `lookups` lookups, every fault, 3 bootstrap peers.
+    pub fn new(seed: u64, nodes: usize, lookups: usize) -> Scenario {
+        Scenario {
+            seed,
+            nodes,
+            bootstraps: 3,
+            lookups,
+            final_lookups: lookups.min(50),
+            faults: Faults::all(),
+        }
+    }
+
+    /// The one command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let f = &self.faults;
+        let mut cmd = format!(
+            "cargo run -p mau-simrt --release -- --seed {} --nodes {} --bootstraps {} --lookups {} --final-lookups {} --loss {}",
+            self.seed, self.nodes, self.bootstraps, self.lookups, self.final_lookups, f.loss
+        );
+        for (on, name) in [
+            (f.partition, "partition"),
+            (f.crash, "crash"),
+            (f.slow, "slow"),
+        ] {
+            if !on {
+                cmd.push_str(&format!(" --no-{name}"));
+            }
+        }
+        cmd
+    }
+
+    /// Runs the scenario to its end.
+    pub fn run(&self) -> Result<Report, ScenarioError> {
+        let wall = Instant::now();
+        // The tables are really written (and fsynced): on tmpfs when there
+        // is one, so that a disk's fsync latency does not set the pace.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .map_err(ScenarioError::TempDir)?;
+        let sim = Sim::new(self.seed);
+        if self.faults.loss > 0.0 {
+            sim.set_default_links(
+                (Duration::from_millis(5), Duration::from_millis(60)),
+                12_500_000,
+                self.faults.loss,
+            );
+        }
+        let net = Network {
+            sim: sim.clone(),
+            scenario: self.clone(),
+            dir: dir.path().to_path_buf(),
+            nodes: Mutex::new(Vec::new()),
+        };
+        let net = Arc::new(net);
+        let run = net.clone();
+        let outcome = sim.block_on(LIMIT, async move { run.main().await });
+        let mut report = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                sim.clear();
+                return Err(ScenarioError::Sim(e));
+            }
+        };
+        report.trace = sim.trace();
+        report.virtual_time = sim.elapsed();
+        report.wall = wall.elapsed();
+        net.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        sim.clear();
+        Ok(report)
+    }
+}
+
+/// Virtual time a scenario may take.
+const LIMIT: Duration = Duration::from_secs(3 * 3600);
+/// A lookup that takes longer than this has not ended (an invariant).
+const LOOKUP_BOUND: Duration = Duration::from_secs(300);
+/// When the lookups start, from the moment every node joined.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Why a scenario could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The simulation stopped (deadlock or time limit).
+    #[error("simulation: {0}")]
+    Sim(SimError),
+    /// No directory for the nodes' tables.
+    #[error("temporary directory: {0}")]
+    TempDir(std::io::Error),
+}
+
+/// What one lookup came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupResult {
+    /// The target answered, after `hops`.
+    Found {
+        /// Answers on the path.
+        hops: u32,
+        /// Virtual time it took.
+        took: Duration,
+    },
+    /// It ended without finding the target.
+    NotFound,
+    /// The node refused or stopped (e.g. an empty table).
+    Failed,
+    /// Its node crashed meanwhile.
+    Aborted,
+    /// It did not end within [`LOOKUP_BOUND`].
+    Hung,
+}
+
+/// The figures and verdict of one run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The scenario's seed.
+    pub seed: u64,
+    /// Lookups of the fault window, by outcome.
+    pub window: Vec<LookupResult>,
+    /// Lookups after healing (each must find its target).
+    pub finals: Vec<LookupResult>,
+    /// Virtual time from the first start until every node joined.
+    pub join_time: Duration,
+    /// Every invariant broken (empty: the run passed).
+    pub violations: Vec<String>,
+    /// The event trace.
+    pub trace: Trace,
+    /// Virtual time the run took.
+    pub virtual_time: Duration,
+    /// Real time the run took.
+    pub wall: Duration,
+}
+
+impl Report {
+    /// Found lookups among `results`.
+    pub fn found(results: &[LookupResult]) -> usize {
+        results
+            .iter()
+            .filter(|r| matches!(r, LookupResult::Found { .. }))
+            .count()
+    }
+
+    /// Mean hops of the found lookups among `results`.
+    pub fn mean_hops(results: &[LookupResult]) -> f64 {
+        let hops: Vec<u32> = results
+            .iter()
+            .filter_map(|r| match r {
+                LookupResult::Found { hops, .. } => Some(*hops),
+                _ => None,
+            })
+            .collect();
+        f64::from(hops.iter().sum::<u32>()) / hops.len().max(1) as f64
+    }
+
+    /// Mean virtual time of the found lookups among `results`.
+    pub fn mean_took(results: &[LookupResult]) -> Duration {
+        let took: Vec<Duration> = results
+            .iter()
+            .filter_map(|r| match r {
+                LookupResult::Found { took, .. } => Some(*took),
+                _ => None,
+            })
+            .collect();
+        took.iter().sum::<Duration>() / (took.len().max(1) as u32)
+    }
+}
+
+/// The simulated network of one run.
+struct Network {
+    sim: Sim,
+    scenario: Scenario,
+    dir: std::path::PathBuf,
+    nodes: Mutex<Vec<Option<Arc<RunningNode<SimRuntime>>>>>,
+}
+
+/// Node `i`'s IP: 10.x.y.z from `i + 1`.
+fn ip(i: usize) -> IpAddr {
+    let n = (i + 1) as u32;
+    IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
+}
+
+const PORT: u16 = 7000;
+
+/// Node `i`'s TLS identity, from the seed (same seed, same fingerprints).
+fn identity(
+    seed: u64,
+    i: usize,
+    address: Option<&str>,
+) -> Result<TlsIdentity, mau_identity::IdentityError> {
+    let mut key = [0u8; 32];
+    for (j, chunk) in key.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&mix(seed ^ mix(i as u64 ^ mix(j as u64))).to_le_bytes());
+    }
+    TlsIdentity::from_ed25519_seed(&key, 1_700_000_000, KeyVersion::V4, address)
+}
+
+impl Network {
+    fn node(&self, i: usize) -> Option<Arc<RunningNode<SimRuntime>>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        (0..nodes.len()).filter(|&i| nodes[i].is_some()).collect()
+    }
+
+    /// Starts node `i` (joining through `bootstrap`) and records it.
+    async fn start(&self, i: usize, bootstrap: Vec<Contact<PeerAddress>>) {
+        let mut config = NodeConfig::new(SocketAddr::new(ip(i), PORT));
+        config.bootstrap = bootstrap;
+        config.seed = Some(mix(self.scenario.seed ^ mix(i as u64)));
+        config.table_file = Some(self.dir.join(format!("node-{i}.json")));
+        let seed = self.scenario.seed;
+        let node = RunningNode::start(self.sim.host(ip(i)), config, |a| identity(seed, i, a)).await;
+        let node = match node {
+            Ok(n) => Some(Arc::new(n)),
+            Err(e) => {
+                tracing::warn!(node = i, error = %e, "node did not start");
+                None
+            }
+        };
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = node;
+    }
+
+    /// Crashes node `i`'s process: no shutdown, its tasks just stop.
+    fn crash(&self, i: usize) {
+        self.sim.crash(ip(i));
+        let node = self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].take();
+        drop(node);
+    }
+
+    /// Runs one lookup on node `src`'s host; the result lands in `slot`.
+    fn lookup(
+        &self,
+        src: usize,
+        target: Fingerprint,
+        results: &Arc<Mutex<Vec<Option<LookupResult>>>>,
+        slot: usize,
+    ) {
+        let Some(node) = self.node(src) else {
+            results.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(LookupResult::Aborted);
+            return;
+        };
+        // Dropped with the task if the node crashes: then it reports `Aborted`.
+        struct Slot(
+            Arc<Mutex<Vec<Option<LookupResult>>>>,
+            usize,
+            Option<LookupResult>,
+        );
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                let r = self.2.unwrap_or(LookupResult::Aborted);
+                self.0.lock().unwrap_or_else(|e| e.into_inner())[self.1] = Some(r);
+            }
+        }
+        let out = Slot(results.clone(), slot, None);
+        let rt = node.runtime().clone();
+        let sim = self.sim.clone();
+        rt.clone().spawn(async move {
+            let mut out = out;
+            let started = sim.elapsed();
+            let r = mau_net::runtime::timeout(&rt, LOOKUP_BOUND, node.lookup(target)).await;
+            let r = match r {
+                Err(_) => LookupResult::Hung,
+                Ok(Err(_)) => LookupResult::Failed,
+                Ok(Ok(o)) if o.found.is_some() => LookupResult::Found {
+                    hops: o.hops,
+                    took: sim.elapsed() - started,
+                },
+                Ok(Ok(_)) => LookupResult::NotFound,
+            };
+            sim.mark(slot as u64, code(&r));
+            out.2 = Some(r);
+        });
+    }
+
+    /// Runs `n` lookups spread over `over`, from random live nodes for
+    /// random other nodes; waits for all of them.
+    async fn lookups(&self, n: usize, over: Duration) -> Vec<LookupResult> {
+        let results = Arc::new(Mutex::new(vec![None; n]));
+        let fps: Vec<Fingerprint> = (0..self.scenario.nodes)
+            .map(|i| identity(self.scenario.seed, i, None).map(|id| id.fingerprint()))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        let gap = over / (n.max(1) as u32);
+        for slot in 0..n {
+            let alive = self.alive();
+            if alive.len() < 2 || fps.is_empty() {
+                results.lock().unwrap_or_else(|e| e.into_inner())[slot] =
+                    Some(LookupResult::Failed);
+                continue;
+            }
+            let src = alive[self.sim.rand_u64(alive.len() as u64) as usize];
+            let mut dst = alive[self.sim.rand_u64(alive.len() as u64) as usize];
+            if dst == src {
+                dst = alive[(alive.iter().position(|&a| a == src).unwrap_or(0) + 1) % alive.len()];
+            }
+            self.lookup(src, fps[dst], &results, slot);
+            self.sim.sleep(gap).await;
+        }
+        loop {
+            let done: Option<Vec<LookupResult>> = results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            if let Some(done) = done {
+                return done;
+            }
+            self.sim.sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until no live node is joining (at most `bound`); returns the time taken.
+    async fn joined(&self, bound: Duration) -> Duration {
+        let t0 = self.sim.elapsed();
+        while self.sim.elapsed() - t0 < bound {
+            let joining = self
+                .alive()
+                .into_iter()
+                .filter_map(|i| self.node(i))
+                .any(|n| n.is_joining());
+            if !joining {
+                break;
+            }
+            self.sim.sleep(Duration::from_millis(250)).await;
+        }
+        self.sim.elapsed() - t0
+    }
+
+    async fn main(self: Arc<Self>) -> Report {
+        let s = self.scenario.clone();
+        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = vec![None; s.nodes];
+        let t0 = self.sim.elapsed();
+        for i in 0..s.nodes {
+            let bootstrap: Vec<_> = (0..i.min(s.bootstraps))
+                .filter_map(|b| self.node(b).map(|n| n.contact()))
+                .collect();
+            self.start(i, bootstrap).await;
+            self.sim
+                .sleep(Duration::from_millis(self.sim.rand_u64(50)))
+                .await;
+        }
+        self.joined(Duration::from_secs(600)).await;
+        let join_time = self.sim.elapsed() - t0;
+        let mut violations = Vec::new();
+        let started = self.alive().len();
+        if started != s.nodes {
+            violations.push(format!("{} of {} nodes started", started, s.nodes));
+        }
+
+        // The fault window: lookups run while faults come and go.
+        let faults = self.clone().faults();
+        let faults_done = Arc::new(Mutex::new(false));
+        let flag = faults_done.clone();
+        self.sim.spawn(async move {
+            faults.await;
+            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        });
+        let window = self.lookups(s.lookups, WINDOW).await;
+        while !*faults_done.lock().unwrap_or_else(|e| e.into_inner()) {
+            self.sim.sleep(Duration::from_secs(1)).await;
+        }
+        for (i, r) in window.iter().enumerate() {
+            if *r == LookupResult::Hung {
+                violations.push(format!(
+                    "window lookup {i} did not end within {LOOKUP_BOUND:?}"
+                ));
+            }
+        }
+
+        // Healed: let the tables mend, then every lookup must find its target.
+        self.sim.sleep(Duration::from_secs(60)).await;
+        let finals = self.lookups(s.final_lookups, Duration::from_secs(10)).await;
+        for (i, r) in finals.iter().enumerate() {
+            if !matches!(r, LookupResult::Found { .. }) && s.faults.loss == 0.0 {
+                violations.push(format!("final lookup {i} after healing: {r:?}"));
+            }
+        }
+        violations.extend(self.lost_peers());
+        Report {
+            seed: s.seed,
+            window,
+            finals,
+            join_time,
+            violations,
+            trace: Trace::default(),
+            virtual_time: Duration::ZERO,
+            wall: Duration::ZERO,
+        }
+    }
+
+    /// "No honest peer lost": every live node has a non-empty table and is
+    /// in the table of at least one other live node.
+    fn lost_peers(&self) -> Vec<String> {
+        let alive: Vec<_> = self
+            .alive()
+            .into_iter()
+            .filter_map(|i| self.node(i).map(|n| (i, n)))
+            .collect();
+        let mut known = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, n) in &alive {
+            let snap = n.snapshot();
+            if snap.peers.is_empty() {
+                out.push(format!("node {i} has an empty routing table"));
+            }
+            known.extend(snap.peers.iter().map(|p| p.fingerprint));
+        }
+        for (i, n) in &alive {
+            if alive.len() > 1 && !known.contains(&n.fingerprint()) {
+                out.push(format!("node {i} is in no other node's routing table"));
+            }
+        }
+        out
+    }
+
+    /// The faults of the window, in virtual time from its start.
+    async fn faults(self: Arc<Self>) {
+        let f = self.scenario.faults.clone();
+        let n = self.scenario.nodes;
+        if f.slow {
+            for i in (0..n).filter(|i| i % 20 == 7) {
+                self.sim.set_host_link(
+                    ip(i),
+                    Some(LinkConfig {
+                        latency: Duration::from_millis(400),
+                        bandwidth: 50_000,
+                        loss: f.loss,
+                    }),
+                );
+            }
+        }
+        self.sim.sleep(Duration::from_secs(10)).await;
+        let cut: Vec<IpAddr> = (0..n)
+            .filter(|_| self.sim.rand_u64(3) == 0)
+            .map(ip)
+            .collect();
+        if f.partition && !cut.is_empty() {
+            self.sim.partition(&[cut]);
+        }
+        self.sim.sleep(Duration::from_secs(10)).await;
+        let victim = 1 + self.sim.rand_u64(n.saturating_sub(1) as u64) as usize;
+        let crashed = f.crash && victim < n;
+        if crashed {
+            self.crash(victim);
+        }
+        self.sim.sleep(Duration::from_secs(15)).await;
+        if crashed {
+            // Restarts from its saved table alone (no bootstrap peers).
+            self.start(victim, Vec::new()).await;
+        }
+        self.sim.sleep(Duration::from_secs(5)).await;
+        if f.partition {
+            self.sim.heal();
+        }
+        self.sim.sleep(Duration::from_secs(20)).await;
+        if f.slow {
+            for i in (0..n).filter(|i| i % 20 == 7) {
+                self.sim.set_host_link(ip(i), None);
+            }
+        }
+    }
+}
+
+/// A lookup result as a number, for the trace.
+fn code(r: &LookupResult) -> u64 {
+    match r {
+        LookupResult::Found { hops, took } => (u64::from(*hops) << 40) | took.as_millis() as u64,
+        LookupResult::NotFound => 1,
+        LookupResult::Failed => 2,
+        LookupResult::Aborted => 3,
+        LookupResult::Hung => 4,
+    }
+}

@@ -1,0 +1,61 @@
+//! Whole nodes under simulation: determinism and invariants.
+
+use mau_simrt::scenario::{Faults, LookupResult, Report, Scenario};
+
+fn run(s: &Scenario) -> Report {
+    s.run()
+        .unwrap_or_else(|e| panic!("seed {}: {e}; replay: {}", s.seed, s.replay_command()))
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    let s = Scenario::new(11, 10, 10);
+    let (a, b) = (run(&s), run(&s));
+    assert!(a.trace.events > 10_000, "a real run: {:?}", a.trace);
+    assert_eq!(a.trace, b.trace, "same seed, same trace");
+    assert_eq!(a.window, b.window);
+    assert_eq!(a.finals, b.finals);
+    assert_eq!(a.virtual_time, b.virtual_time);
+    let other = run(&Scenario { seed: 12, ..s });
+    assert_ne!(other.trace.hash, a.trace.hash, "another seed, another run");
+}
+
+#[test]
+fn twenty_nodes_and_fifty_lookups_under_faults_keep_the_invariants() {
+    let s = Scenario::new(1, 20, 50);
+    let r = run(&s);
+    assert!(
+        r.violations.is_empty(),
+        "seed {}: {:?}; replay: {}",
+        s.seed,
+        r.violations,
+        s.replay_command()
+    );
+    assert_eq!(r.window.len(), 50);
+    assert!(!r.window.contains(&LookupResult::Hung));
+    assert_eq!(Report::found(&r.finals), r.finals.len());
+    // The faults cost some window lookups but not most of them.
+    assert!(Report::found(&r.window) >= 25, "{:?}", r.window);
+}
+
+#[test]
+fn a_quiet_network_finds_every_target() {
+    let s = Scenario {
+        faults: Faults::none(),
+        ..Scenario::new(3, 20, 30)
+    };
+    let r = run(&s);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(Report::found(&r.window), 30, "{:?}", r.window);
+}
+
+#[test]
+fn the_replay_command_names_every_parameter() {
+    let mut s = Scenario::new(42, 7, 9);
+    s.faults.crash = false;
+    let cmd = s.replay_command();
+    for part in ["--seed 42", "--nodes 7", "--lookups 9", "--no-crash"] {
+        assert!(cmd.contains(part), "{cmd}");
+    }
+    assert!(!cmd.contains("--no-partition"), "{cmd}");
+}
