@@ -177,7 +177,7 @@ impl<R: Runtime> Client<R> {
         key: &(Fingerprint, PeerAddress),
         to: &Contact<PeerAddress>,
     ) -> Result<(Conn, bool), ClientError> {
-        let waited = std::time::Instant::now();
+        let waited = self.rt.now();
         loop {
             if let Some(mut c) = self.take_pooled(key) {
                 // A pooled connection may still be finishing its previous answer.
@@ -185,7 +185,8 @@ impl<R: Runtime> Client<R> {
                     return Ok((c, true));
                 }
             }
-            if !self.direct_alive(key) || waited.elapsed() >= self.limits.rpc_timeout {
+            let waiting = self.rt.now().saturating_duration_since(waited);
+            if !self.direct_alive(key) || waiting >= self.limits.rpc_timeout {
                 return Ok((self.connect(to).await?, false));
             }
             self.rt.sleep(std::time::Duration::from_millis(5)).await;

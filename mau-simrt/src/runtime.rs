@@ -68,9 +68,15 @@ impl AsyncWrite for NotSimulated {
 }
 
 fn no_unix() -> io::Error {
+    not_simulated("Unix-domain sockets")
+}
+
+/// What the simulation does not model: a clear error, which every caller
+/// treats as "not available" (port mapping, hole punching).
+fn not_simulated(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
-        "no Unix-domain sockets in the simulation",
+        format!("no {what} in the simulation"),
     )
 }
 
@@ -79,6 +85,7 @@ impl mau_net::Runtime for SimRuntime {
     type TcpListener = SimListener;
     type UnixStream = NotSimulated;
     type UnixListener = NotSimulated;
+    type UdpSocket = NotSimulated;
     type Sleep = Sleep;
 
     fn spawn<F>(&self, fut: F)
@@ -110,6 +117,32 @@ impl mau_net::Runtime for SimRuntime {
 
     fn tcp_local_addr(listener: &SimListener) -> io::Result<SocketAddr> {
         Ok(listener.local_addr())
+    }
+
+    // Ports are not shared in the simulation: a shared listener is a plain
+    // one, and dialing from a given port (a hole punch) is not modelled.
+    async fn bind_tcp_shared(&self, addr: SocketAddr) -> io::Result<SimListener> {
+        net::bind(&self.shared, self.host, addr)
+    }
+
+    async fn connect_tcp_from(&self, _: SocketAddr, _: SocketAddr) -> io::Result<SimStream> {
+        Err(not_simulated("dials from a chosen port (hole punching)"))
+    }
+
+    async fn connect_udp(&self, _: SocketAddr, _: SocketAddr) -> io::Result<NotSimulated> {
+        Err(not_simulated("UDP (port mapping)"))
+    }
+
+    async fn send_udp(socket: &NotSimulated, _: &[u8]) -> io::Result<usize> {
+        match *socket {}
+    }
+
+    async fn recv_udp(socket: &NotSimulated, _: &mut [u8]) -> io::Result<usize> {
+        match *socket {}
+    }
+
+    fn udp_local_addr(socket: &NotSimulated) -> io::Result<SocketAddr> {
+        match *socket {}
     }
 
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
