@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod dir_sync;
 mod state;
 
 use std::collections::HashMap;
@@ -339,6 +340,8 @@ pub struct Store {
     meta: Mutex<HashMap<PathBuf, CachedMeta>>,
     friends: Mutex<HashMap<Fingerprint, CachedFriend>>,
     state: Mutex<()>,
+    /// Directory fsyncs shared by installs done together.
+    dir_sync: dir_sync::DirSync,
 }
 
 impl std::fmt::Debug for Store {
@@ -361,7 +364,7 @@ fn mkdir_private(path: &Path) -> Result<(), StoreError> {
     b.create(path).map_err(|e| StoreError::io(path, e))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         File::open(dir)
@@ -424,6 +427,7 @@ impl Store {
             meta: Mutex::new(HashMap::new()),
             friends: Mutex::new(HashMap::new()),
             state: Mutex::new(()),
+            dir_sync: dir_sync::DirSync::default(),
         })
     }
 
@@ -710,8 +714,8 @@ impl Store {
             sync_dir(&vdir)?;
         }
         fs::rename(tmp, dest).map_err(|e| StoreError::io(dest, e))?;
-        sync_dir(dir)?;
-        Ok(())
+        // Shared with the installs into `dir` done at the same time.
+        self.dir_sync.renamed_into(dir)
     }
 
     /// Deletes own file `name` and its versions (as Go's `mau delete`).

@@ -4,8 +4,9 @@
 //! the fuzz target (`fuzz/fuzz_targets/sync_plan.rs`) both drive it.
 //!
 //! Checked: commands only for listed files, each file started once and
-//! ended once (installed, unchanged or given up); no more files worked on,
-//! or requests in flight, than the concurrency; one listing request at a
+//! ended once (installed, unchanged or given up); no more files worked on
+//! than [`Limits::files_at_once`], no more requests in flight than the
+//! concurrency; one listing request at a
 //! time; no file asked for that does not fit the quota, and installed
 //! bytes within it; a refused request not asked again before its
 //! `Retry-After` (as capped by the policy); nothing retired from a listing
@@ -422,7 +423,7 @@ impl Harness {
             self.check(cmd)?;
         }
         let c = self.limits.concurrency.max(1);
-        if self.plan.active() > c {
+        if self.plan.active() > self.limits.files_at_once() {
             return Err(format!("{} files worked on at once", self.plan.active()));
         }
         if self.plan.in_flight() > c || self.fetches.len() > c {

@@ -81,10 +81,20 @@ pub struct LocalState {
     pub bytes: u64,
 }
 
+/// Files worked on at once per request in flight ([`Limits::concurrency`]):
+/// the others are inspected or installed (fsyncs, a rename) while the
+/// requests go on. Small files are bound by these disk steps, not the
+/// network; a few more files at once bounds the memory (a small file is
+/// held until installed) and the disk work queued.
+pub const FILES_PER_REQUEST: usize = 2;
+
 /// The bounds of one sync.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Files worked on at once (inspected, fetched, installed), at least 1.
+    /// Requests in flight at once, at least 1. Up to
+    /// [`FILES_PER_REQUEST`] times as many files are worked on (inspected,
+    /// fetched, installed): a file being checked or installed on the disk
+    /// does not hold a request back.
     pub concurrency: usize,
     /// Most listing entries one walk hands out.
     pub max_listed: usize,
@@ -99,6 +109,14 @@ pub struct Limits {
     pub slow_grace: Duration,
     /// Retries after refusals.
     pub retry: RetryPolicy,
+}
+
+impl Limits {
+    /// Files worked on at once: [`FILES_PER_REQUEST`] per request in
+    /// flight.
+    pub fn files_at_once(&self) -> usize {
+        self.concurrency.max(1).saturating_mul(FILES_PER_REQUEST)
+    }
 }
 
 impl Default for Limits {

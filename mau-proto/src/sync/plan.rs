@@ -52,7 +52,7 @@ pub struct SyncPlan {
     quota: Quota,
     /// Files of the current page not yet started.
     queue: VecDeque<(FileId, String, Entry)>,
-    /// Files being worked on (at most `limits.concurrency`).
+    /// Files being worked on (at most [`Limits::files_at_once`]).
     files: BTreeMap<FileId, File>,
     next_id: u64,
     /// Local names no page named yet: what a whole listing retires.
@@ -501,7 +501,7 @@ impl SyncPlan {
         if self.phase == Phase::Over {
             return;
         }
-        while self.files.len() < self.limits.concurrency.max(1) {
+        while self.files.len() < self.limits.files_at_once() {
             let Some((id, name, entry)) = self.queue.pop_front() else {
                 break;
             };

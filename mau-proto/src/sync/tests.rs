@@ -571,8 +571,25 @@ fn concurrency_bounds_the_files_worked_on() {
     drain(&mut p);
     let many = (0..10).map(|i| entry(&format!("{i}.pgp"), 1)).collect();
     p.handle(Event::Page(last_page(many)), Time::ZERO);
-    assert_eq!(inspected(&drain(&mut p)).len(), 2);
-    assert_eq!(p.active(), 2);
+    // Concurrency 2: 4 files inspected, at most 2 of them fetched at once.
+    assert_eq!(inspected(&drain(&mut p)).len(), 4);
+    assert_eq!(p.active(), 4);
+    for i in 0..4 {
+        p.handle(
+            Event::Local {
+                file: FileId(i),
+                same: false,
+                partial: 0,
+            },
+            Time::ZERO,
+        );
+    }
+    let fetches = drain(&mut p)
+        .into_iter()
+        .filter(|c| matches!(c, Command::Fetch { .. }))
+        .count();
+    assert_eq!(fetches, 2);
+    assert_eq!(p.in_flight(), 2);
 }
 
 #[test]
