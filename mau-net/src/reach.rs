@@ -347,6 +347,10 @@ fn dialback_peers<R: Runtime>(
     entries
         .into_iter()
         .map(|(_, c)| c)
+        // A peer reached through a relay would cost a relay stream per
+        // check (and its pooled connection would hold one): ask the
+        // directly reachable ones.
+        .filter(|c| mau_proto::relay::relay_of(&c.address).is_none())
         .filter(|c| match c.address.host_ip() {
             Some(ip) => seen.insert(VoterGroup::of(ip, scope)),
             None => true,
