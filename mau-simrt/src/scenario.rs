@@ -179,7 +179,7 @@ pub enum LookupResult {
     Failed,
     /// Its node crashed meanwhile.
     Aborted,
-    /// It did not end within [`LOOKUP_BOUND`].
+    /// It did not end within the lookup bound (300 s of virtual time).
     Hung,
 }
 
