@@ -212,10 +212,7 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
     ) -> Result<Answer, ClientError> {
-        let t = self.limits.rpc_timeout;
-        timeout(&self.rt, t, self.get_inner(to, path, max_body, true))
-            .await
-            .map_err(|_| ClientError::Timeout(t))?
+        self.get_bounded(to, path, max_body, true).await
     }
 
     /// `GET path` from `to` on a new connection, closed afterwards (a
@@ -227,8 +224,19 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
     ) -> Result<Answer, ClientError> {
+        self.get_bounded(to, path, max_body, false).await
+    }
+
+    /// [`Self::get_inner`] within `limits.rpc_timeout`.
+    async fn get_bounded(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        max_body: usize,
+        use_pool: bool,
+    ) -> Result<Answer, ClientError> {
         let t = self.limits.rpc_timeout;
-        timeout(&self.rt, t, self.get_inner(to, path, max_body, false))
+        timeout(&self.rt, t, self.get_inner(to, path, max_body, use_pool))
             .await
             .map_err(|_| ClientError::Timeout(t))?
     }
