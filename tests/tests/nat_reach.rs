@@ -27,9 +27,9 @@ fn json(nat: &NatLab, ns: &str, dir: &Path, args: &[&str]) -> serde_json::Value 
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
-/// Waits (at most 60 s) until the server in `dir` has every one of `fps`
-/// in its routing table; fails with its table and log otherwise.
-fn wait_for_peers(nat: &NatLab, ns: &str, dir: &Path, fps: &[String]) {
+/// Waits (at most 60 s) until the server in `dir` has at least `at_least`
+/// of `fps` in its routing table; fails with its table and log otherwise.
+fn wait_for_peers(nat: &NatLab, ns: &str, dir: &Path, fps: &[String], at_least: usize) {
     let started = Instant::now();
     loop {
         let peers = json(nat, ns, dir, &["peers", "list"]);
@@ -37,14 +37,14 @@ fn wait_for_peers(nat: &NatLab, ns: &str, dir: &Path, fps: &[String]) {
             .as_array()
             .map(|a| a.iter().filter_map(|p| p["fingerprint"].as_str()).collect())
             .unwrap_or_default();
-        if fps.iter().all(|f| known.contains(&f.as_str())) {
+        if fps.iter().filter(|f| known.contains(&f.as_str())).count() >= at_least {
             return;
         }
         if started.elapsed() > Duration::from_secs(60) {
             let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
-                "{ns}: {fps:?} not all in the table: {peers}\nlog (last lines first): {tail:#?}"
+                "{ns}: not {at_least} of {fps:?} in the table: {peers}\nlog (last lines first): {tail:#?}"
             );
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -78,9 +78,13 @@ fn public_address_learned_correctly_behind_each_router() {
         public.push(fp);
     }
     // The public nodes know each other before anyone joins through them
-    // (else a home's join could end knowing only the first).
+    // (else a home's join could end knowing only the first). They share one
+    // public /24, and the Sybil limits admit two of a /24 per bucket: a
+    // third falling in the same bucket is refused (a quarter of the runs),
+    // so "know each other" is: two of them, which the limits always admit.
+    let admitted = 2;
     let first = (nat.public[0].ns.clone(), nat.path("public0"));
-    wait_for_peers(&nat, &first.0, &first.1, &public[1..]);
+    wait_for_peers(&nat, &first.0, &first.1, &public[1..], admitted);
     let mut homes = Vec::new();
     for j in 0..nat.homes.len() {
         let host = nat.homes[j].hosts[0].clone();
@@ -103,7 +107,7 @@ fn public_address_learned_correctly_behind_each_router() {
     // Each home node learns the public nodes (they answered it; none can
     // call it back unless its port is mapped).
     for (ns, dir) in &homes {
-        wait_for_peers(&nat, ns, dir, &public);
+        wait_for_peers(&nat, ns, dir, &public, admitted);
     }
     for (j, (ns, dir)) in homes.iter().enumerate() {
         let status = json(&nat, ns, dir, &["status", "--check"]);
