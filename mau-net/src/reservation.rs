@@ -50,6 +50,11 @@ pub(crate) struct ReservationService<R: Runtime> {
     metrics: Option<Arc<Metrics>>,
 }
 
+/// The relayed address to advertise while `held` (the first relay's).
+fn relayed_of(held: &[Contact<PeerAddress>]) -> Option<PeerAddress> {
+    held.iter().find_map(mau_proto::relay::relayed_address)
+}
+
 impl<R: Runtime> ReservationService<R> {
     /// A service holding reservations on `relays`.
     #[allow(clippy::too_many_arguments)]
@@ -90,6 +95,11 @@ impl<R: Runtime> ReservationService<R> {
     /// Relays holding a reservation for us now.
     pub(crate) fn held(&self) -> Vec<Contact<PeerAddress>> {
         lock(&self.machine).held(self.now())
+    }
+
+    /// Keeps reservations on `relays` from now on (empty: none).
+    pub(crate) fn set_relays(&self, relays: Vec<Contact<PeerAddress>>) {
+        self.tell(|m, now| m.set_relays(now, relays));
     }
 
     /// Runs the machine until shutdown.
@@ -144,7 +154,13 @@ impl<R: Runtime> ReservationService<R> {
     }
 
     fn tell(&self, f: impl FnOnce(&mut Reservations, Time)) {
-        f(&mut lock(&self.machine), self.now());
+        let held = {
+            let mut m = lock(&self.machine);
+            f(&mut m, self.now());
+            m.held(self.now())
+        };
+        // The certificate names a relay we hold a reservation on, or none.
+        self.client.identities().set_relayed(relayed_of(&held));
         let _ = self.wake.0.try_send(());
     }
 
@@ -159,6 +175,10 @@ impl<R: Runtime> ReservationService<R> {
                 return;
             }
         };
+        if !lock(&self.machine).is_listed(&fp) {
+            debug!(relay = %fp, "reservation no longer wanted: closed");
+            return;
+        }
         let ttl = header_secs(&headers, TTL).unwrap_or(Duration::from_secs(60));
         if let Some(ip) = headers
             .get(OBSERVED)
@@ -174,10 +194,14 @@ impl<R: Runtime> ReservationService<R> {
         lock(&self.held).insert(fp, tx);
         self.serve(&relay, io, rx).await;
         lock(&self.held).remove(&fp);
-        if !self.shutdown.is_down() {
+        if self.shutdown.is_down() {
+        } else if lock(&self.machine).is_listed(&fp) {
             info!(relay = %fp, "relay reservation lost");
             self.event("reservation_lost");
             self.tell(|m, now| m.on_failed(now, &fp));
+        } else {
+            info!(relay = %fp, "relay reservation released (no longer needed)");
+            self.event("reservation_released");
         }
     }
 

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod address_votes;
+pub mod advertise;
 pub mod config;
 mod dispatch;
 pub mod distance;
