@@ -41,9 +41,11 @@ impl<R: Runtime> AddressWatch<R> {
     pub(crate) async fn run(self) {
         let mut choice = RelayChoice::new(RelayChoiceConfig::default());
         let me = self.core.read(|node, _| node.table().local());
+        let mut generation = self.client.identities().generation();
         let work = async {
             loop {
-                self.core.rt.sleep(EVERY).await;
+                futures_lite::future::or(self.core.rt.sleep(EVERY), self.reach.public_ip_changed())
+                    .await;
                 let mapped = self.port_map.ipv4().map(|m| m.external);
                 let direct = direct_address(
                     self.configured.as_ref(),
@@ -55,6 +57,7 @@ impl<R: Runtime> AddressWatch<R> {
                     // The verdict was about the old address.
                     self.reach.check_soon();
                 }
+                self.announce_if_reissued(me, &mut generation).await;
                 let Some(reservations) = &self.auto_relay else {
                     continue;
                 };
@@ -85,5 +88,23 @@ impl<R: Runtime> AddressWatch<R> {
             }
         };
         futures_lite::future::or(work, self.core.shutdown.wait()).await;
+    }
+
+    /// After a reissue, a lookup of ourselves: the peers closest to us
+    /// (those others ask about us) see the new certificate and store the
+    /// new address (after probing it), as they did at the join.
+    async fn announce_if_reissued(&self, me: mau_proto::Fingerprint, seen: &mut u64) {
+        let now = self.client.identities().generation();
+        if now == *seen || self.core.read(|node, _| node.table().is_empty()) {
+            return;
+        }
+        *seen = now;
+        match self.core.lookup(me).await {
+            Ok(o) => info!(
+                asked = o.requests,
+                "new address announced to the closest peers"
+            ),
+            Err(e) => warn!(error = %e, "new address not announced"),
+        }
     }
 }

@@ -440,8 +440,10 @@ impl<R: Runtime> Client<R> {
     fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Conn> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.get_mut(key)?;
+        let generation = self.identities.generation();
         while let Some(s) = senders.pop() {
-            if !s.sender.is_closed() {
+            // One made with a certificate we no longer present is let go.
+            if !s.sender.is_closed() && s.generation == generation {
                 return Some(s);
             }
         }

@@ -175,6 +175,9 @@ pub(crate) struct Reach {
     identities: Arc<Identities>,
     /// Asks the checking task for a check soon (the address changed).
     kick: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Tells the address watch that the public IP changed (so the
+    /// certificate is reissued before the next peer is called).
+    ip_changed: (async_channel::Sender<()>, async_channel::Receiver<()>),
     options: ReachOptions,
     votes: Mutex<AddressVotes>,
     verdict: Mutex<Reachability<PeerAddress>>,
@@ -199,6 +202,7 @@ impl Reach {
         Reach {
             identities,
             kick: async_channel::bounded(1),
+            ip_changed: async_channel::bounded(1),
             votes: Mutex::new(AddressVotes::new(options.votes)),
             verdict: Mutex::new(Reachability::new(options.verdict)),
             options,
@@ -220,6 +224,7 @@ impl Reach {
         };
         let change = lock(&self.votes).on_observed(now, voter, voter_ip, seen.ip());
         if let Some(c) = change {
+            let _ = self.ip_changed.0.try_send(());
             let direct = self.direct();
             match (c.to, direct.host_ip()) {
                 (Some(ip), Some(adv)) if !adv.is_unspecified() && adv != ip => info!(
@@ -278,6 +283,11 @@ impl Reach {
     pub fn verdict(&self, now: Time) -> Verdict<PeerAddress> {
         self.tick(now);
         lock(&self.verdict).state().clone()
+    }
+
+    /// Returns when the public IP the votes agree on changes.
+    pub async fn public_ip_changed(&self) {
+        let _ = self.ip_changed.1.recv().await;
     }
 
     /// Asks for a check soon (the direct address changed: the verdict about

@@ -48,6 +48,10 @@ pub(crate) struct ReservationService<R: Runtime> {
     wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
     shutdown: Shutdown,
     metrics: Option<Arc<Metrics>>,
+    /// Advertised while no reservation is held: the first configured relay
+    /// (the operator said nobody can dial us; `None` for relays picked at
+    /// run time, which are advertised only once held).
+    fallback: Option<PeerAddress>,
 }
 
 /// The relayed address to advertise while `held` (the first relay's).
@@ -68,7 +72,10 @@ impl<R: Runtime> ReservationService<R> {
         shutdown: Shutdown,
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Self> {
+        let fallback = relays.first().and_then(mau_proto::relay::relayed_address);
+        client.identities().set_relayed(fallback.clone());
         Arc::new(ReservationService {
+            fallback,
             rt,
             client,
             started: Instant::now(),
@@ -160,7 +167,8 @@ impl<R: Runtime> ReservationService<R> {
             m.held(self.now())
         };
         // The certificate names a relay we hold a reservation on, or none.
-        self.client.identities().set_relayed(relayed_of(&held));
+        let relayed = relayed_of(&held).or_else(|| self.fallback.clone());
+        self.client.identities().set_relayed(relayed);
         let _ = self.wake.0.try_send(());
     }
 
