@@ -37,6 +37,7 @@ pub mod advertise;
 pub mod config;
 mod dispatch;
 pub mod distance;
+pub mod expiring;
 pub mod fingerprint;
 mod lookup;
 pub mod node;
