@@ -185,7 +185,10 @@ impl<R: Runtime> RunningNode<R> {
             local: local_addr,
             auto_relay: reservations.clone().filter(|_| auto_relay),
         };
-        core.spawn(watch.run());
+        // A build-once certificate has nothing to follow.
+        if identities.reissues() {
+            core.spawn(watch.run());
+        }
         let lan_peers = Arc::new(mdns::LanPeers::default());
         if let Some(path) = &config.control_socket {
             let ctx = control::ControlContext {
