@@ -191,10 +191,11 @@ pub fn start<E: Exec>(dir: &Path, args: StartArgs) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     E::run(|rt| async move {
-        let identity = |addr: Option<&str>| -> Result<TlsIdentity, IdentityError> {
+        // Reissued whenever the node's address changes.
+        let identity = move |addr: Option<&str>| -> Result<TlsIdentity, IdentityError> {
             TlsIdentity::from_account(&account, addr)
         };
-        let mut node = RunningNode::start(rt.clone(), config, identity)
+        let mut node = RunningNode::start_reissuing(rt.clone(), config, identity)
             .await
             .map_err(|e| e.to_string())?;
         let scrape = match (args.metrics, &metrics) {

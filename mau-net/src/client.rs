@@ -1,7 +1,7 @@
 //! The HTTPS client: mutual TLS with the peer's fingerprint pinned, HTTP/1.1
 //! keep-alive with a small per-peer connection pool, bounded bodies, timeouts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +18,26 @@ use smol_hyper::rt::FuturesIo;
 use tracing::{debug, trace};
 
 use crate::config::Limits;
+use crate::identity::Identities;
 use crate::router::FEATURES;
 use crate::runtime::{timeout, Runtime, Stream};
 use crate::upgraded::UpgradedIo;
 
 /// What we announce in [`FEATURES`] on every request.
 const OUR_FEATURES: &str = "relay";
+
+/// Peers remembered as understanding relayed addresses (beyond it the set
+/// starts over: a forgotten peer sees the direct certificate once more).
+const MAX_RELAY_AWARE: usize = 4096;
+
+/// True if a [`FEATURES`] value lists `feature`.
+pub(crate) fn lists_feature(headers: &hyper::HeaderMap, feature: &str) -> bool {
+    headers
+        .get_all(FEATURES)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|f| f.trim() == feature))
+}
 
 /// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +93,20 @@ struct Conn {
     sender: Sender,
     remote: IpAddr,
     relayed: bool,
+    /// The certificate generation it was made with, and whether it showed
+    /// the direct certificate while we advertise a relayed address.
+    generation: u64,
+    direct_cert: bool,
+}
+
+/// Which certificate a new connection shows (see [`crate::identity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Show {
+    /// The advertised one to a peer known to understand relayed
+    /// addresses, the direct one to any other.
+    ForPeer,
+    /// The direct one (a dial-back request: it tests the direct address).
+    Direct,
 }
 
 /// A DHT answer and what came with it.
@@ -97,7 +125,12 @@ pub struct Answer {
 /// A pooled HTTPS client for one local identity.
 pub struct Client<R: Runtime> {
     rt: R,
-    identity: TlsIdentity,
+    identities: Arc<Identities>,
+    /// Peers known to understand relayed addresses: they are shown the
+    /// advertised certificate (see [`crate::identity`]).
+    relay_aware: Mutex<BTreeSet<Fingerprint>>,
+    /// Peers known to relay for others (they said `relays` in [`FEATURES`]).
+    relays: Mutex<BTreeMap<Fingerprint, PeerAddress>>,
     limits: Limits,
     pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Conn>>>,
     /// Itself, for the hole punches it starts in the background.
@@ -114,9 +147,16 @@ pub struct Client<R: Runtime> {
 impl<R: Runtime> Client<R> {
     /// A client presenting `identity`.
     pub fn new(rt: R, identity: TlsIdentity, limits: Limits) -> Arc<Self> {
+        Self::with_identities(rt, Arc::new(Identities::fixed(identity)), limits)
+    }
+
+    /// A client presenting the node's certificates of the moment.
+    pub(crate) fn with_identities(rt: R, identities: Arc<Identities>, limits: Limits) -> Arc<Self> {
         Arc::new_cyclic(|me| Client {
             rt,
-            identity,
+            identities,
+            relay_aware: Mutex::new(BTreeSet::new()),
+            relays: Mutex::new(BTreeMap::new()),
             limits,
             pool: Mutex::new(BTreeMap::new()),
             me: me.clone(),
@@ -134,6 +174,62 @@ impl<R: Runtime> Client<R> {
     /// The runtime.
     pub(crate) fn runtime(&self) -> &R {
         &self.rt
+    }
+
+    /// The certificates this client presents.
+    pub(crate) fn identities(&self) -> &Arc<Identities> {
+        &self.identities
+    }
+
+    /// Records what `peer` said it understands (its [`FEATURES`]): relayed
+    /// addresses, and whether it relays for others (reachable at `address`).
+    pub(crate) fn learn_features(
+        &self,
+        peer: Fingerprint,
+        address: Option<&PeerAddress>,
+        headers: &hyper::HeaderMap,
+    ) {
+        if !lists_feature(headers, "relay") {
+            return;
+        }
+        {
+            let mut aware = self.relay_aware.lock().unwrap_or_else(|e| e.into_inner());
+            if aware.len() >= MAX_RELAY_AWARE && !aware.contains(&peer) {
+                aware.clear();
+            }
+            aware.insert(peer);
+        }
+        if let Some(address) = address.filter(|a| !mau_proto::relay::is_relayed(a)) {
+            let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+            if lists_feature(headers, "relays") {
+                if relays.len() < MAX_RELAY_AWARE || relays.contains_key(&peer) {
+                    relays.insert(peer, address.clone());
+                }
+            } else {
+                relays.remove(&peer);
+            }
+        }
+    }
+
+    /// Peers that said they relay for others, with the address they were
+    /// reached at.
+    pub(crate) fn known_relays(&self) -> Vec<Contact<PeerAddress>> {
+        let relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+        relays
+            .iter()
+            .map(|(f, a)| Contact::new(*f, a.clone()))
+            .collect()
+    }
+
+    /// True if `to` understands relayed addresses: it said so, or it is
+    /// itself reached through a relay.
+    fn relay_aware(&self, to: &Contact<PeerAddress>) -> bool {
+        mau_proto::relay::is_relayed(&to.address)
+            || self
+                .relay_aware
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&to.fingerprint)
     }
 
     /// Makes `sender` (a direct, hole-punched connection) the way to `key`:
@@ -157,6 +253,8 @@ impl<R: Runtime> Client<R> {
                 sender,
                 remote,
                 relayed: false,
+                generation: self.identities.generation(),
+                direct_cert: false,
             }],
         );
     }
@@ -187,7 +285,7 @@ impl<R: Runtime> Client<R> {
             }
             let waiting = self.rt.now().saturating_duration_since(waited);
             if !self.direct_alive(key) || waiting >= self.limits.rpc_timeout {
-                return Ok((self.connect(to).await?, false));
+                return Ok((self.connect(to, Show::ForPeer).await?, false));
             }
             self.rt.sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -212,7 +310,8 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
     ) -> Result<Answer, ClientError> {
-        self.get_bounded(to, path, max_body, true).await
+        self.get_bounded(to, path, max_body, true, Show::ForPeer)
+            .await
     }
 
     /// `GET path` from `to` on a new connection, closed afterwards (a
@@ -224,7 +323,21 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
     ) -> Result<Answer, ClientError> {
-        self.get_bounded(to, path, max_body, false).await
+        self.get_bounded(to, path, max_body, false, Show::ForPeer)
+            .await
+    }
+
+    /// [`Self::get_fresh`] showing the direct certificate whatever `to`
+    /// understands: a dial-back request, which must test the direct address
+    /// (not the relayed one we may advertise).
+    pub(crate) async fn get_fresh_direct(
+        &self,
+        to: &Contact<PeerAddress>,
+        path: &str,
+        max_body: usize,
+    ) -> Result<Answer, ClientError> {
+        self.get_bounded(to, path, max_body, false, Show::Direct)
+            .await
     }
 
     /// [`Self::get_inner`] within `limits.rpc_timeout`.
@@ -234,11 +347,16 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
         use_pool: bool,
+        show: Show,
     ) -> Result<Answer, ClientError> {
         let t = self.limits.rpc_timeout;
-        timeout(&self.rt, t, self.get_inner(to, path, max_body, use_pool))
-            .await
-            .map_err(|_| ClientError::Timeout(t))?
+        timeout(
+            &self.rt,
+            t,
+            self.get_inner(to, path, max_body, use_pool, show),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(t))?
     }
 
     async fn get_inner(
@@ -247,12 +365,13 @@ impl<R: Runtime> Client<R> {
         path: &str,
         max_body: usize,
         use_pool: bool,
+        show: Show,
     ) -> Result<Answer, ClientError> {
         let key = (to.fingerprint, to.address.clone());
         let (mut conn, reused) = if use_pool {
             self.pooled_or_new(&key, to).await?
         } else {
-            (self.connect(to).await?, false)
+            (self.connect(to, show).await?, false)
         };
         let request = || {
             hyper::Request::get(path)
@@ -271,7 +390,7 @@ impl<R: Runtime> Client<R> {
             // a GET is safe to repeat, once, on a new connection.
             Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
                 debug!(peer = %to.fingerprint, error = %e, "pooled connection closed: retrying on a new one");
-                conn = self.connect(to).await?;
+                conn = self.connect(to, show).await?;
                 conn.sender
                     .send_request(request()?)
                     .await
@@ -280,6 +399,7 @@ impl<R: Runtime> Client<R> {
             Err(e) => return Err(http_error(e)),
         };
         let status = resp.status();
+        self.learn_features(to.fingerprint, Some(&to.address), resp.headers());
         let observed = resp
             .headers()
             .get(crate::reach::OBSERVED_HEADER)
@@ -320,8 +440,10 @@ impl<R: Runtime> Client<R> {
     fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Conn> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let senders = pool.get_mut(key)?;
+        let generation = self.identities.generation();
         while let Some(s) = senders.pop() {
-            if !s.sender.is_closed() {
+            // One made with a certificate we no longer present is let go.
+            if !s.sender.is_closed() && s.generation == generation {
                 return Some(s);
             }
         }
@@ -333,6 +455,14 @@ impl<R: Runtime> Client<R> {
         // A relayed connection to a peer now reached directly is let go:
         // that releases the relay.
         if conn.sender.is_closed() || (conn.relayed && self.direct_alive(&key)) {
+            return;
+        }
+        // A connection made with a certificate we no longer present (the
+        // address changed), or with the direct one to a peer now known to
+        // understand relays, is let go: the next one shows the current one.
+        let stale = conn.generation != self.identities.generation()
+            || (conn.direct_cert && self.relay_aware(&Contact::new(key.0, key.1.clone())));
+        if stale {
             return;
         }
         // One idle relayed connection per peer: each one holds a stream
@@ -355,13 +485,27 @@ impl<R: Runtime> Client<R> {
         pool.retain(|(f, _), _| f != fp);
     }
 
-    async fn connect(&self, to: &Contact<PeerAddress>) -> Result<Conn, ClientError> {
+    /// The certificate to show `to`, its generation, and whether it is the
+    /// direct one while a relayed address is advertised.
+    fn certificate_for(&self, to: &Contact<PeerAddress>, show: Show) -> (TlsIdentity, u64, bool) {
+        let generation = self.identities.generation();
+        let advertised = show == Show::ForPeer && self.relay_aware(to);
+        let direct_cert = !advertised && self.identities.differ();
+        (
+            self.identities.presented(advertised),
+            generation,
+            direct_cert,
+        )
+    }
+
+    async fn connect(&self, to: &Contact<PeerAddress>, show: Show) -> Result<Conn, ClientError> {
+        let (identity, generation, direct_cert) = self.certificate_for(to, show);
         if let Some(relay) = mau_proto::relay::relay_of(&to.address) {
             let path = format!("/relay/connect/{}", to.fingerprint);
             // Boxed: TLS inside TLS makes a large future (debug builds).
             let (io, headers, reached) = Box::pin(self.upgrade(&relay, &path)).await?;
             trace!(peer = %to.fingerprint, relay = %relay.fingerprint, "relayed stream open");
-            let sender = Box::pin(self.over(io, to, None)).await?;
+            let sender = Box::pin(self.over_with(io, to, None, &identity)).await?;
             let observed = headers
                 .get(crate::relay::OBSERVED)
                 .and_then(|v| v.to_str().ok())
@@ -375,13 +519,17 @@ impl<R: Runtime> Client<R> {
                 sender,
                 remote: reached.ip(),
                 relayed: true,
+                generation,
+                direct_cert,
             });
         }
         let (tcp, reached) = self.tcp(&to.address).await?;
         Ok(Conn {
-            sender: Box::pin(self.over(tcp, to, None)).await?,
+            sender: Box::pin(self.over_with(tcp, to, None, &identity)).await?,
             remote: reached.ip(),
             relayed: false,
+            generation,
+            direct_cert,
         })
     }
 
@@ -421,8 +569,20 @@ impl<R: Runtime> Client<R> {
         to: &Contact<PeerAddress>,
         alive: Option<Arc<AtomicBool>>,
     ) -> Result<Sender, ClientError> {
+        let (identity, _, _) = self.certificate_for(to, Show::ForPeer);
+        self.over_with(stream, to, alive, &identity).await
+    }
+
+    /// [`Self::over`] presenting `identity`.
+    async fn over_with<S: Stream>(
+        &self,
+        stream: S,
+        to: &Contact<PeerAddress>,
+        alive: Option<Arc<AtomicBool>>,
+        identity: &TlsIdentity,
+    ) -> Result<Sender, ClientError> {
         let addr = to.address.as_str();
-        let config = mau_identity::client_config(&self.identity, to.fingerprint)
+        let config = mau_identity::client_config(identity, to.fingerprint)
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let tls = timeout(
             &self.rt,
@@ -461,7 +621,8 @@ impl<R: Runtime> Client<R> {
         timeout(&self.rt, t, async {
             let (tcp, reached) = self.tcp(&to.address).await?;
             let addr = to.address.as_str();
-            let config = mau_identity::client_config(&self.identity, to.fingerprint)
+            let (identity, _, _) = self.certificate_for(to, Show::ForPeer);
+            let config = mau_identity::client_config(&identity, to.fingerprint)
                 .map_err(|e| ClientError::Config(e.to_string()))?;
             let tls = TlsConnector::from(config)
                 .connect(mau_identity::server_name(), tcp)
@@ -491,6 +652,7 @@ impl<R: Runtime> Client<R> {
                 return Err(ClientError::Status { status, body });
             }
             let headers = resp.headers().clone();
+            self.learn_features(to.fingerprint, Some(&to.address), &headers);
             let io = hyper::upgrade::on(resp)
                 .await
                 .map_err(|e| ClientError::Http(e.to_string()))?;

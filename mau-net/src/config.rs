@@ -138,11 +138,14 @@ pub struct NodeConfig {
     /// default: refuse every relay request). Only for a node others can reach.
     pub relay: Option<mau_proto::relay::RelayLimits>,
     /// Relays to hold reservations on, in order of preference. Non-empty
-    /// means "nobody can dial me": the node advertises a relayed address
-    /// through the first of them instead of its own (until address votes
-    /// and reachability checks decide this by themselves, it is the
-    /// operator's call).
+    /// means "nobody can dial me", whatever the reachability checks say
+    /// (the operator's override): the node advertises a relayed address
+    /// through one of them to peers that understand it.
     pub relays: Vec<Contact<PeerAddress>>,
+    /// With no `relays` configured: pick relays among the peers that offer
+    /// to relay once the reachability verdict says the direct address is
+    /// unreachable, and drop them once it is reachable (default: on).
+    pub auto_relay: bool,
     /// How many reservations to hold and how to retry them.
     pub reservations: mau_proto::relay::ReservationConfig,
     /// Try a direct connection (hole punch) to peers reached through a
@@ -171,6 +174,7 @@ impl NodeConfig {
             reach: crate::reach::ReachOptions::default(),
             relay: None,
             relays: Vec::new(),
+            auto_relay: true,
             reservations: mau_proto::relay::ReservationConfig::default(),
             punch: Some(mau_proto::punch::PunchConfig::default()),
         }

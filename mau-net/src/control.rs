@@ -279,7 +279,13 @@ async fn answer<R: Runtime>(
             message: format!("bad request: {e}"),
         },
         Ok(ControlRequest::Table) => {
-            ControlResponse::Table(snapshot(&shared.core, &shared.advertised))
+            {
+                // The address of the moment (the certificate is reissued
+                // when it changes).
+                let advertised = shared.client.identities().advertised();
+                let advertised = advertised.as_ref().unwrap_or(&shared.advertised);
+                ControlResponse::Table(snapshot(&shared.core, advertised))
+            }
         }
         Ok(ControlRequest::Synced { counts }) => {
             if let Some(m) = &shared.core.metrics {

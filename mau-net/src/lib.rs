@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod address;
 pub mod client;
 pub mod config;
 mod content;
@@ -38,6 +39,7 @@ pub mod control;
 mod core;
 mod driver;
 mod error;
+pub mod identity;
 mod limits;
 pub mod mdns;
 pub mod metrics;

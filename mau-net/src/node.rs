@@ -20,6 +20,7 @@ use crate::config::NodeConfig;
 use crate::core::Core;
 use crate::driver::Driver;
 pub use crate::error::NetError;
+use crate::identity::{Identities, ServerCert};
 use crate::persist::TableSaver;
 use crate::portmap::{ActiveMapping, PortMapStatus, PortMapper};
 use crate::runtime::Runtime;
@@ -45,10 +46,46 @@ impl<R: Runtime> RunningNode<R> {
     /// Binds `config.listen`, builds the TLS identity with the advertised
     /// address (`identity(Some("host:port"))`), loads the saved table, starts
     /// serving and joins through the saved and bootstrap peers.
+    ///
+    /// The certificate is built once: it names the first of
+    /// `config.relays` (if any) for good, and is not reissued when the
+    /// address changes. [`Self::start_reissuing`] does both.
     pub async fn start(
         rt: R,
         config: NodeConfig,
         identity: impl FnOnce(Option<&str>) -> Result<TlsIdentity, IdentityError>,
+    ) -> Result<Self, NetError> {
+        Self::start_with(rt, config, |config, direct| {
+            let advertised = config
+                .relays
+                .first()
+                .and_then(mau_proto::relay::relayed_address)
+                .unwrap_or(direct);
+            Ok(Identities::fixed(identity(Some(advertised.as_str()))?))
+        })
+        .await
+    }
+
+    /// As [`Self::start`], with a certificate reissued (by `identity`)
+    /// whenever the node's address changes: a port mapping gained or lost,
+    /// a public IP its peers agree on, a relay reservation obtained or lost
+    /// (see [`crate::identity`]). A relayed address is shown only to peers
+    /// known to understand it, never to a Go peer.
+    pub async fn start_reissuing(
+        rt: R,
+        config: NodeConfig,
+        identity: impl Fn(Option<&str>) -> Result<TlsIdentity, IdentityError> + Send + Sync + 'static,
+    ) -> Result<Self, NetError> {
+        Self::start_with(rt, config, |_, direct| {
+            Identities::reissuing(Box::new(identity), direct)
+        })
+        .await
+    }
+
+    async fn start_with(
+        rt: R,
+        config: NodeConfig,
+        identities: impl FnOnce(&NodeConfig, PeerAddress) -> Result<Identities, IdentityError>,
     ) -> Result<Self, NetError> {
         let listener = rt
             .bind_tcp(config.listen)
@@ -59,8 +96,12 @@ impl<R: Runtime> RunningNode<R> {
         let port_map = Arc::new(PortMapStatus::new(config.metrics.clone()));
         let mappers = start_port_mapping(&rt, &config, local_addr, &port_map).await;
         let mapped = port_map.ipv4().map(|m| m.external);
-        let advertised = advertised_address(&config, mapped, local_addr);
-        let identity = identity(Some(advertised.as_str()))?;
+        let direct = direct_address(&config, mapped, local_addr);
+        let identities = Arc::new(identities(&config, direct)?);
+        let identity = identities.presented(true);
+        let advertised = identities
+            .advertised()
+            .unwrap_or_else(|| PeerAddress::from(local_addr));
         let fingerprint = identity.fingerprint();
         let node = Node::new(
             fingerprint,
@@ -69,7 +110,7 @@ impl<R: Runtime> RunningNode<R> {
         );
         let (core, wake) = Core::new(rt.clone(), node, config.metrics.clone());
         let core = Arc::new(core);
-        let client = Client::new(rt.clone(), identity.clone(), config.limits.clone());
+        let client = Client::with_identities(rt.clone(), identities.clone(), config.limits.clone());
         if let Some(p) = &config.punch {
             client.enable_punching(punch::Initiator::new(p.clone(), config.metrics.clone()));
         }
@@ -77,7 +118,7 @@ impl<R: Runtime> RunningNode<R> {
 
         let saver = Arc::new(TableSaver::new(config.table_file.clone()));
         let reach = Arc::new(reach::Reach::new(
-            advertised.clone(),
+            identities.clone(),
             config.reach.clone(),
             port_map.clone(),
             config.metrics.clone(),
@@ -104,7 +145,11 @@ impl<R: Runtime> RunningNode<R> {
         let serving = Arc::new(ServeContext {
             core: core.clone(),
             rt: rt.clone(),
-            server_tls: mau_identity::server_config(&identity)?,
+            server_tls: {
+                let mut tls = (*mau_identity::server_config(&identity)?).clone();
+                tls.cert_resolver = Arc::new(ServerCert(identities.clone()));
+                Arc::new(tls)
+            },
             connections: Arc::new(async_lock::Semaphore::new(config.limits.max_connections)),
             shutdown: core.shutdown.clone(),
             dialback: reach::DialbackServer::new(rt.clone(), client.clone()),
@@ -113,7 +158,10 @@ impl<R: Runtime> RunningNode<R> {
             punch: punch.clone(),
         });
         core.spawn(server::serve(serving, listener, incoming));
-        let reservations = (!config.relays.is_empty()).then(|| {
+        // Relays picked at run time are advertised only by a certificate
+        // that can be reissued.
+        let auto_relay = config.relays.is_empty() && config.auto_relay && identities.reissues();
+        let reservations = (!config.relays.is_empty() || auto_relay).then(|| {
             let service = reservation::ReservationService::new(
                 rt.clone(),
                 client.clone(),
@@ -128,6 +176,19 @@ impl<R: Runtime> RunningNode<R> {
             service
         });
         core.spawn(reach::run(core.clone(), client.clone(), reach.clone()));
+        let watch = crate::address::AddressWatch {
+            core: core.clone(),
+            client: client.clone(),
+            reach: reach.clone(),
+            port_map: port_map.clone(),
+            configured: config.advertise.clone(),
+            local: local_addr,
+            auto_relay: reservations.clone().filter(|_| auto_relay),
+        };
+        // A build-once certificate has nothing to follow.
+        if identities.reissues() {
+            core.spawn(watch.run());
+        }
         let lan_peers = Arc::new(mdns::LanPeers::default());
         if let Some(path) = &config.control_socket {
             let ctx = control::ControlContext {
@@ -207,14 +268,33 @@ impl<R: Runtime> RunningNode<R> {
         self.local_addr
     }
 
-    /// The address advertised to peers.
+    /// The address advertised to peers at start (see [`Self::address`]
+    /// for the one of the moment).
     pub fn advertised(&self) -> &PeerAddress {
         &self.advertised
     }
 
+    /// The address advertised now to peers that understand relayed
+    /// addresses (a relayed one while we hold a reservation).
+    pub fn address(&self) -> PeerAddress {
+        self.client
+            .identities()
+            .advertised()
+            .unwrap_or_else(|| self.advertised.clone())
+    }
+
+    /// The direct address advertised now (never a relayed one: what a Go
+    /// peer is shown).
+    pub fn direct_address(&self) -> PeerAddress {
+        self.client
+            .identities()
+            .direct()
+            .unwrap_or_else(|| self.advertised.clone())
+    }
+
     /// This node as a contact others can bootstrap from.
     pub fn contact(&self) -> Contact<PeerAddress> {
-        Contact::new(self.fingerprint(), self.advertised.clone())
+        Contact::new(self.fingerprint(), self.address())
     }
 
     /// A DHT lookup for `target`.
@@ -278,7 +358,7 @@ impl<R: Runtime> RunningNode<R> {
 
     /// A snapshot of the routing table.
     pub fn snapshot(&self) -> control::TableSnapshot {
-        control::snapshot(&self.core, &self.advertised)
+        control::snapshot(&self.core, &self.address())
     }
 
     /// The HTTPS client of this node (for other requests to peers, e.g. sync).
@@ -352,29 +432,17 @@ async fn start_port_mapping<R: Runtime>(
     mappers
 }
 
-/// The address peers are told: through the first relay if the node holds
-/// reservations, else configured, else mapped, else the local one.
-fn advertised_address(
+/// The direct address peers are told: configured, else mapped, else the
+/// local one.
+fn direct_address(
     config: &NodeConfig,
     mapped: Option<SocketAddr>,
     local_addr: SocketAddr,
 ) -> PeerAddress {
-    if let Some(relayed) = config
-        .relays
-        .first()
-        .and_then(mau_proto::relay::relayed_address)
-    {
-        info!(address = %relayed, "unreachable: advertising an address through a relay");
-        return relayed;
-    }
     if local_addr.ip().is_unspecified() && config.advertise.is_none() && mapped.is_none() {
         warn!(%local_addr, "listening on an unspecified address without --advertise: peers learn our IP from the connection");
     }
-    match (&config.advertise, mapped) {
-        (Some(a), _) => a.clone(),
-        (None, Some(external)) => PeerAddress::from(external),
-        (None, None) => PeerAddress::from(local_addr),
-    }
+    mau_proto::advertise::direct_address(config.advertise.as_ref(), mapped, None, local_addr)
 }
 
 /// The core's random seed: configured, else from the clock and port.

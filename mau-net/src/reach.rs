@@ -12,10 +12,13 @@
 //! owned by the node, fed with the core's clock.
 //!
 //! The address is in our certificate (Go peers refuse a caller without
-//! one), so it cannot be withdrawn while the node runs. What the node does
-//! when nobody can reach it: it says so (log, `mau status`, metrics); mau-rs
-//! peers never store it (their probe of it fails), so only Go peers, which
-//! store callers unprobed, may still hand it out.
+//! one); it is reissued when the address changes ([`crate::identity`]), and
+//! a dial-back always tests the *direct* address (the request shows the
+//! direct certificate even while a relayed address is advertised). What
+//! the node does when nobody can reach it: it says so (log, `mau status`,
+//! metrics) and, unless relays are configured, picks relays itself
+//! ([`crate::address`]); mau-rs peers never store an unreachable address
+//! (their probe of it fails).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -31,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::client::{Client, ClientError};
 use crate::core::Core;
+use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::portmap::PortMapStatus;
 use crate::runtime::Runtime;
@@ -168,7 +172,12 @@ pub struct DialbackAnswer {
 
 /// The node's address votes and reachability verdict.
 pub(crate) struct Reach {
-    advertised: PeerAddress,
+    identities: Arc<Identities>,
+    /// Asks the checking task for a check soon (the address changed).
+    kick: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Tells the address watch that the public IP changed (so the
+    /// certificate is reissued before the next peer is called).
+    ip_changed: (async_channel::Sender<()>, async_channel::Receiver<()>),
     options: ReachOptions,
     votes: Mutex<AddressVotes>,
     verdict: Mutex<Reachability<PeerAddress>>,
@@ -182,7 +191,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Reach {
     pub fn new(
-        advertised: PeerAddress,
+        identities: Arc<Identities>,
         options: ReachOptions,
         mapping: Arc<PortMapStatus>,
         metrics: Option<Arc<Metrics>>,
@@ -191,7 +200,9 @@ impl Reach {
             m.set_reachability(ReachState::Unknown.as_str());
         }
         Reach {
-            advertised,
+            identities,
+            kick: async_channel::bounded(1),
+            ip_changed: async_channel::bounded(1),
             votes: Mutex::new(AddressVotes::new(options.votes)),
             verdict: Mutex::new(Reachability::new(options.verdict)),
             options,
@@ -213,9 +224,11 @@ impl Reach {
         };
         let change = lock(&self.votes).on_observed(now, voter, voter_ip, seen.ip());
         if let Some(c) = change {
-            match (c.to, self.advertised.host_ip()) {
-                (Some(ip), Some(adv)) if !adv.is_unspecified() && adv != ip => warn!(
-                    public_ip = %ip, advertised = %self.advertised,
+            let _ = self.ip_changed.0.try_send(());
+            let direct = self.direct();
+            match (c.to, direct.host_ip()) {
+                (Some(ip), Some(adv)) if !adv.is_unspecified() && adv != ip => info!(
+                    public_ip = %ip, advertised = %direct,
                     "peers of several networks see us at another IP than we advertise"
                 ),
                 (Some(ip), _) => {
@@ -243,14 +256,44 @@ impl Reach {
     /// advertised IP unless we advertise an unspecified one (then the peer
     /// dials the IP it sees us at).
     fn plausible_target(&self, dialed: &PeerAddress) -> bool {
-        if dialed.port() != self.advertised.port() {
+        let direct = self.direct();
+        if dialed.port() != direct.port() {
             return false;
         }
-        match self.advertised.host_ip() {
+        match direct.host_ip() {
             Some(ip) if ip.is_unspecified() => dialed.host_ip().is_some(),
             Some(ip) => dialed.host_ip().map(|d| d.to_canonical()) == Some(ip.to_canonical()),
-            None => dialed.host() == self.advertised.host(),
+            None => dialed.host() == direct.host(),
         }
+    }
+
+    /// The direct address (what dial-backs test).
+    fn direct(&self) -> PeerAddress {
+        self.identities
+            .direct()
+            .unwrap_or_else(|| PeerAddress::from(SocketAddr::from(([0, 0, 0, 0], 0))))
+    }
+
+    /// Our public IP as the votes have it, if they agree.
+    pub fn public_ip(&self) -> Option<IpAddr> {
+        lock(&self.votes).current()
+    }
+
+    /// The verdict now (expired results dropped).
+    pub fn verdict(&self, now: Time) -> Verdict<PeerAddress> {
+        self.tick(now);
+        lock(&self.verdict).state().clone()
+    }
+
+    /// Returns when the public IP the votes agree on changes.
+    pub async fn public_ip_changed(&self) {
+        let _ = self.ip_changed.1.recv().await;
+    }
+
+    /// Asks for a check soon (the direct address changed: the verdict about
+    /// the old one says nothing about it).
+    pub fn check_soon(&self) {
+        let _ = self.kick.0.try_send(());
     }
 
     fn report(&self, v: &Verdict<PeerAddress>) {
@@ -307,7 +350,10 @@ impl Reach {
         ReachStatus {
             state: state_of(verdict.state()),
             address,
-            advertised: self.advertised.clone(),
+            advertised: self
+                .identities
+                .advertised()
+                .unwrap_or_else(|| self.direct()),
             public_ip,
             observed,
             reached_by,
@@ -373,7 +419,7 @@ pub(crate) async fn check<R: Runtime>(
     let mut answered = 0;
     for peer in peers {
         let result = client
-            .get_answer(&peer, DIALBACK_PATH, MAX_DIALBACK_BODY)
+            .get_fresh_direct(&peer, DIALBACK_PATH, MAX_DIALBACK_BODY)
             .await;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -421,7 +467,12 @@ pub(crate) async fn run<R: Runtime>(core: Arc<Core<R>>, client: Arc<Client<R>>, 
     let work = async {
         let mut wait = reach.options.first_check;
         loop {
-            core.rt.sleep(wait).await;
+            let kicked = async {
+                let _ = reach.kick.1.recv().await;
+                // Let the new certificate reach peers first.
+                core.rt.sleep(Duration::from_secs(1)).await;
+            };
+            futures_lite::future::or(core.rt.sleep(wait), kicked).await;
             let has_peers = core.read(|node, _| !node.table().is_empty());
             if !has_peers {
                 wait = reach.options.retry;
@@ -466,6 +517,11 @@ pub(crate) enum Refusal {
 }
 
 impl<R: Runtime> DialbackServer<R> {
+    /// The client that dials back (the node's own).
+    pub fn client(&self) -> &Arc<Client<R>> {
+        &self.client
+    }
+
     pub fn new(rt: R, client: Arc<Client<R>>) -> Self {
         let budgets = mau_proto::Budgets::default();
         DialbackServer {
@@ -553,7 +609,16 @@ mod tests {
 
     fn reach(advertised: &str) -> Reach {
         let a = PeerAddress::parse(advertised).expect("address");
-        Reach::new(a, ReachOptions::default(), Arc::default(), None)
+        let build: crate::identity::IdentityBuilder = Box::new(|a| {
+            mau_identity::TlsIdentity::from_ed25519_seed(
+                &[3; 32],
+                1_700_000_000,
+                mau_identity::KeyVersion::V4,
+                a,
+            )
+        });
+        let ids = Identities::reissuing(build, a).expect("identity");
+        Reach::new(Arc::new(ids), ReachOptions::default(), Arc::default(), None)
     }
 
     fn addr(s: &str) -> PeerAddress {

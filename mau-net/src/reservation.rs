@@ -48,6 +48,15 @@ pub(crate) struct ReservationService<R: Runtime> {
     wake: (async_channel::Sender<()>, async_channel::Receiver<()>),
     shutdown: Shutdown,
     metrics: Option<Arc<Metrics>>,
+    /// Advertised while no reservation is held: the first configured relay
+    /// (the operator said nobody can dial us; `None` for relays picked at
+    /// run time, which are advertised only once held).
+    fallback: Option<PeerAddress>,
+}
+
+/// The relayed address to advertise while `held` (the first relay's).
+fn relayed_of(held: &[Contact<PeerAddress>]) -> Option<PeerAddress> {
+    held.iter().find_map(mau_proto::relay::relayed_address)
 }
 
 impl<R: Runtime> ReservationService<R> {
@@ -63,7 +72,10 @@ impl<R: Runtime> ReservationService<R> {
         shutdown: Shutdown,
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Self> {
+        let fallback = relays.first().and_then(mau_proto::relay::relayed_address);
+        client.identities().set_relayed(fallback.clone());
         Arc::new(ReservationService {
+            fallback,
             rt,
             client,
             started: Instant::now(),
@@ -90,6 +102,11 @@ impl<R: Runtime> ReservationService<R> {
     /// Relays holding a reservation for us now.
     pub(crate) fn held(&self) -> Vec<Contact<PeerAddress>> {
         lock(&self.machine).held(self.now())
+    }
+
+    /// Keeps reservations on `relays` from now on (empty: none).
+    pub(crate) fn set_relays(&self, relays: Vec<Contact<PeerAddress>>) {
+        self.tell(|m, now| m.set_relays(now, relays));
     }
 
     /// Runs the machine until shutdown.
@@ -144,7 +161,14 @@ impl<R: Runtime> ReservationService<R> {
     }
 
     fn tell(&self, f: impl FnOnce(&mut Reservations, Time)) {
-        f(&mut lock(&self.machine), self.now());
+        let held = {
+            let mut m = lock(&self.machine);
+            f(&mut m, self.now());
+            m.held(self.now())
+        };
+        // The certificate names a relay we hold a reservation on, or none.
+        let relayed = relayed_of(&held).or_else(|| self.fallback.clone());
+        self.client.identities().set_relayed(relayed);
         let _ = self.wake.0.try_send(());
     }
 
@@ -159,6 +183,10 @@ impl<R: Runtime> ReservationService<R> {
                 return;
             }
         };
+        if !lock(&self.machine).is_listed(&fp) {
+            debug!(relay = %fp, "reservation no longer wanted: closed");
+            return;
+        }
         let ttl = header_secs(&headers, TTL).unwrap_or(Duration::from_secs(60));
         if let Some(ip) = headers
             .get(OBSERVED)
@@ -174,10 +202,14 @@ impl<R: Runtime> ReservationService<R> {
         lock(&self.held).insert(fp, tx);
         self.serve(&relay, io, rx).await;
         lock(&self.held).remove(&fp);
-        if !self.shutdown.is_down() {
+        if self.shutdown.is_down() {
+        } else if lock(&self.machine).is_listed(&fp) {
             info!(relay = %fp, "relay reservation lost");
             self.event("reservation_lost");
             self.tell(|m, now| m.on_failed(now, &fp));
+        } else {
+            info!(relay = %fp, "relay reservation released (no longer needed)");
+            self.event("reservation_released");
         }
     }
 

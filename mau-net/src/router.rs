@@ -32,8 +32,11 @@ pub(crate) struct Caller {
 /// Paths under this prefix take their connection over (HTTP upgrade).
 pub(crate) const UPGRADE_PREFIX: &str = "/relay/";
 
-/// Request header in which a caller lists what it understands beyond the
-/// Go protocol (`relay`: relayed addresses in find_peer answers).
+/// Request and answer header in which a mau-rs peer lists what it
+/// understands beyond the Go protocol: `relay` (relayed addresses in
+/// find_peer answers and certificates), and on answers `relays` when it
+/// relays for others (how relay candidates are found). The Go peer neither
+/// sends nor reads it.
 pub(crate) const FEATURES: &str = "mau-features";
 
 /// Keeps a connection marked busy (no header or idle deadline) while a
@@ -79,8 +82,30 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
     reply(status, "application/json", body)
 }
 
-/// Answers one request.
+/// Answers one request, saying in [`FEATURES`] what we understand (and
+/// learning the same of the caller).
 pub(crate) async fn handle<R: Runtime, B: http_body::Body + Send + 'static>(
+    shared: &ServeContext<R>,
+    caller: &Caller,
+    req: hyper::Request<B>,
+) -> Reply {
+    shared
+        .dialback
+        .client()
+        .learn_features(caller.fingerprint, None, req.headers());
+    let mut r = route(shared, caller, req).await;
+    let ours = if shared.relay.is_some() {
+        "relay, relays"
+    } else {
+        "relay"
+    };
+    r.headers_mut()
+        .insert(FEATURES, hyper::header::HeaderValue::from_static(ours));
+    r
+}
+
+/// Answers one request.
+async fn route<R: Runtime, B: http_body::Body + Send + 'static>(
     shared: &ServeContext<R>,
     caller: &Caller,
     req: hyper::Request<B>,
@@ -107,11 +132,7 @@ pub(crate) async fn handle<R: Runtime, B: http_body::Body + Send + 'static>(
         return crate::content::handle(shared, caller, &req).await;
     }
     if path.starts_with("/kad/") {
-        let relay_aware = req
-            .headers()
-            .get(FEATURES)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|f| f.trim() == "relay"));
+        let relay_aware = crate::client::lists_feature(req.headers(), "relay");
         let mut r = if path == crate::reach::DIALBACK_PATH {
             dialback(shared, caller).await
         } else {

@@ -21,6 +21,7 @@ use core::net::IpAddr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::expiring::Expiring;
 use crate::fingerprint::Fingerprint;
 use crate::subnet::{is_public, LimitScope};
 use crate::time::Time;
@@ -90,7 +91,6 @@ impl Default for VoteConfig {
 struct Vote {
     group: VoterGroup,
     observed: IpAddr,
-    at: Time,
 }
 
 /// The believed address changed (`None`: no address has a quorum any more).
@@ -108,7 +108,7 @@ pub struct AddressChange {
 #[derive(Clone, Debug)]
 pub struct AddressVotes {
     config: VoteConfig,
-    votes: BTreeMap<Fingerprint, Vote>,
+    votes: Expiring<Fingerprint, Vote>,
     current: Option<IpAddr>,
 }
 
@@ -116,8 +116,8 @@ impl AddressVotes {
     /// An empty counter.
     pub fn new(config: VoteConfig) -> Self {
         AddressVotes {
+            votes: Expiring::new(config.ttl, config.max_votes),
             config,
-            votes: BTreeMap::new(),
             current: None,
         }
     }
@@ -168,21 +168,18 @@ impl AddressVotes {
         if !plausible(observed) {
             return None;
         }
-        self.expire(now);
         let vote = Vote {
             group: VoterGroup::of(voter_ip, self.config.scope),
             observed,
-            at: now,
         };
-        if self.votes.insert(voter, vote).is_none() {
-            self.make_room();
-        }
+        // A crowd of keys on one network only displaces its own votes.
+        self.votes.insert(now, voter, vote, |v| v.group);
         self.decide()
     }
 
     /// Drops expired votes; the believed address may change.
     pub fn handle_timeout(&mut self, now: Time) -> Option<AddressChange> {
-        if self.expire(now) {
+        if self.votes.expire(now) {
             self.decide()
         } else {
             None
@@ -191,26 +188,13 @@ impl AddressVotes {
 
     /// When the oldest vote expires.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.votes.values().map(|v| v.at + self.config.ttl).min()
+        self.votes.next_expiry()
     }
 
     /// Removes expired votes; true if any was.
-    fn expire(&mut self, now: Time) -> bool {
-        let ttl = self.config.ttl;
-        let before = self.votes.len();
-        self.votes.retain(|_, v| v.at + ttl > now);
-        self.votes.len() != before
-    }
-
-    /// Over the bound: the oldest vote of the most crowded group goes.
-    fn make_room(&mut self) {
-        let max = self.config.max_votes;
-        evict_crowded(&mut self.votes, max, |v| (v.group, v.at));
-    }
-
     fn groups_per_address(&self) -> BTreeMap<IpAddr, BTreeSet<VoterGroup>> {
         let mut m: BTreeMap<IpAddr, BTreeSet<VoterGroup>> = BTreeMap::new();
-        for v in self.votes.values() {
+        for (_, v) in self.votes.values() {
             m.entry(v.observed).or_default().insert(v.group);
         }
         m
@@ -248,34 +232,6 @@ impl AddressVotes {
         };
         self.current = next;
         Some(change)
-    }
-}
-
-/// Shrinks `map` to `max` entries (at least 1), dropping each time the
-/// oldest entry of the group holding the most entries: a crowd of keys on
-/// one network only displaces itself. `key` gives an entry's group and time.
-pub(crate) fn evict_crowded<T>(
-    map: &mut BTreeMap<Fingerprint, T>,
-    max: usize,
-    key: impl Fn(&T) -> (VoterGroup, Time),
-) {
-    while map.len() > max.max(1) {
-        let mut per_group: BTreeMap<VoterGroup, usize> = BTreeMap::new();
-        for v in map.values() {
-            *per_group.entry(key(v).0).or_insert(0) += 1;
-        }
-        let Some((&crowded, _)) = per_group.iter().max_by_key(|(g, n)| (**n, **g)) else {
-            return;
-        };
-        let oldest = map
-            .iter()
-            .filter(|(_, v)| key(v).0 == crowded)
-            .min_by_key(|(fp, v)| (key(v).1, **fp))
-            .map(|(fp, _)| *fp);
-        match oldest {
-            Some(fp) => map.remove(&fp),
-            None => return,
-        };
     }
 }
 

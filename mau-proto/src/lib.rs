@@ -33,9 +33,11 @@
 #![warn(missing_docs)]
 
 pub mod address_votes;
+pub mod advertise;
 pub mod config;
 mod dispatch;
 pub mod distance;
+pub mod expiring;
 pub mod fingerprint;
 mod lookup;
 pub mod node;

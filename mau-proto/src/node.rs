@@ -237,7 +237,7 @@ pub struct Node<A> {
     join: JoinState<A>,
     /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded),
     /// and the same in the order they were probed (to expire them in O(1)).
-    probed: BTreeMap<Fingerprint, Time>,
+    probed: BTreeMap<Fingerprint, (Time, A)>,
     probe_order: VecDeque<(Time, Fingerprint)>,
     /// Lookups that may have ended: settled (finished, widened or reported)
     /// before an input returns, so an end is only ever seen in `poll_output`.
@@ -321,7 +321,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             + self.deadlines.capacity() * size_of::<Reverse<(Time, RequestId, Stage)>>()
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
-            + map(self.probed.len(), size_of::<(Fingerprint, Time)>())
+            + map(self.probed.len(), size_of::<(Fingerprint, (Time, A))>())
             + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
     }
 
@@ -609,7 +609,11 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if !in_table {
             // Not in the table: remember recent probes (bounded) for the backoff.
             self.expire_probes(now);
-            if self.probed.contains_key(&contact.fingerprint)
+            // Once per backoff per claimed address: a peer that claims a
+            // new one (its certificate was reissued: a relay reservation,
+            // a new mapping) is probed there, within the probe budgets.
+            let same = |p: &(Time, A)| p.1 == contact.address;
+            if self.probed.get(&contact.fingerprint).is_some_and(same)
                 || self.probed.len() >= MAX_RECENT_PROBES
             {
                 return;
@@ -627,7 +631,8 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         }
         self.table.mark_pinged(&contact.fingerprint, now, backoff);
         if !in_table {
-            self.probed.insert(contact.fingerprint, now);
+            self.probed
+                .insert(contact.fingerprint, (now, contact.address.clone()));
             self.probe_order.push_back((now, contact.fingerprint));
         }
         self.send(
@@ -648,7 +653,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 break;
             }
             self.probe_order.pop_front();
-            if self.probed.get(&fp) == Some(&at) {
+            if self.probed.get(&fp).map(|p| p.0) == Some(at) {
                 self.probed.remove(&fp);
             }
         }

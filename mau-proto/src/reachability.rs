@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
-use crate::address_votes::{evict_crowded, VoterGroup};
+use crate::address_votes::VoterGroup;
+use crate::expiring::Expiring;
 use crate::fingerprint::Fingerprint;
 use crate::subnet::LimitScope;
 use crate::time::Time;
@@ -64,7 +65,6 @@ struct Outcome<A> {
     group: VoterGroup,
     address: A,
     reached: bool,
-    at: Time,
 }
 
 /// The reachability state machine. Feed it [`Reachability::on_result`] for
@@ -73,7 +73,7 @@ struct Outcome<A> {
 #[derive(Clone, Debug)]
 pub struct Reachability<A> {
     config: ReachConfig,
-    results: BTreeMap<Fingerprint, Outcome<A>>,
+    results: Expiring<Fingerprint, Outcome<A>>,
     state: Reach<A>,
 }
 
@@ -85,8 +85,8 @@ impl<A: Clone + Ord + Debug> Reachability<A> {
     /// Nothing known yet.
     pub fn new(config: ReachConfig) -> Self {
         Reachability {
+            results: Expiring::new(config.ttl, config.max_results),
             config,
-            results: BTreeMap::new(),
             state: Reach::Unknown,
         }
     }
@@ -124,24 +124,19 @@ impl<A: Clone + Ord + Debug> Reachability<A> {
         address: A,
         reached: bool,
     ) -> Option<Reach<A>> {
-        self.expire(now);
         let r = Outcome {
             group: VoterGroup::of(peer_ip, self.config.scope),
             address,
             reached,
-            at: now,
         };
-        self.results.insert(peer, r);
         // A crowd of keys on one network only displaces its own results.
-        evict_crowded(&mut self.results, self.config.max_results, |r| {
-            (r.group, r.at)
-        });
+        self.results.insert(now, peer, r, |r| r.group);
         self.decide()
     }
 
     /// Drops expired results; returns the new state if it changed.
     pub fn handle_timeout(&mut self, now: Time) -> Option<Reach<A>> {
-        if self.expire(now) {
+        if self.results.expire(now) {
             self.decide()
         } else {
             None
@@ -150,25 +145,18 @@ impl<A: Clone + Ord + Debug> Reachability<A> {
 
     /// When the oldest result expires.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.results.values().map(|r| r.at + self.config.ttl).min()
-    }
-
-    fn expire(&mut self, now: Time) -> bool {
-        let ttl = self.config.ttl;
-        let before = self.results.len();
-        self.results.retain(|_, r| r.at + ttl > now);
-        self.results.len() != before
+        self.results.next_expiry()
     }
 
     fn count(&self) -> Counts<A> {
         // Latest result per (group, address).
         let mut latest: BTreeMap<(VoterGroup, A), (Time, bool)> = BTreeMap::new();
-        for r in self.results.values() {
+        for (at, r) in self.results.values() {
             let e = latest
                 .entry((r.group, r.address.clone()))
-                .or_insert((r.at, r.reached));
-            if r.at >= e.0 {
-                *e = (r.at, r.reached);
+                .or_insert((at, r.reached));
+            if at >= e.0 {
+                *e = (at, r.reached);
             }
         }
         let mut counts: Counts<A> = BTreeMap::new();

@@ -404,6 +404,41 @@ impl Reservations {
         r
     }
 
+    /// Keeps reservations on `relays` from now on, in this order (the
+    /// relays chosen by [`crate::advertise::RelayChoice`]): one no longer
+    /// listed is closed, a new one waits its turn, the others keep their
+    /// state.
+    pub fn set_relays(&mut self, now: Time, relays: Vec<Contact<PeerAddress>>) {
+        let mut old = std::mem::take(&mut self.relays);
+        for (c, s, _) in &old {
+            let listed = relays.iter().any(|r| r.fingerprint == c.fingerprint);
+            if !listed && !matches!(s, Slot::Idle { .. }) {
+                self.out.push(ReservationCommand::Close(c.clone()));
+            }
+        }
+        self.relays = relays
+            .into_iter()
+            .map(|c| {
+                match old
+                    .iter()
+                    .position(|(o, _, _)| o.fingerprint == c.fingerprint)
+                {
+                    Some(i) => {
+                        let (_, s, f) = old.swap_remove(i);
+                        (c, s, f)
+                    }
+                    None => (c, Slot::Idle { at: now }, 0),
+                }
+            })
+            .collect();
+        self.fill(now);
+    }
+
+    /// True if `relay` is one of the relays to keep reservations on.
+    pub fn is_listed(&self, relay: &Fingerprint) -> bool {
+        self.index(relay).is_some()
+    }
+
     fn index(&self, relay: &Fingerprint) -> Option<usize> {
         self.relays
             .iter()
@@ -553,6 +588,42 @@ mod tests {
             fp(n),
             PeerAddress::parse(&format!("10.0.0.{n}:8080")).unwrap(),
         )
+    }
+
+    #[test]
+    fn set_relays_closes_the_dropped_and_keeps_the_held() {
+        let cfg = ReservationConfig {
+            want: 1,
+            ..ReservationConfig::default()
+        };
+        let t0 = Time::ZERO;
+        let mut r = Reservations::new(cfg, vec![], t0);
+        assert_eq!(r.poll_command(), None);
+        r.set_relays(t0, vec![relay(1), relay(2)]);
+        assert_eq!(
+            r.poll_command(),
+            Some(ReservationCommand::Reserve(relay(1)))
+        );
+        assert_eq!(r.poll_command(), None);
+        r.on_reserved(t0, &fp(1), Duration::from_secs(60));
+        // Reordered: the held one is kept, nothing new asked (want = 1).
+        r.set_relays(t0, vec![relay(2), relay(1)]);
+        assert_eq!(r.poll_command(), None);
+        assert_eq!(r.held(t0), vec![relay(1)]);
+        // Dropped: closed, and the next one asked.
+        r.set_relays(t0, vec![relay(2)]);
+        assert_eq!(r.poll_command(), Some(ReservationCommand::Close(relay(1))));
+        assert_eq!(
+            r.poll_command(),
+            Some(ReservationCommand::Reserve(relay(2)))
+        );
+        assert!(!r.is_listed(&fp(1)));
+        // None needed any more.
+        r.on_reserved(t0, &fp(2), Duration::from_secs(60));
+        r.set_relays(t0, vec![]);
+        assert_eq!(r.poll_command(), Some(ReservationCommand::Close(relay(2))));
+        assert!(r.held(t0).is_empty());
+        assert_eq!(r.poll_timeout(), None);
     }
 
     #[test]

@@ -3,21 +3,23 @@
 //! address it cannot use.
 //!
 //! On the public segment: a mau-rs bootstrap node that relays (`--relay`),
-//! a Go node (`mau-go-interop serve`) and a second mau-rs node. Behind a
-//! home router without any port mapping: a mau-rs node that holds a
-//! reservation on the relay (`--relay-via`) and so advertises a relayed
-//! address (`….mau-relay.invalid`, docs/nat.md "Addresses: what Go sees").
+//! a Go node (`mau-go-interop serve`), a second mau-rs node, and a third
+//! one that is reachable but told to use the relay (`--relay-via`: the
+//! operator's override). Behind a home router without any port mapping: a
+//! mau-rs node that holds a reservation on the relay (`--relay-via`) and so
+//! advertises a relayed address (`….mau-relay.invalid`, docs/nat.md
+//! "Addresses: what Go sees") to mau-rs peers.
 //!
 //! - the Go node and each public mau-rs node find each other, lookups
 //!   started on both sides;
 //! - every `find_peer` answer the Go node gets from a mau-rs node (Go's own
 //!   client, which announces no `Mau-Features: relay`) holds only usable
 //!   `host:port` records: the relayed node is left out;
-//! - the Go node's routing table (what its own `find_peer` answers) holds
-//!   one unusable record at most: the relayed node's, learned from that
-//!   node's client certificate when it called the Go node, in the
-//!   `.invalid` form Go cannot resolve; Go's ping of it fails at once and
-//!   Go keeps finding the reachable mau-rs nodes;
+//! - the Go node's routing table (what its own `find_peer` answers) never
+//!   holds a relayed address: the relayed nodes call the Go node too, but
+//!   show a peer not known to understand relays (no `Mau-Features` in its
+//!   answers) the certificate naming their direct address; the public one
+//!   is held at that address, and Go's ping of it gets through;
 //! - the mau-rs nodes still find the relayed node at its relayed address and
 //!   sync a friend's file from it through the relay (behind a symmetric
 //!   NAT, so no hole punch takes the stream off the relay).
@@ -97,9 +99,10 @@ fn go_lookup(nat: &NatLab, go: &Go, g: &Node, seed: &Node, target: &str) -> Opti
 }
 
 /// True if Go can dial `addr`: a `host:port` whose host resolves; here
-/// every node has an IP address, so an IP socket address.
+/// every node has an IP address, so an IP socket address (not `0.0.0.0`).
 fn usable(addr: &str) -> bool {
-    addr.parse::<SocketAddr>().is_ok()
+    addr.parse::<SocketAddr>()
+        .is_ok_and(|a| !a.ip().is_unspecified())
 }
 
 /// One `find_peer` RPC by Go's client (the Go node's identity) at `at` for
@@ -174,17 +177,18 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         return;
     };
     let Some(mut nat) = NatLab::builder("natgo")
-        .public_hosts(3)
+        .public_hosts(4)
         .home(NatKind::Symmetric, 1)
         .build()
     else {
         return;
     };
     let started = Instant::now();
-    let (p0, p1, p2) = (
+    let (p0, p1, p2, p3) = (
         nat.public[0].clone(),
         nat.public[1].clone(),
         nat.public[2].clone(),
+        nat.public[3].clone(),
     );
     let home = nat.homes[0].hosts[0].clone();
 
@@ -248,6 +252,28 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         &m.dir,
         &[&["server", "start", "--no-mdns"][..], &args].concat(),
     );
+    // Reachable, but relayed by the operator's choice.
+    let v_dir = nat.path("viarelay");
+    let v = Node {
+        fpr: init_account(&v_dir, "Via"),
+        dir: v_dir,
+        ns: p3.ns.clone(),
+        addr: p3.addr(PORT).to_string(),
+    };
+    let args = [
+        "--listen",
+        &v.addr,
+        "--relay-via",
+        &boot,
+        "--bootstrap",
+        &boot,
+    ];
+    start_mau(
+        &mut nat,
+        &v.ns,
+        &v.dir,
+        &[&["server", "start", "--no-mdns"][..], &args].concat(),
+    );
     let h_dir = nat.path("home");
     let h = Node {
         fpr: init_account(&h_dir, "Home"),
@@ -256,6 +282,8 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         addr: String::new(),
     };
     let listen = format!("0.0.0.0:{PORT}");
+    // The public segment is one /24, one voice: with a quorum of 1 the home
+    // node certifies its public IP (the router's) instead of 0.0.0.0.
     let args = [
         "--listen",
         &listen,
@@ -263,6 +291,8 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         &boot,
         "--bootstrap",
         &boot,
+        "--reach-quorum",
+        "1",
     ];
     start_mau(
         &mut nat,
@@ -270,23 +300,35 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         &h.dir,
         &[&["server", "start", "--no-mdns"][..], &args].concat(),
     );
-    assert!(
-        log_shows(&h, "relay reservation held", Duration::from_secs(30)),
-        "no reservation: {}",
-        std::fs::read_to_string(h.dir.join("server.log")).unwrap_or_default()
-    );
-
-    // (3) The mau-rs nodes find the home node at its relayed address.
-    let wait = Duration::from_secs(30);
-    for from in [&m, &relay] {
-        let found = poll(wait, || {
-            discover(&nat, from, &h.fpr).filter(|a| a.contains(RELAYED))
-        });
+    for n in [&h, &v] {
         assert!(
-            found.is_some(),
-            "{} did not find the home node at a relayed address",
-            from.addr
+            log_shows(n, "relay reservation held", Duration::from_secs(30)),
+            "no reservation: {}",
+            std::fs::read_to_string(n.dir.join("server.log")).unwrap_or_default()
         );
+    }
+
+    // (3) The mau-rs nodes find both relayed nodes at their relayed
+    // addresses (the certificate they are shown was reissued when the
+    // reservation was obtained).
+    let wait = Duration::from_secs(30);
+    // (The public one may be held at its direct address too: it is
+    // reachable there, and a mau-rs peer that called it first keeps it.)
+    for from in [&m, &relay] {
+        for to in [&h, &v] {
+            let found = poll(wait, || {
+                discover(&nat, from, &to.fpr)
+                    .filter(|a| a.contains(RELAYED) || (to.fpr == v.fpr && *a == v.addr))
+            });
+            assert!(
+                found.is_some(),
+                "{} did not find {} (home: {}) at a relayed (or its direct) address: {:?}",
+                from.addr,
+                to.fpr,
+                to.fpr == h.fpr,
+                discover(&nat, from, &to.fpr)
+            );
+        }
     }
 
     // (1) The Go node and each public mau-rs node find each other.
@@ -299,16 +341,19 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
     }
     // (2) Every find_peer answer to Go, from each mau-rs node, about each
     // node: only usable records (go_find asserts it), never the home node.
-    let targets = [&relay.fpr, &m.fpr, &g.fpr, &h.fpr];
+    let targets = [&relay.fpr, &m.fpr, &g.fpr, &h.fpr, &v.fpr];
     let mut answers = 0;
     let mut given = 0;
     for at in [&relay, &m] {
         for t in targets {
             let got = go_find(&nat, &go, &g, at, t);
             assert!(!got.is_empty(), "{} answered Go nothing for {t}", at.addr);
+            // Never the home node; the public relayed one only at its
+            // direct address (a mau-rs peer may hold it there).
             assert!(
-                got.iter().all(|(f, _)| *f != h.fpr),
-                "{} handed Go the relayed node: {got:?}",
+                got.iter()
+                    .all(|(f, a)| *f != h.fpr && (*f != v.fpr || *a == v.addr)),
+                "{} handed Go a relayed node: {got:?}",
                 at.addr
             );
             answers += 1;
@@ -339,61 +384,64 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
     );
 
     // The Go node's routing table, as its own find_peer answers show it
-    // (asked with its own identity: Go adds no record for itself). The
-    // home node calls the Go node too (it is public), and Go stores a
-    // caller's address as the first name of its certificate: the relayed
-    // one. So the only unusable record Go may hold is that one, in the
-    // `.invalid` form Go cannot resolve (docs/nat.md).
-    let mut go_table = Vec::new();
-    for t in targets {
-        go_table.extend(records(&nat, &go, &g, &g, t).1);
+    // (asked with its own identity: Go adds no record for itself). Both
+    // relayed nodes called the Go node (it is public; the log says so), and
+    // Go stores a caller's address as the first name of its certificate:
+    // they showed it the one naming their direct address.
+    for n in [&h, &v] {
+        assert!(
+            log_shows(n, &g.fpr, Duration::from_secs(1)),
+            "{} never dealt with the Go node",
+            n.fpr
+        );
     }
-    go_table.sort();
-    go_table.dedup();
-    for r in [&relay, &m] {
+    let go_table = poll(wait, || {
+        let mut t = Vec::new();
+        for tg in targets {
+            t.extend(records(&nat, &go, &g, &g, tg).1);
+        }
+        t.sort();
+        t.dedup();
+        t.iter().any(|(f, _)| *f == v.fpr).then_some(t)
+    })
+    .unwrap_or_else(|| panic!("the Go node never stored {}", v.fpr));
+    for r in [&relay, &m, &v] {
         assert!(
             go_table.contains(&(r.fpr.clone(), r.addr.clone())),
-            "the Go node lost {}: {go_table:?}",
+            "the Go node does not hold {} at its direct address: {go_table:?}",
             r.addr
         );
     }
-    let relayed_form = format!("{RELAYED}:{PORT}");
     for (fpr, addr) in &go_table {
         assert!(
-            usable(addr) || (*fpr == h.fpr && addr.ends_with(&relayed_form)),
-            "an unusable record in the Go node's table: {go_table:?}"
+            !addr.contains(RELAYED) && usable(addr),
+            "an unusable record for {fpr} in the Go node's table: {go_table:?}"
         );
     }
     let go_held = go_table
         .iter()
         .find(|(f, _)| *f == h.fpr)
         .map(|(_, a)| a.clone());
-    // Go's own lookup of the home node: nothing, or that same record.
-    let go_found = go_lookup(&nat, &go, &g, &relay, &h.fpr);
-    assert!(
-        go_found.is_none() || go_found == go_held,
-        "Go's lookup found {go_found:?}, its table holds {go_held:?}"
-    );
-    // Go cannot use it, and fails cleanly: its ping errs at once (the name
-    // never resolves), and it keeps working with the reachable peers.
-    let mut ping_ms = None;
-    if let Some(addr) = &go_held {
-        let t = Instant::now();
-        let peer = format!("{}@{addr}", h.fpr);
-        let out = go.interop(
-            &nat,
-            &g.ns,
-            "ping",
-            &g.dir,
-            &["-peer", &peer, "-self", &g.addr],
-        );
-        ping_ms = Some(t.elapsed().as_millis());
+    // Go's own lookups: never a relayed address.
+    for t in [&h, &v] {
+        let found = go_lookup(&nat, &go, &g, &relay, &t.fpr);
         assert!(
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ERROR"),
-            "Go's ping of a relayed address: {out:?}"
+            found.as_deref().is_none_or(|a| !a.contains(RELAYED)),
+            "Go's lookup of {} found {found:?}",
+            t.fpr
         );
-        assert!(t.elapsed() < Duration::from_secs(12), "{:?}", t.elapsed());
     }
+    // Go reaches the relayed node that is reachable, at its direct address.
+    let t = Instant::now();
+    let out = go.interop(
+        &nat,
+        &g.ns,
+        "ping",
+        &g.dir,
+        &["-peer", &v.spec(), "-self", &g.addr],
+    );
+    let ping_ms = t.elapsed().as_millis();
+    assert!(out.status.success(), "Go's ping of {}: {out:?}", v.addr);
     for r in [&relay, &m] {
         let seed = if r.fpr == relay.fpr { &m } else { &relay };
         let found = go_lookup(&nat, &go, &g, seed, &r.fpr);
@@ -401,10 +449,9 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
     }
     println!(
         "nat_go: {answers} find_peer answers to Go from mau-rs ({given} records), none \
-         relayed or unusable; the Go node's table {go_table:?}; it holds the home node at \
-         {go_held:?} (learned from its certificate), its lookup finds {go_found:?}, its \
-         ping of it fails in {ping_ms:?} ms; found both ways, synced through the relay, \
-         in {:?}",
+         relayed or unusable; the Go node's table {go_table:?} holds no relayed address \
+         (the home node at {go_held:?}, the relayed public node at its direct address, \
+         pinged by Go in {ping_ms} ms); found both ways, synced through the relay, in {:?}",
         started.elapsed()
     );
 }
