@@ -541,6 +541,7 @@ impl SimStream {
                     conn: self.conn,
                     side: s as u8,
                     bytes,
+                    digest: data.map_or(0, crate::trace::digest),
                 },
             );
         }
