@@ -64,9 +64,9 @@ impl<R: Runtime> ReservationService<R> {
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Self> {
         Arc::new(ReservationService {
+            started: rt.now(),
             rt,
             client,
-            started: Instant::now(),
             machine: Mutex::new(Reservations::new(config, relays, Time::ZERO)),
             held: Mutex::new(BTreeMap::new()),
             incoming,
@@ -78,7 +78,7 @@ impl<R: Runtime> ReservationService<R> {
     }
 
     fn now(&self) -> Time {
-        Time::from_duration(self.started.elapsed())
+        Time::from_duration(self.rt.now().saturating_duration_since(self.started))
     }
 
     fn event(&self, e: &'static str) {
