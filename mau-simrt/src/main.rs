@@ -110,7 +110,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}); final {}/{} found; virtual {:.0?}, wall {:.1?}; trace {:016x} ({} events, {} polls, {} connections, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p95 {:.0?}); final {}/{} found; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -118,11 +118,15 @@ fn print(s: &Scenario, r: &Report) {
         r.window.len(),
         Report::mean_hops(&r.window),
         Report::mean_took(&r.window),
+        Report::took_quantile(&r.window, 0.5),
+        Report::took_quantile(&r.window, 0.95),
         Report::found(&r.finals),
         r.finals.len(),
+        r.table_mean,
         r.virtual_time,
         r.wall,
         r.trace.hash,
+        r.trace.wire,
         r.trace.events,
         r.trace.polls,
         r.trace.connects,

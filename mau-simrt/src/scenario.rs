@@ -196,6 +196,8 @@ pub struct Report {
     pub join_time: Duration,
     /// Every invariant broken (empty: the run passed).
     pub violations: Vec<String>,
+    /// Mean routing-table size of the live nodes at the end.
+    pub table_mean: f64,
     /// The event trace.
     pub trace: Trace,
     /// Virtual time the run took.
@@ -223,6 +225,21 @@ impl Report {
             })
             .collect();
         f64::from(hops.iter().sum::<u32>()) / hops.len().max(1) as f64
+    }
+
+    /// The `q` quantile (0..=1) of the virtual time found lookups among
+    /// `results` took (zero when none was found).
+    pub fn took_quantile(results: &[LookupResult], q: f64) -> Duration {
+        let mut took: Vec<Duration> = results
+            .iter()
+            .filter_map(|r| match r {
+                LookupResult::Found { took, .. } => Some(*took),
+                _ => None,
+            })
+            .collect();
+        took.sort();
+        let i = ((took.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+        took.get(i).copied().unwrap_or_default()
     }
 
     /// Mean virtual time of the found lookups among `results`.
@@ -452,16 +469,28 @@ impl Network {
             }
         }
         violations.extend(self.lost_peers());
+        let table_mean = self.mean_table();
         Report {
             seed: s.seed,
             window,
             finals,
             join_time,
             violations,
+            table_mean,
             trace: Trace::default(),
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
         }
+    }
+
+    /// Mean routing-table size of the live nodes.
+    fn mean_table(&self) -> f64 {
+        let sizes: Vec<usize> = self
+            .alive()
+            .into_iter()
+            .filter_map(|i| self.node(i).map(|n| n.snapshot().peers.len()))
+            .collect();
+        sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64
     }
 
     /// "No honest peer lost": every live node has a non-empty table and is
