@@ -81,6 +81,12 @@ impl Sim {
         st.trace.record(now, trace::Event::Mark { what, value });
     }
 
+    /// The most simulated connections open at once so far (either end not
+    /// yet dropped): what the nodes' connection state scales with.
+    pub fn peak_open_connections(&self) -> usize {
+        self.shared.state().net.peak_open
+    }
+
     /// A number from the simulation's generator (for scenario choices).
     pub fn rand_u64(&self, below: u64) -> u64 {
         self.shared.state().rng.u64(..below.max(1))

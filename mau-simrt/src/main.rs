@@ -110,7 +110,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p95 {:.0?}); final {}/{} found; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -119,7 +119,8 @@ fn print(s: &Scenario, r: &Report) {
         Report::mean_hops(&r.window),
         Report::mean_took(&r.window),
         Report::took_quantile(&r.window, 0.5),
-        Report::took_quantile(&r.window, 0.95),
+        Report::took_quantile(&r.window, 0.9),
+        Report::took_quantile(&r.window, 0.99),
         Report::found(&r.finals),
         r.finals.len(),
         r.table_mean,
@@ -130,6 +131,7 @@ fn print(s: &Scenario, r: &Report) {
         r.trace.events,
         r.trace.polls,
         r.trace.connects,
+        r.peak_open,
         r.trace.bytes,
     );
 }

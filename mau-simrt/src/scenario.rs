@@ -137,6 +137,7 @@ impl Scenario {
             }
         };
         report.trace = sim.trace();
+        report.peak_open = sim.peak_open_connections();
         report.virtual_time = sim.elapsed();
         report.wall = wall.elapsed();
         net.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -198,6 +199,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Mean routing-table size of the live nodes at the end.
     pub table_mean: f64,
+    /// The most connections open at once.
+    pub peak_open: usize,
     /// The event trace.
     pub trace: Trace,
     /// Virtual time the run took.
@@ -477,6 +480,7 @@ impl Network {
             join_time,
             violations,
             table_mean,
+            peak_open: 0,
             trace: Trace::default(),
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
