@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
-//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-slow]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow]
 //! ```
 //!
 //! Prints each run's figures; a failed run prints its seed and the command
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-slow]");
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow]");
     ExitCode::from(2)
 }
 
@@ -60,6 +60,10 @@ fn main() -> ExitCode {
             }
             "--no-crash" => {
                 s.faults.crash = false;
+                true
+            }
+            "--no-disk" => {
+                s.faults.disk = false;
                 true
             }
             "--no-slow" => {

@@ -23,6 +23,10 @@ pub struct Faults {
     pub partition: bool,
     /// One node's process crashes, and restarts 15 s later from its saved table.
     pub crash: bool,
+    /// With `crash`: once the crashed node restarted, its disk is full
+    /// (every save of its table fails) for 25 s; it must keep running and
+    /// save again once there is room.
+    pub disk: bool,
     /// One node in 20 gets slow links (400 ms, 50 kB/s).
     pub slow: bool,
     /// Probability that a SYN is lost or a connection reset, on every link.
@@ -35,6 +39,7 @@ impl Faults {
         Faults {
             partition: true,
             crash: true,
+            disk: true,
             slow: true,
             loss: 0.0,
         }
@@ -45,6 +50,7 @@ impl Faults {
         Faults {
             partition: false,
             crash: false,
+            disk: false,
             slow: false,
             loss: 0.0,
         }
@@ -91,6 +97,7 @@ impl Scenario {
         for (on, name) in [
             (f.partition, "partition"),
             (f.crash, "crash"),
+            (f.disk, "disk"),
             (f.slow, "slow"),
         ] {
             if !on {
@@ -125,6 +132,7 @@ impl Scenario {
             scenario: self.clone(),
             dir: dir.path().to_path_buf(),
             nodes: Mutex::new(Vec::new()),
+            disk_freed: Mutex::new(None),
         };
         let net = Arc::new(net);
         let run = net.clone();
@@ -264,6 +272,8 @@ struct Network {
     scenario: Scenario,
     dir: std::path::PathBuf,
     nodes: Mutex<Vec<Option<Arc<RunningNode<SimRuntime>>>>>,
+    /// The node whose disk was full, and when (real time) it was freed.
+    disk_freed: Mutex<Option<(usize, std::time::SystemTime)>>,
 }
 
 /// Node `i`'s IP: 10.x.y.z from `i + 1`.
@@ -302,7 +312,12 @@ impl Network {
         let mut config = NodeConfig::new(SocketAddr::new(ip(i), PORT));
         config.bootstrap = bootstrap;
         config.seed = Some(mix(self.scenario.seed ^ mix(i as u64)));
-        config.table_file = Some(self.dir.join(format!("node-{i}.json")));
+        // Each node's table in a directory of its own, which a full disk
+        // takes away (`fill_disk`).
+        if let Err(e) = std::fs::create_dir_all(self.node_dir(i)) {
+            tracing::warn!(node = i, error = %e, "no directory for the table");
+        }
+        config.table_file = Some(self.table_path(i));
         let seed = self.scenario.seed;
         let node = RunningNode::start(self.sim.host(ip(i)), config, |a| identity(seed, i, a)).await;
         let node = match node {
@@ -313,6 +328,55 @@ impl Network {
             }
         };
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = node;
+    }
+
+    fn node_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.join(format!("node-{i}"))
+    }
+
+    fn table_path(&self, i: usize) -> std::path::PathBuf {
+        self.node_dir(i).join("table.json")
+    }
+
+    /// Node `i`'s disk is full: its table's directory moves aside and a
+    /// file takes its place, so every save fails (the table already read
+    /// stays in memory; the last one saved waits aside).
+    fn fill_disk(&self, i: usize) -> std::io::Result<()> {
+        let dir = self.node_dir(i);
+        std::fs::rename(&dir, dir.with_extension("full"))?;
+        std::fs::write(&dir, b"")
+    }
+
+    /// Node `i`'s disk has room again: its directory (and the table last
+    /// saved in it) is back.
+    fn free_disk(&self, i: usize) -> std::io::Result<()> {
+        let dir = self.node_dir(i);
+        std::fs::remove_file(&dir)?;
+        std::fs::rename(dir.with_extension("full"), &dir)?;
+        *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((i, std::time::SystemTime::now()));
+        Ok(())
+    }
+
+    /// "Saves resume after a full disk": the node whose disk was full wrote
+    /// its table again after it was freed, and the table reads back.
+    fn disk_recovered(&self) -> Vec<String> {
+        let Some((i, freed)) = *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Vec::new();
+        };
+        let path = self.table_path(i);
+        let written = std::fs::metadata(&path).and_then(|m| m.modified());
+        let mut out = Vec::new();
+        if !matches!(written, Ok(t) if t > freed) {
+            out.push(format!(
+                "node {i} did not save its table after its disk was freed ({written:?})"
+            ));
+        }
+        match mau_net::persist::load_table(&path) {
+            Ok(peers) if !peers.is_empty() => {}
+            r => out.push(format!("node {i}'s saved table after the full disk: {r:?}")),
+        }
+        out
     }
 
     /// Crashes node `i`'s process: no shutdown, its tasks just stop.
@@ -472,6 +536,7 @@ impl Network {
             }
         }
         violations.extend(self.lost_peers());
+        violations.extend(self.disk_recovered());
         let table_mean = self.mean_table();
         Report {
             seed: s.seed,
@@ -557,6 +622,12 @@ impl Network {
             // Restarts from its saved table alone (no bootstrap peers).
             self.start(victim, Vec::new()).await;
         }
+        let full = crashed && f.disk;
+        if full {
+            if let Err(e) = self.fill_disk(victim) {
+                tracing::warn!(node = victim, error = %e, "could not fill the disk");
+            }
+        }
         self.sim.sleep(Duration::from_secs(5)).await;
         if f.partition {
             self.sim.heal();
@@ -565,6 +636,11 @@ impl Network {
         if f.slow {
             for i in (0..n).filter(|i| i % 20 == 7) {
                 self.sim.set_host_link(ip(i), None);
+            }
+        }
+        if full {
+            if let Err(e) = self.free_disk(victim) {
+                tracing::warn!(node = victim, error = %e, "could not free the disk");
             }
         }
     }

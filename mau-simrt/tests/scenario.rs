@@ -58,8 +58,15 @@ fn a_quiet_network_finds_every_target() {
 fn the_replay_command_names_every_parameter() {
     let mut s = Scenario::new(42, 7, 9);
     s.faults.crash = false;
+    s.faults.disk = false;
     let cmd = s.replay_command();
-    for part in ["--seed 42", "--nodes 7", "--lookups 9", "--no-crash"] {
+    for part in [
+        "--seed 42",
+        "--nodes 7",
+        "--lookups 9",
+        "--no-crash",
+        "--no-disk",
+    ] {
         assert!(cmd.contains(part), "{cmd}");
     }
     assert!(!cmd.contains("--no-partition"), "{cmd}");
