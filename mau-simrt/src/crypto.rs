@@ -7,11 +7,11 @@
 //! them from the OS (its random-source trait is sealed). This provider
 //! keeps ring for everything else (ciphers, hashes, Ed25519 signatures,
 //! which are deterministic) and replaces those two: both read the running
-//! simulation's TLS generator (seeded from the run's seed, [`enter`]ed on
-//! its thread while it runs), and
-//! X25519 is `x25519-dalek` on a secret drawn from it. Outside a simulation
-//! (none [`enter`]ed on the thread) both read the OS, so a process
-//! that installed the provider keeps real randomness for anything else.
+//! simulation's TLS generator (seeded from the run's seed, put on its
+//! thread by [`crate::Sim::block_on`] while it runs), and X25519 is
+//! `x25519-dalek` on a secret drawn from it. Outside a simulation (no
+//! generator on the thread) both read the OS, so a process that installed
+//! the provider keeps real randomness for anything else.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
