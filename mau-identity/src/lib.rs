@@ -40,8 +40,8 @@ pub use fsutil::{ensure_mau_dir, write_atomic, ACCOUNT_FILE, MAU_DIR};
 pub use mau_proto::Fingerprint;
 pub use state_dir::{StateDir, STATE_DIR};
 pub use tls::{
-    client_config, peer_identity, provider, server_config, server_name, MauVerifier, TlsIdentity,
-    DUMMY_SERVER_NAME,
+    client_config, install_provider, peer_identity, provider, server_config, server_name,
+    MauVerifier, TlsIdentity, DUMMY_SERVER_NAME,
 };
 
 /// The OpenPGP implementation used here (sequoia), re-exported so callers can

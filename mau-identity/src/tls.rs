@@ -29,12 +29,27 @@ pub fn server_name() -> ServerName<'static> {
     )
 }
 
-/// The crypto provider: rustls's ring provider, shared.
+/// A provider installed with [`install_provider`], if any.
+static INSTALLED: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+
+/// The crypto provider: the one [`install_provider`] installed, else
+/// rustls's ring provider, shared.
 pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+    static RING: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    INSTALLED
+        .get()
+        .unwrap_or_else(|| RING.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
         .clone()
+}
+
+/// Makes `provider` the one every configuration built from now on uses, for
+/// the rest of the process; only the first call installs. Returns the
+/// provider in place afterwards (compare with [`Arc::ptr_eq`]).
+///
+/// For a simulation whose TLS randomness follows its seed (`mau-simrt`);
+/// the provider must offer TLS 1.3 and Ed25519 signatures.
+pub fn install_provider(provider: Arc<CryptoProvider>) -> Arc<CryptoProvider> {
+    INSTALLED.get_or_init(|| provider).clone()
 }
 
 /// A TLS certificate and key derived from an Ed25519 PGP primary key.

@@ -111,8 +111,8 @@ impl Initiator {
         observed: IpAddr,
     ) -> PunchOutcome {
         let rt = client.runtime().clone();
-        let started = Instant::now();
-        let now = || Time::from_duration(started.elapsed());
+        let started = rt.now();
+        let now = || Time::from_duration(rt.now().saturating_duration_since(started));
         let mut punch = Punch::start(self.config.clone(), now());
         let mut port: Option<(R::TcpListener, SocketAddr)> = None;
         let mut theirs: Option<SocketAddr> = None;
@@ -264,10 +264,10 @@ async fn simultaneous_open<R: Runtime>(
     remote: SocketAddr,
     window: Duration,
 ) -> Option<R::TcpStream> {
-    let deadline = Instant::now() + window;
+    let deadline = rt.now() + window;
     let dial = async {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(rt.now());
             if left.is_zero() {
                 return None;
             }
@@ -328,9 +328,9 @@ impl<R: Runtime> PunchResponder<R> {
     ) -> Self {
         let per_peer = config.as_ref().map_or(0, |c| c.max_attempts * 2);
         PunchResponder {
+            started: rt.now(),
             rt,
             config,
-            started: Instant::now(),
             observed: Mutex::new(None),
             responder: Arc::new(Mutex::new(Responder::new(
                 per_peer,
@@ -363,9 +363,10 @@ impl<R: Runtime> PunchResponder<R> {
                     return router::error(StatusCode::SERVICE_UNAVAILABLE, "no port to punch from");
                 };
                 {
+                    let now = self.rt.now();
                     let mut pending = lock(&self.pending);
                     // Exchanges never synced do not hold their slot for long.
-                    pending.retain(|_, p| p.since.elapsed() < PENDING_FOR);
+                    pending.retain(|_, p| now.saturating_duration_since(p.since) < PENDING_FOR);
                     if pending.len() >= MAX_PENDING && !pending.contains_key(&fp) {
                         return router::error(StatusCode::SERVICE_UNAVAILABLE, "too many punches");
                     }
@@ -375,7 +376,7 @@ impl<R: Runtime> PunchResponder<R> {
                             listener,
                             local,
                             theirs,
-                            since: Instant::now(),
+                            since: now,
                         },
                     );
                 }
@@ -390,7 +391,8 @@ impl<R: Runtime> PunchResponder<R> {
                 let Some(p) = lock(&self.pending).remove(&fp) else {
                     return router::error(StatusCode::CONFLICT, "no exchange to sync");
                 };
-                let now = Time::from_duration(self.started.elapsed());
+                let now =
+                    Time::from_duration(self.rt.now().saturating_duration_since(self.started));
                 if !lock(&self.responder).may_dial(now, fp) {
                     return router::error(StatusCode::TOO_MANY_REQUESTS, "too many punches");
                 }

@@ -87,8 +87,8 @@ impl<R: Runtime> RelayServer<R> {
     /// A relay with `limits`.
     pub(crate) fn new(rt: R, limits: RelayLimits, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         Arc::new(RelayServer {
+            started: rt.now(),
             rt,
-            started: Instant::now(),
             book: Mutex::new(RelayBook::new(limits)),
             holders: Mutex::new(BTreeMap::new()),
             waiting: Mutex::new(BTreeMap::new()),
@@ -98,7 +98,7 @@ impl<R: Runtime> RelayServer<R> {
     }
 
     fn now(&self) -> Time {
-        Time::from_duration(self.started.elapsed())
+        Time::from_duration(self.rt.now().saturating_duration_since(self.started))
     }
 
     fn limits(&self) -> RelayLimits {

@@ -76,9 +76,9 @@ impl<R: Runtime> ReservationService<R> {
         client.identities().set_relayed(fallback.clone());
         Arc::new(ReservationService {
             fallback,
+            started: rt.now(),
             rt,
             client,
-            started: Instant::now(),
             machine: Mutex::new(Reservations::new(config, relays, Time::ZERO)),
             held: Mutex::new(BTreeMap::new()),
             incoming,
@@ -90,7 +90,7 @@ impl<R: Runtime> ReservationService<R> {
     }
 
     fn now(&self) -> Time {
-        Time::from_duration(self.started.elapsed())
+        Time::from_duration(self.rt.now().saturating_duration_since(self.started))
     }
 
     fn event(&self, e: &'static str) {

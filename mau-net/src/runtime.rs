@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_io::{AsyncRead, AsyncWrite};
 
@@ -53,6 +53,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// [`Runtime::sleep`].
     fn now(&self) -> Instant {
         Instant::now()
+    }
+
+    /// The runtime's calendar clock: `SystemTime::now()`, except in a
+    /// simulated runtime (a fixed date plus its virtual time). The server's
+    /// `Date` header reads it, so that answers replay byte for byte.
+    fn system_time(&self) -> SystemTime {
+        SystemTime::now()
     }
 
     /// Opens a TCP connection.

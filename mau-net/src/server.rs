@@ -305,10 +305,17 @@ async fn connection<R: Runtime, S: crate::runtime::Stream>(
     let (s, g, c) = (shared.clone(), guards.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
         let (s, g, c, caller) = (s.clone(), g.clone(), clock_start(&c), caller.clone());
-        async move { Ok::<_, Infallible>(admit(&s, &g, &caller, c, req).await) }
+        async move {
+            let mut reply = admit(&s, &g, &caller, c, req).await;
+            stamp_date(&mut reply, s.rt.system_time());
+            Ok::<_, Infallible>(reply)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(HyperTimer(shared.rt.clone()))
+        // `stamp_date` writes the `Date` header from the runtime's
+        // calendar (hyper's own reads the system clock).
+        .auto_date_header(false)
         // Our own clock (in `Watched`) times heads and idle connections:
         // hyper's header timeout would also close idle keep-alive
         // connections after the (short) header timeout.
@@ -335,6 +342,13 @@ async fn connection<R: Runtime, S: crate::runtime::Stream>(
         }
         (Err(e), None) => debug!(%peer, error = %e, "connection ended with an error"),
         (Ok(()), None) => {}
+    }
+}
+
+/// Sets an answer's `Date` header (friend sync reads it as the peer's clock).
+fn stamp_date(reply: &mut Reply, now: std::time::SystemTime) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+        reply.headers_mut().insert(hyper::header::DATE, v);
     }
 }
 

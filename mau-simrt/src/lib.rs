@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod crypto;
 pub mod net;
 
 mod runtime;
@@ -78,6 +79,12 @@ impl Sim {
         let mut st = self.shared.state();
         let now = st.now;
         st.trace.record(now, trace::Event::Mark { what, value });
+    }
+
+    /// The most simulated connections open at once so far (either end not
+    /// yet dropped): what the nodes' connection state scales with.
+    pub fn peak_open_connections(&self) -> usize {
+        self.shared.state().net.peak_open
     }
 
     /// A number from the simulation's generator (for scenario choices).

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
-//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-slow]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow]
 //! ```
 //!
 //! Prints each run's figures; a failed run prints its seed and the command
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-slow]");
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow]");
     ExitCode::from(2)
 }
 
@@ -60,6 +60,10 @@ fn main() -> ExitCode {
             }
             "--no-crash" => {
                 s.faults.crash = false;
+                true
+            }
+            "--no-disk" => {
+                s.faults.disk = false;
                 true
             }
             "--no-slow" => {
@@ -110,7 +114,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}); final {}/{} found; virtual {:.0?}, wall {:.1?}; trace {:016x} ({} events, {} polls, {} connections, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -118,14 +122,20 @@ fn print(s: &Scenario, r: &Report) {
         r.window.len(),
         Report::mean_hops(&r.window),
         Report::mean_took(&r.window),
+        Report::took_quantile(&r.window, 0.5),
+        Report::took_quantile(&r.window, 0.9),
+        Report::took_quantile(&r.window, 0.99),
         Report::found(&r.finals),
         r.finals.len(),
+        r.table_mean,
         r.virtual_time,
         r.wall,
         r.trace.hash,
+        r.trace.wire,
         r.trace.events,
         r.trace.polls,
         r.trace.connects,
+        r.peak_open,
         r.trace.bytes,
     );
 }

@@ -98,6 +98,8 @@ pub(crate) struct Net {
     host_links: BTreeMap<IpAddr, LinkConfig>,
     listeners: BTreeMap<SocketAddr, Listener>,
     conns: BTreeMap<u64, Conn>,
+    /// The most connections open at once (either end not yet dropped).
+    pub(crate) peak_open: usize,
     next_conn: u64,
     busy: BTreeMap<(IpAddr, IpAddr), Duration>,
     /// Partition groups: hosts in different groups cannot reach each other
@@ -124,6 +126,7 @@ impl Net {
             host_links: BTreeMap::new(),
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
+            peak_open: 0,
             next_conn: 0,
             busy: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -412,6 +415,7 @@ fn open(
                 reset: false,
             },
         );
+        st.net.peak_open = st.net.peak_open.max(st.net.conns.len());
         st.trace.record(
             now,
             Event::Connect {
@@ -541,6 +545,7 @@ impl SimStream {
                     conn: self.conn,
                     side: s as u8,
                     bytes,
+                    digest: data.map_or(0, crate::trace::digest),
                 },
             );
         }

@@ -7,13 +7,17 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_io::{AsyncRead, AsyncWrite};
 
 use crate::net::{self, SimListener, SimStream};
 use crate::sim::Shared;
 use crate::time::Sleep;
+
+/// The calendar date virtual time 0 maps to (2026-01-01T00:00:00Z): fixed,
+/// so that `Date` headers replay.
+const SIM_EPOCH_SECS: u64 = 1_767_225_600;
 
 /// The runtime of one simulated host: what its tasks spawn belongs to the
 /// host (and dies with it in [`crate::Sim::crash`]); its sockets use the
@@ -101,6 +105,10 @@ impl mau_net::Runtime for SimRuntime {
 
     fn now(&self) -> Instant {
         self.shared.base + self.shared.state().now
+    }
+
+    fn system_time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_SECS) + self.shared.state().now
     }
 
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<SimStream> {

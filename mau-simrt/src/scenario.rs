@@ -23,6 +23,10 @@ pub struct Faults {
     pub partition: bool,
     /// One node's process crashes, and restarts 15 s later from its saved table.
     pub crash: bool,
+    /// With `crash`: once the crashed node restarted, its disk is full
+    /// (every save of its table fails) for 25 s; it must keep running and
+    /// save again once there is room.
+    pub disk: bool,
     /// One node in 20 gets slow links (400 ms, 50 kB/s).
     pub slow: bool,
     /// Probability that a SYN is lost or a connection reset, on every link.
@@ -35,6 +39,7 @@ impl Faults {
         Faults {
             partition: true,
             crash: true,
+            disk: true,
             slow: true,
             loss: 0.0,
         }
@@ -45,6 +50,7 @@ impl Faults {
         Faults {
             partition: false,
             crash: false,
+            disk: false,
             slow: false,
             loss: 0.0,
         }
@@ -91,6 +97,7 @@ impl Scenario {
         for (on, name) in [
             (f.partition, "partition"),
             (f.crash, "crash"),
+            (f.disk, "disk"),
             (f.slow, "slow"),
         ] {
             if !on {
@@ -125,6 +132,7 @@ impl Scenario {
             scenario: self.clone(),
             dir: dir.path().to_path_buf(),
             nodes: Mutex::new(Vec::new()),
+            disk_freed: Mutex::new(None),
         };
         let net = Arc::new(net);
         let run = net.clone();
@@ -137,6 +145,7 @@ impl Scenario {
             }
         };
         report.trace = sim.trace();
+        report.peak_open = sim.peak_open_connections();
         report.virtual_time = sim.elapsed();
         report.wall = wall.elapsed();
         net.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -196,6 +205,10 @@ pub struct Report {
     pub join_time: Duration,
     /// Every invariant broken (empty: the run passed).
     pub violations: Vec<String>,
+    /// Mean routing-table size of the live nodes at the end.
+    pub table_mean: f64,
+    /// The most connections open at once.
+    pub peak_open: usize,
     /// The event trace.
     pub trace: Trace,
     /// Virtual time the run took.
@@ -225,6 +238,21 @@ impl Report {
         f64::from(hops.iter().sum::<u32>()) / hops.len().max(1) as f64
     }
 
+    /// The `q` quantile (0..=1) of the virtual time found lookups among
+    /// `results` took (zero when none was found).
+    pub fn took_quantile(results: &[LookupResult], q: f64) -> Duration {
+        let mut took: Vec<Duration> = results
+            .iter()
+            .filter_map(|r| match r {
+                LookupResult::Found { took, .. } => Some(*took),
+                _ => None,
+            })
+            .collect();
+        took.sort();
+        let i = ((took.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+        took.get(i).copied().unwrap_or_default()
+    }
+
     /// Mean virtual time of the found lookups among `results`.
     pub fn mean_took(results: &[LookupResult]) -> Duration {
         let took: Vec<Duration> = results
@@ -244,6 +272,8 @@ struct Network {
     scenario: Scenario,
     dir: std::path::PathBuf,
     nodes: Mutex<Vec<Option<Arc<RunningNode<SimRuntime>>>>>,
+    /// The node whose disk was full, and when (real time) it was freed.
+    disk_freed: Mutex<Option<(usize, std::time::SystemTime)>>,
 }
 
 /// Node `i`'s IP: 10.x.y.z from `i + 1`.
@@ -282,7 +312,12 @@ impl Network {
         let mut config = NodeConfig::new(SocketAddr::new(ip(i), PORT));
         config.bootstrap = bootstrap;
         config.seed = Some(mix(self.scenario.seed ^ mix(i as u64)));
-        config.table_file = Some(self.dir.join(format!("node-{i}.json")));
+        // Each node's table in a directory of its own, which a full disk
+        // takes away (`fill_disk`).
+        if let Err(e) = std::fs::create_dir_all(self.node_dir(i)) {
+            tracing::warn!(node = i, error = %e, "no directory for the table");
+        }
+        config.table_file = Some(self.table_path(i));
         let seed = self.scenario.seed;
         let node = RunningNode::start(self.sim.host(ip(i)), config, |a| identity(seed, i, a)).await;
         let node = match node {
@@ -293,6 +328,55 @@ impl Network {
             }
         };
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = node;
+    }
+
+    fn node_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.join(format!("node-{i}"))
+    }
+
+    fn table_path(&self, i: usize) -> std::path::PathBuf {
+        self.node_dir(i).join("table.json")
+    }
+
+    /// Node `i`'s disk is full: its table's directory moves aside and a
+    /// file takes its place, so every save fails (the table already read
+    /// stays in memory; the last one saved waits aside).
+    fn fill_disk(&self, i: usize) -> std::io::Result<()> {
+        let dir = self.node_dir(i);
+        std::fs::rename(&dir, dir.with_extension("full"))?;
+        std::fs::write(&dir, b"")
+    }
+
+    /// Node `i`'s disk has room again: its directory (and the table last
+    /// saved in it) is back.
+    fn free_disk(&self, i: usize) -> std::io::Result<()> {
+        let dir = self.node_dir(i);
+        std::fs::remove_file(&dir)?;
+        std::fs::rename(dir.with_extension("full"), &dir)?;
+        *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((i, std::time::SystemTime::now()));
+        Ok(())
+    }
+
+    /// "Saves resume after a full disk": the node whose disk was full wrote
+    /// its table again after it was freed, and the table reads back.
+    fn disk_recovered(&self) -> Vec<String> {
+        let Some((i, freed)) = *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Vec::new();
+        };
+        let path = self.table_path(i);
+        let written = std::fs::metadata(&path).and_then(|m| m.modified());
+        let mut out = Vec::new();
+        if !matches!(written, Ok(t) if t > freed) {
+            out.push(format!(
+                "node {i} did not save its table after its disk was freed ({written:?})"
+            ));
+        }
+        match mau_net::persist::load_table(&path) {
+            Ok(peers) if !peers.is_empty() => {}
+            r => out.push(format!("node {i}'s saved table after the full disk: {r:?}")),
+        }
+        out
     }
 
     /// Crashes node `i`'s process: no shutdown, its tasks just stop.
@@ -452,16 +536,30 @@ impl Network {
             }
         }
         violations.extend(self.lost_peers());
+        violations.extend(self.disk_recovered());
+        let table_mean = self.mean_table();
         Report {
             seed: s.seed,
             window,
             finals,
             join_time,
             violations,
+            table_mean,
+            peak_open: 0,
             trace: Trace::default(),
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
         }
+    }
+
+    /// Mean routing-table size of the live nodes.
+    fn mean_table(&self) -> f64 {
+        let sizes: Vec<usize> = self
+            .alive()
+            .into_iter()
+            .filter_map(|i| self.node(i).map(|n| n.snapshot().peers.len()))
+            .collect();
+        sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64
     }
 
     /// "No honest peer lost": every live node has a non-empty table and is
@@ -524,6 +622,12 @@ impl Network {
             // Restarts from its saved table alone (no bootstrap peers).
             self.start(victim, Vec::new()).await;
         }
+        let full = crashed && f.disk;
+        if full {
+            if let Err(e) = self.fill_disk(victim) {
+                tracing::warn!(node = victim, error = %e, "could not fill the disk");
+            }
+        }
         self.sim.sleep(Duration::from_secs(5)).await;
         if f.partition {
             self.sim.heal();
@@ -532,6 +636,11 @@ impl Network {
         if f.slow {
             for i in (0..n).filter(|i| i % 20 == 7) {
                 self.sim.set_host_link(ip(i), None);
+            }
+        }
+        if full {
+            if let Err(e) = self.free_disk(victim) {
+                tracing::warn!(node = victim, error = %e, "could not free the disk");
             }
         }
     }

@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub now: Duration,
     /// The one source of every choice.
     pub rng: fastrand::Rng,
+    /// TLS randomness (randoms, ephemeral keys), apart from `rng` so that
+    /// handshakes do not shift the schedule; on the thread while it runs.
+    tls_rng: fastrand::Rng,
     /// Timers by deadline, then by creation order (ties are deterministic).
     timers: BTreeMap<(Duration, u64), Waker>,
     next_timer: u64,
@@ -64,6 +67,34 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct Sim {
     pub(crate) shared: Arc<Shared>,
+}
+
+/// Mixed into the seed for the TLS generator's own stream.
+const TLS_STREAM: u64 = 0x544c_535f_7261_6e64;
+
+/// The simulation's TLS generator on this thread while it runs
+/// ([`Sim::block_on`]); handed back to the state when it stops.
+struct TlsScope<'a> {
+    shared: &'a Shared,
+    outer: Option<fastrand::Rng>,
+}
+
+impl<'a> TlsScope<'a> {
+    fn enter(shared: &'a Shared) -> TlsScope<'a> {
+        let rng = std::mem::replace(&mut shared.state().tls_rng, fastrand::Rng::with_seed(0));
+        TlsScope {
+            shared,
+            outer: crate::crypto::enter(rng),
+        }
+    }
+}
+
+impl Drop for TlsScope<'_> {
+    fn drop(&mut self) {
+        if let Some(rng) = crate::crypto::leave(self.outer.take()) {
+            self.shared.state().tls_rng = rng;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,13 +186,20 @@ impl Shared {
 }
 
 impl Sim {
-    /// A simulation whose every choice follows `seed`.
+    /// A simulation whose every choice follows `seed`, TLS included: it
+    /// installs the seeded crypto provider ([`crate::crypto::install`]).
     pub fn new(seed: u64) -> Sim {
+        if !crate::crypto::install() {
+            tracing::warn!(
+                "another TLS crypto provider was installed first: TLS bytes will not replay"
+            );
+        }
         Sim {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     now: Duration::ZERO,
                     rng: fastrand::Rng::with_seed(seed),
+                    tls_rng: fastrand::Rng::with_seed(seed ^ TLS_STREAM),
                     timers: BTreeMap::new(),
                     next_timer: 0,
                     tasks: BTreeMap::new(),
@@ -219,6 +257,7 @@ impl Sim {
         };
         let (runnable, main) = self.shared.task(id, fut);
         runnable.schedule();
+        let _tls = TlsScope::enter(&self.shared);
         loop {
             if main.is_finished() {
                 return Ok(futures_lite::future::block_on(main));

@@ -25,12 +25,36 @@ pub(crate) enum Event {
     SynLost { from: u128, to: u128 },
     /// A connection was reset.
     Reset { conn: u64 },
-    /// Bytes were written to a connection.
-    Write { conn: u64, side: u8, bytes: u64 },
+    /// Bytes were written to a connection (`digest`: of their content).
+    Write {
+        conn: u64,
+        side: u8,
+        bytes: u64,
+        digest: u64,
+    },
     /// A partition began or healed.
     Partition { groups: u64 },
     /// A scenario-level mark (lookup results and the like).
     Mark { what: u64, value: u64 },
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// A digest of written bytes: FNV-1a over 8-byte words (little-endian, the
+/// tail zero-padded) and the length; stable across builds, and a word at a
+/// time because every byte of every run passes through it.
+pub(crate) fn digest(data: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET ^ data.len() as u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(FNV_PRIME);
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    (h ^ u64::from_le_bytes(tail)).wrapping_mul(FNV_PRIME)
 }
 
 /// The trace's hash and counts.
@@ -44,6 +68,9 @@ pub struct Trace {
     pub polls: u64,
     /// Bytes written over simulated connections.
     pub bytes: u64,
+    /// A hash of every byte written, in order (TLS records as sent): also
+    /// part of `hash`, kept apart to show that the wire replays.
+    pub wire: u64,
     /// Connections opened.
     pub connects: u64,
 }
@@ -51,10 +78,11 @@ pub struct Trace {
 impl Default for Trace {
     fn default() -> Self {
         Trace {
-            hash: 0xcbf2_9ce4_8422_2325,
+            hash: FNV_OFFSET,
             events: 0,
             polls: 0,
             bytes: 0,
+            wire: FNV_OFFSET,
             connects: 0,
         }
     }
@@ -62,10 +90,7 @@ impl Default for Trace {
 
 impl Trace {
     fn mix(&mut self, v: u128) {
-        for b in v.to_le_bytes() {
-            self.hash ^= u64::from(b);
-            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        mix(&mut self.hash, v);
     }
 
     pub(crate) fn record(&mut self, at: Duration, e: Event) {
@@ -86,9 +111,20 @@ impl Trace {
             Event::Refused { from, to } => (6, from, to, 0),
             Event::SynLost { from, to } => (7, from, to, 0),
             Event::Reset { conn } => (8, conn.into(), 0, 0),
-            Event::Write { conn, side, bytes } => {
+            Event::Write {
+                conn,
+                side,
+                bytes,
+                digest,
+            } => {
                 self.bytes += bytes;
-                (9, conn.into(), side.into(), bytes.into())
+                mix(&mut self.wire, digest.into());
+                (
+                    9,
+                    conn.into(),
+                    side.into(),
+                    u128::from(bytes) << 64 | u128::from(digest),
+                )
             }
             Event::Partition { groups } => (10, groups.into(), 0, 0),
             Event::Mark { what, value } => (11, what.into(), value.into(), 0),
@@ -97,5 +133,13 @@ impl Trace {
         self.mix(a);
         self.mix(b);
         self.mix(c);
+    }
+}
+
+/// FNV-1a over the bytes of `v`.
+fn mix(hash: &mut u64, v: u128) {
+    for b in v.to_le_bytes() {
+        *hash ^= u64::from(b);
+        *hash = hash.wrapping_mul(FNV_PRIME);
     }
 }

@@ -13,11 +13,16 @@ fn the_same_seed_gives_the_same_trace() {
     let (a, b) = (run(&s), run(&s));
     assert!(a.trace.events > 10_000, "a real run: {:?}", a.trace);
     assert_eq!(a.trace, b.trace, "same seed, same trace");
+    // Every byte on the simulated wire replays, TLS records included (the
+    // handshakes' randoms and X25519 keys come from the seed).
+    assert!(a.trace.bytes > 100_000, "{:?}", a.trace);
+    assert_eq!(a.trace.wire, b.trace.wire, "same seed, same bytes");
     assert_eq!(a.window, b.window);
     assert_eq!(a.finals, b.finals);
     assert_eq!(a.virtual_time, b.virtual_time);
     let other = run(&Scenario { seed: 12, ..s });
     assert_ne!(other.trace.hash, a.trace.hash, "another seed, another run");
+    assert_ne!(other.trace.wire, a.trace.wire, "another seed, other bytes");
 }
 
 #[test]
@@ -53,8 +58,15 @@ fn a_quiet_network_finds_every_target() {
 fn the_replay_command_names_every_parameter() {
     let mut s = Scenario::new(42, 7, 9);
     s.faults.crash = false;
+    s.faults.disk = false;
     let cmd = s.replay_command();
-    for part in ["--seed 42", "--nodes 7", "--lookups 9", "--no-crash"] {
+    for part in [
+        "--seed 42",
+        "--nodes 7",
+        "--lookups 9",
+        "--no-crash",
+        "--no-disk",
+    ] {
         assert!(cmd.contains(part), "{cmd}");
     }
     assert!(!cmd.contains("--no-partition"), "{cmd}");

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use mau_proto::sync::{Command, Event, FetchError, FileId, FileOutcome, GiveUp, Report, SyncPlan};
 use mau_proto::Time;
@@ -87,8 +87,9 @@ impl<R: Runtime> FriendClient<R> {
         progress: &dyn Progress,
         collect: bool,
     ) -> Result<Ran, SyncError> {
-        let clock = Instant::now();
-        let now = || Time::from_duration(clock.elapsed());
+        let rt = &self.rt;
+        let clock = rt.now();
+        let now = || Time::from_duration(rt.now().saturating_duration_since(clock));
         let mut slots: BTreeMap<FileId, Slot> = BTreeMap::new();
         let mut tasks: Vec<(Option<FileId>, Task<'_>)> = Vec::new();
         let mut ran = Ran::default();
