@@ -70,7 +70,7 @@ use crate::runtime::Runtime;
 use download::scan_local;
 use listing::secs;
 pub use pacing::{retry_wait, RetryPolicy};
-pub use report::{Listing, Outcome, Progress, SyncError, SyncReport, MAX_NAMED};
+pub use report::{Listing, Outcome, Progress, Report, SyncError, SyncReport, MAX_NAMED};
 use wire::item_name;
 
 /// Most listing requests in one walk (pages and probes; a loop guard).
@@ -363,29 +363,10 @@ impl<R: Runtime> FriendClient<R> {
         }
         let report = SyncReport {
             friend: Some(fpr),
-            listed: r.listed,
-            downloaded: r.downloaded,
-            resumed: r.resumed,
-            unchanged: r.unchanged,
-            bytes: r.bytes,
-            failed: r
-                .failed
-                .into_iter()
-                .map(|(name, why)| match why {
-                    mau_proto::sync::GiveUp::Failed(why) => (name, why),
-                    why => (name, self.give_up_error(why, None).to_string()),
-                })
-                .collect(),
-            failures: r.failures,
-            skipped: r.skipped,
-            skipped_count: r.skipped_count,
-            retired: r.retired,
-            listing_truncated: r.listing_truncated,
-            stepped: r.stepped,
-            listing_requests: r.listing_requests,
-            stale_partials: r.stale_partials,
-            complete: r.complete,
-            throttled: r.throttled,
+            report: r.map_failed(|why| match why {
+                mau_proto::sync::GiveUp::Failed(why) => why,
+                why => self.give_up_error(why, None).to_string(),
+            }),
         };
         info!(peer = %fpr, listed = report.listed, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failures, bytes = report.bytes, throttled = report.throttled, listing_requests = report.listing_requests, "sync finished");
         Ok(report)
