@@ -261,7 +261,7 @@ impl<R: Runtime> FriendClient<R> {
             LocalState::default(),
             Time::ZERO,
         );
-        let ran = self.run(plan, &(), true).await?;
+        let ran = self.run(plan, &(), true, None).await?;
         Ok(Listing {
             items: ran.listed,
             server_time: ran
@@ -314,7 +314,7 @@ impl<R: Runtime> FriendClient<R> {
             ..LocalState::default()
         };
         let plan = SyncPlan::new(self.setup(Mode::Fetch(entry), 1), local, Time::ZERO);
-        let ran = self.run(plan, progress, false).await?;
+        let ran = self.run(plan, progress, false, None).await?;
         let r = &ran.report;
         match (ran.error, r.downloaded, r.unchanged) {
             (Some(e), _, _) => Err(e),
@@ -356,8 +356,9 @@ impl<R: Runtime> FriendClient<R> {
         let mode = Mode::Sync {
             since: since_secs(since),
         };
-        let plan = SyncPlan::new(self.setup(mode, self.opts.concurrency), local, Time::ZERO);
-        let r = self.run(plan, progress, false).await?.report;
+        let setup = self.setup(mode, self.opts.concurrency);
+        let plan = SyncPlan::new(setup, local.clone(), Time::ZERO);
+        let r = self.run(plan, progress, false, Some(&local)).await?.report;
         if r.listing_truncated {
             warn!(peer = %fpr, "a full listing page within one second: files beyond it cannot be listed by this friend's server");
         }
