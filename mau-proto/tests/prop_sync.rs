@@ -97,11 +97,8 @@ proptest! {
         seed in any::<u64>(),
         ops in prop::collection::vec(op(), 0..120),
     ) {
-        let mut h = Harness::new(mode, limits, local_bytes, seed).map_err(TestCaseError::fail)?;
-        for op in ops {
-            h.apply(op).map_err(TestCaseError::fail)?;
-        }
-        h.finish(FINISH_STEPS).map_err(TestCaseError::fail)?;
+        let h = Harness::run(mode, limits, local_bytes, seed, ops, FINISH_STEPS)
+            .map_err(TestCaseError::fail)?;
         prop_assert!(h.result().is_some());
     }
 

@@ -70,7 +70,7 @@ use crate::runtime::Runtime;
 use download::scan_local;
 use listing::secs;
 pub use pacing::{retry_wait, RetryPolicy};
-pub use report::{Listing, Outcome, Progress, SyncError, SyncReport, MAX_NAMED};
+pub use report::{Listing, Outcome, Progress, Report, SyncError, SyncReport, MAX_NAMED};
 use wire::item_name;
 
 /// Most listing requests in one walk (pages and probes; a loop guard).
@@ -261,7 +261,7 @@ impl<R: Runtime> FriendClient<R> {
             LocalState::default(),
             Time::ZERO,
         );
-        let ran = self.run(plan, &(), true).await?;
+        let ran = self.run(plan, &(), true, None).await?;
         Ok(Listing {
             items: ran.listed,
             server_time: ran
@@ -314,7 +314,7 @@ impl<R: Runtime> FriendClient<R> {
             ..LocalState::default()
         };
         let plan = SyncPlan::new(self.setup(Mode::Fetch(entry), 1), local, Time::ZERO);
-        let ran = self.run(plan, progress, false).await?;
+        let ran = self.run(plan, progress, false, None).await?;
         let r = &ran.report;
         match (ran.error, r.downloaded, r.unchanged) {
             (Some(e), _, _) => Err(e),
@@ -356,36 +356,18 @@ impl<R: Runtime> FriendClient<R> {
         let mode = Mode::Sync {
             since: since_secs(since),
         };
-        let plan = SyncPlan::new(self.setup(mode, self.opts.concurrency), local, Time::ZERO);
-        let r = self.run(plan, progress, false).await?.report;
+        let setup = self.setup(mode, self.opts.concurrency);
+        let plan = SyncPlan::new(setup, local.clone(), Time::ZERO);
+        let r = self.run(plan, progress, false, Some(&local)).await?.report;
         if r.listing_truncated {
             warn!(peer = %fpr, "a full listing page within one second: files beyond it cannot be listed by this friend's server");
         }
         let report = SyncReport {
             friend: Some(fpr),
-            listed: r.listed,
-            downloaded: r.downloaded,
-            resumed: r.resumed,
-            unchanged: r.unchanged,
-            bytes: r.bytes,
-            failed: r
-                .failed
-                .into_iter()
-                .map(|(name, why)| match why {
-                    mau_proto::sync::GiveUp::Failed(why) => (name, why),
-                    why => (name, self.give_up_error(why, None).to_string()),
-                })
-                .collect(),
-            failures: r.failures,
-            skipped: r.skipped,
-            skipped_count: r.skipped_count,
-            retired: r.retired,
-            listing_truncated: r.listing_truncated,
-            stepped: r.stepped,
-            listing_requests: r.listing_requests,
-            stale_partials: r.stale_partials,
-            complete: r.complete,
-            throttled: r.throttled,
+            report: r.map_failed(|why| match why {
+                mau_proto::sync::GiveUp::Failed(why) => why,
+                why => self.give_up_error(why, None).to_string(),
+            }),
         };
         info!(peer = %fpr, listed = report.listed, downloaded = report.downloaded, unchanged = report.unchanged, failed = report.failures, bytes = report.bytes, throttled = report.throttled, listing_requests = report.listing_requests, "sync finished");
         Ok(report)

@@ -10,10 +10,10 @@ use crate::client::ClientError;
 use crate::content::ListItem;
 use crate::resolver::ResolveError;
 
-pub use mau_proto::sync::MAX_NAMED;
+pub use mau_proto::sync::{Report, MAX_NAMED};
 
 /// Why a sync (or a listing) failed as a whole. Failures of single files
-/// are in [`SyncReport::failed`].
+/// are in [`Report::failed`].
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The friend is not followed (`<root>/<fpr>` does not exist).
@@ -124,52 +124,23 @@ pub enum Outcome {
     },
 }
 
-/// The result of syncing one friend.
+/// The result of syncing one friend: the plan's
+/// [`mau_proto::sync::Report`] (its fields are reached through this one),
+/// each failure's reason as text.
 #[derive(Clone, Debug, Default)]
 pub struct SyncReport {
     /// The friend.
     pub friend: Option<Fingerprint>,
-    /// Entries listed.
-    pub listed: usize,
-    /// Files downloaded and installed.
-    pub downloaded: usize,
-    /// Of those, resumed from a partial download.
-    pub resumed: usize,
-    /// Files already up to date.
-    pub unchanged: usize,
-    /// Bytes received.
-    pub bytes: u64,
-    /// Files that failed, with the reason (nothing local was replaced); the
-    /// first [`MAX_NAMED`], all of them counted in `failures`.
-    pub failed: Vec<(String, String)>,
-    /// Files that failed, in all.
-    pub failures: usize,
-    /// Listed paths ignored: not `/p2p/<fpr>/<name>.pgp` with a safe name
-    /// (the first [`MAX_NAMED`], all counted in `skipped_count`).
-    pub skipped: Vec<String>,
-    /// Listed paths ignored, in all.
-    pub skipped_count: usize,
-    /// Local copies the friend no longer lists, moved to their `.versions`
-    /// directory (only after a listing known to be whole).
-    pub retired: Vec<String>,
-    /// The friend's listing may have been cut short and could not be
-    /// completed (a server without pages, e.g. Go, with more files in one
-    /// second than its page holds): nothing was retired, the sync state
-    /// did not move.
-    pub listing_truncated: bool,
-    /// The friend serves listings without pages (e.g. the Go peer): its
-    /// listing was walked by stepping `If-Modified-Since`.
-    pub stepped: bool,
-    /// Listing requests made.
-    pub listing_requests: usize,
-    /// Partial downloads of files no longer listed that were removed.
-    pub stale_partials: usize,
-    /// Whether everything arrived and the sync state moved forward.
-    pub complete: bool,
-    /// Answers `429 Too Many Requests` or `503 Service Unavailable` the
-    /// friend gave during this sync; each was waited out and retried (see
-    /// [`super::RetryPolicy`]).
-    pub throttled: usize,
+    /// What the sync did.
+    pub report: Report<String>,
+}
+
+impl std::ops::Deref for SyncReport {
+    type Target = Report<String>;
+
+    fn deref(&self) -> &Report<String> {
+        &self.report
+    }
 }
 
 /// Receives progress of a sync (for progress bars). All methods default to
@@ -194,6 +165,6 @@ pub struct Listing {
     /// The friend's clock when the listing started (its `Date` header).
     pub server_time: Option<SystemTime>,
     /// The listing may have been cut short (see
-    /// [`SyncReport::listing_truncated`]).
+    /// [`Report::listing_truncated`]).
     pub truncated: bool,
 }

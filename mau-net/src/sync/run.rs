@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, UNIX_EPOCH};
 
-use mau_proto::sync::{Command, Event, FetchError, FileId, FileOutcome, GiveUp, Report, SyncPlan};
+use mau_proto::sync::{
+    Command, Event, FetchError, FileId, FileOutcome, GiveUp, LocalState, Report, SyncPlan,
+};
 use mau_proto::Time;
 use mau_store::StoreError;
 use tracing::{debug, info, warn};
@@ -66,6 +68,20 @@ pub(super) struct Ran {
     pub(super) error: Option<SyncError>,
 }
 
+/// How [`FriendClient::run`] carries out commands.
+#[derive(Clone, Copy)]
+struct Env<'a, 'b> {
+    progress: &'a dyn Progress,
+    /// Keep the listed entries.
+    collect: bool,
+    /// What the friend's directory held when the sync started (its scan):
+    /// a file with neither a copy nor a partial download then is inspected
+    /// without a blocking task (one thread hop less per new file). A file
+    /// put there since (by a second sync of the same friend at once) is
+    /// downloaded again, its copy kept as a version.
+    scanned: Option<&'b LocalState>,
+}
+
 /// A progress observer that also counts the bytes of one download.
 struct Counting<'a> {
     inner: &'a dyn Progress,
@@ -81,11 +97,14 @@ impl Progress for Counting<'_> {
 
 impl<R: Runtime> FriendClient<R> {
     /// Runs `plan` to its end. `collect`: keep the listed entries.
+    /// `scanned`: what the directory held when the plan started (a sync's
+    /// scan), see [`Env::scanned`].
     pub(super) async fn run(
         &self,
         mut plan: SyncPlan,
         progress: &dyn Progress,
         collect: bool,
+        scanned: Option<&LocalState>,
     ) -> Result<Ran, SyncError> {
         let rt = &self.rt;
         let clock = rt.now();
@@ -99,7 +118,12 @@ impl<R: Runtime> FriendClient<R> {
                     ran.report = result.map_err(|a| self.abort_error(a))?;
                     return Ok(ran);
                 }
-                self.execute(cmd, &mut slots, &mut tasks, progress, collect, &mut ran)
+                let env = Env {
+                    progress,
+                    collect,
+                    scanned,
+                };
+                self.execute(cmd, &mut slots, &mut tasks, env, &mut ran)
                     .await?;
             }
             let sleep = plan
@@ -153,11 +177,11 @@ impl<R: Runtime> FriendClient<R> {
         cmd: Command,
         slots: &mut BTreeMap<FileId, Slot>,
         tasks: &mut Vec<(Option<FileId>, Task<'a>)>,
-        progress: &'a dyn Progress,
-        collect: bool,
+        env: Env<'a, '_>,
         ran: &mut Ran,
     ) -> Result<(), SyncError> {
         let fpr = self.peer.fingerprint;
+        let progress = env.progress;
         match cmd {
             Command::List { link, since } => {
                 let task = async move { Done::Listing(self.ask_page(&link, since).await) };
@@ -167,7 +191,7 @@ impl<R: Runtime> FriendClient<R> {
                 entries,
                 files,
                 bytes,
-            } => match collect {
+            } => match env.collect {
                 true => ran.listed.extend(entries.iter().map(item)),
                 false => progress.listed(files, bytes),
             },
@@ -183,6 +207,20 @@ impl<R: Runtime> FriendClient<R> {
                     got: Arc::default(),
                 };
                 slots.insert(file, slot);
+                if env.scanned.is_some_and(|s| {
+                    !s.names.contains(&name)
+                        && !s.partials.contains(&(name.clone(), entry.sum.clone()))
+                }) {
+                    // Neither a copy nor a partial download when the sync
+                    // started: nothing on the disk to look at.
+                    let absent = Event::Local {
+                        file,
+                        same: false,
+                        partial: 0,
+                    };
+                    tasks.push((Some(file), Box::pin(async move { Done::Event(absent) })));
+                    return Ok(());
+                }
                 let local = self.store.dir_of(&fpr).join(&name);
                 let store = self.store.clone();
                 let task = async move {

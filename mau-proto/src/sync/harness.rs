@@ -23,6 +23,8 @@ use super::{
 };
 use crate::time::Time;
 
+mod input;
+
 /// One thing the friend, the disk or time does. `pick` chooses among the
 /// outstanding commands of the kind (modulo their number); with none
 /// outstanding the event goes to an unknown or finished file.

@@ -393,40 +393,50 @@ pub enum Command {
     Done(Result<Report, Abort>),
 }
 
-/// What a sync did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Report {
+/// What a sync did. `F` is why a file failed: the plan's [`GiveUp`]; a
+/// caller may turn it into its own text ([`Report::map_failed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report<F = GiveUp> {
     /// Entries listed.
     pub listed: usize,
-    /// Files installed.
+    /// Files downloaded and installed.
     pub downloaded: usize,
-    /// Of those, resumed.
+    /// Of those, resumed from a partial download.
     pub resumed: usize,
-    /// Files already here.
+    /// Files already up to date (same size and sum here).
     pub unchanged: usize,
     /// Bytes received.
     pub bytes: u64,
-    /// Failed files (the first [`MAX_NAMED`]).
-    pub failed: Vec<(String, GiveUp)>,
-    /// Failed files, in all.
+    /// Files that failed, with the reason (nothing local was replaced); the
+    /// first [`MAX_NAMED`], all of them counted in `failures`.
+    pub failed: Vec<(String, F)>,
+    /// Files that failed, in all.
     pub failures: usize,
-    /// Skipped paths (the first [`MAX_NAMED`]).
+    /// Listed paths ignored: not `/p2p/<fpr>/<name>.pgp` with a safe name
+    /// (the first [`MAX_NAMED`], all counted in `skipped_count`).
     pub skipped: Vec<String>,
-    /// Skipped paths, in all.
+    /// Listed paths ignored, in all.
     pub skipped_count: usize,
-    /// Files retired.
+    /// Local copies the friend no longer lists, moved to their `.versions`
+    /// directory (only after a listing known to be whole).
     pub retired: Vec<String>,
-    /// The listing may have been cut.
+    /// The friend's listing may have been cut short and could not be
+    /// completed (a server without pages, e.g. Go, with more files in one
+    /// second than its page holds): nothing was retired, the sync state
+    /// did not move.
     pub listing_truncated: bool,
-    /// The listing was walked by stepping (a server without pages).
+    /// The friend serves listings without pages (e.g. the Go peer): its
+    /// listing was walked by stepping `If-Modified-Since`.
     pub stepped: bool,
     /// Listing requests made.
     pub listing_requests: usize,
-    /// Stale partial downloads removed.
+    /// Partial downloads of files no longer listed that were removed.
     pub stale_partials: usize,
-    /// Everything arrived from a whole listing; the state was recorded.
+    /// Whether everything arrived from a listing known to be whole and the
+    /// sync state moved forward.
     pub complete: bool,
-    /// Refusals (429, 503) received.
+    /// Answers `429 Too Many Requests` or `503 Service Unavailable` the
+    /// friend gave; each was waited out and retried (see [`RetryPolicy`]).
     pub throttled: usize,
     /// The friend's clock at the first listing answer, seconds.
     pub server_time: Option<u64>,
@@ -434,8 +444,33 @@ pub struct Report {
     pub recorded: Option<u64>,
 }
 
-impl Report {
-    fn fail(&mut self, name: String, why: GiveUp) {
+impl<F> Default for Report<F> {
+    fn default() -> Self {
+        Report {
+            listed: 0,
+            downloaded: 0,
+            resumed: 0,
+            unchanged: 0,
+            bytes: 0,
+            failed: Vec::new(),
+            failures: 0,
+            skipped: Vec::new(),
+            skipped_count: 0,
+            retired: Vec::new(),
+            listing_truncated: false,
+            stepped: false,
+            listing_requests: 0,
+            stale_partials: 0,
+            complete: false,
+            throttled: 0,
+            server_time: None,
+            recorded: None,
+        }
+    }
+}
+
+impl<F> Report<F> {
+    fn fail(&mut self, name: String, why: F) {
         self.failures += 1;
         if self.failed.len() < MAX_NAMED {
             self.failed.push((name, why));
@@ -446,6 +481,34 @@ impl Report {
         self.skipped_count += 1;
         if self.skipped.len() < MAX_NAMED {
             self.skipped.push(path);
+        }
+    }
+
+    /// The same report with each failure's reason turned by `f`.
+    pub fn map_failed<G>(self, mut f: impl FnMut(F) -> G) -> Report<G> {
+        Report {
+            failed: self
+                .failed
+                .into_iter()
+                .map(|(name, why)| (name, f(why)))
+                .collect(),
+            listed: self.listed,
+            downloaded: self.downloaded,
+            resumed: self.resumed,
+            unchanged: self.unchanged,
+            bytes: self.bytes,
+            failures: self.failures,
+            skipped: self.skipped,
+            skipped_count: self.skipped_count,
+            retired: self.retired,
+            listing_truncated: self.listing_truncated,
+            stepped: self.stepped,
+            listing_requests: self.listing_requests,
+            stale_partials: self.stale_partials,
+            complete: self.complete,
+            throttled: self.throttled,
+            server_time: self.server_time,
+            recorded: self.recorded,
         }
     }
 }

@@ -111,6 +111,39 @@ fn run_files(p: &mut SyncPlan) -> Vec<Command> {
     drive(p, |_, _| last_page(vec![]), |_| (false, 0))
 }
 
+/// A sync from the beginning with nothing local (`setup` as given), past
+/// its first listing request.
+fn sync_with(s: Setup, local: LocalState) -> SyncPlan {
+    let mut p = SyncPlan::new(s, local, Time::ZERO);
+    drain(&mut p);
+    p
+}
+
+/// [`sync_with`] the default setup and nothing local.
+fn new_sync() -> SyncPlan {
+    sync_with(setup(Mode::Sync { since: None }), LocalState::default())
+}
+
+/// Answers the outstanding listing request with a last page of `entries`;
+/// returns the commands that follow.
+fn list(p: &mut SyncPlan, entries: Vec<Entry>) -> Vec<Command> {
+    p.handle(Event::Page(last_page(entries)), Time::ZERO);
+    drain(p)
+}
+
+/// Answers the Inspect of each of `files`: no local copy, a partial
+/// download of `partial` bytes.
+fn absent(p: &mut SyncPlan, files: &[(FileId, u64)], now: Time) {
+    for &(file, partial) in files {
+        let e = Event::Local {
+            file,
+            same: false,
+            partial,
+        };
+        p.handle(e, now);
+    }
+}
+
 #[test]
 fn a_whole_listing_fetches_what_changed_retires_what_went_and_records() {
     let local = LocalState {
@@ -160,10 +193,8 @@ fn a_failed_file_keeps_the_state_and_retires_nothing() {
         names: ["old.pgp".to_string()].into(),
         ..LocalState::default()
     };
-    let mut p = SyncPlan::new(setup(Mode::Sync { since: None }), local, Time::ZERO);
-    drain(&mut p);
-    p.handle(Event::Page(last_page(vec![entry("a.pgp", 5)])), Time::ZERO);
-    drain(&mut p);
+    let mut p = sync_with(setup(Mode::Sync { since: None }), local);
+    list(&mut p, vec![entry("a.pgp", 5)]);
     p.handle(
         Event::Failed {
             file: FileId(0),
@@ -183,12 +214,7 @@ fn a_failed_file_keeps_the_state_and_retires_nothing() {
 
 #[test]
 fn pages_are_asked_one_at_a_time_after_their_files() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = new_sync();
     let page = Page {
         entries: vec![entry("a.pgp", 1)],
         next: Some("/p2p/f?after=x".into()),
@@ -276,26 +302,10 @@ fn a_listing_without_pages_retires_nothing_and_records_the_second_reached() {
 
 #[test]
 fn a_partial_download_is_resumed_and_a_refused_range_restarts_once() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
-    p.handle(
-        Event::Page(last_page(vec![entry("a.pgp", 100)])),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = new_sync();
+    list(&mut p, vec![entry("a.pgp", 100)]);
     let a = FileId(0);
-    p.handle(
-        Event::Local {
-            file: a,
-            same: false,
-            partial: 40,
-        },
-        Time::ZERO,
-    );
+    absent(&mut p, &[(a, 40)], Time::ZERO);
     assert_eq!(fetches(&drain(&mut p)), [(a, 40)]);
     let range = Event::Failed {
         file: a,
@@ -322,27 +332,9 @@ fn a_partial_download_is_resumed_and_a_refused_range_restarts_once() {
 
 #[test]
 fn a_partial_longer_than_the_file_is_dropped_and_a_complete_one_installed() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
-    p.handle(
-        Event::Page(last_page(vec![entry("a.pgp", 10), entry("b.pgp", 10)])),
-        Time::ZERO,
-    );
-    drain(&mut p);
-    for (file, partial) in [(FileId(0), 11), (FileId(1), 10)] {
-        p.handle(
-            Event::Local {
-                file,
-                same: false,
-                partial,
-            },
-            Time::ZERO,
-        );
-    }
+    let mut p = new_sync();
+    list(&mut p, vec![entry("a.pgp", 10), entry("b.pgp", 10)]);
+    absent(&mut p, &[(FileId(0), 11), (FileId(1), 10)], Time::ZERO);
     let cmds = drain(&mut p);
     let remove = Command::RemovePartial {
         name: "a.pgp".into(),
@@ -365,21 +357,9 @@ fn the_quota_refuses_before_asking() {
         bytes: 60,
         ..LocalState::default()
     };
-    let mut p = SyncPlan::new(s, local, Time::ZERO);
-    drain(&mut p);
-    p.handle(
-        Event::Page(last_page(vec![entry("big.pgp", 41), entry("ok.pgp", 40)])),
-        Time::ZERO,
-    );
-    drain(&mut p);
-    for file in [FileId(0), FileId(1)] {
-        let e = Event::Local {
-            file,
-            same: false,
-            partial: 0,
-        };
-        p.handle(e, Time::ZERO);
-    }
+    let mut p = sync_with(s, local);
+    list(&mut p, vec![entry("big.pgp", 41), entry("ok.pgp", 40)]);
+    absent(&mut p, &[(FileId(0), 0), (FileId(1), 0)], Time::ZERO);
     let cmds = drain(&mut p);
     assert_eq!(fetches(&cmds), [(FileId(1), 0)]);
     assert!(cmds.contains(&Command::GiveUp {
@@ -398,20 +378,10 @@ fn a_slow_body_gives_up_at_its_floor_and_progress_moves_it() {
     let mut s = setup(Mode::Sync { since: None });
     s.limits.min_rate = 10;
     s.limits.slow_grace = Duration::from_secs(2);
-    let mut p = SyncPlan::new(s, LocalState::default(), Time::ZERO);
-    drain(&mut p);
-    p.handle(
-        Event::Page(last_page(vec![entry("a.pgp", 1000)])),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = sync_with(s, LocalState::default());
+    list(&mut p, vec![entry("a.pgp", 1000)]);
     let a = FileId(0);
-    let local = Event::Local {
-        file: a,
-        same: false,
-        partial: 0,
-    };
-    p.handle(local, Time(1000));
+    absent(&mut p, &[(a, 0)], Time(1000));
     drain(&mut p);
     assert_eq!(p.poll_timeout(), Some(Time(3000)));
     p.handle(Event::Progress { file: a, got: 10 }, Time(2500));
@@ -437,27 +407,12 @@ fn a_slow_body_gives_up_at_its_floor_and_progress_moves_it() {
 
 #[test]
 fn a_refused_file_waits_its_retry_after_and_a_503_narrows_the_window() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
+    let mut p = new_sync();
+    list(
+        &mut p,
+        vec![entry("a.pgp", 1), entry("b.pgp", 1), entry("c.pgp", 1)],
     );
-    drain(&mut p);
-    let page = last_page(vec![
-        entry("a.pgp", 1),
-        entry("b.pgp", 1),
-        entry("c.pgp", 1),
-    ]);
-    p.handle(Event::Page(page), Time::ZERO);
-    drain(&mut p);
-    for file in [FileId(0), FileId(1)] {
-        let e = Event::Local {
-            file,
-            same: false,
-            partial: 0,
-        };
-        p.handle(e, Time::ZERO);
-    }
+    absent(&mut p, &[(FileId(0), 0), (FileId(1), 0)], Time::ZERO);
     assert_eq!(fetches(&drain(&mut p)).len(), 2);
     let refused = Event::Refused {
         target: Target::File(FileId(0)),
@@ -487,12 +442,7 @@ fn a_refused_file_waits_its_retry_after_and_a_503_narrows_the_window() {
 
 #[test]
 fn a_stubborn_friend_is_given_up_after_the_retries() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = new_sync();
     let mut now = Time::ZERO;
     let refused = Event::Refused {
         target: Target::Listing,
@@ -519,21 +469,12 @@ fn a_stubborn_friend_is_given_up_after_the_retries() {
 
 #[test]
 fn list_mode_hands_out_every_page() {
-    let mut p = SyncPlan::new(
-        setup(Mode::List { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = sync_with(setup(Mode::List { since: None }), LocalState::default());
     let bad = Entry {
         name: None,
         ..entry("x", 1)
     };
-    p.handle(
-        Event::Page(last_page(vec![entry("a.pgp", 2), bad.clone()])),
-        Time::ZERO,
-    );
-    let cmds = drain(&mut p);
+    let cmds = list(&mut p, vec![entry("a.pgp", 2), bad.clone()]);
     assert_eq!(
         cmds[0],
         Command::Listed {
@@ -563,27 +504,13 @@ fn fetch_mode_fetches_one_file_without_a_listing() {
 
 #[test]
 fn concurrency_bounds_the_files_worked_on() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = new_sync();
     let many = (0..10).map(|i| entry(&format!("{i}.pgp"), 1)).collect();
-    p.handle(Event::Page(last_page(many)), Time::ZERO);
     // Concurrency 2: 4 files inspected, at most 2 of them fetched at once.
-    assert_eq!(inspected(&drain(&mut p)).len(), 4);
+    assert_eq!(inspected(&list(&mut p, many)).len(), 4);
     assert_eq!(p.active(), 4);
-    for i in 0..4 {
-        p.handle(
-            Event::Local {
-                file: FileId(i),
-                same: false,
-                partial: 0,
-            },
-            Time::ZERO,
-        );
-    }
+    let four: Vec<_> = (0..4).map(|i| (FileId(i), 0)).collect();
+    absent(&mut p, &four, Time::ZERO);
     let fetches = drain(&mut p)
         .into_iter()
         .filter(|c| matches!(c, Command::Fetch { .. }))
@@ -594,18 +521,12 @@ fn concurrency_bounds_the_files_worked_on() {
 
 #[test]
 fn a_bad_sum_is_never_looked_at() {
-    let mut p = SyncPlan::new(
-        setup(Mode::Sync { since: None }),
-        LocalState::default(),
-        Time::ZERO,
-    );
-    drain(&mut p);
+    let mut p = new_sync();
     let bad = Entry {
         sum: "../../x".into(),
         ..entry("a.pgp", 1)
     };
-    p.handle(Event::Page(last_page(vec![bad])), Time::ZERO);
-    let cmds = drain(&mut p);
+    let cmds = list(&mut p, vec![bad]);
     assert!(inspected(&cmds).is_empty(), "{cmds:?}");
     assert!(cmds.contains(&Command::GiveUp {
         file: FileId(0),
