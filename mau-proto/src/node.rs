@@ -19,7 +19,8 @@
 //! the adapter, so waiting is never mistaken for a peer's silence.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -228,7 +229,9 @@ pub struct Node<A> {
     table: RoutingTable<A>,
     rng: Rng,
     lookups: BTreeMap<LookupId, Lookup<A>>,
-    pending: BTreeMap<RequestId, Pending<A>>,
+    /// Hashed, not ordered: never iterated, and a B-tree search per answer
+    /// was a tenth of the simulator's time.
+    pending: HashMap<RequestId, Pending<A>, BuildHasherDefault<SequenceHasher>>,
     deadlines: BinaryHeap<Reverse<(Time, RequestId, Stage)>>,
     dispatch: Dispatch,
     out: VecDeque<Output<A>>,
@@ -237,11 +240,31 @@ pub struct Node<A> {
     join: JoinState<A>,
     /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded),
     /// and the same in the order they were probed (to expire them in O(1)).
-    probed: BTreeMap<Fingerprint, Time>,
+    /// (Hashed with std's keyed hasher: callers choose their fingerprints.)
+    probed: HashMap<Fingerprint, Time>,
     probe_order: VecDeque<(Time, Fingerprint)>,
     /// Lookups that may have ended: settled (finished, widened or reported)
     /// before an input returns, so an end is only ever seen in `poll_output`.
     settle: Vec<LookupId>,
+}
+
+/// Hashes a [`RequestId`] (a counter the node itself increments, so no
+/// caller can pick colliding ones) with one multiplication.
+#[derive(Default)]
+struct SequenceHasher(u64);
+
+impl Hasher for SequenceHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
@@ -276,7 +299,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             table,
             rng: Rng::new(seed),
             lookups: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            pending: HashMap::default(),
             deadlines: BinaryHeap::new(),
             dispatch,
             out: VecDeque::new(),
@@ -290,7 +313,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 rejoin: None,
                 bootstrap: Vec::new(),
             },
-            probed: BTreeMap::new(),
+            probed: HashMap::new(),
             probe_order: VecDeque::new(),
             settle: Vec::new(),
         }
@@ -308,20 +331,25 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 
     /// Heap bytes this node holds beyond `size_of::<Node<A>>()`: its table,
     /// lookups, in-flight requests, timers, queued outputs and probe memory.
-    /// Vectors count by capacity; maps are estimated at 1.5x their payload.
+    /// Vectors and hash maps count by capacity (a hash map's slots: payload,
+    /// one control byte, 8/7 load); B-trees are estimated at 1.5x their payload.
     /// With the allocator's own overhead this is the node's memory; the
     /// simulator reports it per node next to the measured peak RSS.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let map = |len: usize, item: usize| len * item * 3 / 2;
+        let hashed = |capacity: usize, item: usize| capacity * (item + 1) * 8 / 7;
         self.table.heap_bytes()
             + self.lookups.values().map(Lookup::heap_bytes).sum::<usize>()
             + map(self.lookups.len(), size_of::<(LookupId, Lookup<A>)>())
-            + map(self.pending.len(), size_of::<(RequestId, Pending<A>)>())
+            + hashed(
+                self.pending.capacity(),
+                size_of::<(RequestId, Pending<A>)>(),
+            )
             + self.deadlines.capacity() * size_of::<Reverse<(Time, RequestId, Stage)>>()
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
-            + map(self.probed.len(), size_of::<(Fingerprint, Time)>())
+            + hashed(self.probed.capacity(), size_of::<(Fingerprint, Time)>())
             + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
     }
 
@@ -531,6 +559,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if self.deadlines.is_empty() && self.deadlines.capacity() > RETAINED_QUEUE {
             self.deadlines.shrink_to(RETAINED_QUEUE);
         }
+        if self.pending.is_empty() && self.pending.capacity() > RETAINED_QUEUE {
+            self.pending.shrink_to(RETAINED_QUEUE);
+        }
         let request = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
         let refresh = if self.table.is_empty() {
             None
@@ -654,6 +685,8 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         }
         if self.probe_order.is_empty() && self.probe_order.capacity() > RETAINED_QUEUE {
             self.probe_order.shrink_to(RETAINED_QUEUE);
+            // A hash map keeps its capacity when emptied; an idle node keeps none.
+            self.probed.shrink_to(RETAINED_QUEUE);
         }
     }
 
