@@ -37,6 +37,7 @@ pub mod config;
 mod dispatch;
 pub mod distance;
 pub mod fingerprint;
+pub mod identities;
 mod lookup;
 pub mod node;
 pub mod portmap;
