@@ -435,20 +435,17 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 
     fn answer(&mut self, now: Time, p: Pending<A>, result: Result<Response<A>, RpcFailure>) {
         match (p.purpose, result) {
-            (Purpose::Lookup(lid), Ok(Response::Peers(mut peers))) => {
+            (Purpose::Lookup(lid), Ok(Response::Peers(peers))) => {
                 self.record_seen(now, p.to.clone());
                 let local = self.local();
                 self.join.admitted |= peers.iter().any(|c| c.fingerprint == local);
                 // Hearsay never overrides what we verified: a peer we know is
-                // asked at the address it answered us from, not a claimed one.
-                for c in &mut peers {
-                    if let Some(e) = self.table.get(&c.fingerprint) {
-                        c.address = e.address.clone();
-                    }
-                }
+                // asked at the address it answered us from, not a claimed one
+                // (looked up only for the peers the lookup keeps).
                 if let Some(l) = self.lookups.get_mut(&lid) {
-                    let local = self.table.local();
-                    l.on_success(&p.to.fingerprint, peers, &local);
+                    let table = &self.table;
+                    let verified = |fp: &Fingerprint| table.get(fp).map(|e| e.address.clone());
+                    l.on_success_verified(&p.to.fingerprint, peers, &local, verified);
                 }
                 self.drive_lookup(now, lid);
             }
