@@ -40,6 +40,7 @@ pub mod fingerprint;
 pub mod identities;
 mod lookup;
 pub mod node;
+pub mod percentile;
 pub mod portmap;
 pub mod punch;
 pub mod ratelimit;

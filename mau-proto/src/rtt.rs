@@ -39,7 +39,7 @@ impl RttEstimator {
         let mut s = self.samples;
         let s = &mut s[..n];
         s.sort_unstable();
-        let p75 = s[(n * 3).div_ceil(4) - 1];
+        let p75 = crate::percentile::nearest_rank(s, 75).unwrap_or(0);
         Duration::from_millis(u64::from(p75) * 2).clamp(min, max.max(min))
     }
 }
