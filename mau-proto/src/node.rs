@@ -634,6 +634,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             return;
         }
         let in_table = entry.is_some();
+        let verified = entry.is_some_and(|e| e.address == contact.address);
         if !in_table {
             // Not in the table: remember recent probes (bounded) for the backoff.
             self.expire_probes(now);
@@ -643,7 +644,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 return;
             }
         }
-        let class = if self.is_verified(&contact) {
+        let class = if verified {
             RequestClass::Liveness
         } else {
             RequestClass::Probe
@@ -653,8 +654,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if class == RequestClass::Probe && !self.may_probe(now, &contact, source) {
             return;
         }
-        self.table.mark_pinged(&contact.fingerprint, now, backoff);
-        if !in_table {
+        if in_table {
+            self.table.mark_pinged(&contact.fingerprint, now, backoff);
+        } else {
             self.probed.insert(contact.fingerprint, now);
             self.probe_order.push_back((now, contact.fingerprint));
         }
