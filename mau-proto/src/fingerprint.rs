@@ -20,7 +20,7 @@ pub const V6_LEN: usize = 32;
 /// An OpenPGP v4 or v6 fingerprint.
 ///
 /// Displayed as lowercase hex, the form the Go implementation puts on the wire.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, Hash, PartialOrd, Ord)]
 pub enum Fingerprint {
     /// A 160-bit v4 fingerprint.
     V4([u8; V4_LEN]),
@@ -177,6 +177,15 @@ impl Fingerprint {
     }
 }
 
+// Word-wise, not the derived byte-wise `memcmp` (~4% of a simulation):
+// the same equality, so `Hash` and `Ord` stay consistent with it.
+impl PartialEq for Fingerprint {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.as_bytes() {
@@ -293,7 +302,9 @@ mod tests {
         }
         for x in &fps {
             for y in &fps {
-                assert_eq!(x.same(y), x == y, "{x:?} {y:?}");
+                let bytes_equal = x.version() == y.version() && x.as_bytes() == y.as_bytes();
+                assert_eq!(x == y, bytes_equal, "{x:?} {y:?}");
+                assert_eq!(x.same(y), bytes_equal, "{x:?} {y:?}");
             }
         }
     }

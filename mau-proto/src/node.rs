@@ -267,6 +267,16 @@ impl Hasher for SequenceHasher {
     }
 }
 
+/// Halves a hash map that is less than a quarter full: a map keeps the
+/// capacity of its busiest moment (a join's burst of probes) otherwise.
+fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
 /// Zero: an idle node (most of them, most of the time) holds no queue memory;
 /// the price is one allocation per burst of outputs.
@@ -559,6 +569,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if self.pending.is_empty() && self.pending.capacity() > RETAINED_QUEUE {
             self.pending.shrink_to(RETAINED_QUEUE);
         }
+        shrink_sparse(&mut self.pending);
         let request = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
         let refresh = if self.table.is_empty() {
             None
@@ -687,6 +698,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             // A hash map keeps its capacity when emptied; an idle node keeps none.
             self.probed.shrink_to(RETAINED_QUEUE);
         }
+        shrink_sparse(&mut self.probed);
     }
 
     /// True if a probe of `to` for a caller from `source` fits the probe
