@@ -174,10 +174,10 @@ fn table_snapshot(
     let peers = table
         .entries()
         .map(|e| PeerInfo {
-            fingerprint: e.fingerprint(),
+            fingerprint: e.fingerprint,
             address: e.address.clone(),
             bucket: local
-                .distance(&e.fingerprint().key())
+                .distance(&e.fingerprint.key())
                 .bucket()
                 .map_or(0, |b| b.0),
             last_seen_secs: now.since(e.last_seen()).as_secs(),

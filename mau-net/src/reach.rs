@@ -334,7 +334,12 @@ fn dialback_peers<R: Runtime>(
     let mut entries: Vec<_> = core.read(|node, _| {
         node.table()
             .entries()
-            .map(|e| (e.last_seen(), e.contact()))
+            .map(|e| {
+                (
+                    e.last_seen(),
+                    Contact::new(e.fingerprint, e.address.clone()),
+                )
+            })
             .collect()
     });
     entries.sort_by_key(|e| std::cmp::Reverse(e.0));

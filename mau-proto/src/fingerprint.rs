@@ -135,15 +135,6 @@ impl Fingerprint {
         Key::from_bytes(k)
     }
 
-    /// The first 8 bytes (of the fingerprint and of its [`Key`]), big-endian:
-    /// nearly always enough to order or tell apart two peers.
-    #[inline]
-    pub fn prefix(&self) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&self.as_bytes()[..8]);
-        u64::from_be_bytes(w)
-    }
-
     /// `self == other` without the call to `memcmp` the derived `==` makes
     /// (lookups compare fingerprints in their hot loop).
     #[inline]

@@ -37,7 +37,6 @@ pub mod config;
 mod dispatch;
 pub mod distance;
 pub mod fingerprint;
-pub mod identities;
 mod lookup;
 pub mod node;
 pub mod percentile;

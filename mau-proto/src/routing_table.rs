@@ -8,9 +8,8 @@
 //! The table is pure bookkeeping. It decides *who* must be pinged when a bucket
 //! is full; the [`crate::Node`] sends the ping and reports the answer.
 
-use crate::distance::{BucketIndex, Key};
+use crate::distance::{BucketIndex, Distance, Key};
 use crate::fingerprint::Fingerprint;
-use crate::identities::{self, Ids, PeerId};
 use crate::subnet::{HostIp, Subnet, SubnetLimits};
 use crate::time::{Stamp, Time};
 use std::collections::BTreeMap;
@@ -36,20 +35,14 @@ impl<A> Contact<A> {
     }
 }
 
-/// One peer in a bucket: 32 bytes for a `u32` address (48 with the
-/// fingerprint inline, 72 with a `Contact` inside and 8-byte times). The
-/// fingerprint is interned process-wide ([`crate::identities`]): the entry
-/// keeps its 4-byte handle and the first 8 bytes of its key, which order and
-/// tell apart entries without the interner nearly always. Times are kept to
-/// the second ([`Stamp`]).
-///
-/// Not `Clone`: an entry is only seen inside the table that holds its handle.
-#[derive(Debug)]
+/// One peer in a bucket: 48 bytes for a `u32` address (72 with a `Contact`
+/// inside and 8-byte times). The contact's fields are inline so the compiler
+/// can pack the failure count into the fingerprint's padding, and times are
+/// kept to the second ([`Stamp`]).
+#[derive(Clone, Debug)]
 pub struct Entry<A> {
-    /// The first 8 bytes of the peer's key, big-endian.
-    prefix: u64,
-    /// The peer's identity, interned.
-    id: PeerId,
+    /// The peer's identity.
+    pub fingerprint: Fingerprint,
     /// Where it listens (its verified address).
     pub address: A,
     /// Last time the peer answered us or sent us an authenticated request
@@ -64,46 +57,11 @@ pub struct Entry<A> {
 impl<A: Clone> Entry<A> {
     /// The peer as a [`Contact`].
     pub fn contact(&self) -> Contact<A> {
-        Contact::new(self.fingerprint(), self.address.clone())
-    }
-
-    fn contact_in(&self, ids: &Ids) -> Contact<A> {
-        Contact::new(ids.get(self.id), self.address.clone())
+        Contact::new(self.fingerprint, self.address.clone())
     }
 }
 
 impl<A> Entry<A> {
-    /// A new entry for `contact`, alive at `last_seen`: counts one more
-    /// holder of its fingerprint's handle.
-    fn new(contact: Contact<A>, last_seen: Stamp) -> Self {
-        Entry {
-            prefix: contact.fingerprint.prefix(),
-            id: identities::intern(contact.fingerprint),
-            address: contact.address,
-            last_seen,
-            last_ping: None,
-            failures: 0,
-        }
-    }
-
-    /// The peer's identity (one read of the process-wide interner; within
-    /// the table, [`Ids`] reads many under one lock).
-    pub fn fingerprint(&self) -> Fingerprint {
-        identities::read().get(self.id)
-    }
-
-    /// True if this entry is `fp` (`p` is `fp.prefix()`).
-    #[inline]
-    fn is(&self, fp: &Fingerprint, p: u64, ids: &Ids) -> bool {
-        self.prefix == p && ids.get(self.id).same(fp)
-    }
-
-    /// True if this entry sits on `fp`'s key (itself, or its v4/v6 twin).
-    #[inline]
-    fn on_key_of(&self, fp: &Fingerprint, p: u64, ids: &Ids) -> bool {
-        self.prefix == p && same_key(&ids.get(self.id), fp)
-    }
-
     /// Last time the peer answered us or sent us an authenticated request,
     /// rounded down to the second.
     pub fn last_seen(&self) -> Time {
@@ -128,7 +86,7 @@ impl<A> Entry<A> {
 }
 
 /// A k-bucket: entries least-recently-seen first, plus waiting newcomers.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Bucket<A> {
     entries: Vec<Entry<A>>,
     /// Newcomers for a full bucket, most recent last.
@@ -228,14 +186,6 @@ pub enum Liveness {
     Responsive,
 }
 
-/// The first 8 bytes of `key`, big-endian (what [`Fingerprint::prefix`] gives).
-#[inline]
-fn key_prefix(key: &Key) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&key.as_bytes()[..8]);
-    u64::from_be_bytes(w)
-}
-
 /// True if `a` and `b` sit on the same [`Key`] (equal, or a v4 and a v6
 /// fingerprint padded to one key), without building the two keys: this runs
 /// for every entry of a bucket each time a peer is seen.
@@ -315,12 +265,10 @@ impl<'a, A: Clone + Eq + HostIp> TableView<'a, A> {
 }
 
 /// The Kademlia routing table of one node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RoutingTable<A> {
     local: Fingerprint,
     local_key: Key,
-    /// `local.prefix()`: the bucket of nearly every peer, from one word.
-    local_prefix: u64,
     /// The oldest bucket's `last_lookup` (asked after every input, so kept
     /// rather than searched).
     oldest_lookup: Option<Stamp>,
@@ -336,63 +284,12 @@ pub struct RoutingTable<A> {
     per_subnet: BTreeMap<Subnet, u32>,
 }
 
-impl<A: Clone> Clone for Bucket<A> {
-    fn clone(&self) -> Self {
-        identities::retain(self.entries.iter().map(|e| e.id));
-        Bucket {
-            entries: self
-                .entries
-                .iter()
-                .map(|e| Entry {
-                    prefix: e.prefix,
-                    id: e.id,
-                    address: e.address.clone(),
-                    last_seen: e.last_seen,
-                    last_ping: e.last_ping,
-                    failures: e.failures,
-                })
-                .collect(),
-            replacements: self.replacements.clone(),
-            last_lookup: self.last_lookup,
-            last_check: self.last_check,
-        }
-    }
-}
-
-impl<A> Drop for Bucket<A> {
-    /// The bucket's entries no longer hold their fingerprints.
-    fn drop(&mut self) {
-        if !self.entries.is_empty() {
-            identities::release(self.entries.iter().map(|e| e.id));
-        }
-    }
-}
-
-impl<A: Clone> Clone for RoutingTable<A> {
-    fn clone(&self) -> Self {
-        RoutingTable {
-            local: self.local,
-            local_key: self.local_key,
-            local_prefix: self.local_prefix,
-            oldest_lookup: self.oldest_lookup,
-            buckets: self.buckets.clone(),
-            k: self.k,
-            replacement_cap: self.replacement_cap,
-            max_failures: self.max_failures,
-            len: self.len,
-            limits: self.limits,
-            per_subnet: self.per_subnet.clone(),
-        }
-    }
-}
-
 impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// An empty table for `local`, with no subnet limits (see [`Self::with_subnet_limits`]).
     pub fn new(local: Fingerprint, k: usize, replacement_cap: usize, max_failures: u8) -> Self {
         RoutingTable {
             local,
             local_key: local.key(),
-            local_prefix: local.prefix(),
             oldest_lookup: None,
             buckets: Vec::new(),
             k: k.max(1),
@@ -417,23 +314,19 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     }
 
     /// True if one more peer of `subnet` fits in bucket `cpl` and the table,
-    /// not counting the entry at position `except` of that bucket (a peer
-    /// that changes address).
-    fn admits(&self, cpl: usize, subnet: Option<Subnet>, except: Option<usize>) -> bool {
+    /// not counting the entry `except` (a peer that changes address).
+    fn admits(&self, cpl: usize, subnet: Option<Subnet>, except: Option<&Fingerprint>) -> bool {
         let (Some(limits), Some(subnet)) = (self.limits.as_ref(), subnet) else {
             return true;
         };
-        let in_subnet = |e: &Entry<A>| self.subnet(&e.address) == Some(subnet);
+        let others = |e: &&Entry<A>| Some(&e.fingerprint) != except;
+        let in_subnet = |e: &&Entry<A>| self.subnet(&e.address) == Some(subnet);
         let in_bucket = self.buckets.get(cpl).map_or(0, |b| {
-            b.entries
-                .iter()
-                .enumerate()
-                .filter(|(i, e)| Some(*i) != except && in_subnet(e))
-                .count()
+            b.entries.iter().filter(others).filter(in_subnet).count()
         });
         let mut in_table = self.per_subnet.get(&subnet).copied().unwrap_or(0) as usize;
-        if let Some(p) = except {
-            if in_subnet(&self.buckets[cpl].entries[p]) {
+        if let Some((c, p)) = except.and_then(|fp| self.locate(fp)) {
+            if self.subnet(&self.buckets[c].entries[p].address) == Some(subnet) {
                 in_table -= 1;
             }
         }
@@ -513,33 +406,11 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         (lz < crate::distance::KEY_BITS).then_some(lz)
     }
 
-    /// [`Self::cpl`] of `fp`'s key: the first word decides for nearly every
-    /// peer, so the 32-byte key is built only when it does not.
-    #[inline]
-    fn cpl_of(&self, fp: &Fingerprint) -> Option<usize> {
-        match fp.prefix() ^ self.local_prefix {
-            0 => self.cpl(&fp.key()),
-            x => Some(x.leading_zeros() as usize),
-        }
-    }
-
     fn locate(&self, fp: &Fingerprint) -> Option<(usize, usize)> {
-        let cpl = self.cpl_of(fp)?;
+        let cpl = self.cpl(&fp.key())?;
         let bucket = self.buckets.get(cpl)?;
-        let p = fp.prefix();
-        // Prefixes first: the interner is read only for a likely match.
-        let mut candidates = bucket
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.prefix == p);
-        let (first, _) = candidates.next()?;
-        let ids = identities::read();
-        let is = |i: usize| ids.get(bucket.entries[i].id).same(fp);
-        if is(first) {
-            return Some((cpl, first));
-        }
-        candidates.find(|(i, _)| is(*i)).map(|(i, _)| (cpl, i))
+        let pos = bucket.entries.iter().position(|e| e.fingerprint.same(fp))?;
+        Some((cpl, pos))
     }
 
     /// The entry for `fp`, if present.
@@ -572,33 +443,29 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// `backoff` is PING_MIN_BACKOFF: a head seen or pinged within it is not
     /// pinged again.
     pub fn seen(&mut self, contact: Contact<A>, now: Time, backoff: Duration) -> SeenOutcome<A> {
-        let Some(cpl) = self.cpl_of(&contact.fingerprint) else {
+        let key = contact.fingerprint.key();
+        let Some(cpl) = self.cpl(&key) else {
             return SeenOutcome::Refused;
         };
         self.ensure_bucket(cpl, now);
         let k = self.k;
         let cap = self.replacement_cap;
         let fp = contact.fingerprint;
-        let p = fp.prefix();
         let subnet = self.subnet(&contact.address);
-        let found = {
-            let ids = identities::read();
-            self.buckets[cpl]
-                .entries
-                .iter()
-                .position(|e| e.on_key_of(&fp, p, &ids))
-                .map(|pos| (pos, self.buckets[cpl].entries[pos].is(&fp, p, &ids)))
-        };
-        if let Some((pos, same)) = found {
+        if let Some(pos) = self.buckets[cpl]
+            .entries
+            .iter()
+            .position(|e| same_key(&e.fingerprint, &fp))
+        {
             let old = &self.buckets[cpl].entries[pos];
-            if !same {
+            if old.fingerprint != fp {
                 // A v4 and a v6 fingerprint padded to one key: first one wins.
                 return SeenOutcome::Refused;
             }
             if old.address != contact.address {
                 // A move into a subnet that is full is not followed: the
                 // old address keeps being tried and fails if it is gone.
-                if !self.admits(cpl, subnet, Some(pos)) {
+                if !self.admits(cpl, subnet, Some(&fp)) {
                     return SeenOutcome::SubnetFull;
                 }
                 let old = old.address.clone();
@@ -641,7 +508,13 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             }
             self.count_subnet(&contact.address, true);
             let bucket = &mut self.buckets[cpl];
-            bucket.entries.push(Entry::new(contact, Stamp::floor(now)));
+            bucket.entries.push(Entry {
+                fingerprint: contact.fingerprint,
+                address: contact.address,
+                last_seen: Stamp::floor(now),
+                last_ping: None,
+                failures: 0,
+            });
             self.len += 1;
             return SeenOutcome::Inserted;
         }
@@ -651,7 +524,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         if bucket
             .replacements
             .iter()
-            .any(|c| c.fingerprint != fp && same_key(&c.fingerprint, &fp))
+            .any(|c| c.fingerprint != contact.fingerprint && c.fingerprint.key() == key)
         {
             return SeenOutcome::Refused;
         }
@@ -709,7 +582,6 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             return FailedOutcome::Counted;
         }
         let gone = bucket.entries.remove(pos);
-        identities::release([gone.id]);
         self.len -= 1;
         self.count_subnet(&gone.address, false);
         let promoted = self.promote(cpl);
@@ -723,23 +595,27 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         // `seen`), nor a peer whose subnet filled up while it waited.
         let contact = loop {
             let c = self.buckets[cpl].replacements.pop()?;
-            let p = c.fingerprint.prefix();
-            let twin = {
-                let ids = identities::read();
-                self.buckets[cpl]
-                    .entries
-                    .iter()
-                    .any(|e| e.on_key_of(&c.fingerprint, p, &ids))
-            };
+            let key = c.fingerprint.key();
+            let twin = self.buckets[cpl]
+                .entries
+                .iter()
+                .any(|e| e.fingerprint.key() == key);
             if !twin && self.admits(cpl, self.subnet(&c.address), None) {
                 break c;
             }
         };
         self.count_subnet(&contact.address, true);
         let bucket = &mut self.buckets[cpl];
-        bucket
-            .entries
-            .insert(0, Entry::new(contact.clone(), Stamp::floor(Time::ZERO)));
+        bucket.entries.insert(
+            0,
+            Entry {
+                fingerprint: contact.fingerprint,
+                address: contact.address.clone(),
+                last_seen: Stamp::floor(Time::ZERO),
+                last_ping: None,
+                failures: 0,
+            },
+        );
         self.len += 1;
         Some(contact)
     }
@@ -749,16 +625,15 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     pub fn remove(&mut self, fp: &Fingerprint) -> Removed<A> {
         if let Some((cpl, pos)) = self.locate(fp) {
             let entry = self.buckets[cpl].entries.remove(pos);
-            identities::release([entry.id]);
             self.len -= 1;
             self.count_subnet(&entry.address, false);
             let promoted = self.promote(cpl);
             return Removed::Entry {
-                removed: Contact::new(*fp, entry.address),
+                removed: Contact::new(entry.fingerprint, entry.address),
                 promoted,
             };
         }
-        let Some(cpl) = self.cpl_of(fp) else {
+        let Some(cpl) = self.cpl(&fp.key()) else {
             return Removed::Nothing;
         };
         match self.buckets.get_mut(cpl) {
@@ -830,44 +705,33 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// deeper ones, then shallower ones one by one) and sorts only what it needs.
     pub fn closest(&self, target: &Key, n: usize, liveness: Liveness) -> Vec<Contact<A>> {
         let mut out: Vec<Contact<A>> = Vec::with_capacity(n.min(self.len));
-        if n == 0 || self.len == 0 {
+        if n == 0 {
             return out;
         }
         let ct = self
             .cpl(target)
             .unwrap_or(usize::MAX)
             .min(self.buckets.len());
-        let ids = identities::read();
-        let tp = key_prefix(target);
-        // Ordered by the first word of the distance; equal first words (ids
-        // sharing 64 bits, rare but possible) by the whole distance.
-        let order = |a: &(u64, &Entry<A>), b: &(u64, &Entry<A>)| {
-            a.0.cmp(&b.0).then_with(|| {
-                let da = ids.get(a.1.id).key().distance(target);
-                da.cmp(&ids.get(b.1.id).key().distance(target))
-            })
-        };
         // Room for two full buckets: the usual need, so no regrowth.
-        let mut group: Vec<(u64, &Entry<A>)> = Vec::with_capacity(2 * self.k);
-        let flush = |group: &mut Vec<(u64, &Entry<A>)>, out: &mut Vec<Contact<A>>| {
-            let want = n - out.len();
-            if group.len() > want {
-                // Only the `want` nearest are needed: select, then sort those.
-                group.select_nth_unstable_by(want - 1, order);
-                group.truncate(want);
+        let mut group: Vec<(Distance, &Entry<A>)> = Vec::with_capacity(2 * self.k);
+        let flush = |group: &mut Vec<(Distance, &Entry<A>)>, out: &mut Vec<Contact<A>>| {
+            group.sort_unstable_by_key(|g| g.0);
+            for (_, e) in group.drain(..) {
+                if out.len() == n {
+                    break;
+                }
+                out.push(e.contact());
             }
-            group.sort_unstable_by(order);
-            out.extend(group.drain(..).map(|(_, e)| e.contact_in(&ids)));
         };
-        let usable = |e: &&Entry<A>| liveness == Liveness::Any || e.failures == 0;
+        let usable = |e: &Entry<A>| liveness == Liveness::Any || e.failures == 0;
         // 1. the target's own bucket (closest of all).
         if let Some(bucket) = self.buckets.get(ct) {
             group.extend(
                 bucket
                     .entries
                     .iter()
-                    .filter(usable)
-                    .map(|e| (e.prefix ^ tp, e)),
+                    .filter(|e| usable(e))
+                    .map(|e| (e.fingerprint.key().distance(target), e)),
             );
             flush(&mut group, &mut out);
         }
@@ -880,13 +744,11 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 bucket
                     .entries
                     .iter()
-                    .filter(usable)
-                    .map(|e| (e.prefix ^ tp, e)),
+                    .filter(|e| usable(e))
+                    .map(|e| (e.fingerprint.key().distance(target), e)),
             );
         }
-        if out.len() < n {
-            flush(&mut group, &mut out);
-        }
+        flush(&mut group, &mut out);
         // 3. shallower buckets, each farther than the one before.
         for bucket in self.buckets[..ct].iter().rev() {
             if out.len() == n {
@@ -896,8 +758,8 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 bucket
                     .entries
                     .iter()
-                    .filter(usable)
-                    .map(|e| (e.prefix ^ tp, e)),
+                    .filter(|e| usable(e))
+                    .map(|e| (e.fingerprint.key().distance(target), e)),
             );
             flush(&mut group, &mut out);
         }
@@ -917,10 +779,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 return Err(format!("bucket {cpl} caches too many replacements"));
             }
             for e in &b.entries {
-                let fp = e.fingerprint();
-                if e.prefix != fp.prefix() {
-                    return Err(format!("{fp} has a stale key prefix"));
-                }
+                let fp = e.fingerprint;
                 if fp == self.local {
                     return Err("table holds the local node".into());
                 }
@@ -1066,7 +925,7 @@ mod tests {
             SeenOutcome::Updated
         );
         let b = t.buckets().next().unwrap().1;
-        assert_eq!(b.entries()[1].fingerprint(), fp(0x80, 1));
+        assert_eq!(b.entries()[1].fingerprint, fp(0x80, 1));
         assert_eq!(b.replacements().len(), 1);
     }
 
@@ -1109,31 +968,6 @@ mod tests {
         ] {
             assert_eq!(same_key(&x, &y), x.key() == y.key(), "{x:?} {y:?}");
         }
-    }
-
-    #[test]
-    fn an_entry_is_32_bytes_and_tables_release_what_they_intern() {
-        assert!(std::mem::size_of::<Entry<u32>>() <= 32);
-        // Bytes no other test uses: the interner is shared by the process.
-        let peer = fp(0xd7, 0x3c);
-        let mut t = RoutingTable::new(fp(0x11, 0x3c), 4, 2, 2);
-        assert_eq!(
-            t.seen(Contact::new(peer, 7), Time(0), BACKOFF),
-            SeenOutcome::Inserted
-        );
-        let copy = t.clone();
-        assert_eq!(
-            t.remove(&peer),
-            Removed::Entry {
-                removed: Contact::new(peer, 7),
-                promoted: None
-            }
-        );
-        assert!(identities::holds(&peer), "the clone still holds it");
-        assert_eq!(copy.get(&peer).map(Entry::fingerprint), Some(peer));
-        copy.check_invariants().unwrap();
-        drop(copy);
-        assert!(!identities::holds(&peer));
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn at_most_ten_peers_of_a_slash_24_in_the_table() {
     assert_eq!(inserted, 10);
     t.check_invariants().expect("invariants");
     // A departure frees a slot.
-    let first = t.entries().next().map(|e| e.fingerprint());
+    let first = t.entries().next().map(|e| e.fingerprint);
     t.remove(&first.expect("an entry"));
     let c = Contact::new(id(0x01, 77), ip(5, 6, 7, 200));
     assert_eq!(t.seen(c, now, BACKOFF), SeenOutcome::Inserted);

@@ -180,9 +180,7 @@ pub struct TableMetrics {
     /// mostly from their neighbourhood, a warm start knows everyone evenly.
     pub in_degree: Stats,
     /// Bytes of protocol state per node at the end: `size_of::<Node<u32>>()`
-    /// plus [`mau_proto::Node::heap_bytes`] (tables, lookups, queues) plus
-    /// an even share of the interned fingerprints
-    /// ([`mau_proto::identities::BYTES_PER_PEER`] each).
+    /// plus [`mau_proto::Node::heap_bytes`] (tables, lookups, queues).
     pub node_bytes: Stats,
     /// Invariant violations found by `--check` (0 unless checking).
     pub invariant_violations: u64,

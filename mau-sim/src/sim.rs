@@ -605,13 +605,6 @@ impl Sim {
                     .count() as u64,
             );
         }
-        // Each fingerprint held by some table is interned once for all of
-        // them: every node carries an even share (counted, not read from the
-        // process-wide interner, so the figure stays a function of the run).
-        let interned = known.iter().filter(|k| **k > 0).count();
-        let share =
-            (interned * mau_proto::identities::BYTES_PER_PEER) as u64 / size.len().max(1) as u64;
-        bytes.iter_mut().for_each(|b| *b += share);
         let mut in_degree: Vec<u64> = net.nodes().map(|(a, _)| known[a as usize]).collect();
         let (violations, first) = net.invariant_violations();
         if let Some(e) = first {
