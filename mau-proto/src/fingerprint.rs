@@ -20,7 +20,7 @@ pub const V6_LEN: usize = 32;
 /// An OpenPGP v4 or v6 fingerprint.
 ///
 /// Displayed as lowercase hex, the form the Go implementation puts on the wire.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Eq, PartialOrd, Ord)]
 pub enum Fingerprint {
     /// A 160-bit v4 fingerprint.
     V4([u8; V4_LEN]),
@@ -168,6 +168,23 @@ impl Fingerprint {
     }
 }
 
+// Word-wise, not the derived byte-wise `memcmp` (~4% of a simulation):
+// the same equality as the derived one, so `Ord` stays consistent with it.
+impl PartialEq for Fingerprint {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
+// By hand since `PartialEq` is: the version and the bytes, as equality sees them.
+impl std::hash::Hash for Fingerprint {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.version().hash(state);
+        self.as_bytes().hash(state);
+    }
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.as_bytes() {
@@ -284,7 +301,9 @@ mod tests {
         }
         for x in &fps {
             for y in &fps {
-                assert_eq!(x.same(y), x == y, "{x:?} {y:?}");
+                let bytes_equal = x.version() == y.version() && x.as_bytes() == y.as_bytes();
+                assert_eq!(x == y, bytes_equal, "{x:?} {y:?}");
+                assert_eq!(x.same(y), bytes_equal, "{x:?} {y:?}");
             }
         }
     }

@@ -41,6 +41,7 @@ pub mod expiring;
 pub mod fingerprint;
 mod lookup;
 pub mod node;
+pub mod percentile;
 pub mod portmap;
 pub mod punch;
 pub mod ratelimit;

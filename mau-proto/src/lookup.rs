@@ -165,7 +165,7 @@ impl<A: Clone + Eq> Lookup<A> {
             widened: 0,
         };
         for c in seeds {
-            l.offer(c, 0, None);
+            l.offer(c, 0, None, &|_| None);
         }
         l
     }
@@ -194,7 +194,7 @@ impl<A: Clone + Eq> Lookup<A> {
         }
         self.widened += 1;
         for c in more {
-            self.offer(c, 0, None);
+            self.offer(c, 0, None, &|_| None);
         }
         self.no_progress = 0;
         !self.is_finished()
@@ -221,7 +221,15 @@ impl<A: Clone + Eq> Lookup<A> {
     }
 
     /// Adds a candidate unless known; returns whether it is now the closest.
-    fn offer(&mut self, contact: Contact<A>, depth: u32, local: Option<&Fingerprint>) -> bool {
+    /// `verified` gives the address we verified for a peer, which replaces
+    /// the one offered (asked only for a peer the lookup keeps).
+    fn offer(
+        &mut self,
+        mut contact: Contact<A>,
+        depth: u32,
+        local: Option<&Fingerprint>,
+        verified: &impl Fn(&Fingerprint) -> Option<A>,
+    ) -> bool {
         let distance = contact.fingerprint.key().distance(&self.target_key);
         // Full and farther than every candidate: it would not be kept (the
         // common case late in a lookup), so skip the search.
@@ -236,10 +244,15 @@ impl<A: Clone + Eq> Lookup<A> {
         if local.is_some_and(|l| l.same(&contact.fingerprint)) {
             return false;
         }
-        let pos = match self
+        let search = self
             .candidates
-            .binary_search_by(|c| c.distance.cmp(&distance))
-        {
+            .binary_search_by(|c| c.distance.cmp(&distance));
+        if search.is_ok() || search.is_err_and(|i| i < self.max_candidates) {
+            if let Some(address) = verified(&contact.fingerprint) {
+                contact.address = address;
+            }
+        }
+        let pos = match search {
             Ok(i) => {
                 // Known (or another fingerprint on the same key): keep the
                 // shorter path, and remember a second address for it.
@@ -357,7 +370,21 @@ impl<A: Clone + Eq> Lookup<A> {
     }
 
     /// `from` answered with `peers`. `local` is our own id (never a candidate).
+    #[cfg(any(test, feature = "internals"))]
     pub fn on_success(&mut self, from: &Fingerprint, peers: Vec<Contact<A>>, local: &Fingerprint) {
+        self.on_success_verified(from, peers, local, |_| None);
+    }
+
+    /// [`Self::on_success`], asking at the peers' addresses we `verified`
+    /// rather than those the answer gave: hearsay never overrides what we
+    /// verified.
+    pub fn on_success_verified(
+        &mut self,
+        from: &Fingerprint,
+        peers: Vec<Contact<A>>,
+        local: &Fingerprint,
+        verified: impl Fn(&Fingerprint) -> Option<A>,
+    ) {
         let Some(i) = self.index_of(from) else {
             return;
         };
@@ -373,7 +400,7 @@ impl<A: Clone + Eq> Lookup<A> {
         }
         let mut progress = false;
         for p in peers.into_iter().take(self.k) {
-            progress |= self.offer(p, depth, Some(local));
+            progress |= self.offer(p, depth, Some(local), &verified);
         }
         self.no_progress = if progress { 0 } else { self.no_progress + 1 };
     }

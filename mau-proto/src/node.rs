@@ -19,7 +19,8 @@
 //! the adapter, so waiting is never mistaken for a peer's silence.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -228,7 +229,9 @@ pub struct Node<A> {
     table: RoutingTable<A>,
     rng: Rng,
     lookups: BTreeMap<LookupId, Lookup<A>>,
-    pending: BTreeMap<RequestId, Pending<A>>,
+    /// Hashed, not ordered: never iterated, and a B-tree search per answer
+    /// was a tenth of the simulator's time.
+    pending: HashMap<RequestId, Pending<A>, BuildHasherDefault<SequenceHasher>>,
     deadlines: BinaryHeap<Reverse<(Time, RequestId, Stage)>>,
     dispatch: Dispatch,
     out: VecDeque<Output<A>>,
@@ -237,11 +240,41 @@ pub struct Node<A> {
     join: JoinState<A>,
     /// Peers outside the table pinged within PING_MIN_BACKOFF (bounded),
     /// and the same in the order they were probed (to expire them in O(1)).
-    probed: BTreeMap<Fingerprint, (Time, A)>,
+    /// (Hashed with std's keyed hasher: callers choose their fingerprints.)
+    probed: HashMap<Fingerprint, (Time, A)>,
     probe_order: VecDeque<(Time, Fingerprint)>,
     /// Lookups that may have ended: settled (finished, widened or reported)
     /// before an input returns, so an end is only ever seen in `poll_output`.
     settle: Vec<LookupId>,
+}
+
+/// Hashes a [`RequestId`] (a counter the node itself increments, so no
+/// caller can pick colliding ones) with one multiplication.
+#[derive(Default)]
+struct SequenceHasher(u64);
+
+impl Hasher for SequenceHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Halves a hash map that is less than a quarter full: a map keeps the
+/// capacity of its busiest moment (a join's burst of probes) otherwise.
+fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 /// Capacity an emptied output or deadline queue keeps; bigger ones are shrunk.
@@ -276,7 +309,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             table,
             rng: Rng::new(seed),
             lookups: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            pending: HashMap::default(),
             deadlines: BinaryHeap::new(),
             dispatch,
             out: VecDeque::new(),
@@ -290,7 +323,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 rejoin: None,
                 bootstrap: Vec::new(),
             },
-            probed: BTreeMap::new(),
+            probed: HashMap::new(),
             probe_order: VecDeque::new(),
             settle: Vec::new(),
         }
@@ -308,20 +341,25 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 
     /// Heap bytes this node holds beyond `size_of::<Node<A>>()`: its table,
     /// lookups, in-flight requests, timers, queued outputs and probe memory.
-    /// Vectors count by capacity; maps are estimated at 1.5x their payload.
+    /// Vectors and hash maps count by capacity (a hash map's slots: payload,
+    /// one control byte, 8/7 load); B-trees are estimated at 1.5x their payload.
     /// With the allocator's own overhead this is the node's memory; the
     /// simulator reports it per node next to the measured peak RSS.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let map = |len: usize, item: usize| len * item * 3 / 2;
+        let hashed = |capacity: usize, item: usize| capacity * (item + 1) * 8 / 7;
         self.table.heap_bytes()
             + self.lookups.values().map(Lookup::heap_bytes).sum::<usize>()
             + map(self.lookups.len(), size_of::<(LookupId, Lookup<A>)>())
-            + map(self.pending.len(), size_of::<(RequestId, Pending<A>)>())
+            + hashed(
+                self.pending.capacity(),
+                size_of::<(RequestId, Pending<A>)>(),
+            )
             + self.deadlines.capacity() * size_of::<Reverse<(Time, RequestId, Stage)>>()
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
-            + map(self.probed.len(), size_of::<(Fingerprint, (Time, A))>())
+            + hashed(self.probed.capacity(), size_of::<(Fingerprint, (Time, A))>())
             + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
     }
 
@@ -407,20 +445,17 @@ impl<A: Clone + Eq + HostIp> Node<A> {
 
     fn answer(&mut self, now: Time, p: Pending<A>, result: Result<Response<A>, RpcFailure>) {
         match (p.purpose, result) {
-            (Purpose::Lookup(lid), Ok(Response::Peers(mut peers))) => {
+            (Purpose::Lookup(lid), Ok(Response::Peers(peers))) => {
                 self.record_seen(now, p.to.clone());
                 let local = self.local();
                 self.join.admitted |= peers.iter().any(|c| c.fingerprint == local);
                 // Hearsay never overrides what we verified: a peer we know is
-                // asked at the address it answered us from, not a claimed one.
-                for c in &mut peers {
-                    if let Some(e) = self.table.get(&c.fingerprint) {
-                        c.address = e.address.clone();
-                    }
-                }
+                // asked at the address it answered us from, not a claimed one
+                // (looked up only for the peers the lookup keeps).
                 if let Some(l) = self.lookups.get_mut(&lid) {
-                    let local = self.table.local();
-                    l.on_success(&p.to.fingerprint, peers, &local);
+                    let table = &self.table;
+                    let verified = |fp: &Fingerprint| table.get(fp).map(|e| e.address.clone());
+                    l.on_success_verified(&p.to.fingerprint, peers, &local, verified);
                 }
                 self.drive_lookup(now, lid);
             }
@@ -531,6 +566,10 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if self.deadlines.is_empty() && self.deadlines.capacity() > RETAINED_QUEUE {
             self.deadlines.shrink_to(RETAINED_QUEUE);
         }
+        if self.pending.is_empty() && self.pending.capacity() > RETAINED_QUEUE {
+            self.pending.shrink_to(RETAINED_QUEUE);
+        }
+        shrink_sparse(&mut self.pending);
         let request = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
         let refresh = if self.table.is_empty() {
             None
@@ -606,6 +645,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             return;
         }
         let in_table = entry.is_some();
+        let verified = entry.is_some_and(|e| e.address == contact.address);
         if !in_table {
             // Not in the table: remember recent probes (bounded) for the backoff.
             self.expire_probes(now);
@@ -619,7 +659,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
                 return;
             }
         }
-        let class = if self.is_verified(&contact) {
+        let class = if verified {
             RequestClass::Liveness
         } else {
             RequestClass::Probe
@@ -629,8 +669,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         if class == RequestClass::Probe && !self.may_probe(now, &contact, source) {
             return;
         }
-        self.table.mark_pinged(&contact.fingerprint, now, backoff);
-        if !in_table {
+        if in_table {
+            self.table.mark_pinged(&contact.fingerprint, now, backoff);
+        } else {
             self.probed
                 .insert(contact.fingerprint, (now, contact.address.clone()));
             self.probe_order.push_back((now, contact.fingerprint));
@@ -659,7 +700,10 @@ impl<A: Clone + Eq + HostIp> Node<A> {
         }
         if self.probe_order.is_empty() && self.probe_order.capacity() > RETAINED_QUEUE {
             self.probe_order.shrink_to(RETAINED_QUEUE);
+            // A hash map keeps its capacity when emptied; an idle node keeps none.
+            self.probed.shrink_to(RETAINED_QUEUE);
         }
+        shrink_sparse(&mut self.probed);
     }
 
     /// True if a probe of `to` for a caller from `source` fits the probe

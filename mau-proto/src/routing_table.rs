@@ -269,6 +269,9 @@ impl<'a, A: Clone + Eq + HostIp> TableView<'a, A> {
 pub struct RoutingTable<A> {
     local: Fingerprint,
     local_key: Key,
+    /// The oldest bucket's `last_lookup` (asked after every input, so kept
+    /// rather than searched).
+    oldest_lookup: Option<Stamp>,
     /// Index = common prefix length with `local_key`; created up to the deepest peer.
     buckets: Vec<Bucket<A>>,
     k: usize,
@@ -287,6 +290,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         RoutingTable {
             local,
             local_key: local.key(),
+            oldest_lookup: None,
             buckets: Vec::new(),
             k: k.max(1),
             replacement_cap,
@@ -427,6 +431,8 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             .reserve_exact((cpl + 1).saturating_sub(self.buckets.len()));
         while self.buckets.len() <= cpl {
             self.buckets.push(Bucket::new(now));
+            let new = Stamp::floor(now);
+            self.oldest_lookup = Some(self.oldest_lookup.map_or(new, |t| t.min(new)));
         }
     }
 
@@ -646,17 +652,23 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
 
     /// Marks bucket `index` as just looked up (not stale).
     pub fn touch_bucket(&mut self, index: BucketIndex, now: Time) {
-        if let Some(b) = self.buckets.get_mut(index.common_prefix_len()) {
-            b.last_lookup = Stamp::floor(now);
-        }
+        self.touch(index.common_prefix_len(), now);
     }
 
     /// Records a lookup for `target` now (its bucket is not stale any more).
     pub fn touch_bucket_of(&mut self, target: &Key, now: Time) {
         if let Some(cpl) = self.cpl(target) {
-            if let Some(b) = self.buckets.get_mut(cpl) {
-                b.last_lookup = Stamp::floor(now);
-            }
+            self.touch(cpl, now);
+        }
+    }
+
+    fn touch(&mut self, cpl: usize, now: Time) {
+        let Some(b) = self.buckets.get_mut(cpl) else {
+            return;
+        };
+        let was = std::mem::replace(&mut b.last_lookup, Stamp::floor(now));
+        if Some(was) == self.oldest_lookup {
+            self.oldest_lookup = self.buckets.iter().map(|b| b.last_lookup).min();
         }
     }
 
@@ -673,10 +685,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
 
     /// When the next bucket becomes stale, if any bucket exists.
     pub fn next_stale_at(&self, stall: Duration) -> Option<Time> {
-        self.buckets
-            .iter()
-            .map(|b| b.last_lookup.time() + stall)
-            .min()
+        self.oldest_lookup.map(|t| t.time() + stall)
     }
 
     /// Buckets farther than the closest neighbour's (the join refresh set).
@@ -785,6 +794,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         }
         if count != self.len {
             return Err(format!("len {} but {count} entries", self.len));
+        }
+        if self.oldest_lookup != self.buckets.iter().map(|b| b.last_lookup).min() {
+            return Err("the oldest bucket stamp is out of date".into());
         }
         self.check_subnet_limits()
     }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use mau_proto::percentile::nearest_rank;
 use serde::Serialize;
 
 use crate::scenario::Scenario;
@@ -35,15 +36,15 @@ impl Stats {
         }
         samples.sort_unstable();
         let n = samples.len();
-        let rank = |p: f64| samples[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let rank = |p: u32| nearest_rank(samples, p).unwrap_or_default();
         let sum: u128 = samples.iter().map(|&s| s as u128).sum();
         Stats {
             count: n as u64,
             mean: round3(sum as f64 / n as f64),
             min: samples[0],
-            median: rank(0.5),
-            p90: rank(0.9),
-            p99: rank(0.99),
+            median: rank(50),
+            p90: rank(90),
+            p99: rank(99),
             max: samples[n - 1],
         }
     }
