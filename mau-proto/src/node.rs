@@ -359,7 +359,10 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             + self.deadlines.capacity() * size_of::<Reverse<(Time, RequestId, Stage)>>()
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
-            + hashed(self.probed.capacity(), size_of::<(Fingerprint, (Time, A))>())
+            + hashed(
+                self.probed.capacity(),
+                size_of::<(Fingerprint, (Time, A))>(),
+            )
             + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
     }
 

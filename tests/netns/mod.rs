@@ -351,6 +351,46 @@ pub fn mau(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> Output {
     mau_argv(dir, args, |a| lab.try_sh_in(ns, None, a, &env))
 }
 
+/// `mau <args> --json` in `ns`, parsed (fails with the output otherwise).
+pub fn mau_json(lab: &Lab, ns: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let args = [args, &["--json"]].concat();
+    let out = ok(mau(lab, ns, dir, &args), "mau --json");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// The address `mau discover` in `ns` finds for `target`, if it finds it.
+pub fn discover(lab: &Lab, ns: &str, dir: &Path, target: &str) -> Option<String> {
+    let out = mau(
+        lab,
+        ns,
+        dir,
+        &["discover", "--fingerprint", target, "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let found = &v["found"];
+    (out.status.success() && found["fingerprint"] == target)
+        .then(|| found["address"].as_str().unwrap_or_default().to_string())
+}
+
+/// Polls `what` every 200 ms for at most `limit`: its first `Some`.
+pub fn poll<T>(limit: Duration, mut what: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = what() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls `what` every 200 ms for at most `limit`: whether it came true.
+pub fn until(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
+    poll(limit, || what().then_some(())).is_some()
+}
+
 /// The `mau` binary: `$MAU_BIN`, else the one cargo built next to this test.
 pub fn mau_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("MAU_BIN") {

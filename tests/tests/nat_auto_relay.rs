@@ -25,31 +25,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netns::nat_lab::{NatKind, NatLab};
-use netns::{init_account, mau, ok, start_mau};
+use netns::{discover, init_account, mau_json, poll, start_mau};
 
 const PORT: u16 = 7000;
 const RELAYED: &str = ".mau-relay.invalid";
-
-/// `mau <args> --json` in `ns`, parsed.
-fn json(nat: &NatLab, ns: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
-    let args = [args, &["--json"]].concat();
-    let out = ok(mau(nat, ns, dir, &args), "mau --json");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
-
-/// Polls `what` every 250 ms for at most `limit`.
-fn poll<T>(limit: Duration, mut what: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = what() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
@@ -63,20 +42,6 @@ fn wait_log(dir: &Path, text: &str, limit: Duration) {
         "no {text:?} within {limit:?}: {}",
         log(dir)
     );
-}
-
-/// The address a mau-rs node's `discover` finds for `target`.
-fn discover(nat: &NatLab, ns: &str, dir: &Path, target: &str) -> Option<String> {
-    let out = mau(
-        nat,
-        ns,
-        dir,
-        &["discover", "--fingerprint", target, "--json"],
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let found = &v["found"];
-    (out.status.success() && found["fingerprint"] == target)
-        .then(|| found["address"].as_str().unwrap_or_default().to_string())
 }
 
 #[test]
@@ -157,7 +122,7 @@ fn an_unreachable_node_picks_a_relay_and_drops_it_once_reachable() {
     wait_log(&home_dir, "unreachable: holding reservations", limit);
     wait_log(&home_dir, "relay reservation held", limit);
     let t_relayed = started.elapsed();
-    let status = json(&nat, &home.ns, &home_dir, &["status"]);
+    let status = mau_json(&nat, &home.ns, &home_dir, &["status"]);
     let r = &status["reachability"];
     assert_eq!(r["state"], "unreachable", "{status}");
     assert_eq!(r["address"], direct.as_str(), "{status}");
@@ -185,7 +150,7 @@ fn an_unreachable_node_picks_a_relay_and_drops_it_once_reachable() {
         nat.sh(&router, &["nft", &rule]);
     }
     let status = poll(limit, || {
-        let s = json(&nat, &home.ns, &home_dir, &["status", "--check"]);
+        let s = mau_json(&nat, &home.ns, &home_dir, &["status", "--check"]);
         (s["reachability"]["state"] == "reachable").then_some(s)
     })
     .unwrap_or_else(|| {
@@ -205,7 +170,7 @@ fn an_unreachable_node_picks_a_relay_and_drops_it_once_reachable() {
         limit,
     );
     let back = poll(limit, || {
-        let s = json(&nat, &home.ns, &home_dir, &["status"]);
+        let s = mau_json(&nat, &home.ns, &home_dir, &["status"]);
         (s["reachability"]["advertised"] == direct.as_str()).then_some(())
     });
     assert!(

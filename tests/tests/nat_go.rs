@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use netns::go::Go;
 use netns::nat_lab::{NatKind, NatLab};
-use netns::{init_account, mau, ok, start_mau};
+use netns::{discover, init_account, mau, ok, poll, start_mau};
 
 const PORT: u16 = 7000;
 const RELAYED: &str = ".mau-relay.invalid";
@@ -55,37 +55,9 @@ impl Node {
     }
 }
 
-/// Polls `what` every 200 ms for at most `limit`; its last value.
-fn poll<T>(limit: Duration, mut what: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = what() {
-            return Some(v);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `mau <args>` in `n`'s namespace, asserting success.
 fn mau_ok(nat: &NatLab, n: &Node, args: &[&str]) -> String {
     ok(mau(nat, &n.ns, &n.dir, args), &format!("mau {args:?}"))
-}
-
-/// The address a mau-rs node's `discover` finds for `target`.
-fn discover(nat: &NatLab, from: &Node, target: &str) -> Option<String> {
-    let out = mau(
-        nat,
-        &from.ns,
-        &from.dir,
-        &["discover", "--fingerprint", target, "--json"],
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let found = &v["found"];
-    (out.status.success() && found["fingerprint"] == target)
-        .then(|| found["address"].as_str().unwrap_or_default().to_string())
 }
 
 /// Go's own iterative lookup of `target` by the Go node `g`, seeded with
@@ -317,7 +289,7 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
     for from in [&m, &relay] {
         for to in [&h, &v] {
             let found = poll(wait, || {
-                discover(&nat, from, &to.fpr)
+                discover(&nat, &from.ns, &from.dir, &to.fpr)
                     .filter(|a| a.contains(RELAYED) || (to.fpr == v.fpr && *a == v.addr))
             });
             assert!(
@@ -326,14 +298,14 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
                 from.addr,
                 to.fpr,
                 to.fpr == h.fpr,
-                discover(&nat, from, &to.fpr)
+                discover(&nat, &from.ns, &from.dir, &to.fpr)
             );
         }
     }
 
     // (1) The Go node and each public mau-rs node find each other.
     for r in [&relay, &m] {
-        let found = poll(wait, || discover(&nat, r, &g.fpr));
+        let found = poll(wait, || discover(&nat, &r.ns, &r.dir, &g.fpr));
         assert_eq!(found.as_deref(), Some(g.addr.as_str()), "{} -> Go", r.addr);
         let seed = if r.fpr == relay.fpr { &m } else { &relay };
         let found = poll(wait, || go_lookup(&nat, &go, &g, seed, &r.fpr));

@@ -18,21 +18,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netns::nat_lab::{NatKind, NatLab};
-use netns::{init_account, mau, ok, start_mau};
-
-/// `mau <args> --json` in `ns`, parsed.
-fn json(nat: &NatLab, ns: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
-    let args = [args, &["--json"]].concat();
-    let out = ok(mau(nat, ns, dir, &args), "mau --json");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
+use netns::{init_account, mau, mau_json, ok, start_mau};
 
 /// Waits (at most 60 s) until the server in `dir` has at least `at_least`
 /// of `fps` in its routing table; fails with its table and log otherwise.
 fn wait_for_peers(nat: &NatLab, ns: &str, dir: &Path, fps: &[String], at_least: usize) {
     let started = Instant::now();
     loop {
-        let peers = json(nat, ns, dir, &["peers", "list"]);
+        let peers = mau_json(nat, ns, dir, &["peers", "list"]);
         let known: Vec<&str> = peers
             .as_array()
             .map(|a| a.iter().filter_map(|p| p["fingerprint"].as_str()).collect())
@@ -110,7 +103,7 @@ fn public_address_learned_correctly_behind_each_router() {
         wait_for_peers(&nat, ns, dir, &public, admitted);
     }
     for (j, (ns, dir)) in homes.iter().enumerate() {
-        let status = json(&nat, ns, dir, &["status", "--check"]);
+        let status = mau_json(&nat, ns, dir, &["status", "--check"]);
         let r = &status["reachability"];
         let wan = nat.wan_ip(j).to_string();
         let at = format!("{wan}:7000");

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use netns::nat_lab::{Host, NatKind, NatLab};
-use netns::{init_account, mau, mau_argv, require, PASSPHRASE};
+use netns::{init_account, mau, mau_argv, require, until, PASSPHRASE};
 
 const PORT: u16 = 7000;
 /// Pairs run at once (each node behind a router of its own).
@@ -71,18 +71,6 @@ fn server(ns: &str, dir: &Path, args: &[&str], log: &str) -> Server {
             .expect("spawn mau")
     });
     Server(child)
-}
-
-/// Polls `what` every 100 ms for at most `limit`.
-fn wait_for(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if what() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// The value of `name` (a sample line prefix) in the metrics of the
@@ -192,14 +180,14 @@ fn one_try(
         server(&hb.ns, &p.b, &via, &lb),
     ];
     let held = |d: &Path, l: &str| log_has(&d.join(l), "relay reservation held");
-    if !wait_for(Duration::from_secs(30), || {
+    if !until(Duration::from_secs(30), || {
         held(&p.a, &la) && held(&p.b, &lb)
     }) {
         t.why = "no reservation".into();
         return (t, servers);
     }
     // B finds A through the DHT (A must have joined first).
-    let found = wait_for(Duration::from_secs(30), || {
+    let found = until(Duration::from_secs(30), || {
         let out = mau(
             lab,
             &hb.ns,
@@ -215,7 +203,7 @@ fn one_try(
     }
     t.found_relayed = true;
     // B's punch towards A ends one way or the other.
-    wait_for(Duration::from_secs(30), || {
+    until(Duration::from_secs(30), || {
         let log = std::fs::read_to_string(p.b.join(&lb)).unwrap_or_default();
         let end = log
             .lines()
@@ -301,7 +289,7 @@ fn run_tries(tag: &str, kind: NatKind, sync: bool) -> Option<(Vec<Try>, Vec<f64>
         "server.log",
     );
     assert!(
-        wait_for(Duration::from_secs(30), || metrics_up(&lab, &pub0.ns)),
+        until(Duration::from_secs(30), || metrics_up(&lab, &pub0.ns)),
         "the relay did not start: {}",
         std::fs::read_to_string(relay_dir.join("server.log")).unwrap_or_default()
     );
@@ -331,7 +319,7 @@ fn run_tries(tag: &str, kind: NatKind, sync: bool) -> Option<(Vec<Try>, Vec<f64>
             // reachability check asked relayed peers for dial-backs through
             // the relay and pooled that connection. It asks only directly
             // reachable peers now.)
-            wait_for(Duration::from_secs(15), || {
+            until(Duration::from_secs(15), || {
                 metric(&lab, &pub0.ns, "mau_relay_streams") == 0.0
             });
             gauges.push(metric(&lab, &pub0.ns, "mau_relay_streams"));
