@@ -17,7 +17,7 @@
 //! direct certificate even while a relayed address is advertised). What
 //! the node does when nobody can reach it: it says so (log, `mau status`,
 //! metrics) and, unless relays are configured, picks relays itself
-//! ([`crate::address`]); mau-rs peers never store an unreachable address
+//! (the address watch, `address.rs`); mau-rs peers never store an unreachable address
 //! (their probe of it fails).
 
 use std::net::{IpAddr, SocketAddr};
