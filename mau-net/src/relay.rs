@@ -340,10 +340,13 @@ impl<R: Runtime> RelayServer<R> {
             return router::error(StatusCode::GATEWAY_TIMEOUT, "the peer did not answer");
         };
         self.event("stream_opened");
+        // Opened and ended are logged in pairs (one line each), so an
+        // operator or a test can tell which streams are still carried.
+        debug!(peer = %from, %target, "relay: stream opened");
         let this = self.clone();
         self.rt.spawn(async move {
             let (a, b) = futures_lite::future::zip(on, their_on).await;
-            if let (Ok(a), Ok(b)) = (a, b) {
+            let (bytes, why) = if let (Ok(a), Ok(b)) = (a, b) {
                 let (bytes, why) = splice(
                     &this.rt,
                     UpgradedIo(a),
@@ -356,8 +359,11 @@ impl<R: Runtime> RelayServer<R> {
                     m.relayed_bytes(bytes);
                 }
                 this.event(why);
-                debug!(peer = %from, %target, bytes, end = why, "relay: stream ended");
-            }
+                (bytes, why)
+            } else {
+                (0, "upgrade_failed")
+            };
+            debug!(peer = %from, %target, bytes, end = why, "relay: stream ended");
             drop((hold, their_hold, close));
         });
         Self::switching(caller)
