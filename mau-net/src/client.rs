@@ -1,5 +1,6 @@
 //! The HTTPS client: mutual TLS with the peer's fingerprint pinned, HTTP/1.1
-//! keep-alive with a small per-peer connection pool, bounded bodies, timeouts.
+//! keep-alive with a small connection pool (bounded per peer, in total and in
+//! idle time: see `crate::pool`), bounded bodies, timeouts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,7 @@ use tracing::{debug, trace};
 
 use crate::config::Limits;
 use crate::identity::Identities;
+use crate::pool::IdlePool;
 use crate::router::FEATURES;
 use crate::runtime::{timeout, Runtime, Stream};
 use crate::upgraded::UpgradedIo;
@@ -132,7 +134,7 @@ pub struct Client<R: Runtime> {
     /// Peers known to relay for others (they said `relays` in [`FEATURES`]).
     relays: Mutex<BTreeMap<Fingerprint, PeerAddress>>,
     limits: Limits,
-    pool: Mutex<BTreeMap<(Fingerprint, PeerAddress), Vec<Conn>>>,
+    pool: Mutex<IdlePool<(Fingerprint, PeerAddress), Conn>>,
     /// Itself, for the hole punches it starts in the background.
     me: Weak<Client<R>>,
     /// Hole punching after a relayed connect (unset: stay relayed).
@@ -157,8 +159,11 @@ impl<R: Runtime> Client<R> {
             identities,
             relay_aware: Mutex::new(BTreeSet::new()),
             relays: Mutex::new(BTreeMap::new()),
+            pool: Mutex::new(IdlePool::new(
+                limits.pool_max_idle,
+                limits.pool_idle_timeout,
+            )),
             limits,
-            pool: Mutex::new(BTreeMap::new()),
             me: me.clone(),
             punch: OnceLock::new(),
             punched: Mutex::new(BTreeMap::new()),
@@ -246,17 +251,16 @@ impl<R: Runtime> Client<R> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone(), alive);
+        let conn = Conn {
+            sender,
+            remote,
+            relayed: false,
+            generation: self.identities.generation(),
+            direct_cert: false,
+        };
+        let now = self.rt.now();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.insert(
-            key,
-            vec![Conn {
-                sender,
-                remote,
-                relayed: false,
-                generation: self.identities.generation(),
-                direct_cert: false,
-            }],
-        );
+        pool.put(key, conn, now, 1, true);
     }
 
     fn direct_alive(&self, key: &(Fingerprint, PeerAddress)) -> bool {
@@ -438,17 +442,18 @@ impl<R: Runtime> Client<R> {
     }
 
     fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Conn> {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let senders = pool.get_mut(key)?;
         let generation = self.identities.generation();
-        while let Some(s) = senders.pop() {
-            // One made with a certificate we no longer present is let go.
-            if !s.sender.is_closed() && s.generation == generation {
-                return Some(s);
-            }
-        }
-        pool.remove(key);
-        None
+        let now = self.rt.now();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        // One made with a certificate we no longer present is let go.
+        pool.take(key, now, |c| {
+            !c.sender.is_closed() && c.generation == generation
+        })
+    }
+
+    /// Idle connections held in the pool (at most `limits.pool_max_idle`).
+    pub fn pooled(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn give_back(&self, key: (Fingerprint, PeerAddress), conn: Conn) {
@@ -472,17 +477,15 @@ impl<R: Runtime> Client<R> {
         } else {
             self.limits.pool_per_peer
         };
+        let now = self.rt.now();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let senders = pool.entry(key).or_default();
-        if senders.len() < room {
-            senders.push(conn);
-        }
+        pool.put(key, conn, now, room, false);
     }
 
     /// Drops pooled connections to `fp` (e.g. after it failed).
     pub fn forget(&self, fp: &Fingerprint) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.retain(|(f, _), _| f != fp);
+        pool.remove_where(|(f, _)| f == fp);
     }
 
     /// The certificate to show `to`, its generation, and whether it is the

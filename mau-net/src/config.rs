@@ -69,6 +69,16 @@ pub struct Limits {
     pub rate_tracked_peers: usize,
     /// Idle pooled connections kept per peer.
     pub pool_per_peer: usize,
+    /// Idle pooled connections a client keeps in total, over all peers:
+    /// when full, the least recently used one is closed. A production
+    /// bound: without it a node kept connections (about 94 kB each, both
+    /// ends) to every peer it ever asked, so memory grew with the network.
+    /// 0 pools nothing.
+    pub pool_max_idle: usize,
+    /// A pooled connection idle longer than this is closed rather than
+    /// reused. Shorter than a server's `idle_timeout` (ours: 60 s), so we
+    /// rarely reuse one the peer is closing.
+    pub pool_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +99,8 @@ impl Default for Limits {
             peer_burst: 100,
             rate_tracked_peers: 4096,
             pool_per_peer: 2,
+            pool_max_idle: 64,
+            pool_idle_timeout: Duration::from_secs(30),
         }
     }
 }

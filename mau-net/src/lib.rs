@@ -45,6 +45,7 @@ pub mod mdns;
 pub mod metrics;
 pub mod node;
 pub mod persist;
+mod pool;
 pub mod portmap;
 mod punch;
 pub mod reach;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
-//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--pool N]
 //! ```
 //!
 //! Prints each run's figures; a failed run prints its seed and the command
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow]");
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--pool N]");
     ExitCode::from(2)
 }
 
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
                 })
                 .is_ok(),
             "--bootstraps" => value().parse().map(|v| s.bootstraps = v).is_ok(),
+            "--pool" => value().parse().map(|v| s.pool_max_idle = v).is_ok(),
             "--loss" => value().parse().map(|v| s.faults.loss = v).is_ok(),
             "--no-partition" => {
                 s.faults.partition = false;

@@ -72,6 +72,9 @@ pub struct Scenario {
     pub final_lookups: usize,
     /// The faults.
     pub faults: Faults,
+    /// Idle pooled connections each node's client keeps
+    /// (`Limits::pool_max_idle`).
+    pub pool_max_idle: usize,
 }
 
 impl Scenario {
@@ -84,6 +87,7 @@ impl Scenario {
             lookups,
             final_lookups: lookups.min(50),
             faults: Faults::all(),
+            pool_max_idle: mau_net::Limits::default().pool_max_idle,
         }
     }
 
@@ -103,6 +107,9 @@ impl Scenario {
             if !on {
                 cmd.push_str(&format!(" --no-{name}"));
             }
+        }
+        if self.pool_max_idle != mau_net::Limits::default().pool_max_idle {
+            cmd.push_str(&format!(" --pool {}", self.pool_max_idle));
         }
         cmd
     }
@@ -311,6 +318,7 @@ impl Network {
     async fn start(&self, i: usize, bootstrap: Vec<Contact<PeerAddress>>) {
         let mut config = NodeConfig::new(SocketAddr::new(ip(i), PORT));
         config.bootstrap = bootstrap;
+        config.limits.pool_max_idle = self.scenario.pool_max_idle;
         config.seed = Some(mix(self.scenario.seed ^ mix(i as u64)));
         // Each node's table in a directory of its own, which a full disk
         // takes away (`fill_disk`).

@@ -324,6 +324,34 @@ pub async fn rejections<R: Runtime>(rt: R) {
     }
 }
 
+/// A client asking more peers than its pool holds: every request succeeds
+/// and the pool never holds more than `pool_max_idle` idle connections (the
+/// least recently used are closed); with 0 it pools none.
+pub async fn client_pool_stays_within_its_cap<R: Runtime>(rt: R) {
+    const PEERS: u32 = 6;
+    let nodes = network(&rt, PEERS).await;
+    for cap in [3, 0] {
+        let limits = mau_net::Limits {
+            pool_max_idle: cap,
+            ..config(0).limits
+        };
+        let me = identity(100)(None).expect("identity");
+        let client = mau_net::Client::new(rt.clone(), me, limits);
+        for round in 0..3 {
+            for node in &nodes {
+                let answer = client.get(&node.contact(), "/kad/ping", 64).await;
+                assert!(answer.is_ok(), "round {round}: {answer:?}");
+                assert!(
+                    client.pooled() <= cap,
+                    "{} pooled, cap {cap}",
+                    client.pooled()
+                );
+            }
+        }
+        assert_eq!(client.pooled(), cap, "the pool is used up to its cap");
+    }
+}
+
 /// A peer that accepts connections and never answers, and a peer that answers
 /// with an endless body: lookups still complete, without them.
 pub async fn hostile_peers_do_not_stall_lookups<R: Runtime>(rt: R) {
@@ -500,6 +528,10 @@ macro_rules! conformance_suite {
         #[test]
         fn rejections() {
             run($crate::rejections);
+        }
+        #[test]
+        fn client_pool_stays_within_its_cap() {
+            run($crate::client_pool_stays_within_its_cap);
         }
         #[test]
         fn hostile_peers_do_not_stall_lookups() {
