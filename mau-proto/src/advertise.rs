@@ -5,7 +5,7 @@
 //! that offer to relay) and gets back the address to put in its
 //! certificate and the relays to hold reservations on.
 
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 
 use crate::reachability::Reach;
 use crate::routing_table::Contact;

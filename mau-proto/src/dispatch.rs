@@ -8,8 +8,8 @@
 //! request's deadline starts when it leaves its queue, so time spent waiting
 //! for a slot is never counted as the peer's silence.
 
+use core::net::IpAddr;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::IpAddr;
 
 use crate::node::RequestId;
 use crate::ratelimit::{KeyedLimiter, Rate};

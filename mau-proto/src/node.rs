@@ -18,10 +18,10 @@
 //! core for a slot of their budget ([`crate::dispatch::Budgets`]), never in
 //! the adapter, so waiting is never mistaken for a peer's silence.
 
+use core::net::IpAddr;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::config::Config;

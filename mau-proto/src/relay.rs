@@ -23,8 +23,8 @@
 //! The relay host is its IPv4 address or DNS name as is, or an IPv6 address
 //! written `ip6-` followed by its text with `:` replaced by `-`.
 
+use core::net::{IpAddr, Ipv6Addr};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::fingerprint::Fingerprint;

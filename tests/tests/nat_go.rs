@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use netns::go::Go;
-use netns::nat_lab::{NatKind, NatLab};
+use netns::nat_lab::{Host, NatKind, NatLab};
 use netns::{discover, init_account, mau, ok, poll, start_mau};
 
 const PORT: u16 = 7000;
@@ -50,6 +50,18 @@ struct Node {
 }
 
 impl Node {
+    /// A new mau-rs account `name` in the lab directory `dir`, run in
+    /// `host`'s namespace at `addr` (empty: it listens on every address).
+    fn mau(nat: &NatLab, dir: &str, name: &str, host: &Host, addr: String) -> Node {
+        let dir = nat.path(dir);
+        Node {
+            fpr: init_account(&dir, name),
+            dir,
+            ns: host.ns.clone(),
+            addr,
+        }
+    }
+
     fn spec(&self) -> String {
         format!("{}@{}", self.fpr, self.addr)
     }
@@ -165,16 +177,7 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
     let home = nat.homes[0].hosts[0].clone();
 
     // The relay and bootstrap node.
-    let relay = Node {
-        dir: nat.path("relay"),
-        ns: p0.ns.clone(),
-        fpr: String::new(),
-        addr: p0.addr(PORT).to_string(),
-    };
-    let relay = Node {
-        fpr: init_account(&relay.dir, "Relay"),
-        ..relay
-    };
+    let relay = Node::mau(&nat, "relay", "Relay", &p0, p0.addr(PORT).to_string());
     let boot = relay.spec();
     start_mau(
         &mut nat,
@@ -210,13 +213,7 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
     );
 
     // The second public mau-rs node, and the one behind the router.
-    let m_dir = nat.path("public");
-    let m = Node {
-        fpr: init_account(&m_dir, "Public"),
-        dir: m_dir,
-        ns: p2.ns.clone(),
-        addr: p2.addr(PORT).to_string(),
-    };
+    let m = Node::mau(&nat, "public", "Public", &p2, p2.addr(PORT).to_string());
     let args = ["--listen", &m.addr, "--bootstrap", &boot];
     start_mau(
         &mut nat,
@@ -225,13 +222,7 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         &[&["server", "start", "--no-mdns"][..], &args].concat(),
     );
     // Reachable, but relayed by the operator's choice.
-    let v_dir = nat.path("viarelay");
-    let v = Node {
-        fpr: init_account(&v_dir, "Via"),
-        dir: v_dir,
-        ns: p3.ns.clone(),
-        addr: p3.addr(PORT).to_string(),
-    };
+    let v = Node::mau(&nat, "viarelay", "Via", &p3, p3.addr(PORT).to_string());
     let args = [
         "--listen",
         &v.addr,
@@ -246,13 +237,7 @@ fn a_go_peer_works_with_reachable_mau_rs_peers_and_never_gets_a_relayed_address(
         &v.dir,
         &[&["server", "start", "--no-mdns"][..], &args].concat(),
     );
-    let h_dir = nat.path("home");
-    let h = Node {
-        fpr: init_account(&h_dir, "Home"),
-        dir: h_dir,
-        ns: home.ns.clone(),
-        addr: String::new(),
-    };
+    let h = Node::mau(&nat, "home", "Home", &home, String::new());
     let listen = format!("0.0.0.0:{PORT}");
     // The public segment is one /24, one voice: with a quorum of 1 the home
     // node certifies its public IP (the router's) instead of 0.0.0.0.

@@ -14,7 +14,7 @@
 //!           Removing (lifetime 0 / DeletePortMapping, a few tries) ─▶ Stopped
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::epoch::{Epoch, Rule};

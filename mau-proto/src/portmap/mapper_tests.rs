@@ -1,6 +1,6 @@
 //! The mapper against scripted gateways: unit cases and properties.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 //! address (opcode 0) and for a TCP mapping (opcode 2); a lifetime of 0
 //! deletes a mapping. Every field is big-endian.
 
-use std::net::Ipv4Addr;
+use core::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::DecodeError;

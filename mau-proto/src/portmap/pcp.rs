@@ -7,7 +7,7 @@
 //! IPv4 address, for a NAT mapping. Lifetime 0 deletes. A MAP answer echoes
 //! the request's nonce; a client ignores answers whose nonce is not its own.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::DecodeError;
