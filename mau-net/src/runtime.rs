@@ -148,11 +148,24 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// runtime's blocking pool, never on the executor, and yields its result
     /// (`None` if it panicked). `f` starts at once, before the returned
     /// future is first polled: a caller may start a blocking consumer and
-    /// feed it before awaiting its result.
+    /// feed it before awaiting its result (unless
+    /// [`Runtime::blocking_is_concurrent`] says otherwise).
     fn run_blocking<T, F>(&self, f: F) -> impl Future<Output = Option<T>> + Send
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static;
+
+    /// Whether [`Runtime::run_blocking`] work runs beside its caller, on
+    /// other threads (true: smol, tokio), or inline, to its end, before
+    /// `run_blocking` returns (false: a single-threaded deterministic
+    /// simulation). Only in the first case may the caller hand blocking
+    /// work a channel to feed afterwards; the sync then streams a big file
+    /// to a writer and a verifier on two threads, otherwise it writes each
+    /// batch in a blocking task of its own and verifies the file from the
+    /// disk afterwards (`sync::download`).
+    fn blocking_is_concurrent(&self) -> bool {
+        true
+    }
 }
 
 /// The deadline passed.

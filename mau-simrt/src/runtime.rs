@@ -184,4 +184,10 @@ impl mau_net::Runtime for SimRuntime {
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
         std::future::ready(out)
     }
+
+    // Blocking work runs inline (above): a download is written batch by
+    // batch and verified afterwards, not fed to blocking consumers.
+    fn blocking_is_concurrent(&self) -> bool {
+        false
+    }
 }
