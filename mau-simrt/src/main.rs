@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
-//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--pool N]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]
 //! ```
 //!
 //! Prints each run's figures; a failed run prints its seed and the command
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--pool N]");
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]");
     ExitCode::from(2)
 }
 
@@ -71,6 +71,10 @@ fn main() -> ExitCode {
                 s.faults.slow = false;
                 true
             }
+            "--no-syncs" => {
+                s.syncs = false;
+                true
+            }
             _ => false,
         };
         if !ok {
@@ -115,7 +119,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend syncs (downloaded, failed) {:?}; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -128,6 +132,7 @@ fn print(s: &Scenario, r: &Report) {
         Report::took_quantile(&r.window, 0.99),
         Report::found(&r.finals),
         r.finals.len(),
+        r.syncs,
         r.table_mean,
         r.virtual_time,
         r.wall,

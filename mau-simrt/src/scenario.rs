@@ -13,6 +13,7 @@ use mau_identity::{KeyVersion, TlsIdentity};
 use mau_net::{NodeConfig, RunningNode, Runtime};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 
+use crate::friends::{Fixture, Friends};
 use crate::net::mix;
 use crate::{LinkConfig, Sim, SimError, SimRuntime, Trace};
 
@@ -75,6 +76,9 @@ pub struct Scenario {
     /// Idle pooled connections each node's client keeps
     /// (`Limits::pool_max_idle`).
     pub pool_max_idle: usize,
+    /// Friend syncs run during the fault window, a hostile round among
+    /// them ([`crate::friends`]).
+    pub syncs: bool,
 }
 
 impl Scenario {
@@ -88,6 +92,7 @@ impl Scenario {
             final_lookups: lookups.min(50),
             faults: Faults::all(),
             pool_max_idle: mau_net::Limits::default().pool_max_idle,
+            syncs: true,
         }
     }
 
@@ -108,14 +113,28 @@ impl Scenario {
                 cmd.push_str(&format!(" --no-{name}"));
             }
         }
+        if !self.syncs {
+            cmd.push_str(" --no-syncs");
+        }
         if self.pool_max_idle != mau_net::Limits::default().pool_max_idle {
             cmd.push_str(&format!(" --pool {}", self.pool_max_idle));
         }
         cmd
     }
 
-    /// Runs the scenario to its end.
+    /// Runs the scenario to its end (the friend syncs with the process's
+    /// [`Fixture`]).
     pub fn run(&self) -> Result<Report, ScenarioError> {
+        let fixture = match self.syncs {
+            true => Some(Fixture::shared().map_err(ScenarioError::Fixture)?),
+            false => None,
+        };
+        self.run_with(fixture)
+    }
+
+    /// Runs the scenario with the friend syncs' accounts and files of
+    /// `fixture` (`None`: no syncs, whatever [`Scenario::syncs`] says).
+    pub fn run_with(&self, fixture: Option<&'static Fixture>) -> Result<Report, ScenarioError> {
         let wall = Instant::now();
         // The tables are really written (and fsynced): on tmpfs when there
         // is one, so that a disk's fsync latency does not set the pace.
@@ -140,6 +159,7 @@ impl Scenario {
             dir: dir.path().to_path_buf(),
             nodes: Mutex::new(Vec::new()),
             disk_freed: Mutex::new(None),
+            fixture,
         };
         let net = Arc::new(net);
         let run = net.clone();
@@ -177,6 +197,9 @@ pub enum ScenarioError {
     /// No directory for the nodes' tables.
     #[error("temporary directory: {0}")]
     TempDir(std::io::Error),
+    /// The friend syncs' accounts and files could not be made.
+    #[error("{0}")]
+    Fixture(String),
 }
 
 /// What one lookup came to.
@@ -216,6 +239,9 @@ pub struct Report {
     pub table_mean: f64,
     /// The most connections open at once.
     pub peak_open: usize,
+    /// Files downloaded and failed in each friend sync round that ran to
+    /// its end.
+    pub syncs: Vec<(usize, usize)>,
     /// The event trace.
     pub trace: Trace,
     /// Virtual time the run took.
@@ -281,6 +307,8 @@ struct Network {
     nodes: Mutex<Vec<Option<Arc<RunningNode<SimRuntime>>>>>,
     /// The node whose disk was full, and when (real time) it was freed.
     disk_freed: Mutex<Option<(usize, std::time::SystemTime)>>,
+    /// The friend syncs' accounts and files (`None`: no syncs).
+    fixture: Option<&'static Fixture>,
 }
 
 /// Node `i`'s IP: 10.x.y.z from `i + 1`.
@@ -289,7 +317,7 @@ fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
 }
 
-const PORT: u16 = 7000;
+pub(crate) const PORT: u16 = 7000;
 
 /// Node `i`'s TLS identity, from the seed (same seed, same fingerprints).
 fn identity(
@@ -515,16 +543,33 @@ impl Network {
             violations.push(format!("{} of {} nodes started", started, s.nodes));
         }
 
-        // The fault window: lookups run while faults come and go.
+        // Friends A and B, on hosts of their own after the nodes'.
+        let friends = match self.fixture {
+            Some(fixture) => {
+                let hosts = (ip(s.nodes), ip(s.nodes + 1));
+                let seed = mix(s.seed ^ mix(s.nodes as u64));
+                let strict = s.faults.loss == 0.0;
+                match Friends::start(&self.sim, fixture, &self.dir, hosts, seed, strict).await {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(e) => {
+                        violations.push(e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
+        // The fault window: lookups and syncs run while faults come and go.
+        let running = Arc::new(Mutex::new(0usize));
         let faults = self.clone().faults();
-        let faults_done = Arc::new(Mutex::new(false));
-        let flag = faults_done.clone();
-        self.sim.spawn(async move {
-            faults.await;
-            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        });
+        self.sim.spawn(counted(&running, faults));
+        if let Some(f) = friends.clone() {
+            self.sim
+                .spawn(counted(&running, async move { f.rounds(SYNC_GAP).await }));
+        }
         let window = self.lookups(s.lookups, WINDOW).await;
-        while !*faults_done.lock().unwrap_or_else(|e| e.into_inner()) {
+        while *running.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             self.sim.sleep(Duration::from_secs(1)).await;
         }
         for (i, r) in window.iter().enumerate() {
@@ -545,6 +590,15 @@ impl Network {
         }
         violations.extend(self.lost_peers());
         violations.extend(self.disk_recovered());
+        let syncs = match &friends {
+            Some(f) => {
+                violations.extend(std::mem::take(
+                    &mut *f.violations.lock().unwrap_or_else(|e| e.into_inner()),
+                ));
+                f.rounds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+            None => Vec::new(),
+        };
         let table_mean = self.mean_table();
         Report {
             seed: s.seed,
@@ -554,6 +608,7 @@ impl Network {
             violations,
             table_mean,
             peak_open: 0,
+            syncs,
             trace: Trace::default(),
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
@@ -651,6 +706,24 @@ impl Network {
                 tracing::warn!(node = victim, error = %e, "could not free the disk");
             }
         }
+    }
+}
+
+/// Virtual time between the friend sync rounds: the first runs as the
+/// window opens, the second during the crash and the full disk, the third
+/// once the partition healed.
+const SYNC_GAP: Duration = Duration::from_secs(25);
+
+/// `fut`, counted in `running` until it ends.
+fn counted(
+    running: &Arc<Mutex<usize>>,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    *running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    let running = running.clone();
+    async move {
+        fut.await;
+        *running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
     }
 }
 

@@ -1,0 +1,382 @@
+//! Friend syncs in a scenario: friend A serves its files from a real node,
+//! B follows A and syncs it ([`mau_net::sync::FriendClient`]) in three
+//! rounds while the faults strike. In the second round A is hostile: it
+//! serves a file signed by someone else (M) and a file whose bytes are not
+//! the ones its listing's sum names. The invariant: no file of B is ever
+//! replaced by a bad one, and the good new versions of the third round
+//! replace the old ones.
+//!
+//! A and B are hosts of their own, outside the DHT: their keys are not from
+//! the seed (below), so the nodes' routing must not depend on them.
+//!
+//! Determinism: OpenPGP key generation and encryption take their
+//! randomness from the operating system (sequoia), not from the seed, so
+//! the accounts and every file served are made once per process
+//! ([`Fixture::shared`]) and copied into each run; file times are virtual.
+//! Within a process the same seed therefore gives the same trace, byte for
+//! byte; a new process (a replay) gets other keys and ciphertexts of the
+//! same sizes: the same steps and results (as many events, polls, bytes and
+//! connections, a test checks it), other bytes on the sync's connections
+//! (and so another trace hash, which digests them).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use mau_identity::{Account, KeyVersion, TlsIdentity};
+use mau_net::sync::{FriendClient, SyncOptions};
+use mau_net::{NodeConfig, RunningNode, Runtime};
+use mau_proto::Fingerprint;
+use mau_store::Store;
+
+use crate::{Sim, SimRuntime};
+
+const PASSPHRASE: &str = "simulated friends";
+/// The big file's plain size: past the 1 MiB a sync receives in memory, so
+/// it is streamed to a partial file batch by batch.
+const ALBUM_SIZE: usize = 1_536 * 1024;
+/// A sync round that takes longer than this has not ended (an invariant).
+const ROUND_BOUND: Duration = Duration::from_secs(300);
+
+/// Why the fixture could not be made.
+fn failed(what: &str, e: impl std::fmt::Display) -> String {
+    format!("sync fixture: {what}: {e}")
+}
+
+/// The accounts and the files of the friend syncs, made once per process.
+pub struct Fixture {
+    /// Holds the account directories (`a`, `b`).
+    dir: tempfile::TempDir,
+    a: Fingerprint,
+    /// What A serves: `note` and `album`, versions 1 and 2 (signed by A,
+    /// encrypted to B).
+    note: [Vec<u8>; 2],
+    album: [Vec<u8>; 2],
+    /// `note` signed by M (another friend of B's), encrypted to B.
+    forged_note: Vec<u8>,
+    /// The plain bytes of `note` version 1 (to read back B's copy).
+    note_plain: Vec<u8>,
+}
+
+impl Fixture {
+    /// The process's fixture (made on first use; key generation is slow).
+    pub fn shared() -> Result<&'static Fixture, String> {
+        static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+        FIXTURE
+            .get_or_init(Fixture::create)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Makes new accounts and files (other keys, same sizes).
+    pub fn create() -> Result<Fixture, String> {
+        let dir = tempfile::tempdir().map_err(|e| failed("directory", e))?;
+        let account = |name: &str| {
+            Account::create(dir.path().join(name), name, "", PASSPHRASE, KeyVersion::V4)
+                .map_err(|e| failed("account", e))
+        };
+        let (a, b, m) = (account("a")?, account("b")?, account("m")?);
+        let export = |x: &Account| x.export_public().map_err(|e| failed("export", e));
+        a.add_friend(export(&b)?.as_bytes())
+            .map_err(|e| failed("friend", e))?;
+        b.add_friend(export(&a)?.as_bytes())
+            .map_err(|e| failed("friend", e))?;
+        m.add_friend(export(&b)?.as_bytes())
+            .map_err(|e| failed("friend", e))?;
+        let (af, bf) = (a.fingerprint(), b.fingerprint());
+        let sa = Store::new(a).map_err(|e| failed("store", e))?;
+        let sb = Store::new(b).map_err(|e| failed("store", e))?;
+        let sm = Store::new(m).map_err(|e| failed("store", e))?;
+        sb.follow(&af).map_err(|e| failed("follow", e))?;
+        let sealed = |store: &Store, name: &str, plain: &[u8]| {
+            let entry = store
+                .share(name, plain, &[bf])
+                .map_err(|e| failed("share", e))?;
+            std::fs::read(&entry.path).map_err(|e| failed("read", e))
+        };
+        let mut rng = fastrand::Rng::with_seed(0x616c_6275_6d);
+        let album_plain: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
+            .take(ALBUM_SIZE)
+            .collect();
+        let note_plain = b"note, version 1".to_vec();
+        let note = [
+            sealed(&sa, "note", &note_plain)?,
+            sealed(&sa, "note", b"note, version 2")?,
+        ];
+        let album = [
+            sealed(&sa, "album", &album_plain)?,
+            sealed(&sa, "album", &album_plain[..ALBUM_SIZE - 1000])?,
+        ];
+        let forged_note = sealed(&sm, "note", b"note, forged by M")?;
+        // Each run places A's files itself: only the accounts are copied.
+        std::fs::remove_dir_all(sa.dir_of(&af)).map_err(|e| failed("clean", e))?;
+        Ok(Fixture {
+            dir,
+            a: af,
+            note,
+            album,
+            forged_note,
+            note_plain,
+        })
+    }
+}
+
+/// Copies directory `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks of the sync rounds in the trace: `SYNC_MARK + round`, the value
+/// `downloaded << 32 | failures`.
+const SYNC_MARK: u64 = 1 << 40;
+
+/// Friend A (a node serving its store) and B (its follower) of one run.
+pub(crate) struct Friends {
+    fixture: &'static Fixture,
+    sim: Sim,
+    a: Arc<Store>,
+    b: Arc<Store>,
+    a_rt: SimRuntime,
+    /// Keeps A serving.
+    _a_node: RunningNode<SimRuntime>,
+    client: FriendClient<SimRuntime>,
+    /// Without loss every round must do what it should (with loss a
+    /// round may fail; the invariant holds all the same).
+    strict: bool,
+    /// Downloaded and failed files of each round that ran to its end.
+    pub(crate) rounds: Mutex<Vec<(usize, usize)>>,
+    /// Every invariant broken.
+    pub(crate) violations: Mutex<Vec<String>>,
+}
+
+impl Friends {
+    /// Copies the fixture's accounts to `dir`, starts A's node on host
+    /// `a` and B's client on host `b`.
+    pub(crate) async fn start(
+        sim: &Sim,
+        fixture: &'static Fixture,
+        dir: &Path,
+        (a, b): (std::net::IpAddr, std::net::IpAddr),
+        seed: u64,
+        strict: bool,
+    ) -> Result<Friends, String> {
+        let load = |name: &str| {
+            let root = dir.join(format!("friend-{name}"));
+            copy_dir(&fixture.dir.path().join(name), &root).map_err(|e| failed("copy", e))?;
+            let account = Account::load(&root, PASSPHRASE).map_err(|e| failed("load", e))?;
+            Store::new(account)
+                .map(Arc::new)
+                .map_err(|e| failed("store", e))
+        };
+        let (store_a, store_b) = (load("a")?, load("b")?);
+        let a_rt = sim.host(a);
+        let mut config = NodeConfig::new(std::net::SocketAddr::new(a, crate::scenario::PORT));
+        config.seed = Some(seed);
+        config.content = Some(store_a.clone());
+        let s = store_a.clone();
+        let node = RunningNode::start(a_rt.clone(), config, move |addr| {
+            TlsIdentity::from_account(s.account(), addr)
+        })
+        .await
+        .map_err(|e| failed("friend A's node", e))?;
+        let opts = SyncOptions {
+            // Every file checked each round (file times are virtual, the
+            // sync state's clock is the friend's).
+            full: true,
+            ..SyncOptions::default()
+        };
+        let client = FriendClient::direct(sim.host(b), store_b.clone(), node.contact(), opts)
+            .map_err(|e| failed("friend B's client", e))?;
+        Ok(Friends {
+            fixture,
+            sim: sim.clone(),
+            a: store_a,
+            b: store_b,
+            a_rt,
+            _a_node: node,
+            client,
+            strict,
+            rounds: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn violation(&self, v: String) {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(v);
+    }
+
+    /// Where A serves `name` from.
+    fn served(&self, name: &str) -> PathBuf {
+        self.a.dir_of(&self.fixture.a).join(format!("{name}.pgp"))
+    }
+
+    /// A serves `bytes` as `name` from now on (modified now, in virtual
+    /// time).
+    fn place(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.served(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)?
+            .set_modified(self.a_rt.system_time())?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Flips one byte in the middle of A's `name`, keeping its size and
+    /// time: A's listing keeps the sum it computed before, its answers
+    /// carry other bytes.
+    fn corrupt_in_place(&self, name: &str) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let path = self.served(name);
+        let mut f = std::fs::File::options().read(true).write(true).open(path)?;
+        let md = f.metadata()?;
+        let at = SeekFrom::Start(md.len() / 2);
+        let mut byte = [0u8];
+        f.seek(at)?;
+        f.read_exact(&mut byte)?;
+        f.seek(at)?;
+        f.write_all(&[byte[0] ^ 0xff])?;
+        f.set_modified(md.modified()?)
+    }
+
+    /// The SHA-256 of B's copy of `name` (`None`: no copy).
+    fn held(&self, name: &str) -> Option<String> {
+        let path = self.b.dir_of(&self.fixture.a).join(format!("{name}.pgp"));
+        path.is_file()
+            .then(|| mau_store::sha256_file(&path).ok())
+            .flatten()
+    }
+
+    /// Checks that B holds version `v` (0 or 1) of both files, or (`None`)
+    /// that each copy B holds is one of A's good versions: "no file
+    /// replaced by a bad one".
+    fn check(&self, round: usize, v: Option<usize>) {
+        let f = self.fixture;
+        for (name, versions) in [("note", &f.note), ("album", &f.album)] {
+            let good: Vec<String> = versions.iter().map(|b| mau_store::sha256_hex(b)).collect();
+            let held = self.held(name);
+            match (v, &held) {
+                (Some(v), Some(h)) if *h == good[v] => {}
+                (Some(v), _) if self.strict => self.violation(format!(
+                    "sync round {round}: B's {name} is not version {} ({held:?})",
+                    v + 1
+                )),
+                (_, Some(h)) if !good.contains(h) => self.violation(format!(
+                    "sync round {round}: B's {name} was replaced by a bad file ({h})"
+                )),
+                _ => {}
+            }
+        }
+        // Version 1 of the note, where B holds it, still reads (signature
+        // and decryption).
+        if self.held("note") == Some(mau_store::sha256_hex(&f.note[0])) {
+            let mut plain = Vec::new();
+            match self.b.open(&f.a, "note", &mut plain) {
+                Ok(()) if plain == f.note_plain => {}
+                r => self.violation(format!(
+                    "sync round {round}: B's note does not read back: {r:?}"
+                )),
+            }
+        }
+    }
+
+    /// One sync of B from A, bounded in time.
+    async fn sync(&self, round: usize) -> Option<(usize, usize)> {
+        let ran = mau_net::runtime::timeout(&self.a_rt, ROUND_BOUND, self.client.sync(&())).await;
+        let r = match ran {
+            Err(_) => {
+                self.violation(format!(
+                    "sync round {round} did not end within {ROUND_BOUND:?}"
+                ));
+                return None;
+            }
+            Ok(Err(e)) => {
+                if self.strict {
+                    self.violation(format!("sync round {round}: {e}"));
+                }
+                return None;
+            }
+            Ok(Ok(r)) => (r.downloaded, r.failures),
+        };
+        self.sim
+            .mark(SYNC_MARK + round as u64, ((r.0 as u64) << 32) | r.1 as u64);
+        self.rounds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+        Some(r)
+    }
+
+    /// Whether a strict round did what it should.
+    fn expect(&self, round: usize, got: Option<(usize, usize)>, want: (usize, usize)) {
+        if self.strict && got.is_some_and(|g| g != want) {
+            self.violation(format!(
+                "sync round {round}: (downloaded, failed) {got:?}, not {want:?}"
+            ));
+        }
+    }
+
+    /// The three rounds, `gap` apart: version 1 of both files; A hostile
+    /// (a note signed by M, an album whose bytes are not the listed sum's);
+    /// version 2 of both.
+    pub(crate) async fn rounds(&self, gap: Duration) {
+        let f = self.fixture;
+        let placed = (|| {
+            self.place("note", &f.note[0])?;
+            self.place("album", &f.album[0])
+        })();
+        if let Err(e) = placed {
+            return self.violation(failed("placing version 1", e));
+        }
+        let got = self.sync(1).await;
+        self.expect(1, got, (2, 0));
+        self.check(1, Some(0));
+
+        self.sim.sleep(gap).await;
+        let placed = (|| {
+            self.place("note", &f.forged_note)?;
+            self.place("album", &f.album[1])?;
+            // A lists the good version's sum ...
+            self.a
+                .meta(&self.served("album"))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            // ... and serves other bytes.
+            self.corrupt_in_place("album")
+        })();
+        if let Err(e) = placed {
+            return self.violation(failed("placing the bad files", e));
+        }
+        let got = self.sync(2).await;
+        self.expect(2, got, (0, 2));
+        self.check(2, None);
+
+        self.sim.sleep(gap).await;
+        let placed = (|| {
+            self.place("note", &f.note[1])?;
+            self.place("album", &f.album[1])
+        })();
+        if let Err(e) = placed {
+            return self.violation(failed("placing version 2", e));
+        }
+        let got = self.sync(3).await;
+        self.expect(3, got, (2, 0));
+        self.check(3, Some(1));
+    }
+}
