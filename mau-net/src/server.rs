@@ -166,7 +166,11 @@ pub(crate) async fn serve<R: Runtime>(
         Stop,
     }
     let limits = &shared.config.limits;
-    let guards = Arc::new(Guards::new(limits, shared.config.metrics.clone(), &shared.rt));
+    let guards = Arc::new(Guards::new(
+        limits,
+        shared.config.metrics.clone(),
+        &shared.rt,
+    ));
     loop {
         let next = futures_lite::future::or(
             futures_lite::future::or(

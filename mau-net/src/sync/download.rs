@@ -414,7 +414,9 @@ impl<R: Runtime> FriendClient<R> {
             let opened = self
                 .blocking(move || PartialWriter::open(&target, have))
                 .await;
-            Some(Sink::PerBatch(opened.and_then(|w| w.map_err(SyncError::Store))))
+            Some(Sink::PerBatch(
+                opened.and_then(|w| w.map_err(SyncError::Store)),
+            ))
         };
         // A download from the start is verified as it arrives, on a second
         // thread (a resumed one, or one on a runtime without threads for
