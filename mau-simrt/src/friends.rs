@@ -1,10 +1,20 @@
 //! Friend syncs in a scenario: friend A serves its files from a real node,
-//! B follows A and syncs it ([`mau_net::sync::FriendClient`]) in three
-//! rounds while the faults strike. In the second round A is hostile: it
-//! serves a file signed by someone else (M) and a file whose bytes are not
-//! the ones its listing's sum names. The invariant: no file of B is ever
-//! replaced by a bad one, and the good new versions of the third round
-//! replace the old ones.
+//! B follows A and syncs it ([`mau_net::sync::FriendClient`]) in rounds
+//! while the faults strike:
+//!
+//! 1. A serves version 1 of `note` and `album` (over 1 MiB: streamed to a
+//!    partial file); B installs both.
+//! 2. A is hostile: `note` signed by someone else (M), `album` whose bytes
+//!    are not the ones its listing's sum names. Both fail.
+//! 3. A serves version 2. With the disk fault, B's disk (a tmpfs,
+//!    [`crate::disk`]) has 512 KiB left, so the album's partial file runs
+//!    out of space partway: the note arrives, the album fails; then
+//! 4. the room is back, and the album arrives.
+//!
+//! The invariant, checked after every round: no file of B is ever
+//! replaced by a bad one (each copy is one of A's good versions; the note
+//! and the album read back); and the good versions arrive when they
+//! should.
 //!
 //! A and B are hosts of their own, outside the DHT: their keys are not from
 //! the seed (below), so the nodes' routing must not depend on them.
@@ -24,11 +34,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mau_identity::{Account, KeyVersion, TlsIdentity};
-use mau_net::sync::{FriendClient, SyncOptions};
+use mau_net::sync::{FriendClient, SyncOptions, SyncReport};
 use mau_net::{NodeConfig, RunningNode, Runtime};
 use mau_proto::Fingerprint;
 use mau_store::Store;
 
+use crate::disk::Disk;
 use crate::{Sim, SimRuntime};
 
 const PASSPHRASE: &str = "simulated friends";
@@ -37,6 +48,10 @@ const PASSPHRASE: &str = "simulated friends";
 const ALBUM_SIZE: usize = 1_536 * 1024;
 /// A sync round that takes longer than this has not ended (an invariant).
 const ROUND_BOUND: Duration = Duration::from_secs(300);
+/// B's disk, with the disk fault: room for both versions of every file.
+const DISK_SIZE: u64 = 16 << 20;
+/// Room left on B's full disk: the note fits, the album does not.
+const DISK_ROOM: u64 = 512 << 10;
 
 /// Why the fixture could not be made.
 fn failed(what: &str, e: impl std::fmt::Display) -> String {
@@ -153,6 +168,10 @@ pub(crate) struct Friends {
     /// Without loss every round must do what it should (with loss a
     /// round may fail; the invariant holds all the same).
     strict: bool,
+    /// B's disk, with the disk fault (`None`: without it, or without root).
+    disk: Option<Disk>,
+    /// Why the disk fault did not run, if it was asked for.
+    pub(crate) skipped: Option<String>,
     /// Downloaded and failed files of each round that ran to its end.
     pub(crate) rounds: Mutex<Vec<(usize, usize)>>,
     /// Every invariant broken.
@@ -161,7 +180,8 @@ pub(crate) struct Friends {
 
 impl Friends {
     /// Copies the fixture's accounts to `dir`, starts A's node on host
-    /// `a` and B's client on host `b`.
+    /// `a` and B's client on host `b`; with `disk`, B's directory is a disk
+    /// of its own, which fills up in round 3.
     pub(crate) async fn start(
         sim: &Sim,
         fixture: &'static Fixture,
@@ -169,7 +189,15 @@ impl Friends {
         (a, b): (std::net::IpAddr, std::net::IpAddr),
         seed: u64,
         strict: bool,
+        disk: bool,
     ) -> Result<Friends, String> {
+        let (disk, skipped) = match disk {
+            true => match Disk::mount(&dir.join("friend-b"), DISK_SIZE) {
+                Ok(d) => (Some(d), None),
+                Err(e) => (None, Some(format!("skipped: B's full disk: {e}"))),
+            },
+            false => (None, None),
+        };
         let load = |name: &str| {
             let root = dir.join(format!("friend-{name}"));
             copy_dir(&fixture.dir.path().join(name), &root).map_err(|e| failed("copy", e))?;
@@ -206,6 +234,8 @@ impl Friends {
             _a_node: node,
             client,
             strict,
+            disk,
+            skipped,
             rounds: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
         })
@@ -285,7 +315,7 @@ impl Friends {
             }
         }
         // Version 1 of the note, where B holds it, still reads (signature
-        // and decryption).
+        // and decryption), and so does the album.
         if self.held("note") == Some(mau_store::sha256_hex(&f.note[0])) {
             let mut plain = Vec::new();
             match self.b.open(&f.a, "note", &mut plain) {
@@ -295,10 +325,15 @@ impl Friends {
                 )),
             }
         }
+        if self.held("album").is_some() {
+            if let Err(e) = self.b.open(&f.a, "album", std::io::sink()) {
+                self.violation(format!("sync round {round}: B's album does not read: {e}"));
+            }
+        }
     }
 
     /// One sync of B from A, bounded in time.
-    async fn sync(&self, round: usize) -> Option<(usize, usize)> {
+    async fn sync(&self, round: usize) -> Option<SyncReport> {
         let ran = mau_net::runtime::timeout(&self.a_rt, ROUND_BOUND, self.client.sync(&())).await;
         let r = match ran {
             Err(_) => {
@@ -313,19 +348,24 @@ impl Friends {
                 }
                 return None;
             }
-            Ok(Ok(r)) => (r.downloaded, r.failures),
+            Ok(Ok(r)) => r,
         };
-        self.sim
-            .mark(SYNC_MARK + round as u64, ((r.0 as u64) << 32) | r.1 as u64);
+        let (got, failed) = (r.downloaded, r.failures);
+        self.sim.mark(
+            SYNC_MARK + round as u64,
+            ((got as u64) << 32) | failed as u64,
+        );
         self.rounds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(r);
+            .push((got, failed));
         Some(r)
     }
 
-    /// Whether a strict round did what it should.
-    fn expect(&self, round: usize, got: Option<(usize, usize)>, want: (usize, usize)) {
+    /// Whether a strict round did what it should: `want` downloaded and
+    /// failed files.
+    fn expect(&self, round: usize, got: &Option<SyncReport>, want: (usize, usize)) {
+        let got = got.as_ref().map(|r| (r.downloaded, r.failures));
         if self.strict && got.is_some_and(|g| g != want) {
             self.violation(format!(
                 "sync round {round}: (downloaded, failed) {got:?}, not {want:?}"
@@ -333,9 +373,7 @@ impl Friends {
         }
     }
 
-    /// The three rounds, `gap` apart: version 1 of both files; A hostile
-    /// (a note signed by M, an album whose bytes are not the listed sum's);
-    /// version 2 of both.
+    /// The four rounds, `gap` apart (see the module's documentation).
     pub(crate) async fn rounds(&self, gap: Duration) {
         let f = self.fixture;
         let placed = (|| {
@@ -346,7 +384,7 @@ impl Friends {
             return self.violation(failed("placing version 1", e));
         }
         let got = self.sync(1).await;
-        self.expect(1, got, (2, 0));
+        self.expect(1, &got, (2, 0));
         self.check(1, Some(0));
 
         self.sim.sleep(gap).await;
@@ -364,7 +402,7 @@ impl Friends {
             return self.violation(failed("placing the bad files", e));
         }
         let got = self.sync(2).await;
-        self.expect(2, got, (0, 2));
+        self.expect(2, &got, (0, 2));
         self.check(2, None);
 
         self.sim.sleep(gap).await;
@@ -375,8 +413,73 @@ impl Friends {
         if let Err(e) = placed {
             return self.violation(failed("placing version 2", e));
         }
+        let Some(disk) = &self.disk else {
+            let got = self.sync(3).await;
+            self.expect(3, &got, (2, 0));
+            return self.check(3, Some(1));
+        };
+        if let Err(e) = disk.fill(DISK_ROOM) {
+            return self.violation(failed("filling B's disk", e));
+        }
         let got = self.sync(3).await;
-        self.expect(3, got, (2, 0));
-        self.check(3, Some(1));
+        self.expect(3, &got, (1, 1));
+        let why = got.as_ref().and_then(|r| {
+            r.failed
+                .iter()
+                .find(|(n, _)| n == "album.pgp")
+                .map(|(_, why)| why.clone())
+        });
+        if self.strict && !why.as_ref().is_some_and(|w| w.contains("No space left")) {
+            self.violation(format!(
+                "sync round 3: the album did not run out of space: {why:?}"
+            ));
+        }
+        self.check(3, None);
+        if let Err(e) = disk.free() {
+            return self.violation(failed("freeing B's disk", e));
+        }
+        self.sim.sleep(gap).await;
+        let got = self.sync(4).await;
+        self.expect(4, &got, (1, 0));
+        self.check(4, Some(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// The invariant can fail: a bad copy in B's directory is reported.
+    #[test]
+    fn a_bad_copy_breaks_the_invariant() {
+        let fixture = Fixture::shared().expect("fixture");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = Sim::new(1);
+        let (s, d) = (sim.clone(), dir.path().to_path_buf());
+        let ip = |n| IpAddr::V4(Ipv4Addr::new(10, 9, 0, n));
+        let found = sim.block_on(Duration::from_secs(60), async move {
+            let f = Friends::start(&s, fixture, &d, (ip(1), ip(2)), 1, true, false)
+                .await
+                .expect("friends");
+            let taken = |f: &Friends| std::mem::take(&mut *f.violations.lock().expect("lock"));
+            f.check(0, None);
+            let before = taken(&f);
+            let copy = f.b.dir_of(&fixture.a).join("note.pgp");
+            std::fs::write(&copy, &fixture.forged_note).expect("write");
+            f.check(0, None);
+            let bad = taken(&f);
+            std::fs::write(&copy, &fixture.note[0]).expect("write");
+            f.check(0, None);
+            (before, bad, taken(&f))
+        });
+        sim.clear();
+        let (before, bad, good) = found.expect("simulation");
+        assert!(before.is_empty(), "{before:?}");
+        assert!(
+            bad.len() == 1 && bad[0].contains("replaced by a bad file"),
+            "{bad:?}"
+        );
+        assert!(good.is_empty(), "{good:?}");
     }
 }

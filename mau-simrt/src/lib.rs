@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+mod disk;
 pub mod friends;
 pub mod net;
 

@@ -90,6 +90,9 @@ fn main() -> ExitCode {
         match run.run() {
             Ok(r) => {
                 print(&run, &r);
+                for s in &r.skipped {
+                    println!("  {s}");
+                }
                 if !r.violations.is_empty() {
                     failed = true;
                     for v in &r.violations {

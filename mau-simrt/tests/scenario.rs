@@ -21,8 +21,15 @@ fn the_same_seed_gives_the_same_trace() {
     assert_eq!(a.window, b.window);
     assert_eq!(a.finals, b.finals);
     assert_eq!(a.virtual_time, b.virtual_time);
-    // The friend syncs ran, a file over 1 MiB among them, and replayed.
-    assert_eq!(a.syncs, vec![(2, 0), (0, 2), (2, 0)], "{:?}", a.violations);
+    // The friend syncs ran, a file over 1 MiB among them, and replayed:
+    // version 1; A hostile, both refused; version 2, the album out of
+    // space on B's full disk (needs root), then in once there is room.
+    let rounds = match a.skipped.is_empty() {
+        true => vec![(2, 0), (0, 2), (1, 1), (1, 0)],
+        false => vec![(2, 0), (0, 2), (2, 0)],
+    };
+    assert_eq!(a.syncs, rounds, "{:?} {:?}", a.violations, a.skipped);
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
     assert_eq!(a.syncs, b.syncs);
     let other = run(&Scenario { seed: 12, ..s });
     assert_ne!(other.trace.hash, a.trace.hash, "another seed, another run");
