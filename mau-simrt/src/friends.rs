@@ -109,7 +109,7 @@ impl Fixture {
                 .map_err(|e| failed("share", e))?;
             std::fs::read(&entry.path).map_err(|e| failed("read", e))
         };
-        let mut rng = fastrand::Rng::with_seed(0x616c_6275_6d);
+        let mut rng = fastrand::Rng::with_seed(0x0061_6c62_756d);
         let album_plain: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
             .take(ALBUM_SIZE)
             .collect();

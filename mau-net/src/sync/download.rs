@@ -2,8 +2,11 @@
 //! a partial file by a writer on the runtime's blocking pool (hashing as it
 //! writes) and, for a download from the start, to a verifier on another
 //! blocking thread (signature and decryption checked as the bytes arrive,
-//! so the file is not read again). Whether to download, from where, and
-//! for how long is the planner's decision ([`mau_proto::sync`]).
+//! so the file is not read again). A runtime whose blocking work runs
+//! inline (the simulation, [`Runtime::blocking_is_concurrent`]) gets one
+//! blocking write per batch instead, and the file verified afterwards.
+//! Whether to download, from where, and for how long is the planner's
+//! decision ([`mau_proto::sync`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -210,7 +213,7 @@ enum Sink<F> {
     /// runtime whose blocking work runs inline
     /// ([`Runtime::blocking_is_concurrent`] false) would never return from
     /// a writer waiting on a channel. `Err`: a write failed.
-    PerBatch(Result<PartialWriter, SyncError>),
+    PerBatch(Result<Box<PartialWriter>, SyncError>),
 }
 
 /// Writes every chunk of `batch` (one `writev` each time, not a copy into
@@ -401,21 +404,22 @@ impl<R: Runtime> FriendClient<R> {
         let mut memory = (have == 0 && item.size <= IN_MEMORY_MAX)
             .then(|| Vec::with_capacity(usize::try_from(item.size).unwrap_or(0)));
         let concurrent = self.rt.blocking_is_concurrent();
-        let target = partial.to_path_buf();
         let mut sink = if memory.is_some() {
             None
         } else if concurrent {
             let (tx, rx) = async_channel::bounded::<Batch>(QUEUE);
+            let target = partial.to_path_buf();
             let writer = self
                 .rt
                 .run_blocking(move || write_partial(&target, have, rx));
             Some(Sink::Thread(Some(tx), writer))
         } else {
+            let target = partial.to_path_buf();
             let opened = self
                 .blocking(move || PartialWriter::open(&target, have))
                 .await;
             Some(Sink::PerBatch(
-                opened.and_then(|w| w.map_err(SyncError::Store)),
+                opened.and_then(|w| w.map(Box::new).map_err(SyncError::Store)),
             ))
         };
         // A download from the start is verified as it arrives, on a second
@@ -493,7 +497,7 @@ impl<R: Runtime> FriendClient<R> {
                 drop(tx);
                 writer.await.ok_or(SyncError::Blocking)?
             }
-            Sink::PerBatch(Ok(writer)) => Ok(writer.finish()),
+            Sink::PerBatch(Ok(writer)) => Ok((*writer).finish()),
             Sink::PerBatch(Err(SyncError::Store(e))) => Err(e),
             Sink::PerBatch(Err(e)) => return Err(e),
         };
