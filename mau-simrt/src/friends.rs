@@ -152,7 +152,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// Marks of the sync rounds in the trace: `SYNC_MARK + round`, the value
-/// `downloaded << 32 | failures`.
+/// `downloaded << 32 | failures` (all ones: the sync failed as a whole).
 const SYNC_MARK: u64 = 1 << 40;
 
 /// Friend A (a node serving its store) and B (its follower) of one run.
@@ -172,8 +172,9 @@ pub(crate) struct Friends {
     disk: Option<Disk>,
     /// Why the disk fault did not run, if it was asked for.
     pub(crate) skipped: Option<String>,
-    /// Downloaded and failed files of each round that ran to its end.
-    pub(crate) rounds: Mutex<Vec<(usize, usize)>>,
+    /// Downloaded and failed files of each round (`None`: the sync
+    /// failed as a whole).
+    pub(crate) rounds: Mutex<Vec<Option<(usize, usize)>>>,
     /// Every invariant broken.
     pub(crate) violations: Mutex<Vec<String>>,
 }
@@ -334,32 +335,37 @@ impl Friends {
 
     /// One sync of B from A, bounded in time.
     async fn sync(&self, round: usize) -> Option<SyncReport> {
+        let r = self.sync_once(round).await;
+        let counts = r.as_ref().map(|r| (r.downloaded, r.failures));
+        let value = counts.map_or(u64::MAX, |(got, failed)| {
+            ((got as u64) << 32) | failed as u64
+        });
+        self.sim.mark(SYNC_MARK + round as u64, value);
+        self.rounds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(counts);
+        r
+    }
+
+    /// [`Friends::sync`], before it is recorded.
+    async fn sync_once(&self, round: usize) -> Option<SyncReport> {
         let ran = mau_net::runtime::timeout(&self.a_rt, ROUND_BOUND, self.client.sync(&())).await;
-        let r = match ran {
+        match ran {
             Err(_) => {
                 self.violation(format!(
                     "sync round {round} did not end within {ROUND_BOUND:?}"
                 ));
-                return None;
+                None
             }
             Ok(Err(e)) => {
                 if self.strict {
                     self.violation(format!("sync round {round}: {e}"));
                 }
-                return None;
+                None
             }
-            Ok(Ok(r)) => r,
-        };
-        let (got, failed) = (r.downloaded, r.failures);
-        self.sim.mark(
-            SYNC_MARK + round as u64,
-            ((got as u64) << 32) | failed as u64,
-        );
-        self.rounds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((got, failed));
-        Some(r)
+            Ok(Ok(r)) => Some(r),
+        }
     }
 
     /// Whether a strict round did what it should: `want` downloaded and

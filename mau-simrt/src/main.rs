@@ -122,7 +122,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend syncs (downloaded, failed) {:?}; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend sync rounds (downloaded, failed) {:?}; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,

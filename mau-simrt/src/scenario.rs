@@ -251,9 +251,9 @@ pub struct Report {
     pub table_mean: f64,
     /// The most connections open at once.
     pub peak_open: usize,
-    /// Files downloaded and failed in each friend sync round that ran to
-    /// its end.
-    pub syncs: Vec<(usize, usize)>,
+    /// Files downloaded and failed in each friend sync round (`None`: the
+    /// sync failed as a whole, e.g. under loss).
+    pub syncs: Vec<Option<(usize, usize)>>,
     /// Faults that could not be injected, and why (a disk of its own
     /// needs root).
     pub skipped: Vec<String>,
