@@ -62,6 +62,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         SystemTime::now()
     }
 
+    /// A seed for randomness mau-net draws itself (a sync's retry jitter):
+    /// a new random one each call, except in a simulated runtime, which
+    /// draws it from the run's seed so that the run replays.
+    fn seed(&self) -> u64 {
+        os_seed()
+    }
+
     /// Opens a TCP connection.
     fn connect_tcp(
         &self,
@@ -168,6 +175,15 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     }
 }
 
+/// A random `u64` from the standard library's per-instance random hasher
+/// keys (no RNG dependency for a jitter).
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// The deadline passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("timed out")]
@@ -209,5 +225,14 @@ impl<R: Runtime> hyper::rt::Timer for HyperTimer<R> {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.sleep(deadline.saturating_duration_since(self.0.now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_seeds_differ() {
+        let seeds: std::collections::BTreeSet<u64> = (0..20).map(|_| super::os_seed()).collect();
+        assert!(seeds.len() > 1, "no randomness");
     }
 }
