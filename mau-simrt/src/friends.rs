@@ -21,13 +21,11 @@
 //!
 //! Determinism: OpenPGP key generation and encryption take their
 //! randomness from the operating system (sequoia), not from the seed, so
-//! the accounts and every file served are made once per process
-//! ([`Fixture::shared`]) and copied into each run; file times are virtual.
-//! Within a process the same seed therefore gives the same trace, byte for
-//! byte; a new process (a replay) gets other keys and ciphertexts of the
-//! same sizes: the same steps and results (as many events, polls, bytes and
-//! connections, a test checks it), other bytes on the sync's connections
-//! (and so another trace hash, which digests them).
+//! the accounts and every file served are fixtures committed under
+//! `mau-simrt/fixtures/friends` ([`Fixture::committed`]), loaded by every
+//! run and copied into its directory; file times are virtual. A replay in
+//! a new process therefore gives the same trace, byte for byte.
+//! `mau-simrt fixtures --out DIR` makes new ones ([`Fixture::generate`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -42,55 +40,99 @@ use mau_store::Store;
 use crate::disk::Disk;
 use crate::{Sim, SimRuntime};
 
+/// The fixture accounts' passphrase (test-only keys).
 const PASSPHRASE: &str = "simulated friends";
-/// The big file's plain size: past the 1 MiB a sync receives in memory, so
-/// it is streamed to a partial file batch by batch.
-const ALBUM_SIZE: usize = 1_536 * 1024;
+/// The album's plain size: its `.pgp` is past the 1 MiB a sync receives in
+/// memory, so it is streamed to a partial file batch by batch (two
+/// batches); version 2 is 1000 bytes shorter, still past it. No larger:
+/// both are committed.
+const ALBUM_SIZE: usize = (1 << 20) + (8 << 10);
 /// A sync round that takes longer than this has not ended (an invariant).
 const ROUND_BOUND: Duration = Duration::from_secs(300);
 /// B's disk, with the disk fault: room for both versions of every file.
 const DISK_SIZE: u64 = 16 << 20;
 /// Room left on B's full disk: the note fits, the album does not.
 const DISK_ROOM: u64 = 512 << 10;
+/// The committed fixture (see its `README.md`).
+pub const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/friends");
+/// In a fixture: the account directories of A and B (`a`, `b`), their
+/// secret keys encrypted with [`PASSPHRASE`]: for tests only.
+const ACCOUNTS: &str = "test-only-secret-keys";
+/// In a fixture: the files A serves, each `<name>.pgp` (signed by A or M,
+/// encrypted to B).
+const FILES: &str = "files";
+/// The files of a fixture: (file, its name in A's directory).
+const NOTE: [&str; 2] = ["note-1", "note-2"];
+const ALBUM: [&str; 2] = ["album-1", "album-2"];
+const FORGED_NOTE: &str = "note-forged-by-m";
+/// The plain text of `note`, version 1 (B's copy must read back as it).
+const NOTE_PLAIN: &[u8] = b"note, version 1";
 
-/// Why the fixture could not be made.
+/// Why the fixture could not be made or loaded.
 fn failed(what: &str, e: impl std::fmt::Display) -> String {
     format!("sync fixture: {what}: {e}")
 }
 
-/// The accounts and the files of the friend syncs, made once per process.
+/// The accounts and the files of the friend syncs.
 pub struct Fixture {
-    /// Holds the account directories (`a`, `b`).
-    dir: tempfile::TempDir,
+    /// Holds the account directories (`a`, `b`), copied into each run.
+    accounts: PathBuf,
     a: Fingerprint,
     /// What A serves: `note` and `album`, versions 1 and 2 (signed by A,
     /// encrypted to B).
     note: [Vec<u8>; 2],
     album: [Vec<u8>; 2],
-    /// `note` signed by M (another friend of B's), encrypted to B.
+    /// `note` signed by M (who has B's key, B not M's), encrypted to B.
     forged_note: Vec<u8>,
-    /// The plain bytes of `note` version 1 (to read back B's copy).
-    note_plain: Vec<u8>,
 }
 
 impl Fixture {
-    /// The process's fixture (made on first use; key generation is slow).
-    pub fn shared() -> Result<&'static Fixture, String> {
+    /// The committed fixture, loaded once per process.
+    pub fn committed() -> Result<&'static Fixture, String> {
         static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
         FIXTURE
-            .get_or_init(Fixture::create)
+            .get_or_init(|| Fixture::load(Path::new(COMMITTED)))
             .as_ref()
             .map_err(Clone::clone)
     }
 
-    /// Makes new accounts and files (other keys, same sizes).
-    pub fn create() -> Result<Fixture, String> {
-        let dir = tempfile::tempdir().map_err(|e| failed("directory", e))?;
-        let account = |name: &str| {
-            Account::create(dir.path().join(name), name, "", PASSPHRASE, KeyVersion::V4)
+    /// Loads the fixture in `dir` (made by [`Fixture::generate`]).
+    pub fn load(dir: &Path) -> Result<Fixture, String> {
+        let accounts = dir.join(ACCOUNTS);
+        let a = Account::load(accounts.join("a"), PASSPHRASE)
+            .map_err(|e| failed("account a", e))?
+            .fingerprint();
+        let read = |name: &str| {
+            let path = dir.join(FILES).join(format!("{name}.pgp"));
+            std::fs::read(&path).map_err(|e| failed(&path.display().to_string(), e))
+        };
+        Ok(Fixture {
+            accounts,
+            a,
+            note: [read(NOTE[0])?, read(NOTE[1])?],
+            album: [read(ALBUM[0])?, read(ALBUM[1])?],
+            forged_note: read(FORGED_NOTE)?,
+        })
+    }
+
+    /// Makes a new fixture in `out` (a directory that does not exist yet):
+    /// new accounts (A, B; M to forge a note, not kept) and files, other
+    /// keys and bytes each time. `mau-simrt fixtures --out DIR` runs it.
+    pub fn generate(out: &Path) -> Result<(), String> {
+        if out.exists() {
+            return Err(failed(&out.display().to_string(), "exists already"));
+        }
+        let accounts = out.join(ACCOUNTS);
+        let scratch = tempfile::tempdir().map_err(|e| failed("directory", e))?;
+        let account = |dir: &Path, name: &str| {
+            Account::create(dir.join(name), name, "", PASSPHRASE, KeyVersion::V4)
                 .map_err(|e| failed("account", e))
         };
-        let (a, b, m) = (account("a")?, account("b")?, account("m")?);
+        let (a, b, m) = (
+            account(&accounts, "a")?,
+            account(&accounts, "b")?,
+            account(scratch.path(), "m")?,
+        );
         let export = |x: &Account| x.export_public().map_err(|e| failed("export", e));
         a.add_friend(export(&b)?.as_bytes())
             .map_err(|e| failed("friend", e))?;
@@ -100,39 +142,28 @@ impl Fixture {
             .map_err(|e| failed("friend", e))?;
         let (af, bf) = (a.fingerprint(), b.fingerprint());
         let sa = Store::new(a).map_err(|e| failed("store", e))?;
-        let sb = Store::new(b).map_err(|e| failed("store", e))?;
         let sm = Store::new(m).map_err(|e| failed("store", e))?;
-        sb.follow(&af).map_err(|e| failed("follow", e))?;
-        let sealed = |store: &Store, name: &str, plain: &[u8]| {
+        let files = out.join(FILES);
+        std::fs::create_dir_all(&files).map_err(|e| failed("directory", e))?;
+        let seal = |store: &Store, name: &str, plain: &[u8], file: &str| {
             let entry = store
                 .share(name, plain, &[bf])
                 .map_err(|e| failed("share", e))?;
-            std::fs::read(&entry.path).map_err(|e| failed("read", e))
+            std::fs::rename(&entry.path, files.join(format!("{file}.pgp")))
+                .map_err(|e| failed("move", e))
         };
         let mut rng = fastrand::Rng::with_seed(0x0061_6c62_756d);
-        let album_plain: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
+        let album: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
             .take(ALBUM_SIZE)
             .collect();
-        let note_plain = b"note, version 1".to_vec();
-        let note = [
-            sealed(&sa, "note", &note_plain)?,
-            sealed(&sa, "note", b"note, version 2")?,
-        ];
-        let album = [
-            sealed(&sa, "album", &album_plain)?,
-            sealed(&sa, "album", &album_plain[..ALBUM_SIZE - 1000])?,
-        ];
-        let forged_note = sealed(&sm, "note", b"note, forged by M")?;
-        // Each run places A's files itself: only the accounts are copied.
+        seal(&sa, "note", NOTE_PLAIN, NOTE[0])?;
+        seal(&sa, "note", b"note, version 2", NOTE[1])?;
+        seal(&sa, "album", &album, ALBUM[0])?;
+        seal(&sa, "album", &album[..ALBUM_SIZE - 1000], ALBUM[1])?;
+        seal(&sm, "note", b"note, forged by M", FORGED_NOTE)?;
+        // Each run places A's files itself: only the accounts are kept.
         std::fs::remove_dir_all(sa.dir_of(&af)).map_err(|e| failed("clean", e))?;
-        Ok(Fixture {
-            dir,
-            a: af,
-            note,
-            album,
-            forged_note,
-            note_plain,
-        })
+        Ok(())
     }
 }
 
@@ -201,13 +232,17 @@ impl Friends {
         };
         let load = |name: &str| {
             let root = dir.join(format!("friend-{name}"));
-            copy_dir(&fixture.dir.path().join(name), &root).map_err(|e| failed("copy", e))?;
+            copy_dir(&fixture.accounts.join(name), &root).map_err(|e| failed("copy", e))?;
             let account = Account::load(&root, PASSPHRASE).map_err(|e| failed("load", e))?;
             Store::new(account)
                 .map(Arc::new)
                 .map_err(|e| failed("store", e))
         };
         let (store_a, store_b) = (load("a")?, load("b")?);
+        // B follows A (a directory, which git does not keep).
+        store_b
+            .follow(&fixture.a)
+            .map_err(|e| failed("follow", e))?;
         let a_rt = sim.host(a);
         let mut config = NodeConfig::new(std::net::SocketAddr::new(a, crate::scenario::PORT));
         config.seed = Some(seed);
@@ -320,7 +355,7 @@ impl Friends {
         if self.held("note") == Some(mau_store::sha256_hex(&f.note[0])) {
             let mut plain = Vec::new();
             match self.b.open(&f.a, "note", &mut plain) {
-                Ok(()) if plain == f.note_plain => {}
+                Ok(()) if plain == NOTE_PLAIN => {}
                 r => self.violation(format!(
                     "sync round {round}: B's note does not read back: {r:?}"
                 )),
@@ -456,10 +491,36 @@ mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
 
+    /// `mau-simrt fixtures` makes fixtures that load and fit the rounds, as
+    /// the committed ones do; it does not overwrite a directory.
+    #[test]
+    fn generated_fixtures_load_and_fit_the_rounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("friends");
+        Fixture::generate(&out).expect("generate");
+        let again = Fixture::generate(&out);
+        assert!(again.is_err_and(|e| e.contains("exists already")));
+        let new = Fixture::load(&out).expect("load");
+        let committed = Fixture::committed().expect("committed");
+        for f in [&new, committed] {
+            // Both albums streamed to a partial file, neither fits in the
+            // room B's full disk has left; the notes do.
+            for album in &f.album {
+                assert!(album.len() as u64 > (1 << 20) && album.len() as u64 > DISK_ROOM);
+            }
+            for note in f.note.iter().chain([&f.forged_note]) {
+                assert!((note.len() as u64) < DISK_ROOM / 4, "{}", note.len());
+            }
+            assert_ne!(f.note[0], f.note[1]);
+            assert_ne!(f.album[0], f.album[1]);
+        }
+        assert_ne!(new.a, committed.a, "new keys");
+    }
+
     /// The invariant can fail: a bad copy in B's directory is reported.
     #[test]
     fn a_bad_copy_breaks_the_invariant() {
-        let fixture = Fixture::shared().expect("fixture");
+        let fixture = Fixture::committed().expect("fixture");
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = Sim::new(1);
         let (s, d) = (sim.clone(), dir.path().to_path_buf());

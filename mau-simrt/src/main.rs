@@ -3,18 +3,43 @@
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
 //!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]
+//! mau-simrt fixtures --out DIR
 //! ```
 //!
 //! Prints each run's figures; a failed run prints its seed and the command
-//! that replays it, and the exit status is 1.
+//! that replays it, and the exit status is 1. `fixtures` makes new
+//! accounts and files for the friend syncs in `DIR` (to replace
+//! `mau-simrt/fixtures/friends`, whose `README.md` says how).
 
 use std::process::ExitCode;
 
+use mau_simrt::friends::Fixture;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
     eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]");
+    eprintln!("       mau-simrt fixtures --out DIR");
     ExitCode::from(2)
+}
+
+/// `mau-simrt fixtures --out DIR`: new friend-sync fixtures in `DIR`.
+fn fixtures(args: &[String]) -> ExitCode {
+    let [flag, out] = args else {
+        return usage();
+    };
+    if flag != "--out" {
+        return usage();
+    }
+    match Fixture::generate(std::path::Path::new(out)) {
+        Ok(()) => {
+            println!("new fixtures in {out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -25,10 +50,14 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("fixtures") {
+        return fixtures(&all[1..]);
+    }
     let mut s = Scenario::new(1, 20, 50);
     let mut seeds = 1..2u64;
     let mut final_set = false;
-    let mut args = std::env::args().skip(1);
+    let mut args = all.into_iter();
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_default();
         let ok = match a.as_str() {

@@ -127,11 +127,11 @@ impl Scenario {
         cmd
     }
 
-    /// Runs the scenario to its end (the friend syncs with the process's
+    /// Runs the scenario to its end (the friend syncs with the committed
     /// [`Fixture`]).
     pub fn run(&self) -> Result<Report, ScenarioError> {
         let fixture = match self.syncs {
-            true => Some(Fixture::shared().map_err(ScenarioError::Fixture)?),
+            true => Some(Fixture::committed().map_err(ScenarioError::Fixture)?),
             false => None,
         };
         self.run_with(fixture)
@@ -209,7 +209,7 @@ pub enum ScenarioError {
     /// No directory for the nodes' tables.
     #[error("temporary directory: {0}")]
     TempDir(std::io::Error),
-    /// The friend syncs' accounts and files could not be made.
+    /// The friend syncs' accounts and files could not be loaded.
     #[error("{0}")]
     Fixture(String),
 }
