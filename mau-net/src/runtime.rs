@@ -62,6 +62,13 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         SystemTime::now()
     }
 
+    /// A seed for randomness mau-net draws itself (a sync's retry jitter):
+    /// a new random one each call, except in a simulated runtime, which
+    /// draws it from the run's seed so that the run replays.
+    fn seed(&self) -> u64 {
+        os_seed()
+    }
+
     /// Opens a TCP connection.
     fn connect_tcp(
         &self,
@@ -148,11 +155,33 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     /// runtime's blocking pool, never on the executor, and yields its result
     /// (`None` if it panicked). `f` starts at once, before the returned
     /// future is first polled: a caller may start a blocking consumer and
-    /// feed it before awaiting its result.
+    /// feed it before awaiting its result (unless
+    /// [`Runtime::blocking_is_concurrent`] says otherwise).
     fn run_blocking<T, F>(&self, f: F) -> impl Future<Output = Option<T>> + Send
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static;
+
+    /// Whether [`Runtime::run_blocking`] work runs beside its caller, on
+    /// other threads (true: smol, tokio), or inline, to its end, before
+    /// `run_blocking` returns (false: a single-threaded deterministic
+    /// simulation). Only in the first case may the caller hand blocking
+    /// work a channel to feed afterwards; the sync then streams a big file
+    /// to a writer and a verifier on two threads, otherwise it writes each
+    /// batch in a blocking task of its own and verifies the file from the
+    /// disk afterwards (`sync::download`).
+    fn blocking_is_concurrent(&self) -> bool {
+        true
+    }
+}
+
+/// A random `u64` from the standard library's per-instance random hasher
+/// keys (no RNG dependency for a jitter).
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// The deadline passed.
@@ -196,5 +225,14 @@ impl<R: Runtime> hyper::rt::Timer for HyperTimer<R> {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.sleep(deadline.saturating_duration_since(self.0.now()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_seeds_differ() {
+        let seeds: std::collections::BTreeSet<u64> = (0..20).map(|_| super::os_seed()).collect();
+        assert!(seeds.len() > 1, "no randomness");
     }
 }

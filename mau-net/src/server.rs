@@ -95,10 +95,18 @@ struct Guards {
     in_flight: Counter<Fingerprint>,
     rates: Mutex<KeyedLimiter<Fingerprint>>,
     warnings: Mutex<LogThrottle<(Bit, Source)>>,
+    /// The runtime's clock ([`Runtime::now`]): the throttle's windows are in
+    /// virtual time under simulation, so its log lines replay.
+    now: Box<dyn Fn() -> Instant + Send + Sync>,
 }
 
 impl Guards {
-    fn new(limits: &Limits, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+    fn new<R: Runtime>(
+        limits: &Limits,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        rt: &R,
+    ) -> Self {
+        let rt = rt.clone();
         Guards {
             metrics,
             per_ip: Counter::new(),
@@ -112,6 +120,7 @@ impl Guards {
                 WhenFull::ForgetIdlest,
             )),
             warnings: Mutex::new(LogThrottle::new(WARN_EVERY, WARN_TRACKED)),
+            now: Box::new(move || rt.now()),
         }
     }
 
@@ -126,7 +135,7 @@ impl Guards {
             .warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .allow(&(bit, source), Instant::now());
+            .allow(&(bit, source), (self.now)());
         if let Some(suppressed) = allowed {
             log(suppressed);
         }
@@ -157,7 +166,11 @@ pub(crate) async fn serve<R: Runtime>(
         Stop,
     }
     let limits = &shared.config.limits;
-    let guards = Arc::new(Guards::new(limits, shared.config.metrics.clone()));
+    let guards = Arc::new(Guards::new(
+        limits,
+        shared.config.metrics.clone(),
+        &shared.rt,
+    ));
     loop {
         let next = futures_lite::future::or(
             futures_lite::future::or(

@@ -12,14 +12,16 @@
 //!   streams, per-link latency and bandwidth, loss (as lost SYNs and
 //!   resets), partitions and crashes ([`net`]).
 //!
-//! [`scenario`] runs whole networks of nodes with faults and checks
-//! invariants; the `mau-simrt` command runs one from the command line, and
+//! [`scenario`] runs whole networks of nodes with faults and friend syncs
+//! ([`friends`]) and checks invariants; the `mau-simrt` command runs one from the command line, and
 //! prints the command replaying a failed seed. See `docs/simulation.md`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod crypto;
+mod disk;
+pub mod friends;
 pub mod net;
 
 mod runtime;

@@ -2,19 +2,44 @@
 //!
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
-//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--pool N]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]
+//! mau-simrt fixtures --out DIR
 //! ```
 //!
 //! Prints each run's figures; a failed run prints its seed and the command
-//! that replays it, and the exit status is 1.
+//! that replays it, and the exit status is 1. `fixtures` makes new
+//! accounts and files for the friend syncs in `DIR` (to replace
+//! `mau-simrt/fixtures/friends`, whose `README.md` says how).
 
 use std::process::ExitCode;
 
+use mau_simrt::friends::Fixture;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--pool N]");
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]");
+    eprintln!("       mau-simrt fixtures --out DIR");
     ExitCode::from(2)
+}
+
+/// `mau-simrt fixtures --out DIR`: new friend-sync fixtures in `DIR`.
+fn fixtures(args: &[String]) -> ExitCode {
+    let [flag, out] = args else {
+        return usage();
+    };
+    if flag != "--out" {
+        return usage();
+    }
+    match Fixture::generate(std::path::Path::new(out)) {
+        Ok(()) => {
+            println!("new fixtures in {out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -25,10 +50,14 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("fixtures") {
+        return fixtures(&all[1..]);
+    }
     let mut s = Scenario::new(1, 20, 50);
     let mut seeds = 1..2u64;
     let mut final_set = false;
-    let mut args = std::env::args().skip(1);
+    let mut args = all.into_iter();
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_default();
         let ok = match a.as_str() {
@@ -71,6 +100,10 @@ fn main() -> ExitCode {
                 s.faults.slow = false;
                 true
             }
+            "--no-syncs" => {
+                s.syncs = false;
+                true
+            }
             _ => false,
         };
         if !ok {
@@ -86,6 +119,9 @@ fn main() -> ExitCode {
         match run.run() {
             Ok(r) => {
                 print(&run, &r);
+                for s in &r.skipped {
+                    println!("  {s}");
+                }
                 if !r.violations.is_empty() {
                     failed = true;
                     for v in &r.violations {
@@ -115,7 +151,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend sync rounds (downloaded, failed) {:?}; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -128,6 +164,7 @@ fn print(s: &Scenario, r: &Report) {
         Report::took_quantile(&r.window, 0.99),
         Report::found(&r.finals),
         r.finals.len(),
+        r.syncs,
         r.table_mean,
         r.virtual_time,
         r.wall,

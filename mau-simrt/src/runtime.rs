@@ -111,6 +111,11 @@ impl mau_net::Runtime for SimRuntime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(SIM_EPOCH_SECS) + self.shared.state().now
     }
 
+    /// Drawn from the simulation's generator: a sync's jitter replays.
+    fn seed(&self) -> u64 {
+        self.shared.state().rng.u64(..)
+    }
+
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<SimStream> {
         net::connect(&self.shared, self.host, addr).await
     }
@@ -183,5 +188,11 @@ impl mau_net::Runtime for SimRuntime {
         // Inline, at once: deterministic, and the simulation has one thread.
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
         std::future::ready(out)
+    }
+
+    // Blocking work runs inline (above): a download is written batch by
+    // batch and verified afterwards, not fed to blocking consumers.
+    fn blocking_is_concurrent(&self) -> bool {
+        false
     }
 }

@@ -13,6 +13,8 @@ use mau_identity::{KeyVersion, TlsIdentity};
 use mau_net::{NodeConfig, RunningNode, Runtime};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 
+use crate::disk::Disk;
+use crate::friends::{Fixture, Friends};
 use crate::net::mix;
 use crate::{LinkConfig, Sim, SimError, SimRuntime, Trace};
 
@@ -23,9 +25,13 @@ pub struct Faults {
     pub partition: bool,
     /// One node's process crashes, and restarts 15 s later from its saved table.
     pub crash: bool,
-    /// With `crash`: once the crashed node restarted, its disk is full
-    /// (every save of its table fails) for 25 s; it must keep running and
-    /// save again once there is room.
+    /// With `crash`: once the crashed node restarted, its disk is full for
+    /// 30 s: a disk of its own (a tmpfs, with root) that runs out of space
+    /// in the middle of a save, or else (without root) a directory that
+    /// cannot be created. Its saved table must stay intact and readable,
+    /// and it must keep running and save again once there is room. With
+    /// `syncs`, the friend B's disk fills up too, in the middle of a
+    /// download ([`crate::friends`]).
     pub disk: bool,
     /// One node in 20 gets slow links (400 ms, 50 kB/s).
     pub slow: bool,
@@ -75,6 +81,9 @@ pub struct Scenario {
     /// Idle pooled connections each node's client keeps
     /// (`Limits::pool_max_idle`).
     pub pool_max_idle: usize,
+    /// Friend syncs run during the fault window, a hostile round among
+    /// them ([`crate::friends`]).
+    pub syncs: bool,
 }
 
 impl Scenario {
@@ -88,6 +97,7 @@ impl Scenario {
             final_lookups: lookups.min(50),
             faults: Faults::all(),
             pool_max_idle: mau_net::Limits::default().pool_max_idle,
+            syncs: true,
         }
     }
 
@@ -108,14 +118,28 @@ impl Scenario {
                 cmd.push_str(&format!(" --no-{name}"));
             }
         }
+        if !self.syncs {
+            cmd.push_str(" --no-syncs");
+        }
         if self.pool_max_idle != mau_net::Limits::default().pool_max_idle {
             cmd.push_str(&format!(" --pool {}", self.pool_max_idle));
         }
         cmd
     }
 
-    /// Runs the scenario to its end.
+    /// Runs the scenario to its end (the friend syncs with the committed
+    /// [`Fixture`]).
     pub fn run(&self) -> Result<Report, ScenarioError> {
+        let fixture = match self.syncs {
+            true => Some(Fixture::committed().map_err(ScenarioError::Fixture)?),
+            false => None,
+        };
+        self.run_with(fixture)
+    }
+
+    /// Runs the scenario with the friend syncs' accounts and files of
+    /// `fixture` (`None`: no syncs, whatever [`Scenario::syncs`] says).
+    pub fn run_with(&self, fixture: Option<&'static Fixture>) -> Result<Report, ScenarioError> {
         let wall = Instant::now();
         // The tables are really written (and fsynced): on tmpfs when there
         // is one, so that a disk's fsync latency does not set the pace.
@@ -140,6 +164,9 @@ impl Scenario {
             dir: dir.path().to_path_buf(),
             nodes: Mutex::new(Vec::new()),
             disk_freed: Mutex::new(None),
+            table_disk: Mutex::new(None),
+            checks: Mutex::new(Vec::new()),
+            fixture,
         };
         let net = Arc::new(net);
         let run = net.clone();
@@ -156,6 +183,11 @@ impl Scenario {
         report.virtual_time = sim.elapsed();
         report.wall = wall.elapsed();
         net.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Unmounted before the directory goes.
+        net.table_disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         sim.clear();
         Ok(report)
     }
@@ -177,6 +209,9 @@ pub enum ScenarioError {
     /// No directory for the nodes' tables.
     #[error("temporary directory: {0}")]
     TempDir(std::io::Error),
+    /// The friend syncs' accounts and files could not be loaded.
+    #[error("{0}")]
+    Fixture(String),
 }
 
 /// What one lookup came to.
@@ -216,6 +251,12 @@ pub struct Report {
     pub table_mean: f64,
     /// The most connections open at once.
     pub peak_open: usize,
+    /// Files downloaded and failed in each friend sync round (`None`: the
+    /// sync failed as a whole, e.g. under loss).
+    pub syncs: Vec<Option<(usize, usize)>>,
+    /// Faults that could not be injected, and why (a disk of its own
+    /// needs root).
+    pub skipped: Vec<String>,
     /// The event trace.
     pub trace: Trace,
     /// Virtual time the run took.
@@ -281,6 +322,13 @@ struct Network {
     nodes: Mutex<Vec<Option<Arc<RunningNode<SimRuntime>>>>>,
     /// The node whose disk was full, and when (real time) it was freed.
     disk_freed: Mutex<Option<(usize, std::time::SystemTime)>>,
+    /// The friend syncs' accounts and files (`None`: no syncs).
+    fixture: Option<&'static Fixture>,
+    /// The full node's disk of its own (with root), and its table when the
+    /// disk filled.
+    table_disk: Mutex<Option<(Disk, Vec<u8>)>>,
+    /// Invariants broken (or faults skipped) while the faults ran.
+    checks: Mutex<Vec<String>>,
 }
 
 /// Node `i`'s IP: 10.x.y.z from `i + 1`.
@@ -289,7 +337,7 @@ fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8))
 }
 
-const PORT: u16 = 7000;
+pub(crate) const PORT: u16 = 7000;
 
 /// Node `i`'s TLS identity, from the seed (same seed, same fingerprints).
 fn identity(
@@ -346,24 +394,70 @@ impl Network {
         self.node_dir(i).join("table.json")
     }
 
-    /// Node `i`'s disk is full: its table's directory moves aside and a
-    /// file takes its place, so every save fails (the table already read
-    /// stays in memory; the last one saved waits aside).
+    /// Node `i`'s disk is full. With root, its directory becomes a disk of
+    /// its own holding its saved table and room for half of it: the next
+    /// save runs out of space in the middle of writing its temporary file.
+    /// Without root, the directory moves aside and a file takes its place,
+    /// so every save fails on creating it (the table already read stays in
+    /// memory; the last one saved waits aside).
     fn fill_disk(&self, i: usize) -> std::io::Result<()> {
         let dir = self.node_dir(i);
-        std::fs::rename(&dir, dir.with_extension("full"))?;
-        std::fs::write(&dir, b"")
+        let saved = std::fs::read(self.table_path(i))?;
+        match Disk::mount(&dir, TABLE_DISK) {
+            Ok(disk) => {
+                std::fs::write(self.table_path(i), &saved)?;
+                disk.fill(saved.len() as u64 / 2)?;
+                *self.table_disk.lock().unwrap_or_else(|e| e.into_inner()) = Some((disk, saved));
+                Ok(())
+            }
+            Err(e) => {
+                self.check(format!("skipped: node {i}'s disk of its own: {e}"));
+                std::fs::rename(&dir, dir.with_extension("full"))?;
+                std::fs::write(&dir, b"")
+            }
+        }
     }
 
-    /// Node `i`'s disk has room again: its directory (and the table last
-    /// saved in it) is back.
+    /// Node `i`'s disk has room again. A disk of its own: the table saved
+    /// before it filled must be there, intact and readable, and no
+    /// temporary file left behind; then the room comes back. Otherwise its
+    /// directory (and the table last saved in it) is back.
     fn free_disk(&self, i: usize) -> std::io::Result<()> {
         let dir = self.node_dir(i);
-        std::fs::remove_file(&dir)?;
-        std::fs::rename(dir.with_extension("full"), &dir)?;
+        if let Some((disk, saved)) = &*self.table_disk.lock().unwrap_or_else(|e| e.into_inner()) {
+            let now = std::fs::read(self.table_path(i));
+            match &now {
+                Ok(b) if b == saved && mau_net::persist::parse_table(b).is_ok() => {}
+                _ => self.check(format!(
+                    "node {i}'s table saved before its disk filled is not intact: {:?}",
+                    now.as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                )),
+            }
+            let left: Vec<String> = std::fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".table.json.tmp"))
+                .collect();
+            if !left.is_empty() {
+                self.check(format!("node {i}'s full disk: left behind {left:?}"));
+            }
+            disk.free()?;
+        } else {
+            std::fs::remove_file(&dir)?;
+            std::fs::rename(dir.with_extension("full"), &dir)?;
+        }
         *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((i, std::time::SystemTime::now()));
         Ok(())
+    }
+
+    /// Records a broken invariant (or a skipped fault, `skipped: ...`).
+    fn check(&self, what: String) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
     }
 
     /// "Saves resume after a full disk": the node whose disk was full wrote
@@ -515,16 +609,35 @@ impl Network {
             violations.push(format!("{} of {} nodes started", started, s.nodes));
         }
 
-        // The fault window: lookups run while faults come and go.
+        // Friends A and B, on hosts of their own after the nodes'.
+        let friends = match self.fixture {
+            Some(fixture) => {
+                let hosts = (ip(s.nodes), ip(s.nodes + 1));
+                let seed = mix(s.seed ^ mix(s.nodes as u64));
+                let strict = s.faults.loss == 0.0;
+                let disk = s.faults.disk;
+                match Friends::start(&self.sim, fixture, &self.dir, hosts, seed, strict, disk).await
+                {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(e) => {
+                        violations.push(e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
+        // The fault window: lookups and syncs run while faults come and go.
+        let running = Arc::new(Mutex::new(0usize));
         let faults = self.clone().faults();
-        let faults_done = Arc::new(Mutex::new(false));
-        let flag = faults_done.clone();
-        self.sim.spawn(async move {
-            faults.await;
-            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        });
+        self.sim.spawn(counted(&running, faults));
+        if let Some(f) = friends.clone() {
+            self.sim
+                .spawn(counted(&running, async move { f.rounds(SYNC_GAP).await }));
+        }
         let window = self.lookups(s.lookups, WINDOW).await;
-        while !*faults_done.lock().unwrap_or_else(|e| e.into_inner()) {
+        while *running.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             self.sim.sleep(Duration::from_secs(1)).await;
         }
         for (i, r) in window.iter().enumerate() {
@@ -545,6 +658,21 @@ impl Network {
         }
         violations.extend(self.lost_peers());
         violations.extend(self.disk_recovered());
+        let mut checks =
+            std::mem::take(&mut *self.checks.lock().unwrap_or_else(|e| e.into_inner()));
+        let syncs = match &friends {
+            Some(f) => {
+                checks.extend(std::mem::take(
+                    &mut *f.violations.lock().unwrap_or_else(|e| e.into_inner()),
+                ));
+                checks.extend(f.skipped.clone());
+                f.rounds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+            None => Vec::new(),
+        };
+        let (skipped, broken): (Vec<String>, Vec<String>) =
+            checks.into_iter().partition(|c| c.starts_with("skipped: "));
+        violations.extend(broken);
         let table_mean = self.mean_table();
         Report {
             seed: s.seed,
@@ -554,6 +682,8 @@ impl Network {
             violations,
             table_mean,
             peak_open: 0,
+            syncs,
+            skipped,
             trace: Trace::default(),
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
@@ -651,6 +781,27 @@ impl Network {
                 tracing::warn!(node = victim, error = %e, "could not free the disk");
             }
         }
+    }
+}
+
+/// The full node's disk of its own: a few times its table.
+const TABLE_DISK: u64 = 1 << 20;
+
+/// Virtual time between the friend sync rounds: the first runs as the
+/// window opens, the second during the crash and the full disk, the third
+/// once the partition healed.
+const SYNC_GAP: Duration = Duration::from_secs(25);
+
+/// `fut`, counted in `running` until it ends.
+fn counted(
+    running: &Arc<Mutex<usize>>,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    *running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    let running = running.clone();
+    async move {
+        fut.await;
+        *running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
     }
 }
 

@@ -20,6 +20,16 @@ fn the_same_seed_gives_the_same_trace() {
     assert_eq!(a.window, b.window);
     assert_eq!(a.finals, b.finals);
     assert_eq!(a.virtual_time, b.virtual_time);
+    // The friend syncs ran, a file over 1 MiB among them, and replayed:
+    // version 1; A hostile, both refused; version 2, the album out of
+    // space on B's full disk (needs root), then in once there is room.
+    let rounds = match a.skipped.is_empty() {
+        true => vec![Some((2, 0)), Some((0, 2)), Some((1, 1)), Some((1, 0))],
+        false => vec![Some((2, 0)), Some((0, 2)), Some((2, 0))],
+    };
+    assert_eq!(a.syncs, rounds, "{:?} {:?}", a.violations, a.skipped);
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
+    assert_eq!(a.syncs, b.syncs);
     let other = run(&Scenario { seed: 12, ..s });
     assert_ne!(other.trace.hash, a.trace.hash, "another seed, another run");
     assert_ne!(other.trace.wire, a.trace.wire, "another seed, other bytes");
@@ -59,6 +69,7 @@ fn the_replay_command_names_every_parameter() {
     let mut s = Scenario::new(42, 7, 9);
     s.faults.crash = false;
     s.faults.disk = false;
+    s.syncs = false;
     let cmd = s.replay_command();
     for part in [
         "--seed 42",
@@ -66,8 +77,58 @@ fn the_replay_command_names_every_parameter() {
         "--lookups 9",
         "--no-crash",
         "--no-disk",
+        "--no-syncs",
     ] {
         assert!(cmd.contains(part), "{cmd}");
     }
     assert!(!cmd.contains("--no-partition"), "{cmd}");
+}
+
+#[test]
+fn the_replay_command_replays_the_same_trace_in_a_new_process() {
+    // A replay is a new process: the friend syncs' keys and files are the
+    // committed fixtures, so its trace is this one's, byte for byte.
+    let s = Scenario::new(11, 10, 10);
+    let here = run(&s);
+    assert_eq!(here.syncs.first(), Some(&Some((2, 0))), "{:?}", here.syncs);
+    let command = s.replay_command();
+    let (_, args) = command.split_once(" -- ").expect("arguments");
+    // Seed 11 and then 12, in one new process.
+    let args = args.replace("--seed 11", "--seeds 11..13");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mau-simrt"))
+        .args(args.split_whitespace())
+        .output()
+        .expect("mau-simrt runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{args}: {stdout}");
+    // "trace <hash>, wire <hash>" of each run, in seed order.
+    let traces: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once("; trace ").map(|(_, t)| t))
+        .filter_map(|t| t.split(" (").next())
+        .collect();
+    let ours = format!("{:016x}, wire {:016x}", here.trace.hash, here.trace.wire);
+    assert_eq!(traces.len(), 2, "{stdout}");
+    assert_eq!(traces[0], ours, "same seed, same trace in a new process");
+    assert_ne!(traces[1], ours, "another seed, another trace");
+}
+
+#[test]
+fn friend_syncs_under_loss_never_install_a_bad_file() {
+    // With loss a round may fail; no file may be replaced by a bad one.
+    let mut s = Scenario::new(5, 10, 10);
+    s.faults.loss = 0.02;
+    let r = run(&s);
+    assert!(
+        r.violations.is_empty(),
+        "seed {}: {:?}; replay: {}",
+        s.seed,
+        r.violations,
+        s.replay_command()
+    );
+    assert!(r.syncs.len() >= 3, "{:?}", r.syncs);
+    // The hostile round refused what it got, whatever the loss let through.
+    if let Some((got, _)) = r.syncs[1] {
+        assert_eq!(got, 0, "{:?}", r.syncs);
+    }
 }

@@ -2,8 +2,11 @@
 //! a partial file by a writer on the runtime's blocking pool (hashing as it
 //! writes) and, for a download from the start, to a verifier on another
 //! blocking thread (signature and decryption checked as the bytes arrive,
-//! so the file is not read again). Whether to download, from where, and
-//! for how long is the planner's decision ([`mau_proto::sync`]).
+//! so the file is not read again). A runtime whose blocking work runs
+//! inline (the simulation, [`Runtime::blocking_is_concurrent`]) gets one
+//! blocking write per batch instead, and the file verified afterwards.
+//! Whether to download, from where, and for how long is the planner's
+//! decision ([`mau_proto::sync`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -131,44 +134,86 @@ pub(super) fn check_and_write(
     Ok(sum)
 }
 
-/// Writes the body's batches to `partial` after its first `have` bytes,
-/// hashing everything (the bytes already there first). Runs on the
-/// blocking pool; ends when the sender is dropped. A full disk removes the
-/// partial file (it cannot complete and holds space the store needs).
+/// A partial file being filled after its first `have` bytes, hashing
+/// everything (the bytes already there first). Blocking.
+struct PartialWriter {
+    path: PathBuf,
+    file: std::fs::File,
+    hasher: mau_store::Sha256,
+}
+
+impl PartialWriter {
+    /// Opens `partial`, keeps its first `have` bytes and hashes them.
+    fn open(partial: &Path, have: u64) -> Result<Self, StoreError> {
+        let io = |e: std::io::Error| StoreError::io(partial, e);
+        let mut file = open_partial(partial).map_err(io)?;
+        file.set_len(have).map_err(io)?;
+        let mut hasher = mau_store::Sha256::default();
+        if have > 0 {
+            let mut r = std::io::Read::take(&file, have);
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut r, &mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+        }
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
+        Ok(PartialWriter {
+            path: partial.to_path_buf(),
+            file,
+            hasher,
+        })
+    }
+
+    /// Appends `batch`. A full disk removes the partial file (it cannot
+    /// complete and holds space the store needs).
+    fn write(&mut self, batch: &[Bytes]) -> Result<(), StoreError> {
+        if let Err(e) = write_batch(&mut self.file, batch) {
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            return Err(StoreError::io(&self.path, e));
+        }
+        for chunk in batch {
+            self.hasher.update(chunk);
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 of the whole file.
+    fn finish(self) -> String {
+        self.hasher.finish()
+    }
+}
+
+/// Writes the body's batches to `partial` after its first `have` bytes
+/// ([`PartialWriter`]). Runs on the blocking pool; ends when the sender is
+/// dropped.
 fn write_partial(
     partial: &Path,
     have: u64,
     batches: async_channel::Receiver<Batch>,
 ) -> Result<String, StoreError> {
-    let io = |e: std::io::Error| StoreError::io(partial, e);
-    let full = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::StorageFull {
-            let _ = std::fs::remove_file(partial);
-        }
-        io(e)
-    };
-    let mut file = open_partial(partial).map_err(io)?;
-    file.set_len(have).map_err(io)?;
-    let mut hasher = mau_store::Sha256::default();
-    if have > 0 {
-        let mut r = std::io::Read::take(&file, have);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = std::io::Read::read(&mut r, &mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
+    let mut writer = PartialWriter::open(partial, have)?;
     while let Ok(batch) = batches.recv_blocking() {
-        write_batch(&mut file, &batch).map_err(full)?;
-        for chunk in batch.iter() {
-            hasher.update(chunk);
-        }
+        writer.write(&batch)?;
     }
-    Ok(hasher.finish())
+    Ok(writer.finish())
+}
+
+/// Where a big download's batches are written.
+enum Sink<F> {
+    /// [`write_partial`] on a blocking thread, fed through a channel (the
+    /// sender is dropped at the end), and its result.
+    Thread(Option<async_channel::Sender<Batch>>, F),
+    /// One blocking task per batch, the writer moved into it and back: a
+    /// runtime whose blocking work runs inline
+    /// ([`Runtime::blocking_is_concurrent`] false) would never return from
+    /// a writer waiting on a channel. `Err`: a write failed.
+    PerBatch(Result<Box<PartialWriter>, SyncError>),
 }
 
 /// Writes every chunk of `batch` (one `writev` each time, not a copy into
@@ -225,10 +270,11 @@ impl std::io::Read for ChannelReader {
 
 /// Hands `batch` to the verifier (while it listens) and the writer; false
 /// if the writer stopped (its error is the one to report).
-async fn hand_off(
+async fn hand_off<R: Runtime, F>(
+    rt: &R,
     batch: Batch,
     verifier: &mut Option<async_channel::Sender<Batch>>,
-    writer: &Option<async_channel::Sender<Batch>>,
+    sink: &mut Option<Sink<F>>,
 ) -> bool {
     if let Some(v) = verifier {
         if v.send(batch.clone()).await.is_err() {
@@ -236,9 +282,26 @@ async fn hand_off(
             *verifier = None;
         }
     }
-    match writer {
-        Some(w) => w.send(batch).await.is_ok(),
-        None => true,
+    match sink {
+        Some(Sink::Thread(Some(w), _)) => w.send(batch).await.is_ok(),
+        Some(Sink::PerBatch(state)) => {
+            let Ok(mut writer) = std::mem::replace(state, Err(SyncError::Blocking)) else {
+                return false;
+            };
+            let done = rt
+                .run_blocking(move || {
+                    let r = writer.write(&batch);
+                    (writer, r)
+                })
+                .await;
+            *state = match done {
+                Some((writer, Ok(()))) => Ok(writer),
+                Some((_, Err(e))) => Err(e.into()),
+                None => Err(SyncError::Blocking),
+            };
+            state.is_ok()
+        }
+        _ => true,
     }
 }
 
@@ -340,19 +403,29 @@ impl<R: Runtime> FriendClient<R> {
         // written.
         let mut memory = (have == 0 && item.size <= IN_MEMORY_MAX)
             .then(|| Vec::with_capacity(usize::try_from(item.size).unwrap_or(0)));
-        let (tx, writer) = if memory.is_none() {
+        let concurrent = self.rt.blocking_is_concurrent();
+        let mut sink = if memory.is_some() {
+            None
+        } else if concurrent {
             let (tx, rx) = async_channel::bounded::<Batch>(QUEUE);
             let target = partial.to_path_buf();
             let writer = self
                 .rt
                 .run_blocking(move || write_partial(&target, have, rx));
-            (Some(tx), Some(writer))
+            Some(Sink::Thread(Some(tx), writer))
         } else {
-            (None, None)
+            let target = partial.to_path_buf();
+            let opened = self
+                .blocking(move || PartialWriter::open(&target, have))
+                .await;
+            Some(Sink::PerBatch(
+                opened.and_then(|w| w.map(Box::new).map_err(SyncError::Store)),
+            ))
         };
         // A download from the start is verified as it arrives, on a second
-        // thread (a resumed one is verified from the file afterwards).
-        let (mut to_verifier, verifier) = if have == 0 && memory.is_none() {
+        // thread (a resumed one, or one on a runtime without threads for
+        // blocking work, is verified from the file afterwards).
+        let (mut to_verifier, verifier) = if have == 0 && memory.is_none() && concurrent {
             let (vtx, vrx) = async_channel::bounded::<Batch>(QUEUE);
             let (store, reader) = (
                 self.store.clone(),
@@ -389,7 +462,7 @@ impl<R: Runtime> FriendClient<R> {
                 if pending_len >= BATCH {
                     pending_len = 0;
                     let batch = std::mem::take(&mut pending).into();
-                    if !hand_off(batch, &mut to_verifier, &tx).await {
+                    if !hand_off(&self.rt, batch, &mut to_verifier, &mut sink).await {
                         return Ok(());
                     }
                 }
@@ -399,10 +472,10 @@ impl<R: Runtime> FriendClient<R> {
         // What arrived before the end, or before a cut that keeps the
         // partial file for a resume, is written too.
         if !pending.is_empty() && !matches!(body, Err(Cut::TooLong(_))) {
-            hand_off(pending.into(), &mut to_verifier, &tx).await;
+            hand_off(&self.rt, pending.into(), &mut to_verifier, &mut sink).await;
         }
-        drop((tx, to_verifier));
-        let Some(writer) = writer else {
+        drop(to_verifier);
+        let Some(sink) = sink else {
             // In memory: nothing was written yet.
             return match body {
                 Err(Cut::TooLong(actual)) => Err(SyncError::Store(StoreError::SizeMismatch {
@@ -419,7 +492,15 @@ impl<R: Runtime> FriendClient<R> {
                 }),
             };
         };
-        let written = writer.await.ok_or(SyncError::Blocking)?;
+        let written = match sink {
+            Sink::Thread(tx, writer) => {
+                drop(tx);
+                writer.await.ok_or(SyncError::Blocking)?
+            }
+            Sink::PerBatch(Ok(writer)) => Ok((*writer).finish()),
+            Sink::PerBatch(Err(SyncError::Store(e))) => Err(e),
+            Sink::PerBatch(Err(e)) => return Err(e),
+        };
         let verified = match verifier {
             Some(v) => Some(v.await.ok_or(SyncError::Blocking)?),
             None => None,

@@ -222,8 +222,8 @@ impl<R: Runtime> FriendClient<R> {
             },
             first_page: format!("/p2p/{fpr}?limit={}", o.page_limit.clamp(1, MAX_PAGE)),
             link_prefix: format!("/p2p/{fpr}?"),
-            wall_clock: secs(SystemTime::now()),
-            seed: pacing::seed(),
+            wall_clock: secs(self.rt.system_time()),
+            seed: self.rt.seed(),
         }
     }
 
