@@ -7,6 +7,17 @@ fn run(s: &Scenario) -> Report {
         .unwrap_or_else(|e| panic!("seed {}: {e}; replay: {}", s.seed, s.replay_command()))
 }
 
+/// A run broke no invariant; else the seed and the command that replays it.
+fn assert_no_violations(s: &Scenario, r: &Report) {
+    assert!(
+        r.violations.is_empty(),
+        "seed {}: {:?}; replay: {}",
+        s.seed,
+        r.violations,
+        s.replay_command()
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let s = Scenario::new(11, 10, 10);
@@ -39,13 +50,7 @@ fn the_same_seed_gives_the_same_trace() {
 fn twenty_nodes_and_fifty_lookups_under_faults_keep_the_invariants() {
     let s = Scenario::new(1, 20, 50);
     let r = run(&s);
-    assert!(
-        r.violations.is_empty(),
-        "seed {}: {:?}; replay: {}",
-        s.seed,
-        r.violations,
-        s.replay_command()
-    );
+    assert_no_violations(&s, &r);
     assert_eq!(r.window.len(), 50);
     assert!(!r.window.contains(&LookupResult::Hung));
     assert_eq!(Report::found(&r.finals), r.finals.len());
@@ -119,13 +124,7 @@ fn friend_syncs_under_loss_never_install_a_bad_file() {
     let mut s = Scenario::new(5, 10, 10);
     s.faults.loss = 0.02;
     let r = run(&s);
-    assert!(
-        r.violations.is_empty(),
-        "seed {}: {:?}; replay: {}",
-        s.seed,
-        r.violations,
-        s.replay_command()
-    );
+    assert_no_violations(&s, &r);
     assert!(r.syncs.len() >= 3, "{:?}", r.syncs);
     // The hostile round refused what it got, whatever the loss let through.
     if let Some((got, _)) = r.syncs[1] {
