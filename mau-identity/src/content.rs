@@ -135,7 +135,7 @@ impl Account {
             .and_then(|s| s.build())
             .map_err(pgp)?;
         let mut w = LiteralWriter::new(message).build().map_err(pgp)?;
-        copy(&mut input, &mut w)?;
+        copy(&mut input, &mut w, COPY_CHUNK)?;
         w.finalize().map_err(pgp)?;
         Ok(())
     }
@@ -161,6 +161,21 @@ impl Account {
     /// into [`io::sink`], with less copying.
     pub fn check(&self, input: impl Read + Send + Sync, signer: &Cert) -> Result<(), ContentError> {
         self.decrypt_verified(reader(input), io::sink(), signer, Some(CHECK_HOLD_BACK))
+    }
+
+    /// [`Account::check`] for a message in memory (a small download):
+    /// read in place, with buffers sized to it rather than to a large
+    /// stream (allocating and zeroing 256 KiB buffers per file was the
+    /// largest single cost of checking a small file after the
+    /// public-key operations).
+    pub fn check_bytes(&self, input: &[u8], signer: &Cert) -> Result<(), ContentError> {
+        // Reads and the hold-back the same size (see CHECK_HOLD_BACK),
+        // and never below sequoia's minimum.
+        let chunk = input.len().clamp(4096, CHECK_HOLD_BACK);
+        // Read in place: sequoia's reader over an `io::Read` allocates
+        // (and zeroes) a fresh buffer at each refill.
+        let input = buffered_reader::Memory::with_cookie(input, Cookie::default());
+        self.decrypt_verified(input, io::sink(), signer, Some(chunk))
     }
 
     /// [`Account::check`] for a large input, on two threads: this one
@@ -334,7 +349,7 @@ impl Account {
             .map(|b| b.buffer_size(CHECK_HOLD_BACK))
             .and_then(|b| b.with_policy(p, None, helper))
             .map_err(|e| classify(e.to_string(), e.downcast_ref::<ContentError>(), signer))?;
-        let copied = copy(&mut v, io::sink());
+        let copied = copy(&mut v, io::sink(), CHECK_HOLD_BACK);
         let helper = v.into_helper();
         if let Some(reason) = helper.signature {
             return Err(ContentError::BadSignature {
@@ -348,9 +363,9 @@ impl Account {
 
     /// [`Account::open`] with sequoia's hold-back buffer (`hold_back`, its
     /// default if `None`).
-    fn decrypt_verified(
+    fn decrypt_verified<'a>(
         &self,
-        input: Generic<impl Read + Send + Sync, Cookie>,
+        input: impl BufferedReader<Cookie> + 'a,
         mut output: impl Write,
         signer: &Cert,
         hold_back: Option<usize>,
@@ -370,7 +385,7 @@ impl Account {
             })
             .and_then(|b| b.with_policy(&p, None, helper))
             .map_err(|e| classify(e.to_string(), e.downcast_ref::<ContentError>(), signer))?;
-        let copied = copy(&mut d, &mut output);
+        let copied = copy(&mut d, &mut output, hold_back.unwrap_or(COPY_CHUNK));
         let helper = d.into_helper();
         if let Some(reason) = helper.signature {
             return Err(ContentError::BadSignature {
@@ -459,9 +474,9 @@ impl Read for PieceReader {
     }
 }
 
-/// `io::copy` in chunks of [`COPY_CHUNK`].
-fn copy(mut input: impl Read, mut output: impl Write) -> io::Result<()> {
-    let mut buf = vec![0u8; COPY_CHUNK];
+/// `io::copy` in chunks of `chunk` bytes.
+fn copy(mut input: impl Read, mut output: impl Write, chunk: usize) -> io::Result<()> {
+    let mut buf = vec![0u8; chunk];
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -696,6 +711,33 @@ mod tests {
         let mut longer = sealed.clone();
         longer.extend_from_slice(&sealed[..200]);
         assert!(same(&b, &longer, &signer).is_err(), "bytes after the end");
+    }
+
+    #[test]
+    fn check_bytes_takes_small_files() {
+        let (a, b, c) = (account("A"), account("B"), account("C"));
+        let signer = a.public_cert();
+        for size in [0, 1, 1000, 5000, 70_000] {
+            let mut sealed = Vec::new();
+            a.seal(&vec![b'x'; size][..], &mut sealed, &[&b.public_cert()])
+                .expect("seal");
+            same(&b, &sealed, &signer).expect("good file");
+            assert!(matches!(
+                b.check_bytes(&sealed, &c.public_cert()),
+                Err(ContentError::BadSignature { .. })
+            ));
+            assert!(matches!(
+                c.check_bytes(&sealed, &signer),
+                Err(ContentError::NotForUs(_))
+            ));
+            let mut bad = sealed.clone();
+            let at = sealed.len() - 5;
+            bad[at] ^= 2;
+            assert!(
+                same(&b, &bad, &signer).is_err(),
+                "{size} bytes, one changed"
+            );
+        }
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub(super) fn check_and_write(
             actual: sum,
         });
     }
-    store.verify_reader(signer, bytes)?;
+    store.verify_bytes(signer, bytes)?;
     let mut file = open_partial(partial).map_err(|e| StoreError::io(partial, e))?;
     let written = file.set_len(0).and_then(|()| file.write_all(bytes));
     if let Err(e) = written {
