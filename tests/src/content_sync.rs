@@ -537,13 +537,26 @@ pub async fn interrupted_download_resumes<R: Runtime>(rt: R) {
 /// someone else, are refused; the good old copy stays and the sync state
 /// does not move.
 pub async fn bad_files_are_rejected<R: Runtime>(rt: R) {
-    let (a, b) = friends(&rt).await;
+    // Small files are checked in memory, large ones (over 1 MiB) as they
+    // stream in, decryption and signature on two threads.
+    for padding in [0, 2 << 20] {
+        bad_files_are_rejected_with(&rt, padding).await;
+    }
+}
+
+/// [`bad_files_are_rejected`] with `padding` bytes added to each file.
+async fn bad_files_are_rejected_with<R: Runtime>(rt: &R, padding: usize) {
+    let padded = |text: &[u8]| [text, &vec![b'.'; padding][..]].concat();
+    let (a, b) = friends(rt).await;
     let (af, bf) = (a.fpr(), b.fpr());
     let doc = a
         .store
-        .share("doc", &b"version 1"[..], &[bf])
+        .share("doc", &padded(b"version 1")[..], &[bf])
         .expect("share");
-    let other = a.store.share("other", &b"fine"[..], &[bf]).expect("share");
+    let other = a
+        .store
+        .share("other", &padded(b"fine")[..], &[bf])
+        .expect("share");
     let r = sync_b_from_a(&a, &b, &()).await;
     assert_eq!(r.downloaded, 2, "{r:?}");
     let before = b.store.sync_state().expect("state").last_sync(&af);
@@ -553,7 +566,10 @@ pub async fn bad_files_are_rejected<R: Runtime>(rt: R) {
     bytes[mid] ^= 0x40;
     std::fs::write(&doc.path, &bytes).expect("write");
     // Replace "other" with a file B signed (encrypted to both): wrong signer.
-    let forged = b.store.share("forged", &b"evil"[..], &[af]).expect("share");
+    let forged = b
+        .store
+        .share("forged", &padded(b"evil")[..], &[af])
+        .expect("share");
     std::fs::copy(&forged.path, &other.path).expect("copy");
     let r = sync_b_from_a(&a, &b, &()).await;
     assert_eq!(r.downloaded, 0, "{r:?}");
@@ -565,8 +581,8 @@ pub async fn bad_files_are_rejected<R: Runtime>(rt: R) {
             .any(|(n, e)| n == "other.pgp" && e.contains("signature")),
         "{r:?}"
     );
-    assert_eq!(plain(&b, &af, "doc"), b"version 1");
-    assert_eq!(plain(&b, &af, "other"), b"fine");
+    assert_eq!(plain(&b, &af, "doc"), padded(b"version 1"));
+    assert_eq!(plain(&b, &af, "other"), padded(b"fine"));
     assert_eq!(b.store.sync_state().expect("state").last_sync(&af), before);
     let leftovers: Vec<_> = std::fs::read_dir(b.store.dir_of(&af))
         .expect("dir")

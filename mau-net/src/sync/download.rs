@@ -124,7 +124,7 @@ pub(super) fn check_and_write(
             actual: sum,
         });
     }
-    store.verify_reader(signer, bytes)?;
+    store.verify_bytes(signer, bytes)?;
     let mut file = open_partial(partial).map_err(|e| StoreError::io(partial, e))?;
     let written = file.set_len(0).and_then(|()| file.write_all(bytes));
     if let Err(e) = written {
@@ -436,7 +436,7 @@ impl<R: Runtime> FriendClient<R> {
             );
             let check = self
                 .rt
-                .run_blocking(move || store.verify_reader(&fpr, reader));
+                .run_blocking(move || store.verify_large_reader(&fpr, reader));
             (Some(vtx), Some(check))
         } else {
             (None, None)
