@@ -3,19 +3,20 @@
 //! replay.
 //!
 //! rustls draws its randoms from the provider's `secure_random` and its
-//! ephemeral keys from the key-exchange groups; ring's own X25519 takes
-//! them from the OS (its random-source trait is sealed). This provider
-//! keeps ring for everything else (ciphers, hashes, Ed25519 signatures,
-//! which are deterministic) and replaces those two: both read the running
-//! simulation's TLS generator (seeded from the run's seed, put on its
-//! thread by [`crate::Sim::block_on`] while it runs), and X25519 is
-//! `x25519-dalek` on a secret drawn from it. Outside a simulation (no
-//! generator on the thread) both read the OS, so a process that installed
-//! the provider keeps real randomness for anything else.
+//! ephemeral keys from the key-exchange groups; ring's own X25519 group
+//! takes its secret from the OS. This provider keeps ring for everything
+//! else (ciphers, hashes, Ed25519 signatures, which are deterministic) and
+//! replaces those two: both read the running simulation's TLS generator
+//! (seeded from the run's seed, put on its thread by
+//! [`crate::Sim::block_on`] while it runs), and X25519 is ring's own
+//! arithmetic on a secret drawn from it. Outside a simulation (no generator
+//! on the thread) both read the OS, so a process that installed the
+//! provider keeps real randomness for anything else.
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use ring::agreement;
 use rustls::crypto::{
     ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret,
     SupportedKxGroup,
@@ -72,9 +73,7 @@ impl SupportedKxGroup for SeededX25519 {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
         let mut secret = [0u8; 32];
         fill(&mut secret).map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
-        let secret = x25519_dalek::StaticSecret::from(secret);
-        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
-        Ok(Box::new(X25519Exchange { secret, public }))
+        X25519Exchange::from_secret(&secret)
     }
 
     fn name(&self) -> NamedGroup {
@@ -83,23 +82,40 @@ impl SupportedKxGroup for SeededX25519 {
 }
 
 struct X25519Exchange {
-    secret: x25519_dalek::StaticSecret,
+    key: agreement::EphemeralPrivateKey,
     public: [u8; 32],
+}
+
+impl X25519Exchange {
+    /// The exchange whose private key is `secret` (clamped, RFC 7748).
+    fn from_secret(secret: &[u8; 32]) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
+        // ring's X25519 (its assembly ladder; `x25519-dalek`'s portable
+        // one, used before for the same keys and secrets, cost 3% more of
+        // a run's CPU) takes its secret from a `SecureRandom`, a sealed
+        // trait; its fixed-bytes source hands it ours. That source sits in
+        // ring's internal test module (0.17), which rustls pins.
+        #[allow(deprecated)]
+        let source = ring::test::rand::FixedSliceRandom { bytes: secret };
+        let key = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &source)
+            .map_err(|_| rustls::Error::FailedToGetRandomBytes)?;
+        let public = key
+            .compute_public_key()
+            .map_err(|_| rustls::Error::General("X25519 public key".into()))?;
+        let public: [u8; 32] = public
+            .as_ref()
+            .try_into()
+            .map_err(|_| rustls::Error::General("X25519 public key".into()))?;
+        Ok(Box::new(X25519Exchange { key, public }))
+    }
 }
 
 impl ActiveKeyExchange for X25519Exchange {
     fn complete(self: Box<Self>, peer: &[u8]) -> Result<SharedSecret, rustls::Error> {
-        let peer: [u8; 32] = peer
-            .try_into()
-            .map_err(|_| rustls::Error::from(PeerMisbehaved::InvalidKeyShare))?;
-        let shared = self
-            .secret
-            .diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-        // An all-zero result means a low-order point (as ring refuses it).
-        if !shared.was_contributory() {
-            return Err(PeerMisbehaved::InvalidKeyShare.into());
-        }
-        Ok(SharedSecret::from(&shared.as_bytes()[..]))
+        // ring refuses a share of the wrong length and a low-order point
+        // (an all-zero result).
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
+        agreement::agree_ephemeral(self.key, &peer, |s| SharedSecret::from(s))
+            .map_err(|_| PeerMisbehaved::InvalidKeyShare.into())
     }
 
     fn pub_key(&self) -> &[u8] {
@@ -167,5 +183,39 @@ mod tests {
         assert!(c.complete(&[0u8; 32]).is_err(), "low-order point");
         let d = SeededX25519.start().unwrap();
         assert!(d.complete(&[1u8; 31]).is_err(), "wrong length");
+    }
+
+    fn hex(s: &str) -> [u8; 32] {
+        let b: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect();
+        b.try_into().unwrap()
+    }
+
+    /// RFC 7748, section 6.1: the same keys and secret as any X25519 (as
+    /// `x25519-dalek`, used before, gave), so the wire is unchanged.
+    #[test]
+    fn x25519_matches_rfc_7748() {
+        let alice = X25519Exchange::from_secret(&hex(
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+        ))
+        .unwrap();
+        let bob = X25519Exchange::from_secret(&hex(
+            "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+        ))
+        .unwrap();
+        let (pa, pb) = (alice.pub_key().to_vec(), bob.pub_key().to_vec());
+        assert_eq!(
+            pa,
+            hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+        );
+        assert_eq!(
+            pb,
+            hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+        );
+        let shared = hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+        assert_eq!(alice.complete(&pb).unwrap().secret_bytes(), shared);
+        assert_eq!(bob.complete(&pa).unwrap().secret_bytes(), shared);
     }
 }
