@@ -46,6 +46,10 @@ Network and workload:
 Protocol:
   --k N  --alpha N  --rpc-timeout MS  --stall-period T  --ping-backoff T
   --max-candidates N     candidates a lookup remembers                 [200]
+  --probe-every-caller   probe every caller not in the table, even one
+                         that could only wait behind a full bucket of
+                         live peers and a full replacement cache (the
+                         rule before; always on for --policy go)
   --policy ours|go       go = the Go implementation's policies: no
                          replacement cache, evict on first failure, no
                          periodic refresh, lookups stop on exact match or
@@ -116,6 +120,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
             }
             "--check" => {
                 s.check_invariants = true;
+                continue;
+            }
+            "--probe-every-caller" => {
+                s.protocol.probe_every_caller = true;
                 continue;
             }
             _ => {}
