@@ -342,7 +342,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     /// Heap bytes this node holds beyond `size_of::<Node<A>>()`: its table,
     /// lookups, in-flight requests, timers, queued outputs and probe memory.
     /// Vectors and hash maps count by capacity (a hash map's slots: payload,
-    /// one control byte, 8/7 load); B-trees are estimated at 1.5x their payload.
+    /// one control byte, 8/7 load), but the map of recent probes counts
+    /// twice its length (its capacity depends on a random hash key); B-trees
+    /// are estimated at 1.5x their payload.
     /// With the allocator's own overhead this is the node's memory; the
     /// simulator reports it per node next to the measured peak RSS.
     pub fn heap_bytes(&self) -> usize {
@@ -359,8 +361,11 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             + self.deadlines.capacity() * size_of::<Reverse<(Time, RequestId, Stage)>>()
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
+            // By length, not capacity: the map's capacity after removals
+            // depends on its keyed (random) hash, and this count must be a
+            // function of the inputs (the simulator's deterministic metrics).
             + hashed(
-                self.probed.capacity(),
+                self.probed.len() * 2,
                 size_of::<(Fingerprint, (Time, A))>(),
             )
             + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
