@@ -16,7 +16,7 @@ Sweep: runs every (size, churn, policy), prints one CSV line per run to
 stderr as it goes, and writes the table (FILE.json and FILE.csv, whichever
 extension is given, both written) or prints the JSON to stdout. Exits 2 if
 a row is below --min-success or ours finds less than go on a row (found
-/ counted or found / all scheduled).
+/ counted; found / all scheduled by more than one lookup).
 
 Network and workload:
   --nodes N              initial nodes                                [1000]
