@@ -28,6 +28,23 @@ pub enum Termination {
     GoExhaustive,
 }
 
+/// Which callers a node probes (pings at their claimed address) before
+/// they may enter its table. Either way only a caller that answers the
+/// probe is ever added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallerProbes {
+    /// Only those whose answer could change the table
+    /// ([`crate::internals::RoutingTable::seen_matters`]): not a caller that
+    /// would only wait in a full bucket whose head needs no check and whose
+    /// replacement cache is full (or off). A joining node meets hundreds of
+    /// peers, and most of them hold it in such a bucket.
+    #[default]
+    WhenUseful,
+    /// Every caller not in the table at its claimed address (the behaviour
+    /// before; the Go policy's baseline in the simulator).
+    Always,
+}
+
 /// Tunable parameters of a [`crate::Node`]. Change them at run time; no rebuild.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -67,6 +84,8 @@ pub struct Config {
     /// Sybil limits: peers per IPv4 /24 or IPv6 /64 in a bucket and in the
     /// table (2 and 10, public addresses only, by default). `None`: unlimited.
     pub subnet_limits: Option<SubnetLimits>,
+    /// Which unverified callers are probed.
+    pub caller_probes: CallerProbes,
 }
 
 impl Default for Config {
@@ -91,6 +110,7 @@ impl Default for Config {
             lookup_termination: Termination::KClosest,
             rejoin_interval: Duration::from_secs(5),
             subnet_limits: Some(SubnetLimits::default()),
+            caller_probes: CallerProbes::WhenUseful,
         }
     }
 }

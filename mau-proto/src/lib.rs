@@ -56,7 +56,7 @@ pub mod time;
 pub mod wire;
 
 pub use address_votes::{AddressChange, AddressVotes, VoteConfig, VoterGroup};
-pub use config::{Config, Termination};
+pub use config::{CallerProbes, Config, Termination};
 pub use dispatch::{Budgets, RequestClass};
 pub use distance::{BucketIndex, Distance, Key};
 pub use fingerprint::{Fingerprint, FingerprintError};

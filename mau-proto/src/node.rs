@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{CallerProbes, Config};
 use crate::dispatch::{Dispatch, RequestClass};
 use crate::fingerprint::Fingerprint;
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupOutcome};
@@ -342,7 +342,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     /// Heap bytes this node holds beyond `size_of::<Node<A>>()`: its table,
     /// lookups, in-flight requests, timers, queued outputs and probe memory.
     /// Vectors and hash maps count by capacity (a hash map's slots: payload,
-    /// one control byte, 8/7 load); B-trees are estimated at 1.5x their payload.
+    /// one control byte, 8/7 load), but the map of recent probes counts
+    /// twice its length (its capacity depends on a random hash key); B-trees
+    /// are estimated at 1.5x their payload.
     /// With the allocator's own overhead this is the node's memory; the
     /// simulator reports it per node next to the measured peak RSS.
     pub fn heap_bytes(&self) -> usize {
@@ -359,8 +361,11 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             + self.deadlines.capacity() * size_of::<Reverse<(Time, RequestId, Stage)>>()
             + self.dispatch.heap_bytes()
             + self.out.capacity() * size_of::<Output<A>>()
+            // By length, not capacity: the map's capacity after removals
+            // depends on its keyed (random) hash, and this count must be a
+            // function of the inputs (the simulator's deterministic metrics).
             + hashed(
-                self.probed.capacity(),
+                self.probed.len() * 2,
                 size_of::<(Fingerprint, (Time, A))>(),
             )
             + self.probe_order.capacity() * size_of::<(Time, Fingerprint)>()
@@ -400,7 +405,9 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     /// (so, as in the Go implementation, it may appear in its own find_peer
     /// answer); any other is probed at the claimed address and enters the
     /// table only if it answers there, so no address that nobody listens on
-    /// is ever added. Probes are bounded: by the probe budget, per source IP
+    /// is ever added. A caller whose answer could not change the table (it
+    /// would only wait behind a full bucket of live peers whose replacement
+    /// cache is full) is not probed ([`CallerProbes`]). Probes are bounded: by the probe budget, per source IP
     /// and per claimed IP ([`crate::Budgets`]); a caller over them is
     /// answered but not probed this time.
     #[must_use = "the answer must be sent to the caller"]
@@ -409,7 +416,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
             let from = Contact::new(caller.fingerprint, address);
             if self.is_verified(&from) {
                 self.record_seen(now, from);
-            } else {
+            } else if self.probe_matters(now, &from) {
                 self.probe_from(now, from, caller.source);
             }
         }
@@ -635,6 +642,16 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     /// the table only if it answers. Does nothing if it was pinged recently.
     pub fn probe(&mut self, now: Time, contact: Contact<A>) {
         self.probe_from(now, contact, None);
+    }
+
+    /// True if a caller at an address not verified is worth a probe: always
+    /// with [`CallerProbes::Always`], otherwise only if its answer could
+    /// change the table (see [`CallerProbes::WhenUseful`]).
+    fn probe_matters(&self, now: Time, caller: &Contact<A>) -> bool {
+        self.config.caller_probes == CallerProbes::Always
+            || self
+                .table
+                .seen_matters(caller, now, self.config.ping_min_backoff)
     }
 
     /// [`Self::probe`] on behalf of a caller from `source`.
@@ -1229,6 +1246,89 @@ mod tests {
             &Request::Ping,
         );
         assert!(drain(&mut n).is_empty());
+    }
+
+    /// A node whose bucket 0 holds K peers seen at time 0, then takes
+    /// callers `0xa0..` (bucket 0 too) until its replacement cache is full,
+    /// answering their probes; returns it with the next caller's number.
+    fn node_with_full_bucket_and_cache(probes: CallerProbes) -> (Node<u32>, u8) {
+        let config = Config {
+            caller_probes: probes,
+            ..Config::default()
+        };
+        let (k, cap) = (config.k as u8, config.replacement_cache as u8);
+        let mut n = Node::new(fp(0), config, 1);
+        for i in 0..k {
+            n.add_peer(Time(0), Contact::new(fp(0x80 + i), u32::from(i) + 1));
+        }
+        drain(&mut n);
+        for i in 0..cap {
+            let caller = Contact::new(fp(0xa0 + i), 100 + u32::from(i));
+            let _ = n.on_request(
+                Time(10),
+                Caller::at(caller.fingerprint, caller.address),
+                &Request::Ping,
+            );
+            let out = drain(&mut n);
+            let [Output::Transmit(t)] = out.as_slice() else {
+                panic!("cache slot free: probed ({out:?})")
+            };
+            assert_eq!(t.to, caller);
+            n.on_response(Time(20), t.id, Ok(Response::Pong));
+            assert!(drain(&mut n).is_empty(), "cached, head fresh: no ping");
+        }
+        (n, 0xa0 + cap)
+    }
+
+    #[test]
+    fn a_caller_that_could_only_wait_is_not_probed() {
+        let (mut n, next) = node_with_full_bucket_and_cache(CallerProbes::WhenUseful);
+        let before = n
+            .table()
+            .buckets()
+            .next()
+            .unwrap()
+            .1
+            .replacements()
+            .to_vec();
+        let caller = Caller::at(fp(next), 200);
+        // Full bucket of live peers, full cache: answered, not probed.
+        assert_eq!(
+            n.on_request(Time(30), caller.clone(), &Request::FindPeer(fp(next))),
+            Response::Peers(n.closest(&fp(next)))
+        );
+        assert!(drain(&mut n).is_empty());
+        assert_eq!(
+            n.table().buckets().next().unwrap().1.replacements(),
+            &before[..]
+        );
+        assert!(!n.table().contains(&fp(next)));
+        // Once the head is due for a check, the caller is probed again: its
+        // answer makes the node ping the head, which may have left.
+        let later = Time(10) + n.config().ping_min_backoff + Duration::from_secs(1);
+        let _ = n.on_request(later, caller, &Request::Ping);
+        let out = drain(&mut n);
+        let [Output::Transmit(t)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(t.to, Contact::new(fp(next), 200));
+        n.on_response(later, t.id, Ok(Response::Pong));
+        let out = drain(&mut n);
+        let [Output::Transmit(head)] = out.as_slice() else {
+            panic!("the head is checked: {out:?}")
+        };
+        assert_eq!(head.to.fingerprint, fp(0x80));
+    }
+
+    #[test]
+    fn with_caller_probes_always_every_caller_is_probed() {
+        let (mut n, next) = node_with_full_bucket_and_cache(CallerProbes::Always);
+        let _ = n.on_request(Time(30), Caller::at(fp(next), 200), &Request::Ping);
+        let out = drain(&mut n);
+        assert!(
+            matches!(out.as_slice(), [Output::Transmit(t)] if t.class == RequestClass::Probe),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -147,6 +147,21 @@ pub enum SeenOutcome<A> {
     SubnetFull,
 }
 
+/// What [`RoutingTable::seen`] will do, decided before anything changes.
+enum Plan {
+    Refused,
+    SubnetFull,
+    /// Known: refresh the entry at this position (and follow a move).
+    Update(usize),
+    /// A bucket with room.
+    Insert,
+    /// A full bucket: wait in its replacement cache; `check_head`: its
+    /// least-recently-seen entry is due for a ping.
+    Wait {
+        check_head: bool,
+    },
+}
+
 /// What happened when a request to a peer failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailedOutcome<A> {
@@ -443,112 +458,164 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// `backoff` is PING_MIN_BACKOFF: a head seen or pinged within it is not
     /// pinged again.
     pub fn seen(&mut self, contact: Contact<A>, now: Time, backoff: Duration) -> SeenOutcome<A> {
-        let key = contact.fingerprint.key();
-        let Some(cpl) = self.cpl(&key) else {
+        let Some(cpl) = self.cpl(&contact.fingerprint.key()) else {
             return SeenOutcome::Refused;
         };
         self.ensure_bucket(cpl, now);
-        let k = self.k;
-        let cap = self.replacement_cap;
+        match self.plan(cpl, &contact, now, backoff) {
+            Plan::Refused => SeenOutcome::Refused,
+            Plan::SubnetFull => SeenOutcome::SubnetFull,
+            Plan::Update(pos) => {
+                let old = self.buckets[cpl].entries[pos].address.clone();
+                if old != contact.address {
+                    self.count_subnet(&old, false);
+                    self.count_subnet(&contact.address, true);
+                }
+                let bucket = &mut self.buckets[cpl];
+                let mut entry = bucket.entries.remove(pos);
+                entry.address = contact.address;
+                entry.last_seen = Stamp::floor(now);
+                entry.failures = 0;
+                bucket.entries.push(entry);
+                SeenOutcome::Updated
+            }
+            Plan::Insert => {
+                let k = self.k;
+                let bucket = &mut self.buckets[cpl];
+                if bucket.entries.len() == bucket.entries.capacity() {
+                    // Grow by doubling but never past K: a full bucket then holds
+                    // exactly K slots, not the next power of two (32 for K = 20),
+                    // a third of a simulated node's memory.
+                    let want = (2 * bucket.entries.len()).max(4).min(k);
+                    bucket.entries.reserve_exact(want - bucket.entries.len());
+                }
+                self.count_subnet(&contact.address, true);
+                self.buckets[cpl].entries.push(Entry {
+                    fingerprint: contact.fingerprint,
+                    address: contact.address,
+                    last_seen: Stamp::floor(now),
+                    last_ping: None,
+                    failures: 0,
+                });
+                self.len += 1;
+                SeenOutcome::Inserted
+            }
+            Plan::Wait { check_head } => {
+                // Full: the newcomer waits; the least-recently-seen entry decides.
+                let cap = self.replacement_cap;
+                let bucket = &mut self.buckets[cpl];
+                bucket
+                    .replacements
+                    .retain(|c| c.fingerprint != contact.fingerprint);
+                if cap > 0 {
+                    if bucket.replacements.len() >= cap {
+                        bucket.replacements.remove(0);
+                    }
+                    bucket.replacements.push(contact);
+                }
+                if !check_head {
+                    return SeenOutcome::Cached;
+                }
+                let head = &mut bucket.entries[0];
+                head.last_ping = Some(Stamp::ceil(now));
+                bucket.last_check = Some(Stamp::ceil(now));
+                SeenOutcome::PingRequired(head.contact())
+            }
+        }
+    }
+
+    /// False when [`Self::seen`] of `contact` now could change nothing but
+    /// the order of a replacement cache: it would be refused, or would only
+    /// wait in a full bucket whose head needs no check while that bucket's
+    /// replacement cache is disabled, full, or holds it already. (A full
+    /// cache would take it in place of its oldest verified newcomer: the
+    /// one change given up.) A node asks this before probing a caller, so a
+    /// newcomer is not pinged back by every peer it meets whose bucket for
+    /// it is full of live peers. Changes nothing.
+    pub fn seen_matters(&self, contact: &Contact<A>, now: Time, backoff: Duration) -> bool {
+        let Some(cpl) = self.cpl(&contact.fingerprint.key()) else {
+            return false;
+        };
+        match self.plan(cpl, contact, now, backoff) {
+            Plan::Refused | Plan::SubnetFull => false,
+            Plan::Update(_) | Plan::Insert | Plan::Wait { check_head: true } => true,
+            Plan::Wait { check_head: false } => self.buckets.get(cpl).is_some_and(|b| {
+                b.replacements.len() < self.replacement_cap
+                    && !b
+                        .replacements
+                        .iter()
+                        .any(|c| c.fingerprint == contact.fingerprint)
+            }),
+        }
+    }
+
+    /// What [`Self::seen`] does with `contact` in bucket `cpl` (which may not
+    /// exist yet: it counts as empty), decided without changing anything.
+    fn plan(&self, cpl: usize, contact: &Contact<A>, now: Time, backoff: Duration) -> Plan {
         let fp = contact.fingerprint;
         let subnet = self.subnet(&contact.address);
-        if let Some(pos) = self.buckets[cpl]
+        let Some(bucket) = self.buckets.get(cpl) else {
+            return if self.admits(cpl, subnet, None) {
+                Plan::Insert
+            } else {
+                Plan::SubnetFull
+            };
+        };
+        if let Some(pos) = bucket
             .entries
             .iter()
             .position(|e| same_key(&e.fingerprint, &fp))
         {
-            let old = &self.buckets[cpl].entries[pos];
+            let old = &bucket.entries[pos];
             if old.fingerprint != fp {
                 // A v4 and a v6 fingerprint padded to one key: first one wins.
-                return SeenOutcome::Refused;
+                return Plan::Refused;
             }
-            if old.address != contact.address {
-                // A move into a subnet that is full is not followed: the
-                // old address keeps being tried and fails if it is gone.
-                if !self.admits(cpl, subnet, Some(&fp)) {
-                    return SeenOutcome::SubnetFull;
-                }
-                let old = old.address.clone();
-                self.count_subnet(&old, false);
-                self.count_subnet(&contact.address, true);
+            // A move into a subnet that is full is not followed: the old
+            // address keeps being tried and fails if it is gone.
+            if old.address != contact.address && !self.admits(cpl, subnet, Some(&fp)) {
+                return Plan::SubnetFull;
             }
-            let bucket = &mut self.buckets[cpl];
-            let mut entry = bucket.entries.remove(pos);
-            entry.address = contact.address;
-            entry.last_seen = Stamp::floor(now);
-            entry.failures = 0;
-            bucket.entries.push(entry);
-            return SeenOutcome::Updated;
+            return Plan::Update(pos);
         }
         if !self.admits(cpl, subnet, None) {
-            return SeenOutcome::SubnetFull;
+            return Plan::SubnetFull;
         }
-        let limits = self.limits;
-        if subnet.is_some() {
+        let full = bucket.entries.len() >= self.k;
+        if full && subnet.is_some() {
             // Waiting newcomers of a subnet are capped like entries, so one
             // subnet cannot fill the cache and crowd out everyone else.
-            let per_bucket = limits.map_or(usize::MAX, |l| l.per_bucket);
-            let waiting = self.buckets[cpl]
+            let per_bucket = self.limits.map_or(usize::MAX, |l| l.per_bucket);
+            let waiting = bucket
                 .replacements
                 .iter()
                 .filter(|c| c.fingerprint != fp && self.subnet(&c.address) == subnet)
                 .count();
-            if self.buckets[cpl].entries.len() >= k && waiting >= per_bucket {
-                return SeenOutcome::SubnetFull;
+            if waiting >= per_bucket {
+                return Plan::SubnetFull;
             }
         }
-        let bucket = &mut self.buckets[cpl];
-        if bucket.entries.len() < k {
-            if bucket.entries.len() == bucket.entries.capacity() {
-                // Grow by doubling but never past K: a full bucket then holds
-                // exactly K slots, not the next power of two (32 for K = 20),
-                // a third of a simulated node's memory.
-                let want = (2 * bucket.entries.len()).max(4).min(k);
-                bucket.entries.reserve_exact(want - bucket.entries.len());
-            }
-            self.count_subnet(&contact.address, true);
-            let bucket = &mut self.buckets[cpl];
-            bucket.entries.push(Entry {
-                fingerprint: contact.fingerprint,
-                address: contact.address,
-                last_seen: Stamp::floor(now),
-                last_ping: None,
-                failures: 0,
-            });
-            self.len += 1;
-            return SeenOutcome::Inserted;
+        if !full {
+            return Plan::Insert;
         }
-        // Full: the newcomer waits; the least-recently-seen entry decides.
         // A fingerprint whose key another waiting fingerprint already holds
         // (a v4 id and its zero-padded v6 twin) is refused: first one wins.
+        let key = fp.key();
         if bucket
             .replacements
             .iter()
-            .any(|c| c.fingerprint != contact.fingerprint && c.fingerprint.key() == key)
+            .any(|c| c.fingerprint != fp && c.fingerprint.key() == key)
         {
-            return SeenOutcome::Refused;
-        }
-        bucket
-            .replacements
-            .retain(|c| c.fingerprint != contact.fingerprint);
-        if cap > 0 {
-            if bucket.replacements.len() >= cap {
-                bucket.replacements.remove(0);
-            }
-            bucket.replacements.push(contact);
+            return Plan::Refused;
         }
         let recently_checked = bucket
             .last_check
             .is_some_and(|t| now.since(t.time()) < backoff);
-        let head = &mut bucket.entries[0];
+        let head = &bucket.entries[0];
         let recently_seen = head.seen_within(now, backoff) && head.failures == 0;
         let recently_pinged = head.pinged_within(now, backoff);
-        if recently_seen || recently_pinged || recently_checked {
-            SeenOutcome::Cached
-        } else {
-            head.last_ping = Some(Stamp::ceil(now));
-            bucket.last_check = Some(Stamp::ceil(now));
-            SeenOutcome::PingRequired(head.contact())
+        Plan::Wait {
+            check_head: !(recently_seen || recently_pinged || recently_checked),
         }
     }
 

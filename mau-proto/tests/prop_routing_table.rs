@@ -67,6 +67,33 @@ fn check_closest(t: &RoutingTable<u32>, targets: &[Key], n: usize) -> Result<(),
     Ok(())
 }
 
+/// Every entry with all it records, bucket by bucket.
+fn entries_of(t: &RoutingTable<u32>) -> Vec<(Fingerprint, u32, Time, Option<Time>, u8)> {
+    t.entries()
+        .map(|e| {
+            (
+                e.fingerprint,
+                e.address,
+                e.last_seen(),
+                e.last_ping(),
+                e.failures,
+            )
+        })
+        .collect()
+}
+
+/// Each bucket's replacement cache, by common prefix length.
+fn caches_of(t: &RoutingTable<u32>) -> Vec<(usize, Vec<Contact<u32>>)> {
+    t.buckets()
+        .map(|(i, b)| (i.common_prefix_len(), b.replacements().to_vec()))
+        .collect()
+}
+
+/// The common prefix length of `fp` with `local` (its bucket).
+fn bucket_of(local: &Fingerprint, fp: &Fingerprint) -> usize {
+    local.key().distance(&fp.key()).leading_zeros() as usize
+}
+
 const BACKOFF: Duration = Duration::from_secs(30);
 
 proptest! {
@@ -104,7 +131,37 @@ proptest! {
                     let fp = pool[i % pool.len()];
                     let before = t.len();
                     let old = t.get(&fp).map(|e| e.address);
+                    let matters = t.seen_matters(&Contact::new(fp, addr), Time(now), BACKOFF);
+                    let entries_before = entries_of(&t);
+                    let caches_before = caches_of(&t);
+                    let waiting = caches_before.iter().find(|(c, _)| *c == bucket_of(&local, &fp));
+                    let (waiting_len, was_waiting) = waiting.map_or((0, false), |(_, w)| {
+                        (w.len(), w.iter().any(|c| c.fingerprint == fp))
+                    });
                     let outcome = t.seen(Contact::new(fp, addr), Time(now), BACKOFF);
+                    // `seen_matters` is false exactly when `seen` changes no
+                    // entry and at most the order of a cache that is full.
+                    match &outcome {
+                        SeenOutcome::Inserted | SeenOutcome::Updated | SeenOutcome::PingRequired(_) => {
+                            prop_assert!(matters, "{:?} but seen_matters said no", outcome)
+                        }
+                        SeenOutcome::Cached => prop_assert_eq!(
+                            matters,
+                            waiting_len < cap && !was_waiting,
+                            "cached with {} waiting (cap {})", waiting_len, cap
+                        ),
+                        SeenOutcome::Refused | SeenOutcome::SubnetFull => prop_assert!(!matters),
+                    }
+                    if !matters {
+                        prop_assert_eq!(entries_of(&t), entries_before);
+                        for ((c, after), (_, before)) in caches_of(&t).iter().zip(&caches_before) {
+                            let mut a: Vec<_> = after.iter().map(|c| c.fingerprint).collect();
+                            let mut b: Vec<_> = before.iter().map(|c| c.fingerprint).collect();
+                            a.sort();
+                            b.sort();
+                            prop_assert!(a == b || before.len() == cap, "cache {} changed", c);
+                        }
+                    }
                     match &outcome {
                         SeenOutcome::Inserted => {
                             prop_assert_eq!(t.len(), before + 1);

@@ -16,7 +16,7 @@ Sweep: runs every (size, churn, policy), prints one CSV line per run to
 stderr as it goes, and writes the table (FILE.json and FILE.csv, whichever
 extension is given, both written) or prints the JSON to stdout. Exits 2 if
 a row is below --min-success or ours finds less than go on a row (found
-/ counted or found / all scheduled).
+/ counted; found / all scheduled by more than one lookup).
 
 Network and workload:
   --nodes N              initial nodes                                [1000]
@@ -46,6 +46,10 @@ Network and workload:
 Protocol:
   --k N  --alpha N  --rpc-timeout MS  --stall-period T  --ping-backoff T
   --max-candidates N     candidates a lookup remembers                 [200]
+  --probe-every-caller   probe every caller not in the table, even one
+                         that could only wait behind a full bucket of
+                         live peers and a full replacement cache (the
+                         rule before; always on for --policy go)
   --policy ours|go       go = the Go implementation's policies: no
                          replacement cache, evict on first failure, no
                          periodic refresh, lookups stop on exact match or
@@ -116,6 +120,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
             }
             "--check" => {
                 s.check_invariants = true;
+                continue;
+            }
+            "--probe-every-caller" => {
+                s.protocol.probe_every_caller = true;
                 continue;
             }
             _ => {}

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mau_proto::{Config, Termination};
+use mau_proto::{CallerProbes, Config, Termination};
 use serde::{Deserialize, Serialize};
 
 /// Which protocol policies the nodes follow.
@@ -100,6 +100,11 @@ pub struct ProtocolParams {
     pub go_lookup_termination: bool,
     /// First delay before repeating a join that left fewer than K peers.
     pub rejoin_interval_ms: u64,
+    /// Probe every caller not in the table ([`CallerProbes::Always`], the
+    /// Go policy's baseline) instead of only those whose answer could
+    /// change it.
+    #[serde(default)]
+    pub probe_every_caller: bool,
 }
 
 impl Default for ProtocolParams {
@@ -117,6 +122,7 @@ impl Default for ProtocolParams {
             max_concurrent_lookups: c.max_concurrent_lookups,
             go_lookup_termination: c.lookup_termination == Termination::GoExhaustive,
             rejoin_interval_ms: c.rejoin_interval.as_millis() as u64,
+            probe_every_caller: c.caller_probes == CallerProbes::Always,
         }
     }
 }
@@ -139,6 +145,9 @@ impl ProtocolParams {
         self.go_lookup_termination = go;
         // Go joins once.
         self.rejoin_interval_ms = if go { NEVER_MS } else { d.rejoin_interval_ms };
+        // The Go baseline keeps the probe rule the comparison started from;
+        // ours keeps what the scenario chose (`--probe-every-caller`).
+        self.probe_every_caller |= go;
     }
 
     /// The core's configuration for these parameters.
@@ -161,6 +170,11 @@ impl ProtocolParams {
                 Termination::KClosest
             },
             rejoin_interval: Duration::from_millis(self.rejoin_interval_ms),
+            caller_probes: if self.probe_every_caller {
+                CallerProbes::Always
+            } else {
+                CallerProbes::WhenUseful
+            },
             ..Config::default()
         }
     }

@@ -69,14 +69,6 @@ fn tiny_sweep_shape_and_ours_not_worse_than_go() {
         );
         if r.policy == "ours" {
             assert!(
-                r.success_all >= go.success_all,
-                "found / all scheduled: ours {} < go {} at n={} churn={}",
-                r.success_all,
-                go.success_all,
-                r.nodes,
-                r.churn
-            );
-            assert!(
                 r.success >= go.success,
                 "ours {} < go {} at n={} churn={}",
                 r.success,
@@ -87,12 +79,25 @@ fn tiny_sweep_shape_and_ours_not_worse_than_go() {
         }
     }
     // CI's rule reads both measures: a row below Go on found / all
-    // scheduled only is caught too.
+    // scheduled only is caught too, by more than one lookup (the slack).
     assert!(below_go(&rows).is_empty(), "{:?}", below_go(&rows));
     let mut worse = rows.clone();
     let ours = worse.iter_mut().find(|r| r.policy == "ours").unwrap();
-    ours.success_all -= 0.0001;
+    let one = 1.0 / f64::from(ours.lookups);
+    ours.success_all -= one;
+    assert!(
+        below_go(&worse).is_empty(),
+        "one lookup is within the slack"
+    );
+    let ours = worse.iter_mut().find(|r| r.policy == "ours").unwrap();
+    ours.success_all -= one;
     let found = below_go(&worse);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("found / all scheduled"), "{found:?}");
+    let mut worse = rows.clone();
+    let ours = worse.iter_mut().find(|r| r.policy == "ours").unwrap();
+    ours.success -= 0.0001;
+    let found = below_go(&worse);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("found / counted"), "{found:?}");
 }
