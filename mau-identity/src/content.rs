@@ -185,18 +185,14 @@ impl Account {
     /// encryption (SEIPDv2, what this implementation writes); other
     /// messages (Go's SEIPDv1, whose integrity check is a packet inside
     /// the plaintext) are checked by [`Account::check`]'s one thread.
-    /// Starts a thread: not worth it for a small input, nor on one core
-    /// (checked as [`Account::check`] there).
+    /// Starts a thread: not worth it for a small input.
     pub fn check_large(
         &self,
         input: impl Read + Send + Sync,
         signer: &Cert,
     ) -> Result<(), ContentError> {
         let mut input = reader(input);
-        // One core (or a CPU quota of one): the second thread would only
-        // add its copies.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cores < 2 || !aead_encrypted(&mut input) {
+        if !aead_encrypted(&mut input) {
             return self.decrypt_verified(input, io::sink(), signer, Some(CHECK_HOLD_BACK));
         }
         let p = policy();
