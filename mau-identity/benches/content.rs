@@ -1,8 +1,6 @@
 //! Decrypt + verify throughput of one large content file
 //! ([`Account::check`], what a sync does with a download, and
-//! [`Account::check_large`], the same on two threads, what a sync does
-//! with a large download, and [`Account::open`] into a sink), to compare
-//! sequoia's crypto backends on
+//! [`Account::open`] into a sink), to compare sequoia's crypto backends on
 //! the same bytes: `cargo bench -p mau-identity --bench content`, once as
 //! built (crypto-rust) and once with `crypto-rust` replaced by
 //! `crypto-openssl` in mau-identity's sequoia features (that backend needs
@@ -36,18 +34,6 @@ fn thread_cpu() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .map_or(0.0, |ns: f64| ns / 1e9)
-}
-
-/// CPU time of the whole process so far (all its threads), from
-/// `/proc/self/stat` (utime + stime, in ticks of 10 ms).
-fn process_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 fn main() {
@@ -84,16 +70,11 @@ fn main() {
     );
     let signer = a.public_cert();
     let (mut check, mut check_cpu, mut open) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut large, mut large_cpu) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (t, c0) = (Instant::now(), thread_cpu());
         b.check(&sealed[..], &signer).expect("check");
         check.push(t.elapsed().as_secs_f64());
         check_cpu.push(thread_cpu() - c0);
-        let (t, c0) = (Instant::now(), process_cpu());
-        b.check_large(&sealed[..], &signer).expect("check_large");
-        large.push(t.elapsed().as_secs_f64());
-        large_cpu.push(process_cpu() - c0);
         if with_open {
             let t = Instant::now();
             b.open(&sealed[..], std::io::sink(), &signer).expect("open");
@@ -107,12 +88,6 @@ fn main() {
          cpu median {cc:.3} s ({:.0} MB/s of cpu), rounds {check_cpu:.3?}",
         size / c,
         size / cc
-    );
-    let (l, lc) = (median(large.clone()), median(large_cpu.clone()));
-    println!(
-        "check_large (two threads): median {l:.3} s ({:.0} MB/s), rounds {large:.3?}; \
-         cpu (both threads) median {lc:.2} s, rounds {large_cpu:.2?}",
-        size / l
     );
     if with_open {
         let o = median(open.clone());
