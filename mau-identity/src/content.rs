@@ -18,13 +18,12 @@ use sequoia_openpgp as openpgp;
 
 use buffered_reader::{BufferedReader, Generic};
 use openpgp::crypto::SessionKey;
-use openpgp::packet::{PKESK, SEIP, SKESK};
+use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
-    VerifierBuilder,
 };
-use openpgp::parse::{Cookie, PacketParser, PacketParserBuilder, PacketParserResult, Parse};
-use openpgp::policy::{Policy, StandardPolicy};
+use openpgp::parse::{Cookie, PacketParser, PacketParserResult, Parse};
+use openpgp::policy::StandardPolicy;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
 use openpgp::types::{HashAlgorithm, KeyFlags, SymmetricAlgorithm};
 use openpgp::{Cert, KeyHandle, Packet};
@@ -178,189 +177,6 @@ impl Account {
         self.decrypt_verified(input, io::sink(), signer, Some(chunk))
     }
 
-    /// [`Account::check`] for a large input, on two threads: this one
-    /// decrypts (and checks the encryption's integrity), a second one
-    /// verifies the signature over the plaintext (its digest covers every
-    /// byte: on one thread it is about 40% of the work). Only for AEAD
-    /// encryption (SEIPDv2, what this implementation writes); other
-    /// messages (Go's SEIPDv1, whose integrity check is a packet inside
-    /// the plaintext) are checked by [`Account::check`]'s one thread.
-    /// Starts a thread: not worth it for a small input.
-    pub fn check_large(
-        &self,
-        input: impl Read + Send + Sync,
-        signer: &Cert,
-    ) -> Result<(), ContentError> {
-        let mut input = reader(input);
-        if !aead_encrypted(&mut input) {
-            return self.decrypt_verified(input, io::sink(), signer, Some(CHECK_HOLD_BACK));
-        }
-        let p = policy();
-        std::thread::scope(|s| {
-            let (pieces, from_decryptor) = std::sync::mpsc::sync_channel(SPLIT_QUEUE);
-            let (give_back, spare) = std::sync::mpsc::channel();
-            let verifier = s.spawn(|| {
-                let plaintext = PieceReader {
-                    pieces: std::sync::Mutex::new(from_decryptor),
-                    give_back,
-                    current: Vec::new(),
-                    at: 0,
-                };
-                self.verify_plaintext(reader(plaintext), signer, &p)
-            });
-            let decrypted = self.decrypt_to(
-                input,
-                signer,
-                &p,
-                |piece| pieces.send(piece).is_ok(),
-                &spare,
-            );
-            drop(pieces);
-            let verified = verifier
-                .join()
-                .unwrap_or_else(|_| Err(pgp("the signature check panicked")));
-            match decrypted {
-                // The verifier stopped reading: its error says why.
-                Ok(false) => verified.and(Err(pgp("the signature check stopped early"))),
-                Ok(true) => verified,
-                Err(e) => Err(e),
-            }
-        })
-    }
-
-    /// Decrypts an AEAD-encrypted message to this account (PKESKs, then
-    /// one SEIPDv2 packet and nothing after it), handing its plaintext (the
-    /// signed message inside) to `out` in pieces taken from `spare` when it
-    /// has some. Ok(false) if `out` refused a piece.
-    fn decrypt_to(
-        &self,
-        input: Generic<impl Read + Send + Sync, Cookie>,
-        signer: &Cert,
-        p: &StandardPolicy<'_>,
-        mut out: impl FnMut(Vec<u8>) -> bool,
-        spare: &std::sync::mpsc::Receiver<Vec<u8>>,
-    ) -> Result<bool, ContentError> {
-        let fail = |e: openpgp::anyhow::Error| {
-            classify(e.to_string(), e.downcast_ref::<ContentError>(), signer)
-        };
-        let mut helper = OpenHelper {
-            account: self.secret_cert(),
-            signer,
-            policy: p,
-            decrypted: false,
-            signature: None,
-        };
-        let mut pkesks = Vec::new();
-        let mut ppr = PacketParserBuilder::from_buffered_reader(input)
-            .and_then(|b| b.build())
-            .map_err(fail)?;
-        let mut pp = loop {
-            let PacketParserResult::Some(pp) = ppr else {
-                return Err(ContentError::NotForUs(
-                    "the message is not encrypted".into(),
-                ));
-            };
-            p.packet(&pp.packet).map_err(fail)?;
-            pp.possible_message().map_err(fail)?;
-            match &pp.packet {
-                Packet::PKESK(_) | Packet::SKESK(_) | Packet::Marker(_) => {
-                    let (packet, next) = pp.next().map_err(fail)?;
-                    if let Packet::PKESK(k) = packet {
-                        pkesks.push(k);
-                    }
-                    ppr = next;
-                }
-                Packet::SEIP(SEIP::V2(_)) => break pp,
-                _ => {
-                    return Err(ContentError::NotForUs(
-                        "the message is not encrypted".into(),
-                    ))
-                }
-            }
-        };
-        let Packet::SEIP(SEIP::V2(seip)) = &pp.packet else {
-            return Err(pgp("not AEAD-encrypted"));
-        };
-        let (sym, aead) = (seip.symmetric_algo(), seip.aead());
-        if !sym.is_supported() || !aead.is_supported() {
-            return Err(pgp(format!("unsupported encryption {sym:?}/{aead:?}")));
-        }
-        p.symmetric_algorithm(sym).map_err(fail)?;
-        p.aead_algorithm(aead).map_err(fail)?;
-        helper
-            .decrypt(&pkesks, &[], Some(sym), &mut |_, key| {
-                pp.decrypt(Some(sym), key).is_ok()
-            })
-            .map_err(fail)?;
-        if !helper.decrypted || !pp.processed() {
-            return Err(ContentError::NotForUs(
-                "no session key decrypts with this account's keys".into(),
-            ));
-        }
-        // Every chunk's tag is checked before its plaintext is returned,
-        // the final tag at the end of the packet.
-        loop {
-            let mut piece = spare.try_recv().unwrap_or_else(|_| vec![0; SPLIT_PIECE]);
-            piece.resize(SPLIT_PIECE, 0);
-            let mut n = 0;
-            while n < piece.len() {
-                match pp.read(&mut piece[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if n == 0 {
-                break;
-            }
-            piece.truncate(n);
-            if !out(piece) {
-                return Ok(false);
-            }
-        }
-        // The packets before were session keys (checked above, each one
-        // against the grammar as it came): the message is well formed if
-        // nothing follows. (Sequoia's own end-of-message check does not
-        // apply: it expects the container to have been parsed.)
-        match pp.next().map_err(fail)?.1 {
-            PacketParserResult::EOF(_) => Ok(true),
-            PacketParserResult::Some(_) => Err(pgp("data after the encrypted data")),
-        }
-    }
-
-    /// Verifies `signer`'s signature over a signed message (the plaintext
-    /// of an encrypted one), discarding its content.
-    fn verify_plaintext(
-        &self,
-        input: Generic<impl Read + Send + Sync, Cookie>,
-        signer: &Cert,
-        p: &StandardPolicy<'_>,
-    ) -> Result<(), ContentError> {
-        let helper = OpenHelper {
-            account: self.secret_cert(),
-            signer,
-            policy: p,
-            // Decrypted by the caller.
-            decrypted: true,
-            signature: None,
-        };
-        let mut v = VerifierBuilder::from_buffered_reader(input)
-            .map(|b| b.buffer_size(CHECK_HOLD_BACK))
-            .and_then(|b| b.with_policy(p, None, helper))
-            .map_err(|e| classify(e.to_string(), e.downcast_ref::<ContentError>(), signer))?;
-        let copied = copy(&mut v, io::sink(), CHECK_HOLD_BACK);
-        let helper = v.into_helper();
-        if let Some(reason) = helper.signature {
-            return Err(ContentError::BadSignature {
-                signer: signer.fingerprint().to_hex(),
-                reason,
-            });
-        }
-        copied?;
-        Ok(())
-    }
-
     /// [`Account::open`] with sequoia's hold-back buffer (`hold_back`, its
     /// default if `None`).
     fn decrypt_verified<'a>(
@@ -403,75 +219,9 @@ impl Account {
     }
 }
 
-/// Pieces of plaintext [`Account::check_large`]'s decrypting thread hands
-/// to its verifying thread, and how many may wait between them.
-const SPLIT_PIECE: usize = COPY_CHUNK;
-const SPLIT_QUEUE: usize = 4;
-
-/// How much of a message's start [`aead_encrypted`] looks at for its
-/// encrypted data (each PKESK is ~100 bytes: hundreds of recipients).
-const PEEK: usize = 64 * 1024;
-
 /// `input` as the reader type sequoia's parsers take.
 fn reader<R: Read + Send + Sync>(input: R) -> Generic<R, Cookie> {
     Generic::with_cookie(input, None, Cookie::default())
-}
-
-/// Whether the message in `input` (looking at its first [`PEEK`] bytes,
-/// consuming nothing) is AEAD-encrypted: session keys, then a SEIPDv2
-/// packet. False if not, or not known from that much.
-fn aead_encrypted(input: &mut Generic<impl Read + Send + Sync, Cookie>) -> bool {
-    let Ok(peek) = input.data(PEEK) else {
-        return false;
-    };
-    let Ok(mut ppr) = PacketParser::from_bytes(peek) else {
-        return false;
-    };
-    while let PacketParserResult::Some(pp) = ppr {
-        match &pp.packet {
-            Packet::PKESK(_) | Packet::SKESK(_) | Packet::Marker(_) => {}
-            Packet::SEIP(SEIP::V2(_)) => return true,
-            _ => return false,
-        }
-        ppr = match pp.next() {
-            Ok((_, next)) => next,
-            Err(_) => return false,
-        };
-    }
-    false
-}
-
-/// The pieces [`Account::check_large`]'s decrypting thread sends, as a
-/// reader; each piece read is given back for reuse. Ends when the sender
-/// is dropped.
-struct PieceReader {
-    /// (In a mutex only to be `Sync`, as sequoia's readers must be: one
-    /// thread reads.)
-    pieces: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
-    give_back: std::sync::mpsc::Sender<Vec<u8>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl Read for PieceReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            let next = match self.pieces.get_mut() {
-                Ok(rx) => rx.recv(),
-                Err(poisoned) => poisoned.into_inner().recv(),
-            };
-            let Ok(next) = next else {
-                return Ok(0);
-            };
-            let done = std::mem::replace(&mut self.current, next);
-            let _ = self.give_back.send(done);
-            self.at = 0;
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// `io::copy` in chunks of `chunk` bytes.
@@ -625,7 +375,7 @@ mod tests {
 
     /// Several pieces of plaintext, not a multiple of a piece.
     fn plaintext() -> Vec<u8> {
-        (0..(3 * SPLIT_PIECE + 12_345) as u32)
+        (0..(3 * COPY_CHUNK + 12_345) as u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect()
     }
@@ -670,24 +420,22 @@ mod tests {
     /// differ: checked where it matters).
     fn same(b: &Account, input: &[u8], signer: &Cert) -> Result<(), ContentError> {
         let one = b.check(input, signer);
-        let two = b.check_large(input, signer);
+        let two = b.check_bytes(input, signer);
         assert_eq!(
             one.is_ok(),
             two.is_ok(),
-            "check: {one:?}, check_large: {two:?}"
+            "check: {one:?}, check_bytes: {two:?}"
         );
         two
     }
 
     #[test]
-    fn check_large_agrees_with_check() {
+    fn check_bytes_agrees_with_check() {
         let (a, b, c) = (account("A"), account("B"), account("C"));
         let data = plaintext();
         let mut sealed = Vec::new();
         a.seal(&data[..], &mut sealed, &[&b.public_cert()])
             .expect("seal");
-        let mut input = reader(&sealed[..]);
-        assert!(aead_encrypted(&mut input), "mau seals with SEIPDv2");
         let signer = a.public_cert();
         same(&b, &sealed, &signer).expect("good file");
         // Signed by someone else, or not for us.
@@ -741,11 +489,10 @@ mod tests {
     }
 
     #[test]
-    fn check_large_takes_go_style_seipd_v1() {
+    fn check_bytes_takes_go_style_seipd_v1() {
         let (a, b) = (account("A"), account("B"));
         let data = plaintext();
         let sealed = seal_v1(&a, &b, &data);
-        assert!(!aead_encrypted(&mut reader(&sealed[..])));
         let signer = a.public_cert();
         same(&b, &sealed, &signer).expect("good SEIPDv1 file");
         let mut bad = sealed.clone();

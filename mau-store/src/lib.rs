@@ -953,19 +953,6 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// [`Store::verify_reader`] for a large input: decryption and the
-    /// signature's digest on two threads ([`mau_identity::Account::check_large`]).
-    pub fn verify_large_reader(
-        &self,
-        signer: &Fingerprint,
-        input: impl Read + Send + Sync,
-    ) -> Result<(), StoreError> {
-        let cert = self.friend_cert(signer)?;
-        self.account
-            .check_large(input, &cert)
-            .map_err(StoreError::from)
-    }
-
     /// Decrypts `fpr`'s file `name` (own or a friend's) into `output`,
     /// checking the owner's signature.
     pub fn open(

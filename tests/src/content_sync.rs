@@ -538,7 +538,7 @@ pub async fn interrupted_download_resumes<R: Runtime>(rt: R) {
 /// does not move.
 pub async fn bad_files_are_rejected<R: Runtime>(rt: R) {
     // Small files are checked in memory, large ones (over 1 MiB) as they
-    // stream in, decryption and signature on two threads.
+    // stream in, on a verifier thread beside the writer.
     for padding in [0, 2 << 20] {
         bad_files_are_rejected_with(&rt, padding).await;
     }

@@ -436,7 +436,7 @@ impl<R: Runtime> FriendClient<R> {
             );
             let check = self
                 .rt
-                .run_blocking(move || store.verify_large_reader(&fpr, reader));
+                .run_blocking(move || store.verify_reader(&fpr, reader));
             (Some(vtx), Some(check))
         } else {
             (None, None)
