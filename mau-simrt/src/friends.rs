@@ -7,7 +7,7 @@
 //! 2. A is hostile: `note` signed by someone else (M), `album` whose bytes
 //!    are not the ones its listing's sum names. Both fail.
 //! 3. A serves version 2. With the disk fault, B's disk (a tmpfs,
-//!    [`crate::disk`]) has 512 KiB left, so the album's partial file runs
+//!    `disk` module) has 512 KiB left, so the album's partial file runs
 //!    out of space partway: the note arrives, the album fails; then
 //! 4. the room is back, and the album arrives.
 //!
