@@ -103,12 +103,13 @@ async fn read_path<S: futures_io::AsyncRead + Unpin>(s: &mut S) -> Option<String
 }
 
 /// Starts the garbage node's server on [`GARBAGE_HOST`]: pings are answered
-/// as they should be, every find_peer with garbage. Returns its address.
+/// as they should be, every find_peer with garbage. Returns its address
+/// and the count of garbage answers it sends.
 pub(crate) async fn serve_garbage(
     sim: &Sim,
     id: &TlsIdentity,
     lies: Vec<(Fingerprint, String)>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, Arc<AtomicUsize>)> {
     let rt = sim.host(GARBAGE_HOST);
     let addr = SocketAddr::new(GARBAGE_HOST, crate::scenario::PORT);
     let listener = rt.bind_tcp(addr).await?;
@@ -116,6 +117,7 @@ pub(crate) async fn serve_garbage(
         mau_identity::server_config(id).map_err(|e| std::io::Error::other(e.to_string()))?;
     let acceptor = futures_rustls::TlsAcceptor::from(config);
     let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
     let lies = Arc::new(lies);
     let server = rt.clone();
     rt.spawn(async move {
@@ -146,7 +148,7 @@ pub(crate) async fn serve_garbage(
             });
         }
     });
-    Ok(addr)
+    Ok((addr, count))
 }
 
 /// One `GET path` to `to` (whose fingerprint is `server`) from `id` over a

@@ -163,7 +163,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend sync rounds (downloaded, failed) {:?}; tables {:.1} peers (mean, largest {}); storm {:?}; at most {} connections on one node; virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend sync rounds (downloaded, failed) {:?}; tables {:.1} peers (mean, largest {}); {} garbage answers; storm {:?}; at most {} connections on one node; virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -179,6 +179,7 @@ fn print(s: &Scenario, r: &Report) {
         r.syncs,
         r.table_mean,
         r.peak_table,
+        r.garbage_answers,
         r.storm,
         r.peak_node_open,
         r.virtual_time,

@@ -190,6 +190,7 @@ impl Scenario {
             real: Mutex::new(BTreeMap::new()),
             peaks: Mutex::new(BTreeMap::new()),
             storm: Mutex::new(None),
+            garbage: Mutex::new(None),
             fixture,
         };
         let net = Arc::new(net);
@@ -281,6 +282,8 @@ pub struct Report {
     /// Faults that could not be injected, and why (a disk of its own
     /// needs root).
     pub skipped: Vec<String>,
+    /// find_peer requests the garbage node answered with garbage.
+    pub garbage_answers: usize,
     /// The request storm's figures (`None`: no storm).
     pub storm: Option<StormFigures>,
     /// The most connections one node held at once (sampled each 2 s).
@@ -366,6 +369,8 @@ struct Network {
     /// The storm's requests sent and answered, and lookups for its victim
     /// found of those run.
     storm: Mutex<Option<StormFigures>>,
+    /// Garbage answers the garbage node sent.
+    garbage: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
 /// Node `i`'s IP: 10.x.y.z from `i + 1`.
@@ -389,12 +394,6 @@ fn churned(nodes: usize) -> usize {
 
 /// Lookups for the storm's victim run during the storm.
 const STORM_LOOKUPS: usize = 6;
-
-/// A stated memory bound: connections a node holds an end of at once
-/// (its idle pool, a lookup's and a probe round's requests, the
-/// connections it serves, the storm's workers), far below
-/// `Limits::max_connections` (1024).
-const CONNECTION_BOUND: usize = 256;
 
 /// The storm's figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -776,6 +775,12 @@ impl Network {
             syncs,
             skipped,
             storm,
+            garbage_answers: self
+                .garbage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed)),
             peak_node_open: peaks.values().map(|p| p.0).max().unwrap_or(0),
             peak_table: peaks.values().map(|p| p.1).max().unwrap_or(0),
             trace: Trace::default(),
@@ -939,7 +944,8 @@ impl Network {
             .collect();
         let lies = hostile::lies(mix(s.seed ^ GARBAGE_STREAM), &honest);
         match hostile::serve_garbage(&self.sim, &id, lies).await {
-            Ok(at) => {
+            Ok((at, answers)) => {
+                *self.garbage.lock().unwrap_or_else(|e| e.into_inner()) = Some(answers);
                 self.real
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -1070,8 +1076,10 @@ impl Network {
         hostile::unverified(&tables, &real)
     }
 
-    /// The memory bound: [`CONNECTION_BOUND`] connections per node, and no
-    /// table larger than the real identities of the run.
+    /// The memory bound: no node holds more connections than it serves at
+    /// most (`Limits::max_connections`) plus its idle pool
+    /// (`pool_max_idle`), and no table is larger than the run's real
+    /// identities.
     fn over_bound(&self) -> Vec<String> {
         let peaks: Vec<(String, usize, usize)> = self
             .peaks
@@ -1081,7 +1089,8 @@ impl Network {
             .map(|(i, (open, size))| (format!("node {i}"), *open, *size))
             .collect();
         let real = self.real.lock().unwrap_or_else(|e| e.into_inner()).len();
-        hostile::over_bound(&peaks, CONNECTION_BOUND, real)
+        let connections = mau_net::Limits::default().max_connections + self.scenario.pool_max_idle;
+        hostile::over_bound(&peaks, connections, real)
     }
 }
 
