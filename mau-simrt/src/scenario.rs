@@ -929,9 +929,10 @@ impl Network {
         }
     }
 
-    /// The garbage node joins: its server starts, then it pings the
-    /// bootstrap peers with a certificate claiming its address, and they
-    /// probe it back (it answers pings as it should).
+    /// The garbage node joins: its server starts, then it pings every live
+    /// node (an attacker makes itself known as widely as it can) with a
+    /// certificate claiming its address, and they probe it back (it answers
+    /// pings as it should).
     async fn garbage(&self) {
         let s = &self.scenario;
         let address = SocketAddr::new(hostile::GARBAGE_HOST, PORT).to_string();
@@ -954,7 +955,7 @@ impl Network {
             Err(e) => return self.check(format!("the garbage node's server: {e}")),
         }
         let rt = self.sim.host(hostile::GARBAGE_HOST);
-        for b in 0..s.bootstraps.min(s.nodes) {
+        for b in self.alive() {
             if let Some(node) = self.node(b) {
                 let (to, fp) = (node.local_addr(), node.fingerprint());
                 let (rt2, id) = (rt.clone(), id.clone());
