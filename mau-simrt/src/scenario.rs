@@ -640,6 +640,11 @@ impl Network {
             self.lookup(src, fps[dst], &results, slot);
             self.sim.sleep(gap).await;
         }
+        self.ended(&results).await
+    }
+
+    /// Waits until every lookup of `results` ended; returns their results.
+    async fn ended(&self, results: &Mutex<Vec<Option<LookupResult>>>) -> Vec<LookupResult> {
         loop {
             let done: Option<Vec<LookupResult>> = results
                 .lock()
@@ -1009,18 +1014,7 @@ impl Network {
             self.lookup(src, node.fingerprint(), &results, slot);
         }
         let (sent, answered) = done_rx.recv().await.unwrap_or_default();
-        let done = loop {
-            let done: Option<Vec<LookupResult>> = results
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
-            match done {
-                Some(d) => break d,
-                None => self.sim.sleep(Duration::from_millis(500)).await,
-            }
-        };
+        let done = self.ended(&results).await;
         let found = Report::found(&done);
         *self.storm.lock().unwrap_or_else(|e| e.into_inner()) = Some(StormFigures {
             sent,
