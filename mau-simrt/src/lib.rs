@@ -22,6 +22,7 @@
 pub mod crypto;
 mod disk;
 pub mod friends;
+pub mod hostile;
 pub mod net;
 
 mod runtime;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N]
-//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]
+//!           [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-churn] [--no-garbage] [--no-storm] [--no-syncs] [--pool N]
 //! mau-simrt fixtures --out DIR
 //! ```
 //!
@@ -17,7 +17,7 @@ use mau_simrt::friends::Fixture;
 use mau_simrt::scenario::{Report, Scenario};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-syncs] [--pool N]");
+    eprintln!("usage: mau-simrt [--seed N | --seeds A..B] [--nodes N] [--lookups N] [--final-lookups N] [--bootstraps N] [--loss P] [--no-partition] [--no-crash] [--no-disk] [--no-slow] [--no-churn] [--no-garbage] [--no-storm] [--no-syncs] [--pool N]");
     eprintln!("       mau-simrt fixtures --out DIR");
     ExitCode::from(2)
 }
@@ -100,6 +100,18 @@ fn main() -> ExitCode {
                 s.faults.slow = false;
                 true
             }
+            "--no-churn" => {
+                s.faults.churn = false;
+                true
+            }
+            "--no-garbage" => {
+                s.faults.garbage = false;
+                true
+            }
+            "--no-storm" => {
+                s.faults.storm = false;
+                true
+            }
             "--no-syncs" => {
                 s.syncs = false;
                 true
@@ -151,7 +163,7 @@ fn main() -> ExitCode {
 
 fn print(s: &Scenario, r: &Report) {
     println!(
-        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend sync rounds (downloaded, failed) {:?}; tables {:.1} peers (mean); virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
+        "seed {} nodes {}: joined in {:.1?} (virtual); window lookups {}/{} found (mean {:.2} hops, {:.0?}; p50 {:.0?}, p90 {:.0?}, p99 {:.0?}); final {}/{} found; friend sync rounds (downloaded, failed) {:?}; tables {:.1} peers (mean, largest {}); {} garbage answers; storm {:?}; at most {} connections on one node; virtual {:.0?}, wall {:.1?}; trace {:016x}, wire {:016x} ({} events, {} polls, {} connections, at most {} open at once, {} bytes)",
         r.seed,
         s.nodes,
         r.join_time,
@@ -166,6 +178,10 @@ fn print(s: &Scenario, r: &Report) {
         r.finals.len(),
         r.syncs,
         r.table_mean,
+        r.peak_table,
+        r.garbage_answers,
+        r.storm,
+        r.peak_node_open,
         r.virtual_time,
         r.wall,
         r.trace.hash,

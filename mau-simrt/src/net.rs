@@ -116,6 +116,14 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 }
 
 impl Net {
+    /// Connections whose end on `host` is still held.
+    pub(crate) fn open_of(&self, host: IpAddr) -> usize {
+        self.conns
+            .values()
+            .filter(|c| (0..2).any(|s| c.hosts[s] == host && c.open[s]))
+            .count()
+    }
+
     pub(crate) fn new(seed: u64) -> Net {
         Net {
             seed,

@@ -5,6 +5,7 @@
 //! A run is a function of its [`Scenario`] alone (seed included): a failed
 //! one is replayed by [`Scenario::replay_command`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use mau_proto::{Contact, Fingerprint, PeerAddress};
 
 use crate::disk::Disk;
 use crate::friends::{Fixture, Friends};
+use crate::hostile;
 use crate::net::mix;
 use crate::{LinkConfig, Sim, SimError, SimRuntime, Trace};
 
@@ -37,6 +39,16 @@ pub struct Faults {
     pub slow: bool,
     /// Probability that a SYN is lost or a connection reset, on every link.
     pub loss: f64,
+    /// Churn: a tenth of the nodes leave (their processes stop, for good)
+    /// 25 s into the window, and as many new ones join through the
+    /// bootstrap peers 45 s in.
+    pub churn: bool,
+    /// A garbage node joins as the window opens: a real identity whose
+    /// server answers every find_peer with garbage ([`crate::hostile`]).
+    pub garbage: bool,
+    /// Once the other faults ended, a request storm on one node
+    /// ([`crate::hostile`]) while lookups for it run.
+    pub storm: bool,
 }
 
 impl Faults {
@@ -48,6 +60,9 @@ impl Faults {
             disk: true,
             slow: true,
             loss: 0.0,
+            churn: true,
+            garbage: true,
+            storm: true,
         }
     }
 
@@ -59,6 +74,9 @@ impl Faults {
             disk: false,
             slow: false,
             loss: 0.0,
+            churn: false,
+            garbage: false,
+            storm: false,
         }
     }
 }
@@ -113,6 +131,9 @@ impl Scenario {
             (f.crash, "crash"),
             (f.disk, "disk"),
             (f.slow, "slow"),
+            (f.churn, "churn"),
+            (f.garbage, "garbage"),
+            (f.storm, "storm"),
         ] {
             if !on {
                 cmd.push_str(&format!(" --no-{name}"));
@@ -166,6 +187,11 @@ impl Scenario {
             disk_freed: Mutex::new(None),
             table_disk: Mutex::new(None),
             checks: Mutex::new(Vec::new()),
+            real: Mutex::new(BTreeMap::new()),
+            peaks: Mutex::new(BTreeMap::new()),
+            storm: Mutex::new(None),
+            garbage: Mutex::new(None),
+            lies: Mutex::new(BTreeSet::new()),
             fixture,
         };
         let net = Arc::new(net);
@@ -257,6 +283,14 @@ pub struct Report {
     /// Faults that could not be injected, and why (a disk of its own
     /// needs root).
     pub skipped: Vec<String>,
+    /// find_peer requests the garbage node answered with garbage.
+    pub garbage_answers: usize,
+    /// The request storm's figures (`None`: no storm).
+    pub storm: Option<StormFigures>,
+    /// The most connections one node held at once (sampled each 2 s).
+    pub peak_node_open: usize,
+    /// The largest routing table a node held (sampled each 2 s).
+    pub peak_table: usize,
     /// The event trace.
     pub trace: Trace,
     /// Virtual time the run took.
@@ -329,6 +363,17 @@ struct Network {
     table_disk: Mutex<Option<(Disk, Vec<u8>)>>,
     /// Invariants broken (or faults skipped) while the faults ran.
     checks: Mutex<Vec<String>>,
+    /// Every real identity that ever listened, and where.
+    real: Mutex<BTreeMap<Fingerprint, String>>,
+    /// Each node's most open connections and largest table seen.
+    peaks: Mutex<BTreeMap<usize, (usize, usize)>>,
+    /// The storm's requests sent and answered, and lookups for its victim
+    /// found of those run.
+    storm: Mutex<Option<StormFigures>>,
+    /// Unverified addresses seen in honest tables while sampling.
+    lies: Mutex<BTreeSet<String>>,
+    /// Garbage answers the garbage node sent.
+    garbage: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
 /// Node `i`'s IP: 10.x.y.z from `i + 1`.
@@ -338,6 +383,33 @@ fn ip(i: usize) -> IpAddr {
 }
 
 pub(crate) const PORT: u16 = 7000;
+
+/// Host of node `i` of a run of `nodes`: nodes joining by churn come after
+/// the two friends' hosts.
+fn host_ip(nodes: usize, i: usize) -> IpAddr {
+    ip(if i < nodes { i } else { i + 2 })
+}
+
+/// Nodes that leave, and join, under churn.
+fn churned(nodes: usize) -> usize {
+    (nodes / 10).max(1)
+}
+
+/// Lookups for the storm's victim run during the storm.
+const STORM_LOOKUPS: usize = 6;
+
+/// The storm's figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StormFigures {
+    /// Requests the storm sent.
+    pub sent: usize,
+    /// Requests the victim answered 200 (the rest: 429, 503 or closed).
+    pub answered: usize,
+    /// Lookups for the victim, run during the storm, that found it.
+    pub found: usize,
+    /// Lookups for the victim run during the storm.
+    pub lookups: usize,
+}
 
 /// Node `i`'s TLS identity, from the seed (same seed, same fingerprints).
 fn identity(
@@ -357,6 +429,10 @@ impl Network {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
     }
 
+    fn host(&self, i: usize) -> IpAddr {
+        host_ip(self.scenario.nodes, i)
+    }
+
     fn alive(&self) -> Vec<usize> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         (0..nodes.len()).filter(|&i| nodes[i].is_some()).collect()
@@ -364,7 +440,7 @@ impl Network {
 
     /// Starts node `i` (joining through `bootstrap`) and records it.
     async fn start(&self, i: usize, bootstrap: Vec<Contact<PeerAddress>>) {
-        let mut config = NodeConfig::new(SocketAddr::new(ip(i), PORT));
+        let mut config = NodeConfig::new(SocketAddr::new(self.host(i), PORT));
         config.bootstrap = bootstrap;
         config.limits.pool_max_idle = self.scenario.pool_max_idle;
         config.seed = Some(mix(self.scenario.seed ^ mix(i as u64)));
@@ -375,9 +451,18 @@ impl Network {
         }
         config.table_file = Some(self.table_path(i));
         let seed = self.scenario.seed;
-        let node = RunningNode::start(self.sim.host(ip(i)), config, |a| identity(seed, i, a)).await;
+        let node = RunningNode::start(self.sim.host(self.host(i)), config, |a| {
+            identity(seed, i, a)
+        })
+        .await;
         let node = match node {
-            Ok(n) => Some(Arc::new(n)),
+            Ok(n) => {
+                self.real
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(n.fingerprint(), n.address().as_str().to_owned());
+                Some(Arc::new(n))
+            }
             Err(e) => {
                 tracing::warn!(node = i, error = %e, "node did not start");
                 None
@@ -483,7 +568,7 @@ impl Network {
 
     /// Crashes node `i`'s process: no shutdown, its tasks just stop.
     fn crash(&self, i: usize) {
-        self.sim.crash(ip(i));
+        self.sim.crash(self.host(i));
         let node = self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].take();
         drop(node);
     }
@@ -537,7 +622,8 @@ impl Network {
     /// random other nodes; waits for all of them.
     async fn lookups(&self, n: usize, over: Duration) -> Vec<LookupResult> {
         let results = Arc::new(Mutex::new(vec![None; n]));
-        let fps: Vec<Fingerprint> = (0..self.scenario.nodes)
+        let all = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let fps: Vec<Fingerprint> = (0..all)
             .map(|i| identity(self.scenario.seed, i, None).map(|id| id.fingerprint()))
             .collect::<Result<_, _>>()
             .unwrap_or_default();
@@ -557,6 +643,11 @@ impl Network {
             self.lookup(src, fps[dst], &results, slot);
             self.sim.sleep(gap).await;
         }
+        self.ended(&results).await
+    }
+
+    /// Waits until every lookup of `results` ended; returns their results.
+    async fn ended(&self, results: &Mutex<Vec<Option<LookupResult>>>) -> Vec<LookupResult> {
         loop {
             let done: Option<Vec<LookupResult>> = results
                 .lock()
@@ -590,7 +681,8 @@ impl Network {
 
     async fn main(self: Arc<Self>) -> Report {
         let s = self.scenario.clone();
-        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = vec![None; s.nodes];
+        let joiners = if s.faults.churn { churned(s.nodes) } else { 0 };
+        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = vec![None; s.nodes + joiners];
         let t0 = self.sim.elapsed();
         for i in 0..s.nodes {
             let bootstrap: Vec<_> = (0..i.min(s.bootstraps))
@@ -632,6 +724,8 @@ impl Network {
         let running = Arc::new(Mutex::new(0usize));
         let faults = self.clone().faults();
         self.sim.spawn(counted(&running, faults));
+        let sampler = self.clone().sample(Duration::from_secs(100));
+        self.sim.spawn(counted(&running, sampler));
         if let Some(f) = friends.clone() {
             self.sim
                 .spawn(counted(&running, async move { f.rounds(SYNC_GAP).await }));
@@ -657,6 +751,13 @@ impl Network {
             }
         }
         violations.extend(self.lost_peers());
+        let lies = std::mem::take(&mut *self.lies.lock().unwrap_or_else(|e| e.into_inner()));
+        violations.extend(
+            lies.into_iter()
+                .chain(self.unverified())
+                .collect::<BTreeSet<_>>(),
+        );
+        violations.extend(self.over_bound());
         violations.extend(self.disk_recovered());
         let mut checks =
             std::mem::take(&mut *self.checks.lock().unwrap_or_else(|e| e.into_inner()));
@@ -674,6 +775,8 @@ impl Network {
             checks.into_iter().partition(|c| c.starts_with("skipped: "));
         violations.extend(broken);
         let table_mean = self.mean_table();
+        let storm = *self.storm.lock().unwrap_or_else(|e| e.into_inner());
+        let peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Report {
             seed: s.seed,
             window,
@@ -684,6 +787,15 @@ impl Network {
             peak_open: 0,
             syncs,
             skipped,
+            storm,
+            garbage_answers: self
+                .garbage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed)),
+            peak_node_open: peaks.values().map(|p| p.0).max().unwrap_or(0),
+            peak_table: peaks.values().map(|p| p.1).max().unwrap_or(0),
             trace: Trace::default(),
             virtual_time: Duration::ZERO,
             wall: Duration::ZERO,
@@ -741,6 +853,9 @@ impl Network {
                 );
             }
         }
+        if f.garbage {
+            self.garbage().await;
+        }
         self.sim.sleep(Duration::from_secs(10)).await;
         let cut: Vec<IpAddr> = (0..n)
             .filter(|_| self.sim.rand_u64(3) == 0)
@@ -755,7 +870,11 @@ impl Network {
         if crashed {
             self.crash(victim);
         }
-        self.sim.sleep(Duration::from_secs(15)).await;
+        self.sim.sleep(Duration::from_secs(5)).await;
+        if f.churn {
+            self.leave(if crashed { victim } else { usize::MAX });
+        }
+        self.sim.sleep(Duration::from_secs(10)).await;
         if crashed {
             // Restarts from its saved table alone (no bootstrap peers).
             self.start(victim, Vec::new()).await;
@@ -770,7 +889,11 @@ impl Network {
         if f.partition {
             self.sim.heal();
         }
-        self.sim.sleep(Duration::from_secs(20)).await;
+        self.sim.sleep(Duration::from_secs(5)).await;
+        if f.churn {
+            self.join_new().await;
+        }
+        self.sim.sleep(Duration::from_secs(15)).await;
         if f.slow {
             for i in (0..n).filter(|i| i % 20 == 7) {
                 self.sim.set_host_link(ip(i), None);
@@ -781,8 +904,203 @@ impl Network {
                 tracing::warn!(node = victim, error = %e, "could not free the disk");
             }
         }
+        if f.storm {
+            self.sim.sleep(Duration::from_secs(2)).await;
+            self.storm().await;
+        }
+    }
+
+    /// Churn, leaving: a tenth of the nodes (not the bootstrap peers, not
+    /// `spared`) stop for good, abruptly, as peers going offline do.
+    fn leave(&self, spared: usize) {
+        let n = self.scenario.nodes;
+        let candidates: Vec<usize> = (self.scenario.bootstraps.min(n)..n)
+            .filter(|&i| i != spared && self.node(i).is_some())
+            .collect();
+        let mut left = BTreeSet::new();
+        while left.len() < churned(n).min(candidates.len()) {
+            left.insert(candidates[self.sim.rand_u64(candidates.len() as u64) as usize]);
+        }
+        for i in left {
+            tracing::debug!(node = i, "leaves");
+            self.crash(i);
+        }
+    }
+
+    /// Churn, joining: new nodes join through the bootstrap peers still
+    /// there.
+    async fn join_new(&self) {
+        let n = self.scenario.nodes;
+        let bootstrap: Vec<_> = (0..self.scenario.bootstraps.min(n))
+            .filter_map(|b| self.node(b).map(|n| n.contact()))
+            .collect();
+        for i in n..n + churned(n) {
+            self.start(i, bootstrap.clone()).await;
+            self.sim
+                .sleep(Duration::from_millis(self.sim.rand_u64(500)))
+                .await;
+        }
+    }
+
+    /// The garbage node joins: its server starts, then it pings every live
+    /// node (an attacker makes itself known as widely as it can) with a
+    /// certificate claiming its address, and they probe it back (it answers
+    /// pings as it should).
+    async fn garbage(&self) {
+        let s = &self.scenario;
+        let address = SocketAddr::new(hostile::GARBAGE_HOST, PORT).to_string();
+        let id = match identity(mix(s.seed ^ GARBAGE_STREAM), 0, Some(&address)) {
+            Ok(id) => id,
+            Err(e) => return self.check(format!("the garbage node's identity: {e}")),
+        };
+        let honest: Vec<Fingerprint> = (0..s.nodes)
+            .filter_map(|i| identity(s.seed, i, None).ok().map(|id| id.fingerprint()))
+            .collect();
+        let lies = hostile::lies(mix(s.seed ^ GARBAGE_STREAM), &honest);
+        match hostile::serve_garbage(&self.sim, &id, lies).await {
+            Ok((at, answers)) => {
+                *self.garbage.lock().unwrap_or_else(|e| e.into_inner()) = Some(answers);
+                self.real
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.fingerprint(), at.to_string());
+            }
+            Err(e) => return self.check(format!("the garbage node's server: {e}")),
+        }
+        let rt = self.sim.host(hostile::GARBAGE_HOST);
+        for b in self.alive() {
+            if let Some(node) = self.node(b) {
+                let (to, fp) = (node.local_addr(), node.fingerprint());
+                let (rt2, id) = (rt.clone(), id.clone());
+                rt.spawn(async move {
+                    hostile::request(&rt2, to, fp, &id, mau_proto::wire::PING_PATH).await;
+                });
+            }
+        }
+    }
+
+    /// The storm on a random live node, while other nodes look it up; then
+    /// "no honest peer lost to an attacker's load".
+    async fn storm(&self) {
+        let alive = self.alive();
+        if alive.len() < 2 {
+            return;
+        }
+        let victim = alive[self.sim.rand_u64(alive.len() as u64) as usize];
+        let Some(node) = self.node(victim) else {
+            return;
+        };
+        let table = |node: &RunningNode<SimRuntime>| -> BTreeSet<Fingerprint> {
+            node.snapshot()
+                .peers
+                .iter()
+                .map(|p| p.fingerprint)
+                .collect()
+        };
+        let honest: BTreeSet<Fingerprint> = alive
+            .iter()
+            .filter_map(|&i| self.node(i).map(|n| n.fingerprint()))
+            .collect();
+        let before: BTreeSet<Fingerprint> = table(&node).intersection(&honest).copied().collect();
+        let id = match identity(mix(self.scenario.seed ^ STORM_STREAM), 0, None) {
+            Ok(id) => id,
+            Err(e) => return self.check(format!("the storm's identity: {e}")),
+        };
+        let targets: Vec<Fingerprint> = honest.iter().copied().collect();
+        let results = Arc::new(Mutex::new(vec![None; STORM_LOOKUPS]));
+        let sim = self.sim.clone();
+        let (done_tx, done_rx) = async_channel::bounded::<(usize, usize)>(1);
+        let target = (node.local_addr(), node.fingerprint());
+        sim.clone().spawn(async move {
+            let figures = hostile::storm(&sim, id, target, targets).await;
+            let _ = done_tx.send(figures).await;
+        });
+        let others: Vec<usize> = alive.iter().copied().filter(|&i| i != victim).collect();
+        for slot in 0..STORM_LOOKUPS {
+            self.sim.sleep(Duration::from_secs(2)).await;
+            let src = others[self.sim.rand_u64(others.len() as u64) as usize];
+            self.lookup(src, node.fingerprint(), &results, slot);
+        }
+        let (sent, answered) = done_rx.recv().await.unwrap_or_default();
+        let done = self.ended(&results).await;
+        let found = Report::found(&done);
+        *self.storm.lock().unwrap_or_else(|e| e.into_inner()) = Some(StormFigures {
+            sent,
+            answered,
+            found,
+            lookups: done.len(),
+        });
+        if found < done.len() && self.scenario.faults.loss == 0.0 {
+            self.check(format!(
+                "node {victim} under the storm: lookups for it {done:?}"
+            ));
+        }
+        let still: BTreeSet<Fingerprint> = self
+            .alive()
+            .into_iter()
+            .filter_map(|i| self.node(i).map(|n| n.fingerprint()))
+            .collect();
+        let name = format!("node {victim}");
+        for v in hostile::lost_to_load(&name, &before, &table(&node), &still) {
+            self.check(v);
+        }
+    }
+
+    /// Every 2 s for `over`: samples each live node's open connections and
+    /// table size, and checks its table holds no unverified address (a lie
+    /// that got in and out again between two samples is missed).
+    async fn sample(self: Arc<Self>, over: Duration) {
+        let t0 = self.sim.elapsed();
+        while self.sim.elapsed() - t0 < over {
+            let lies = self.unverified();
+            self.lies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(lies);
+            self.sim.sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// "No unverified address in an honest table", over every live node
+    /// (whose open connections and table size go to the peaks meanwhile).
+    fn unverified(&self) -> Vec<String> {
+        let mut tables: Vec<(String, Vec<(Fingerprint, PeerAddress)>)> = Vec::new();
+        for i in self.alive() {
+            let Some(node) = self.node(i) else { continue };
+            let peers = node.snapshot().peers;
+            let open = self.sim.open_connections(self.host(i));
+            let mut peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner());
+            let p = peaks.entry(i).or_default();
+            *p = (p.0.max(open), p.1.max(peers.len()));
+            let peers = peers.into_iter().map(|p| (p.fingerprint, p.address));
+            tables.push((format!("node {i}"), peers.collect()));
+        }
+        let real = self.real.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        hostile::unverified(&tables, &real)
+    }
+
+    /// The memory bound: no node holds more connections than it serves at
+    /// most (`Limits::max_connections`) plus its idle pool
+    /// (`pool_max_idle`), and no table is larger than the run's real
+    /// identities.
+    fn over_bound(&self) -> Vec<String> {
+        let peaks: Vec<(String, usize, usize)> = self
+            .peaks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(i, (open, size))| (format!("node {i}"), *open, *size))
+            .collect();
+        let real = self.real.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let connections = mau_net::Limits::default().max_connections + self.scenario.pool_max_idle;
+        hostile::over_bound(&peaks, connections, real)
     }
 }
+
+/// Mixed into the seed for the garbage node's identity and lies.
+const GARBAGE_STREAM: u64 = 0x6761_7262_6167_6521;
+/// Mixed into the seed for the storm's identity.
+const STORM_STREAM: u64 = 0x7374_6f72_6d21_2121;
 
 /// The full node's disk of its own: a few times its table.
 const TABLE_DISK: u64 = 1 << 20;

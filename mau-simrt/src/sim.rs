@@ -215,6 +215,11 @@ impl Sim {
         }
     }
 
+    /// Connections `host` holds an end of now (its memory grows with them).
+    pub fn open_connections(&self, host: IpAddr) -> usize {
+        self.shared.state().net.open_of(host)
+    }
+
     /// The seed this simulation follows.
     pub fn seed(&self) -> u64 {
         self.shared.seed

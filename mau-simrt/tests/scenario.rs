@@ -56,6 +56,46 @@ fn twenty_nodes_and_fifty_lookups_under_faults_keep_the_invariants() {
     assert_eq!(Report::found(&r.finals), r.finals.len());
     // The faults cost some window lookups but not most of them.
     assert!(Report::found(&r.window) >= 25, "{:?}", r.window);
+    // The hostile peers struck: the garbage node was asked and answered
+    // garbage, the storm ran and its victim was found all along.
+    assert!(r.garbage_answers > 0, "the garbage node was never asked");
+    let storm = r.storm.expect("the storm ran");
+    assert!(storm.sent >= 100, "{storm:?}");
+    assert_eq!(storm.found, storm.lookups, "{storm:?}");
+    // Well within the memory bound the run checks (1,088 connections).
+    assert!(
+        r.peak_node_open > 0 && r.peak_node_open < 256,
+        "{}",
+        r.peak_node_open
+    );
+    assert!(r.peak_table > 0 && r.peak_table <= 23, "{}", r.peak_table);
+}
+
+#[test]
+fn churn_and_hostile_peers_alone_keep_the_invariants() {
+    // Churn, the garbage node and the storm without the other faults: every
+    // lookup ends (a source that left reports `Aborted`, not `Hung`), every
+    // target is found once the churn is over, no lie enters a table.
+    let s = Scenario {
+        faults: Faults {
+            churn: true,
+            garbage: true,
+            storm: true,
+            ..Faults::none()
+        },
+        syncs: false,
+        ..Scenario::new(4, 20, 40)
+    };
+    let r = run(&s);
+    assert_no_violations(&s, &r);
+    assert!(!r.window.contains(&LookupResult::Hung), "{:?}", r.window);
+    assert_eq!(Report::found(&r.finals), r.finals.len(), "{:?}", r.finals);
+    assert!(r.garbage_answers > 0);
+    assert!(
+        r.storm.is_some_and(|s| s.found == s.lookups),
+        "{:?}",
+        r.storm
+    );
 }
 
 #[test]
@@ -74,6 +114,9 @@ fn the_replay_command_names_every_parameter() {
     let mut s = Scenario::new(42, 7, 9);
     s.faults.crash = false;
     s.faults.disk = false;
+    s.faults.churn = false;
+    s.faults.garbage = false;
+    s.faults.storm = false;
     s.syncs = false;
     let cmd = s.replay_command();
     for part in [
@@ -82,11 +125,16 @@ fn the_replay_command_names_every_parameter() {
         "--lookups 9",
         "--no-crash",
         "--no-disk",
+        "--no-churn",
+        "--no-garbage",
+        "--no-storm",
         "--no-syncs",
     ] {
         assert!(cmd.contains(part), "{cmd}");
     }
     assert!(!cmd.contains("--no-partition"), "{cmd}");
+    let every = Scenario::new(42, 7, 9).replay_command();
+    assert!(!every.contains("--no-"), "{every}");
 }
 
 #[test]
