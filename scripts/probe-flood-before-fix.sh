@@ -4,8 +4,10 @@
 #
 #   scripts/probe-flood-before-fix.sh [SEED...]      (default: 1 2)
 #
-# It makes a scratch worktree of 7193607^ (removed on exit), copies this
-# checkout's mau-simrt into it and applies probe-flood-before-fix.patch:
+# It makes a scratch worktree of 7193607^ (removed on exit), copies
+# mau-simrt as of ad0db4f (the revision the patch was made for: later
+# mau-simrt needs later mau-net, e.g. Runtime::seed; override with
+# SIMRT_REV) into it and applies probe-flood-before-fix.patch:
 # Runtime::now on the old mau-net (its core clock, hyper's timer and the
 # server's deadlines read it, as 8c8cd46 did later; nothing of the fix) and
 # mau-simrt trimmed to the old Runtime trait (no UDP, shared ports or
@@ -19,7 +21,7 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/mau-before-fix.XXXXXX")
 rmdir "$dir"
 git -C "$repo" worktree add --quiet --detach "$dir" 7193607^
 trap 'git -C "$repo" worktree remove --force "$dir"' EXIT
-git -C "$repo" archive HEAD mau-simrt | tar -x -C "$dir"
+git -C "$repo" archive "${SIMRT_REV:-ad0db4f}" mau-simrt | tar -x -C "$dir"
 git -C "$dir" apply "$repo/scripts/probe-flood-before-fix.patch"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 reproduced=1

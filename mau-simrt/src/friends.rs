@@ -1,5 +1,6 @@
 //! Friend syncs in a scenario: friend A serves its files from a real node,
-//! B follows A and syncs it ([`mau_net::sync::FriendClient`]) in rounds
+//! B follows A, finds it through its node's resolvers and syncs it
+//! ([`mau_net::sync::FriendClient::connect`]) in rounds
 //! while the faults strike:
 //!
 //! 1. A serves version 1 of `note` and `album` (over 1 MiB: streamed to a
@@ -38,6 +39,7 @@ use mau_proto::Fingerprint;
 use mau_store::Store;
 
 use crate::disk::Disk;
+use crate::net::mix;
 use crate::{Sim, SimRuntime};
 
 /// The fixture accounts' passphrase (test-only keys).
@@ -195,6 +197,8 @@ pub(crate) struct Friends {
     a_rt: SimRuntime,
     /// Keeps A serving.
     _a_node: RunningNode<SimRuntime>,
+    /// B's node: its client and resolvers reach A.
+    _b_node: RunningNode<SimRuntime>,
     client: FriendClient<SimRuntime>,
     /// Without loss every round must do what it should (with loss a
     /// round may fail; the invariant holds all the same).
@@ -259,8 +263,28 @@ impl Friends {
             full: true,
             ..SyncOptions::default()
         };
-        let client = FriendClient::direct(sim.host(b), store_b.clone(), node.contact(), opts)
-            .map_err(|e| failed("friend B's client", e))?;
+        // B finds A through mau-net's resolvers, as an embedder does: its
+        // node's DHT resolver (B joins no one, so it has nothing to say)
+        // and A's address as a fallback, tried at once and kept only once
+        // A proves its fingerprint over mutual TLS (`resolver::connect`).
+        let mut b_config = NodeConfig::new(std::net::SocketAddr::new(b, crate::scenario::PORT));
+        b_config.seed = Some(mix(seed));
+        let s = store_b.clone();
+        let b_node = RunningNode::start(sim.host(b), b_config, move |addr| {
+            TlsIdentity::from_account(s.account(), addr)
+        })
+        .await
+        .map_err(|e| failed("friend B's node", e))?;
+        let a_contact = node.contact();
+        let client = FriendClient::connect(
+            &b_node,
+            store_b.clone(),
+            a_contact.fingerprint,
+            &[a_contact.address],
+            opts,
+        )
+        .await
+        .map_err(|e| failed("friend B finds A", e))?;
         Ok(Friends {
             fixture,
             sim: sim.clone(),
@@ -268,6 +292,7 @@ impl Friends {
             b: store_b,
             a_rt,
             _a_node: node,
+            _b_node: b_node,
             client,
             strict,
             disk,

@@ -153,7 +153,7 @@ pub(crate) async fn serve_garbage(
 
 /// One `GET path` to `to` (whose fingerprint is `server`) from `id` over a
 /// mutual-TLS connection of its own; true if answered 200.
-pub(crate) async fn request(
+pub async fn request(
     rt: &SimRuntime,
     to: SocketAddr,
     server: Fingerprint,

@@ -14,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mau_identity::{KeyVersion, TlsIdentity};
 use mau_net::{NodeConfig, RunningNode, Runtime};
 use mau_proto::Fingerprint;
@@ -57,25 +56,7 @@ async fn start(
 
 /// One ping from a fresh identity over its own mutual-TLS connection.
 async fn ping(rt: &SimRuntime, to: SocketAddr, server: Fingerprint, id: &TlsIdentity) -> bool {
-    let Ok(tcp) = rt.connect_tcp(to).await else {
-        return false;
-    };
-    let Ok(config) = mau_identity::client_config(id, server) else {
-        return false;
-    };
-    let connector = futures_rustls::TlsConnector::from(config);
-    let Ok(mut tls) = connector.connect(mau_identity::server_name(), tcp).await else {
-        return false;
-    };
-    let req = format!(
-        "GET {} HTTP/1.1\r\nhost: x\r\n\r\n",
-        mau_proto::wire::PING_PATH
-    );
-    if tls.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    tls.read_exact(&mut head).await.is_ok() && head.starts_with(b"HTTP/1.1 200")
+    mau_simrt::hostile::request(rt, to, server, id, mau_proto::wire::PING_PATH).await
 }
 
 /// Runs the attack under `seed`; returns (evicted honest peers seen,
