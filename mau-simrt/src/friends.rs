@@ -1,6 +1,7 @@
 //! Friend syncs in a scenario: friend A serves its files from a real node,
-//! B follows A, finds it through its node's resolvers and syncs it
-//! ([`mau_net::sync::FriendClient::connect`]) in rounds
+//! B follows A, finds it through the DHT (both join it through the
+//! scenario's bootstrap peers; [`mau_net::sync::FriendClient::connect`],
+//! mau-net's resolvers) and syncs it in rounds
 //! while the faults strike:
 //!
 //! 1. A serves version 1 of `note` and `album` (over 1 MiB: streamed to a
@@ -35,7 +36,7 @@ use std::time::Duration;
 use mau_identity::{Account, KeyVersion, TlsIdentity};
 use mau_net::sync::{FriendClient, SyncOptions, SyncReport};
 use mau_net::{NodeConfig, RunningNode, Runtime};
-use mau_proto::Fingerprint;
+use mau_proto::{Contact, Fingerprint, PeerAddress};
 use mau_store::Store;
 
 use crate::disk::Disk;
@@ -188,6 +189,20 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 /// `downloaded << 32 | failures` (all ones: the sync failed as a whole).
 const SYNC_MARK: u64 = 1 << 40;
 
+/// Where friends A and B run: their hosts and the DHT peers they join
+/// through (none: B reaches A at its address, found by no lookup).
+pub(crate) struct Placement {
+    /// A's host.
+    pub(crate) a: std::net::IpAddr,
+    /// B's host.
+    pub(crate) b: std::net::IpAddr,
+    /// The peers both join through.
+    pub(crate) bootstrap: Vec<Contact<PeerAddress>>,
+}
+
+/// How long A and B may take to join before B looks A up.
+const JOIN_BOUND: Duration = Duration::from_secs(60);
+
 /// Friend A (a node serving its store) and B (its follower) of one run.
 pub(crate) struct Friends {
     fixture: &'static Fixture,
@@ -195,10 +210,10 @@ pub(crate) struct Friends {
     a: Arc<Store>,
     b: Arc<Store>,
     a_rt: SimRuntime,
-    /// Keeps A serving.
-    _a_node: RunningNode<SimRuntime>,
+    /// A's node, serving its store.
+    a_node: RunningNode<SimRuntime>,
     /// B's node: its client and resolvers reach A.
-    _b_node: RunningNode<SimRuntime>,
+    b_node: RunningNode<SimRuntime>,
     client: FriendClient<SimRuntime>,
     /// Without loss every round must do what it should (with loss a
     /// round may fail; the invariant holds all the same).
@@ -215,14 +230,21 @@ pub(crate) struct Friends {
 }
 
 impl Friends {
-    /// Copies the fixture's accounts to `dir`, starts A's node on host
-    /// `a` and B's client on host `b`; with `disk`, B's directory is a disk
-    /// of its own, which fills up in round 3.
+    /// A's and B's nodes: their identities and where they listen (real
+    /// identities of the run, as the scenario's nodes are).
+    pub(crate) fn identities(&self) -> [(Fingerprint, String); 2] {
+        [&self.a_node, &self.b_node].map(|n| (n.fingerprint(), n.address().as_str().to_owned()))
+    }
+
+    /// Copies the fixture's accounts to `dir`, starts A's and B's nodes
+    /// where `place` says and B's client, which finds A through the DHT;
+    /// with `disk`, B's directory is a disk of its own, which fills up in
+    /// round 3.
     pub(crate) async fn start(
         sim: &Sim,
         fixture: &'static Fixture,
         dir: &Path,
-        (a, b): (std::net::IpAddr, std::net::IpAddr),
+        place: Placement,
         seed: u64,
         strict: bool,
         disk: bool,
@@ -247,8 +269,10 @@ impl Friends {
         store_b
             .follow(&fixture.a)
             .map_err(|e| failed("follow", e))?;
+        let Placement { a, b, bootstrap } = place;
         let a_rt = sim.host(a);
         let mut config = NodeConfig::new(std::net::SocketAddr::new(a, crate::scenario::PORT));
+        config.bootstrap = bootstrap.clone();
         config.seed = Some(seed);
         config.content = Some(store_a.clone());
         let s = store_a.clone();
@@ -264,10 +288,11 @@ impl Friends {
             ..SyncOptions::default()
         };
         // B finds A through mau-net's resolvers, as an embedder does: its
-        // node's DHT resolver (B joins no one, so it has nothing to say)
-        // and A's address as a fallback, tried at once and kept only once
-        // A proves its fingerprint over mutual TLS (`resolver::connect`).
+        // node's DHT resolver, and A's address as a fallback only when
+        // there is no DHT, or loss may hide A (not strict); an address is
+        // kept only once A proves its fingerprint over mutual TLS.
         let mut b_config = NodeConfig::new(std::net::SocketAddr::new(b, crate::scenario::PORT));
+        b_config.bootstrap = bootstrap.clone();
         b_config.seed = Some(mix(seed));
         let s = store_b.clone();
         let b_node = RunningNode::start(sim.host(b), b_config, move |addr| {
@@ -275,12 +300,25 @@ impl Friends {
         })
         .await
         .map_err(|e| failed("friend B's node", e))?;
+        let t0 = sim.elapsed();
+        while node.is_joining() || b_node.is_joining() {
+            if sim.elapsed() - t0 > JOIN_BOUND {
+                return Err(format!(
+                    "friends A and B did not join within {JOIN_BOUND:?}"
+                ));
+            }
+            sim.sleep(Duration::from_millis(250)).await;
+        }
         let a_contact = node.contact();
+        let fallback = match bootstrap.is_empty() || !strict {
+            true => vec![a_contact.address],
+            false => Vec::new(),
+        };
         let client = FriendClient::connect(
             &b_node,
             store_b.clone(),
             a_contact.fingerprint,
-            &[a_contact.address],
+            &fallback,
             opts,
         )
         .await
@@ -291,8 +329,8 @@ impl Friends {
             a: store_a,
             b: store_b,
             a_rt,
-            _a_node: node,
-            _b_node: b_node,
+            a_node: node,
+            b_node,
             client,
             strict,
             disk,
@@ -551,7 +589,12 @@ mod tests {
         let (s, d) = (sim.clone(), dir.path().to_path_buf());
         let ip = |n| IpAddr::V4(Ipv4Addr::new(10, 9, 0, n));
         let found = sim.block_on(Duration::from_secs(60), async move {
-            let f = Friends::start(&s, fixture, &d, (ip(1), ip(2)), 1, true, false)
+            let place = Placement {
+                a: ip(1),
+                b: ip(2),
+                bootstrap: Vec::new(),
+            };
+            let f = Friends::start(&s, fixture, &d, place, 1, true, false)
                 .await
                 .expect("friends");
             let taken = |f: &Friends| std::mem::take(&mut *f.violations.lock().expect("lock"));

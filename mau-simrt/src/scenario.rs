@@ -15,7 +15,7 @@ use mau_net::{NodeConfig, RunningNode, Runtime};
 use mau_proto::{Contact, Fingerprint, PeerAddress};
 
 use crate::disk::Disk;
-use crate::friends::{Fixture, Friends};
+use crate::friends::{Fixture, Friends, Placement};
 use crate::hostile;
 use crate::net::mix;
 use crate::{LinkConfig, Sim, SimError, SimRuntime, Trace};
@@ -704,13 +704,25 @@ impl Network {
         // Friends A and B, on hosts of their own after the nodes'.
         let friends = match self.fixture {
             Some(fixture) => {
-                let hosts = (ip(s.nodes), ip(s.nodes + 1));
+                let place = Placement {
+                    a: ip(s.nodes),
+                    b: ip(s.nodes + 1),
+                    bootstrap: (0..s.bootstraps)
+                        .filter_map(|b| self.node(b).map(|n| n.contact()))
+                        .collect(),
+                };
                 let seed = mix(s.seed ^ mix(s.nodes as u64));
                 let strict = s.faults.loss == 0.0;
                 let disk = s.faults.disk;
-                match Friends::start(&self.sim, fixture, &self.dir, hosts, seed, strict, disk).await
+                match Friends::start(&self.sim, fixture, &self.dir, place, seed, strict, disk).await
                 {
-                    Ok(f) => Some(Arc::new(f)),
+                    Ok(f) => {
+                        self.real
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(f.identities());
+                        Some(Arc::new(f))
+                    }
                     Err(e) => {
                         violations.push(e);
                         None

@@ -68,7 +68,9 @@ fn twenty_nodes_and_fifty_lookups_under_faults_keep_the_invariants() {
         "{}",
         r.peak_node_open
     );
-    assert!(r.peak_table > 0 && r.peak_table <= 23, "{}", r.peak_table);
+    // The other real identities: 19 nodes, 2 that join under churn, the
+    // garbage node and friends A and B (both join the DHT).
+    assert!(r.peak_table > 0 && r.peak_table <= 24, "{}", r.peak_table);
 }
 
 #[test]
