@@ -1,5 +1,5 @@
 //! Fixtures for the mau-proto benchmarks: deterministic random ids, filled
-//! routing tables, K-record find_peer answers and a network of [`Node`]s on
+//! routing tables, K-record find_peer answers and a network of [`mau_proto::Node`]s on
 //! mau-proto's test network with zero latency (every request is answered at
 //! the same instant, through the production door: callers are probed).
 //!
@@ -13,9 +13,9 @@
 use std::time::Duration;
 
 use mau_proto::internals::RoutingTable;
-use mau_proto::testnet::{Links, Network as TestNet};
+use mau_proto::testnet::{Links, NetNode, Network as TestNet};
 use mau_proto::wire::{PeerAddress, PeerRecord};
-use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupOutcome, Node, Rng, Time};
+use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupOutcome, Rng, Time};
 
 /// PING_MIN_BACKOFF, as the node passes it to the table.
 pub const BACKOFF: Duration = mau_proto::config::PING_MIN_BACKOFF;
@@ -146,7 +146,7 @@ impl Network {
     }
 
     /// The node at `addr`.
-    pub fn node(&self, addr: u32) -> &Node<u32> {
+    pub fn node(&self, addr: u32) -> &NetNode {
         self.net.node(addr).expect("no node leaves")
     }
 

@@ -135,6 +135,15 @@ impl Fingerprint {
         Key::from_bytes(k)
     }
 
+    /// The first 64 bits of [`Self::key`] (both versions are longer), without
+    /// building the key.
+    #[inline]
+    pub fn key_prefix(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.as_bytes()[..8]);
+        u64::from_be_bytes(b)
+    }
+
     /// `self == other` without the call to `memcmp` the derived `==` makes
     /// (lookups compare fingerprints in their hot loop).
     #[inline]
@@ -312,6 +321,8 @@ mod tests {
     fn v4_key_is_left_aligned() {
         let f = Fingerprint::parse(V4).unwrap();
         let k = f.key();
+        assert_eq!(f.key_prefix(), k.prefix());
+        assert_eq!(f.key_prefix(), 0x0123_4567_89ab_cdef);
         assert_eq!(&k.as_bytes()[..20], f.as_bytes());
         assert!(k.as_bytes()[20..].iter().all(|b| *b == 0));
     }

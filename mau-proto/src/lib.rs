@@ -9,6 +9,8 @@
 //! module and docs/embedding.md), its [`Config`], and the values it passes:
 //! [`Fingerprint`], [`Contact`], [`Caller`], [`Time`]. What else is public:
 //! - [`fingerprint`]: peer identities (OpenPGP v4/v6 fingerprints);
+//! - [`fingerprint_store`]: where a table keeps them (inline, or shared
+//!   between the nodes of one simulation);
 //! - [`distance`]: the XOR metric and bucket indices;
 //! - [`subnet`]: Sybil limits (peers per IPv4 /24 or IPv6 /64);
 //! - [`ratelimit`]: token buckets with the time passed in;
@@ -39,6 +41,7 @@ mod dispatch;
 pub mod distance;
 pub mod expiring;
 pub mod fingerprint;
+pub mod fingerprint_store;
 mod lookup;
 pub mod node;
 pub mod percentile;
@@ -60,6 +63,7 @@ pub use config::{CallerProbes, Config, Termination};
 pub use dispatch::{Budgets, RequestClass};
 pub use distance::{BucketIndex, Distance, Key};
 pub use fingerprint::{Fingerprint, FingerprintError};
+pub use fingerprint_store::{CompactId, FingerprintStore, InlineFingerprints, SharedFingerprints};
 pub use lookup::{LookupId, LookupKind, LookupOutcome};
 pub use node::{
     Caller, Event, Node, NodeError, Output, Request, RequestId, Response, RpcFailure, Transmit,

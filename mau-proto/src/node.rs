@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::config::{CallerProbes, Config};
 use crate::dispatch::{Dispatch, RequestClass};
 use crate::fingerprint::Fingerprint;
+use crate::fingerprint_store::{FingerprintStore, InlineFingerprints};
 use crate::lookup::{Lookup, LookupId, LookupKind, LookupOutcome};
 use crate::rng::Rng;
 use crate::routing_table::{
@@ -223,10 +224,13 @@ const MAX_CONFIRMATIONS: u8 = 4;
 const FIRST_CONFIRMATION: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A Kademlia node: the routing table, its lookups and their requests.
+///
+/// `S` keeps the fingerprints of the table's entries: inline by default
+/// ([`Node::new`]); see [`Node::with_store`].
 #[derive(Clone, Debug)]
-pub struct Node<A> {
+pub struct Node<A, S: FingerprintStore = InlineFingerprints> {
     config: Config,
-    table: RoutingTable<A>,
+    table: RoutingTable<A, S>,
     rng: Rng,
     lookups: BTreeMap<LookupId, Lookup<A>>,
     /// Hashed, not ordered: never iterated, and a B-tree search per answer
@@ -294,14 +298,24 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     /// A node for `local` with an empty table. `seed` determines every random
     /// choice it will make (refresh targets); give each node its own.
     pub fn new(local: Fingerprint, config: Config, seed: u64) -> Self {
+        Self::with_store(local, config, seed, InlineFingerprints)
+    }
+}
+
+impl<A: Clone + Eq + HostIp, S: FingerprintStore> Node<A, S> {
+    /// [`Node::new`] whose table keeps its peers' fingerprints in `store`
+    /// (e.g. a [`crate::SharedFingerprints`] shared by the many nodes of a
+    /// simulation). Same behaviour whatever the store.
+    pub fn with_store(local: Fingerprint, config: Config, seed: u64, store: S) -> Self {
         let config = config.sanitized();
         let dispatch = Dispatch::new(&config.budgets);
         // Buckets are created on first use, stamped with the time they appear.
-        let table = RoutingTable::new(
+        let table = RoutingTable::with_store(
             local,
             config.k,
             config.replacement_cache,
             config.max_failures,
+            store,
         )
         .with_subnet_limits(config.subnet_limits);
         Node {
@@ -372,7 +386,7 @@ impl<A: Clone + Eq + HostIp> Node<A> {
     }
 
     /// The routing table (read only: change it through events).
-    pub fn table(&self) -> TableView<'_, A> {
+    pub fn table(&self) -> TableView<'_, A, S> {
         TableView(&self.table)
     }
 
@@ -1144,12 +1158,16 @@ mod tests {
     use super::*;
 
     /// The memory claims of docs/scaling.md: a 48-byte entry for a u32
-    /// address, `heap_bytes` counting the table, and an idle node keeping
-    /// no queue memory once its outputs are drained.
+    /// address (28 with a shared fingerprint store), `heap_bytes` counting
+    /// the table, and an idle node keeping no queue memory once its outputs
+    /// are drained.
     #[test]
     fn heap_bytes_counts_the_table_and_an_idle_node_keeps_no_queue() {
+        use crate::fingerprint_store::SharedFingerprints;
         use crate::routing_table::Entry;
         assert_eq!(std::mem::size_of::<Entry<u32>>(), 48);
+        type SharedEntry = Entry<u32, <SharedFingerprints as FingerprintStore>::Id>;
+        assert!(std::mem::size_of::<SharedEntry>() <= 32);
         let mut n: Node<u32> = Node::new(fp(1), Config::default(), 1);
         assert_eq!(n.heap_bytes(), 0);
         for i in 2..=60u8 {

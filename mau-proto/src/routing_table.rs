@@ -7,9 +7,17 @@
 //!
 //! The table is pure bookkeeping. It decides *who* must be pinged when a bucket
 //! is full; the [`crate::Node`] sends the ping and reports the answer.
+//!
+//! Entries hold their peers' fingerprints as a [`FingerprintStore`] keeps
+//! them: inline by default, or as a compact id in a store the embedder shares
+//! between its nodes (see [`crate::fingerprint_store`]). Entries are ordered
+//! by the first 64 bits of their keys, the whole keys deciding only between
+//! entries alike in those ([`sort_by_distance_prefix`]), so both give the
+//! same order.
 
-use crate::distance::{BucketIndex, Distance, Key};
+use crate::distance::{sort_by_distance_prefix, BucketIndex, Key};
 use crate::fingerprint::Fingerprint;
+use crate::fingerprint_store::{FingerprintStore, InlineFingerprints};
 use crate::subnet::{HostIp, Subnet, SubnetLimits};
 use crate::time::{Stamp, Time};
 use std::collections::BTreeMap;
@@ -36,13 +44,16 @@ impl<A> Contact<A> {
 }
 
 /// One peer in a bucket: 48 bytes for a `u32` address (72 with a `Contact`
-/// inside and 8-byte times). The contact's fields are inline so the compiler
-/// can pack the failure count into the fingerprint's padding, and times are
-/// kept to the second ([`Stamp`]).
+/// inside and 8-byte times), 28 with a [`crate::fingerprint_store::CompactId`]
+/// as `I`. The contact's fields are inline so the compiler can pack the
+/// failure count into the fingerprint's padding, and times are kept to the
+/// second ([`Stamp`]).
 #[derive(Clone, Debug)]
-pub struct Entry<A> {
-    /// The peer's identity.
-    pub fingerprint: Fingerprint,
+pub struct Entry<A, I = Fingerprint> {
+    /// The peer's identity, as the table's [`FingerprintStore`] keeps it
+    /// (the fingerprint itself by default; [`TableView::contact`] resolves
+    /// any other).
+    pub fingerprint: I,
     /// Where it listens (its verified address).
     pub address: A,
     /// Last time the peer answered us or sent us an authenticated request
@@ -61,7 +72,7 @@ impl<A: Clone> Entry<A> {
     }
 }
 
-impl<A> Entry<A> {
+impl<A, I> Entry<A, I> {
     /// Last time the peer answered us or sent us an authenticated request,
     /// rounded down to the second.
     pub fn last_seen(&self) -> Time {
@@ -86,9 +97,10 @@ impl<A> Entry<A> {
 }
 
 /// A k-bucket: entries least-recently-seen first, plus waiting newcomers.
+/// `I`: how entries hold their fingerprints (see [`Entry`]).
 #[derive(Clone, Debug)]
-pub struct Bucket<A> {
-    entries: Vec<Entry<A>>,
+pub struct Bucket<A, I = Fingerprint> {
+    entries: Vec<Entry<A, I>>,
     /// Newcomers for a full bucket, most recent last.
     replacements: Vec<Contact<A>>,
     /// Last lookup whose target fell in this bucket's range (or its creation),
@@ -101,7 +113,7 @@ pub struct Bucket<A> {
     last_check: Option<Stamp>,
 }
 
-impl<A> Bucket<A> {
+impl<A, I> Bucket<A, I> {
     fn new(now: Time) -> Self {
         Bucket {
             entries: Vec::new(),
@@ -112,7 +124,7 @@ impl<A> Bucket<A> {
     }
 
     /// Entries, least-recently-seen first.
-    pub fn entries(&self) -> &[Entry<A>] {
+    pub fn entries(&self) -> &[Entry<A, I>] {
         &self.entries
     }
 
@@ -218,16 +230,18 @@ fn same_key(a: &Fingerprint, b: &Fingerprint) -> bool {
 /// A read-only view of a node's routing table ([`crate::Node::table`]): the
 /// table changes only through the node's inputs.
 #[derive(Debug)]
-pub struct TableView<'a, A>(pub(crate) &'a RoutingTable<A>);
+pub struct TableView<'a, A, S: FingerprintStore = InlineFingerprints>(
+    pub(crate) &'a RoutingTable<A, S>,
+);
 
-impl<A> Clone for TableView<'_, A> {
+impl<A, S: FingerprintStore> Clone for TableView<'_, A, S> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<A> Copy for TableView<'_, A> {}
+impl<A, S: FingerprintStore> Copy for TableView<'_, A, S> {}
 
-impl<'a, A: Clone + Eq + HostIp> TableView<'a, A> {
+impl<'a, A: Clone + Eq + HostIp, S: FingerprintStore> TableView<'a, A, S> {
     /// The local node's fingerprint.
     pub fn local(&self) -> Fingerprint {
         self.0.local()
@@ -249,18 +263,23 @@ impl<'a, A: Clone + Eq + HostIp> TableView<'a, A> {
     }
 
     /// Buckets created so far, by common prefix length (0 = farthest half).
-    pub fn buckets(&self) -> impl Iterator<Item = (BucketIndex, &'a Bucket<A>)> {
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketIndex, &'a Bucket<A, S::Id>)> {
         self.0.buckets()
     }
 
     /// Every entry, farthest bucket first.
-    pub fn entries(&self) -> impl Iterator<Item = &'a Entry<A>> {
+    pub fn entries(&self) -> impl Iterator<Item = &'a Entry<A, S::Id>> {
         self.0.entries()
     }
 
     /// The entry for `fp`, if present.
-    pub fn get(&self, fp: &Fingerprint) -> Option<&'a Entry<A>> {
+    pub fn get(&self, fp: &Fingerprint) -> Option<&'a Entry<A, S::Id>> {
         self.0.get(fp)
+    }
+
+    /// The peer of entry `e` (one of this table's) as a [`Contact`].
+    pub fn contact(&self, e: &Entry<A, S::Id>) -> Contact<A> {
+        self.0.contact_of(e)
     }
 
     /// True if `fp` is in the table.
@@ -279,16 +298,18 @@ impl<'a, A: Clone + Eq + HostIp> TableView<'a, A> {
     }
 }
 
-/// The Kademlia routing table of one node.
+/// The Kademlia routing table of one node; `S` keeps its entries'
+/// fingerprints (see [`crate::fingerprint_store`]).
 #[derive(Clone, Debug)]
-pub struct RoutingTable<A> {
+pub struct RoutingTable<A, S: FingerprintStore = InlineFingerprints> {
     local: Fingerprint,
     local_key: Key,
     /// The oldest bucket's `last_lookup` (asked after every input, so kept
     /// rather than searched).
     oldest_lookup: Option<Stamp>,
     /// Index = common prefix length with `local_key`; created up to the deepest peer.
-    buckets: Vec<Bucket<A>>,
+    buckets: Vec<Bucket<A, S::Id>>,
+    store: S,
     k: usize,
     replacement_cap: usize,
     max_failures: u8,
@@ -299,14 +320,30 @@ pub struct RoutingTable<A> {
     per_subnet: BTreeMap<Subnet, u32>,
 }
 
+// Nodes build their tables with `with_store`; this is for tests and benchmarks.
+#[cfg(any(test, feature = "internals"))]
 impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     /// An empty table for `local`, with no subnet limits (see [`Self::with_subnet_limits`]).
     pub fn new(local: Fingerprint, k: usize, replacement_cap: usize, max_failures: u8) -> Self {
+        Self::with_store(local, k, replacement_cap, max_failures, InlineFingerprints)
+    }
+}
+
+impl<A: Clone + Eq + HostIp, S: FingerprintStore> RoutingTable<A, S> {
+    /// [`RoutingTable::new`] keeping its entries' fingerprints in `store`.
+    pub fn with_store(
+        local: Fingerprint,
+        k: usize,
+        replacement_cap: usize,
+        max_failures: u8,
+        store: S,
+    ) -> Self {
         RoutingTable {
             local,
             local_key: local.key(),
             oldest_lookup: None,
             buckets: Vec::new(),
+            store,
             k: k.max(1),
             replacement_cap,
             max_failures: max_failures.max(1),
@@ -334,8 +371,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         let (Some(limits), Some(subnet)) = (self.limits.as_ref(), subnet) else {
             return true;
         };
-        let others = |e: &&Entry<A>| Some(&e.fingerprint) != except;
-        let in_subnet = |e: &&Entry<A>| self.subnet(&e.address) == Some(subnet);
+        let others =
+            |e: &&Entry<A, S::Id>| except.is_none_or(|fp| !self.store.is(&e.fingerprint, fp));
+        let in_subnet = |e: &&Entry<A, S::Id>| self.subnet(&e.address) == Some(subnet);
         let in_bucket = self.buckets.get(cpl).map_or(0, |b| {
             b.entries.iter().filter(others).filter(in_subnet).count()
         });
@@ -379,7 +417,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             .buckets
             .iter()
             .map(|b| {
-                b.entries.capacity() * size_of::<Entry<A>>()
+                b.entries.capacity() * size_of::<Entry<A, S::Id>>()
                     + b.replacements.capacity() * size_of::<Contact<A>>()
             })
             .sum();
@@ -403,7 +441,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     }
 
     /// Buckets created so far, by common prefix length (0 = farthest half).
-    pub fn buckets(&self) -> impl Iterator<Item = (BucketIndex, &Bucket<A>)> {
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketIndex, &Bucket<A, S::Id>)> {
         self.buckets
             .iter()
             .enumerate()
@@ -411,8 +449,26 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     }
 
     /// Every entry, farthest bucket first.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry<A>> {
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<A, S::Id>> {
         self.buckets.iter().flat_map(|b| b.entries.iter())
+    }
+
+    /// The fingerprint of entry `e` (one of this table's).
+    #[inline]
+    fn fingerprint_of(&self, e: &Entry<A, S::Id>) -> Fingerprint {
+        self.store.fingerprint(&e.fingerprint)
+    }
+
+    /// The peer of entry `e` (one of this table's) as a [`Contact`].
+    pub fn contact_of(&self, e: &Entry<A, S::Id>) -> Contact<A> {
+        Contact::new(self.fingerprint_of(e), e.address.clone())
+    }
+
+    /// True if entry `e` sits on the key of `fp` ([`same_key`]); the
+    /// prefixes rule most entries out without a look into the store.
+    #[inline]
+    fn on_key_of(&self, e: &Entry<A, S::Id>, fp: &Fingerprint) -> bool {
+        S::prefix(&e.fingerprint) == fp.key_prefix() && same_key(&self.fingerprint_of(e), fp)
     }
 
     /// Common prefix length of `key` with the local id, `None` for the local key.
@@ -424,12 +480,16 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
     fn locate(&self, fp: &Fingerprint) -> Option<(usize, usize)> {
         let cpl = self.cpl(&fp.key())?;
         let bucket = self.buckets.get(cpl)?;
-        let pos = bucket.entries.iter().position(|e| e.fingerprint.same(fp))?;
+        // The prefixes rule out all entries but (nearly always) the one.
+        let prefix = fp.key_prefix();
+        let pos = bucket.entries.iter().position(|e| {
+            S::prefix(&e.fingerprint) == prefix && self.store.is(&e.fingerprint, fp)
+        })?;
         Some((cpl, pos))
     }
 
     /// The entry for `fp`, if present.
-    pub fn get(&self, fp: &Fingerprint) -> Option<&Entry<A>> {
+    pub fn get(&self, fp: &Fingerprint) -> Option<&Entry<A, S::Id>> {
         self.locate(fp)
             .map(|(cpl, pos)| &self.buckets[cpl].entries[pos])
     }
@@ -490,8 +550,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     bucket.entries.reserve_exact(want - bucket.entries.len());
                 }
                 self.count_subnet(&contact.address, true);
+                let id = self.store.id(&contact.fingerprint);
                 self.buckets[cpl].entries.push(Entry {
-                    fingerprint: contact.fingerprint,
+                    fingerprint: id,
                     address: contact.address,
                     last_seen: Stamp::floor(now),
                     last_ping: None,
@@ -519,7 +580,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 let head = &mut bucket.entries[0];
                 head.last_ping = Some(Stamp::ceil(now));
                 bucket.last_check = Some(Stamp::ceil(now));
-                SeenOutcome::PingRequired(head.contact())
+                SeenOutcome::PingRequired(self.contact_of(&self.buckets[cpl].entries[0]))
             }
         }
     }
@@ -561,13 +622,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 Plan::SubnetFull
             };
         };
-        if let Some(pos) = bucket
-            .entries
-            .iter()
-            .position(|e| same_key(&e.fingerprint, &fp))
-        {
+        if let Some(pos) = bucket.entries.iter().position(|e| self.on_key_of(e, &fp)) {
             let old = &bucket.entries[pos];
-            if old.fingerprint != fp {
+            if !self.store.is(&old.fingerprint, &fp) {
                 // A v4 and a v6 fingerprint padded to one key: first one wins.
                 return Plan::Refused;
             }
@@ -662,21 +719,21 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
         // `seen`), nor a peer whose subnet filled up while it waited.
         let contact = loop {
             let c = self.buckets[cpl].replacements.pop()?;
-            let key = c.fingerprint.key();
             let twin = self.buckets[cpl]
                 .entries
                 .iter()
-                .any(|e| e.fingerprint.key() == key);
+                .any(|e| self.on_key_of(e, &c.fingerprint));
             if !twin && self.admits(cpl, self.subnet(&c.address), None) {
                 break c;
             }
         };
         self.count_subnet(&contact.address, true);
+        let id = self.store.id(&contact.fingerprint);
         let bucket = &mut self.buckets[cpl];
         bucket.entries.insert(
             0,
             Entry {
-                fingerprint: contact.fingerprint,
+                fingerprint: id,
                 address: contact.address.clone(),
                 last_seen: Stamp::floor(Time::ZERO),
                 last_ping: None,
@@ -694,11 +751,9 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             let entry = self.buckets[cpl].entries.remove(pos);
             self.len -= 1;
             self.count_subnet(&entry.address, false);
+            let removed = self.contact_of(&entry);
             let promoted = self.promote(cpl);
-            return Removed::Entry {
-                removed: Contact::new(entry.fingerprint, entry.address),
-                promoted,
-            };
+            return Removed::Entry { removed, promoted };
         }
         let Some(cpl) = self.cpl(&fp.key()) else {
             return Removed::Nothing;
@@ -779,18 +834,24 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
             .cpl(target)
             .unwrap_or(usize::MAX)
             .min(self.buckets.len());
+        // Entries with the first 64 bits of their distance to the target.
         // Room for two full buckets: the usual need, so no regrowth.
-        let mut group: Vec<(Distance, &Entry<A>)> = Vec::with_capacity(2 * self.k);
-        let flush = |group: &mut Vec<(Distance, &Entry<A>)>, out: &mut Vec<Contact<A>>| {
-            group.sort_unstable_by_key(|g| g.0);
+        type Group<'e, A, I> = Vec<(u64, &'e Entry<A, I>)>;
+        let mut group: Group<A, S::Id> = Vec::with_capacity(2 * self.k);
+        let flush = |group: &mut Group<A, S::Id>, out: &mut Vec<Contact<A>>| {
+            sort_by_distance_prefix(group, |a, b| {
+                let key = |e: &Entry<A, S::Id>| self.fingerprint_of(e).key();
+                key(a).distance(target).cmp(&key(b).distance(target))
+            });
             for (_, e) in group.drain(..) {
                 if out.len() == n {
                     break;
                 }
-                out.push(e.contact());
+                out.push(self.contact_of(e));
             }
         };
-        let usable = |e: &Entry<A>| liveness == Liveness::Any || e.failures == 0;
+        let usable = |e: &Entry<A, S::Id>| liveness == Liveness::Any || e.failures == 0;
+        let tp = target.prefix();
         // 1. the target's own bucket (closest of all).
         if let Some(bucket) = self.buckets.get(ct) {
             group.extend(
@@ -798,7 +859,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     .entries
                     .iter()
                     .filter(|e| usable(e))
-                    .map(|e| (e.fingerprint.key().distance(target), e)),
+                    .map(|e| (S::prefix(&e.fingerprint) ^ tp, e)),
             );
             flush(&mut group, &mut out);
         }
@@ -812,7 +873,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     .entries
                     .iter()
                     .filter(|e| usable(e))
-                    .map(|e| (e.fingerprint.key().distance(target), e)),
+                    .map(|e| (S::prefix(&e.fingerprint) ^ tp, e)),
             );
         }
         flush(&mut group, &mut out);
@@ -826,7 +887,7 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                     .entries
                     .iter()
                     .filter(|e| usable(e))
-                    .map(|e| (e.fingerprint.key().distance(target), e)),
+                    .map(|e| (S::prefix(&e.fingerprint) ^ tp, e)),
             );
             flush(&mut group, &mut out);
         }
@@ -846,7 +907,10 @@ impl<A: Clone + Eq + HostIp> RoutingTable<A> {
                 return Err(format!("bucket {cpl} caches too many replacements"));
             }
             for e in &b.entries {
-                let fp = e.fingerprint;
+                let fp = self.fingerprint_of(e);
+                if S::prefix(&e.fingerprint) != fp.key_prefix() {
+                    return Err(format!("{fp}: its id holds another key prefix"));
+                }
                 if fp == self.local {
                     return Err("table holds the local node".into());
                 }
@@ -1034,6 +1098,48 @@ mod tests {
             (v4, fp(0x12, 0x35)),
         ] {
             assert_eq!(same_key(&x, &y), x.key() == y.key(), "{x:?} {y:?}");
+        }
+    }
+
+    /// The simulator's entry: a 4-byte address and a compact id.
+    #[test]
+    fn compact_entry_is_at_most_32_bytes() {
+        use crate::fingerprint_store::CompactId;
+        assert!(std::mem::size_of::<Entry<u32, CompactId>>() <= 32);
+        assert_eq!(std::mem::size_of::<Entry<u32, CompactId>>(), 28);
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 48);
+    }
+
+    /// A table on a shared store orders entries alike in their first 64
+    /// bits (a store lookup decides) as one holding fingerprints does.
+    #[test]
+    fn compact_closest_with_tied_prefixes() {
+        use crate::fingerprint_store::SharedFingerprints;
+        let with_tail = |tail: u8| {
+            let mut b = [0x77u8; 20];
+            b[19] = tail;
+            Fingerprint::V4(b)
+        };
+        let local = with_tail(0);
+        let store = SharedFingerprints::new();
+        let mut inline = RoutingTable::new(local, 20, 0, 2);
+        let mut compact = RoutingTable::with_store(local, 20, 0, 2, store.clone());
+        for tail in (1..=255u8).rev() {
+            let c = Contact::new(with_tail(tail), u32::from(tail));
+            assert_eq!(
+                inline.seen(c.clone(), Time(0), BACKOFF),
+                compact.seen(c, Time(0), BACKOFF)
+            );
+        }
+        compact.check_invariants().unwrap();
+        for target in [0u8, 1, 0x80, 0xff, 0x3c] {
+            let tk = with_tail(target).key();
+            let want = inline.closest(&tk, 30, Liveness::Any);
+            assert_eq!(want.len(), 30);
+            assert!(want.windows(2).all(|w| {
+                w[0].fingerprint.key().distance(&tk) < w[1].fingerprint.key().distance(&tk)
+            }));
+            assert_eq!(compact.closest(&tk, 30, Liveness::Any), want);
         }
     }
 

@@ -14,6 +14,10 @@
 //! seeded [`Rng`] makes every random choice, so a run is a pure function of
 //! its inputs.
 //!
+//! Nodes keep their tables' fingerprints in one store shared by the network
+//! ([`SharedFingerprints`]: 28-byte entries instead of 48); they behave as
+//! nodes with the default store do.
+//!
 //! The embedder schedules its own events (`U`: joins, lookups, churn) with
 //! [`Network::schedule`], calls [`Network::step`] until it returns `None`,
 //! and drains what nodes reported with [`Network::poll_event`].
@@ -23,6 +27,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use crate::config::Config;
 use crate::fingerprint::Fingerprint;
+use crate::fingerprint_store::SharedFingerprints;
 use crate::node::{Caller, Event, Node, Output, Request, RequestId, Response};
 use crate::rng::Rng;
 use crate::routing_table::Contact;
@@ -279,9 +284,12 @@ impl<U> EventQueue<U> {
     }
 }
 
+/// A node of the test network (its table's fingerprints in the network's store).
+pub type NetNode = Node<Addr, SharedFingerprints>;
+
 struct Slot {
     /// `None` once the node left.
-    node: Option<Node<Addr>>,
+    node: Option<NetNode>,
     /// Answers find_peer through [`Hostile`].
     hostile: bool,
     /// Deadline of the wakeup in the queue, `NEVER` if none.
@@ -311,6 +319,8 @@ pub struct Network<U, H = Honest> {
     queue: EventQueue<U>,
     slots: Vec<Slot>,
     ids: Vec<Fingerprint>,
+    /// The fingerprints every node's table holds, once each.
+    fingerprints: SharedFingerprints,
     events: VecDeque<(Addr, Event<Addr>)>,
     hostile: H,
     traffic: Traffic,
@@ -339,6 +349,7 @@ impl<U, H: Hostile> Network<U, H> {
             queue: EventQueue::new(),
             slots: Vec::new(),
             ids: Vec::new(),
+            fingerprints: SharedFingerprints::new(),
             events: VecDeque::new(),
             hostile,
             traffic: Traffic::default(),
@@ -400,18 +411,24 @@ impl<U, H: Hostile> Network<U, H> {
         &self.ids
     }
 
+    /// The store of the fingerprints in the nodes' tables (shared: no
+    /// node's [`Node::heap_bytes`] counts it).
+    pub fn fingerprints(&self) -> &SharedFingerprints {
+        &self.fingerprints
+    }
+
     /// The contact of node `a`.
     pub fn contact(&self, a: Addr) -> Contact<Addr> {
         Contact::new(self.ids[a as usize], a)
     }
 
     /// Node `a`, unless it left.
-    pub fn node(&self, a: Addr) -> Option<&Node<Addr>> {
+    pub fn node(&self, a: Addr) -> Option<&NetNode> {
         self.slots.get(a as usize)?.node.as_ref()
     }
 
     /// Every node still alive, by address.
-    pub fn nodes(&self) -> impl Iterator<Item = (Addr, &Node<Addr>)> {
+    pub fn nodes(&self) -> impl Iterator<Item = (Addr, &NetNode)> {
         self.slots
             .iter()
             .enumerate()
@@ -428,7 +445,12 @@ impl<U, H: Hostile> Network<U, H> {
     pub fn add_node(&mut self, fp: Fingerprint, seed: u64, hostile: bool) -> Addr {
         let a = self.slots.len() as Addr;
         self.slots.push(Slot {
-            node: Some(Node::new(fp, self.config.clone(), seed)),
+            node: Some(Node::with_store(
+                fp,
+                self.config.clone(),
+                seed,
+                self.fingerprints.clone(),
+            )),
             hostile,
             timer_at: NEVER,
             timer_seq: 0,
@@ -447,11 +469,7 @@ impl<U, H: Hostile> Network<U, H> {
     }
 
     /// Runs `f` on node `a` now, then sends what it emitted. `None` if it left.
-    pub fn with_node<T>(
-        &mut self,
-        a: Addr,
-        f: impl FnOnce(&mut Node<Addr>, Time) -> T,
-    ) -> Option<T> {
+    pub fn with_node<T>(&mut self, a: Addr, f: impl FnOnce(&mut NetNode, Time) -> T) -> Option<T> {
         let now = Time(self.now);
         let out = f(self.slots.get_mut(a as usize)?.node.as_mut()?, now);
         self.pump(a);

@@ -1,14 +1,18 @@
 //! Property tests of the routing table: arbitrary sequences of
 //! `seen`/`failed`/`remove`/`mark_pinged` at arbitrary (even decreasing) times
 //! keep the structural invariants (the subnet limits among them, when set),
-//! and `closest` always equals a brute-force XOR sort of the entries.
+//! and `closest` always equals a brute-force XOR sort of the entries; a table
+//! keeping compact ids in a shared store behaves exactly as one keeping
+//! fingerprints inline.
 
 mod common;
 
 use std::time::Duration;
 
 use mau_proto::internals::{FailedOutcome, RoutingTable, SeenOutcome};
-use mau_proto::{Contact, Fingerprint, Key, LimitScope, Liveness, SubnetLimits, Time};
+use mau_proto::{
+    Contact, Fingerprint, Key, LimitScope, Liveness, SharedFingerprints, SubnetLimits, Time,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -86,6 +90,23 @@ fn entries_of(t: &RoutingTable<u32>) -> Vec<(Fingerprint, u32, Time, Option<Time
 fn caches_of(t: &RoutingTable<u32>) -> Vec<(usize, Vec<Contact<u32>>)> {
     t.buckets()
         .map(|(i, b)| (i.common_prefix_len(), b.replacements().to_vec()))
+        .collect()
+}
+
+/// Every entry of a compact table as `entries_of` shows an inline one.
+fn compact_entries_of(
+    t: &RoutingTable<u32, SharedFingerprints>,
+) -> Vec<(Fingerprint, u32, Time, Option<Time>, u8)> {
+    t.entries()
+        .map(|e| {
+            (
+                t.contact_of(e).fingerprint,
+                e.address,
+                e.last_seen(),
+                e.last_ping(),
+                e.failures,
+            )
+        })
         .collect()
 }
 
@@ -264,5 +285,95 @@ proptest! {
         keys.push(local.key());
         keys.extend(pool.iter().take(3).map(Fingerprint::key));
         check_closest(&t, &keys, n)?;
+    }
+
+    /// The same inputs to a table with inline fingerprints and to one with
+    /// compact ids in a shared store give the same outcomes, entries, caches
+    /// and `closest` answers. The pool reaches deep buckets, so many ids
+    /// share their first 64 bits with the local id and with each other (the
+    /// prefixes tie and the store decides), and v6 twins of v4 ids (one key,
+    /// two fingerprints) are refused alike.
+    #[test]
+    fn compact_table_is_the_inline_table(
+        (local, mut pool) in common::local_and_pool(1..64),
+        k in 1usize..6,
+        cap in 0usize..4,
+        ops in proptest::collection::vec(op(), 0..150),
+        n in 1usize..12,
+        random_targets in proptest::collection::vec(any::<[u8; 32]>(), 2),
+    ) {
+        prop_assume!(!pool.is_empty());
+        // A v6 twin of every fourth v4 id.
+        let twins: Vec<Fingerprint> = pool
+            .iter()
+            .step_by(4)
+            .filter(|f| f.version() == 4)
+            .map(|f| Fingerprint::V6(*f.key().as_bytes()))
+            .collect();
+        pool.extend(twins);
+        let store = SharedFingerprints::new();
+        let mut inline: RoutingTable<u32> = RoutingTable::new(local, k, cap, 2);
+        let mut compact = RoutingTable::with_store(local, k, cap, 2, store.clone());
+        // Another table on the same store, so ids are not the table's own.
+        let mut other = RoutingTable::with_store(pool[0], k, cap, 2, store.clone());
+        let mut targets = vec![local.key(), pool[pool.len() / 2].key()];
+        targets.extend(random_targets.iter().map(|b| Key::from_bytes(*b)));
+        for op in ops {
+            match op {
+                Op::Seen(i, addr, now) => {
+                    let c = Contact::new(pool[i % pool.len()], addr);
+                    other.seen(Contact::new(pool[(i / 2) % pool.len()], addr), Time(now), BACKOFF);
+                    prop_assert_eq!(
+                        inline.seen_matters(&c, Time(now), BACKOFF),
+                        compact.seen_matters(&c, Time(now), BACKOFF)
+                    );
+                    prop_assert_eq!(
+                        inline.seen(c.clone(), Time(now), BACKOFF),
+                        compact.seen(c, Time(now), BACKOFF)
+                    );
+                }
+                Op::Failed(i) => {
+                    let fp = pool[i % pool.len()];
+                    prop_assert_eq!(inline.failed(&fp), compact.failed(&fp));
+                }
+                Op::Remove(i) => {
+                    let fp = pool[i % pool.len()];
+                    prop_assert_eq!(inline.remove(&fp), compact.remove(&fp));
+                }
+                Op::MarkPinged(i, now) => {
+                    let fp = pool[i % pool.len()];
+                    prop_assert_eq!(
+                        inline.mark_pinged(&fp, Time(now), BACKOFF),
+                        compact.mark_pinged(&fp, Time(now), BACKOFF)
+                    );
+                }
+                Op::SeenSelf(now) => {
+                    let c = Contact::new(local, 0);
+                    prop_assert_eq!(
+                        inline.seen(c.clone(), Time(now), BACKOFF),
+                        compact.seen(c, Time(now), BACKOFF)
+                    );
+                }
+            }
+            if let Err(e) = compact.check_invariants() {
+                prop_assert!(false, "invariant broken: {}", e);
+            }
+            prop_assert_eq!(entries_of(&inline), compact_entries_of(&compact));
+            let caches: Vec<_> = compact
+                .buckets()
+                .map(|(i, b)| (i.common_prefix_len(), b.replacements().to_vec()))
+                .collect();
+            prop_assert_eq!(caches_of(&inline), caches);
+            for fp in &pool {
+                prop_assert_eq!(inline.contains(fp), compact.contains(fp));
+            }
+            for target in &targets {
+                for liveness in [Liveness::Any, Liveness::Responsive] {
+                    let want = brute_closest(&inline, target, n, liveness);
+                    prop_assert_eq!(&inline.closest(target, n, liveness), &want);
+                    prop_assert_eq!(compact.closest(target, n, liveness), want);
+                }
+            }
+        }
     }
 }

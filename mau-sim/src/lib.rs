@@ -1,6 +1,6 @@
 //! # mau-sim: a deterministic network simulator for the Mau Kademlia core
 //!
-//! Drives the real sans-IO [`mau_proto::Node`] (one `Node<u32>` per simulated
+//! Drives the real sans-IO [`mau_proto::Node`] (one `NetNode` per simulated
 //! node, the address being the node's index) over a simulated network with
 //! per-message latency, loss, staggered joins through bootstrap peers, churn
 //! (departed nodes silently drop messages, so requesters time out through the

@@ -179,8 +179,9 @@ pub struct TableMetrics {
     /// buckets keep early joiners, so a cold network knows late joiners
     /// mostly from their neighbourhood, a warm start knows everyone evenly.
     pub in_degree: Stats,
-    /// Bytes of protocol state per node at the end: `size_of::<Node<u32>>()`
-    /// plus [`mau_proto::Node::heap_bytes`] (tables, lookups, queues).
+    /// Bytes of protocol state per node at the end: `size_of` of a
+    /// [`mau_proto::testnet::NetNode`], its [`mau_proto::Node::heap_bytes`]
+    /// (tables, lookups, queues) and its share of the network's fingerprint store.
     pub node_bytes: Stats,
     /// Invariant violations found by `--check` (0 unless checking).
     pub invariant_violations: u64,

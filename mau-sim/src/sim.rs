@@ -1,6 +1,6 @@
 //! The discrete-event run loop, on mau-proto's test network.
 //!
-//! One `Node<u32>` per simulated node in a [`Network`] (the address is the
+//! One [`NetNode`] per simulated node in a [`Network`] (the address is the
 //! node's index), which delivers every message through the production door
 //! (`Node::on_request` with a claimed address: callers are probed before they
 //! enter a table). The simulator adds the workload (joins, measured lookups,
@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use mau_proto::testnet::{Addr, Hostile, Links, Network, Step};
-use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupKind, LookupOutcome, Node, Rng};
+use mau_proto::testnet::{Addr, Hostile, Links, NetNode, Network, Step};
+use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupKind, LookupOutcome, Rng};
 
 use crate::metrics::{
     cpu_times_ms, peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics,
@@ -591,9 +591,11 @@ impl Sim {
         let mut bytes = Vec::new();
         let mut known = vec![0u64; self.net.len()];
         let net = &self.net;
+        // Each node's share of the fingerprint store its table's entries point into.
+        let shared = net.fingerprints().heap_bytes() / net.nodes().count().max(1);
         for (_, node) in net.nodes() {
             let t = node.table();
-            bytes.push((std::mem::size_of::<Node<Addr>>() + node.heap_bytes()) as u64);
+            bytes.push((std::mem::size_of::<NetNode>() + node.heap_bytes() + shared) as u64);
             size.push(t.len() as u64);
             buckets.push(t.buckets().count() as u64);
             for e in t.entries() {

@@ -3,7 +3,7 @@
 
 use std::mem::size_of;
 
-use mau_proto::Entry;
+use mau_proto::{CompactId, Entry};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{round3, Report};
@@ -115,7 +115,8 @@ pub struct Row {
     pub table_entries_median: u64,
     /// Entries pointing at departed nodes per table: mean.
     pub dead_entries_mean: f64,
-    /// `size_of::<Entry<u32>>()`: bytes of one routing-table entry.
+    /// `size_of::<Entry<u32, CompactId>>()`: bytes of one routing-table entry
+    /// (the test network's nodes share one fingerprint store).
     pub bytes_per_entry: u64,
     /// Tables holding a node, median (in-degree: how evenly nodes are known).
     #[serde(default)]
@@ -123,8 +124,9 @@ pub struct Row {
     /// Tables holding a node, 99th percentile.
     #[serde(default)]
     pub in_degree_p99: u64,
-    /// Protocol state per node at the end, mean, bytes: `size_of::<Node<u32>>()`
-    /// + `Node::heap_bytes()` (table, replacement caches, lookups, queues).
+    /// Protocol state per node at the end, mean, bytes: `size_of` of a node
+    /// + `Node::heap_bytes()` (table, replacement caches, lookups, queues)
+    /// + its share of the shared fingerprint store.
     pub est_bytes_per_node: u64,
     /// Peak RSS of the process during this run, KiB.
     pub peak_rss_kib: u64,
@@ -242,7 +244,7 @@ fn row_of(policy: Policy, sc: &Scenario, r: &Report, rss_before_kib: u64) -> Row
         },
         table_entries_median: entries,
         dead_entries_mean: d.tables.dead_entries.mean,
-        bytes_per_entry: size_of::<Entry<u32>>() as u64,
+        bytes_per_entry: size_of::<Entry<u32, CompactId>>() as u64,
         in_degree_median: d.tables.in_degree.median,
         in_degree_p99: d.tables.in_degree.p99,
         est_bytes_per_node: est,
