@@ -178,6 +178,15 @@ fn shared(a: &Store, b: &Store, n: usize, text: &str) -> Vec<(String, PathBuf, u
 /// Stages A's `files` in B's store as a sync does: copied to their
 /// partial files (not durable) and checked.
 fn stage(a: &Store, b: &Store, files: &[(String, PathBuf, u64, String)]) -> Vec<Staged> {
+    stage_with(a, b, files, Flush::best())
+}
+
+fn stage_with(
+    a: &Store,
+    b: &Store,
+    files: &[(String, PathBuf, u64, String)],
+    flush: Flush,
+) -> Vec<Staged> {
     let af = a.fingerprint();
     files
         .iter()
@@ -186,6 +195,7 @@ fn stage(a: &Store, b: &Store, files: &[(String, PathBuf, u64, String)]) -> Vec<
             fs::copy(path, &partial).unwrap();
             b.check_download(&af, &partial, *size, sum, None, false)
                 .unwrap();
+            b.staged(&partial, flush).unwrap();
             Staged {
                 name: name.clone(),
                 partial,
@@ -206,11 +216,11 @@ fn a_batch_is_installed_together_and_keeps_old_copies() {
         let (_da, a, _db, b) = pair();
         let af = a.fingerprint();
         let old = shared(&a, &b, 3, "old");
-        let staged = stage(&a, &b, &old);
+        let staged = stage_with(&a, &b, &old, flush);
         let done = b.commit_downloads_with(&af, &staged, flush);
         assert!(done.iter().all(Result::is_ok), "{flush:?}: {done:?}");
         let new = shared(&a, &b, 3, "new");
-        let staged = stage(&a, &b, &new);
+        let staged = stage_with(&a, &b, &new, flush);
         let done = b.commit_downloads_with(&af, &staged, flush);
         for (i, r) in done.iter().enumerate() {
             let dest = r.as_ref().unwrap();

@@ -54,8 +54,11 @@ enum Done {
         kept: u64,
     },
     /// A commit's files: installed, or why not and the bytes left.
-    Committed(Vec<(FileId, Result<(), (SyncError, u64)>)>),
+    Committed(Vec<(FileId, Result<(), Lost>)>),
 }
+
+/// Why a file of a commit was not installed, and the bytes it left.
+type Lost = (SyncError, u64);
 
 type Task<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
 
@@ -449,16 +452,17 @@ impl<R: Runtime> FriendClient<R> {
         fetched: Fetched,
     ) -> Result<(), SyncError> {
         let (store, fpr) = (self.store.clone(), self.peer.fingerprint);
-        self.blocking(
-            move || match (fetched.memory, fetched.sum, fetched.verified) {
+        self.blocking(move || {
+            match (fetched.memory, fetched.sum, fetched.verified) {
                 (Some(bytes), _, _) => {
                     download::check_and_write(&store, &fpr, &item, &bytes, &partial).map(|_| ())
                 }
                 (None, hashed, verified) => {
                     store.check_download(&fpr, &partial, item.size, &item.sum, hashed, verified)
                 }
-            },
-        )
+            }?;
+            store.staged(&partial, mau_store::Flush::best())
+        })
         .await?
         .map_err(SyncError::from)
     }
