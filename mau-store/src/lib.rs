@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod batch;
 mod dir_sync;
 mod state;
 
@@ -38,6 +39,7 @@ use mau_identity::openpgp::{Cert, KeyHandle};
 use mau_identity::{content, Account, ContentError, IdentityError};
 use mau_proto::Fingerprint;
 
+pub use batch::{Flush, Staged};
 pub use state::{format_rfc3339, parse_rfc3339, SyncState, SYNC_STATE_FILE};
 
 /// Suffix of content files.
@@ -403,6 +405,26 @@ fn temp_beside(dest: &Path) -> Result<(PathBuf, File), StoreError> {
     Ok((tmp, f))
 }
 
+/// Renames `tmp` over `dest` (same directory), first hard-linking an
+/// existing `dest` into `<dest>.versions/<sha256>` (made durable before
+/// the rename, so the old copy is never lost). The rename itself is
+/// durable only once `dest`'s directory is fsynced: the caller's part.
+fn place(tmp: &Path, dest: &Path) -> Result<(), StoreError> {
+    if dest.is_file() {
+        let sum = sha256_file(dest)?;
+        let vdir = versions_dir(dest);
+        mkdir_private(&vdir)?;
+        let vpath = vdir.join(&sum);
+        match fs::hard_link(dest, &vpath) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io(&vpath, e)),
+        }
+        sync_dir(&vdir)?;
+    }
+    fs::rename(tmp, dest).map_err(|e| StoreError::io(dest, e))
+}
+
 /// Removes a temporary file when dropped unless disarmed.
 struct TempGuard(Option<PathBuf>);
 
@@ -701,19 +723,7 @@ impl Store {
     /// `<dest>.versions/<sha256>`, then `tmp` is renamed over it.
     pub fn install(&self, tmp: &Path, dest: &Path) -> Result<(), StoreError> {
         let dir = dest.parent().unwrap_or(Path::new("."));
-        if dest.is_file() {
-            let sum = sha256_file(dest)?;
-            let vdir = versions_dir(dest);
-            mkdir_private(&vdir)?;
-            let vpath = vdir.join(&sum);
-            match fs::hard_link(dest, &vpath) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError::io(&vpath, e)),
-            }
-            sync_dir(&vdir)?;
-        }
-        fs::rename(tmp, dest).map_err(|e| StoreError::io(dest, e))?;
+        place(tmp, dest)?;
         // Shared with the installs into `dir` done at the same time.
         self.dir_sync.renamed_into(dir)
     }
@@ -897,6 +907,30 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         validate_name(name)?;
         let dest = self.dir_of(fpr).join(name);
+        self.check_download(fpr, partial, size, sum, hashed, verified)?;
+        let mut guard = TempGuard(Some(partial.to_path_buf()));
+        File::open(partial)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::io(partial, e))?;
+        self.install(partial, &dest)?;
+        guard.0 = None;
+        Ok(dest)
+    }
+
+    /// Checks a completely downloaded `partial` as
+    /// [`Store::accept_download`] does (size, sum unless `hashed` gives
+    /// it, signature and decryption unless `verified`), without making it
+    /// durable or installing it: see [`Store::commit_downloads`]. A file
+    /// that fails is removed.
+    pub fn check_download(
+        &self,
+        fpr: &Fingerprint,
+        partial: &Path,
+        size: u64,
+        sum: &str,
+        hashed: Option<String>,
+        verified: bool,
+    ) -> Result<(), StoreError> {
         let mut guard = TempGuard(Some(partial.to_path_buf()));
         let actual = fs::metadata(partial)
             .map_err(|e| StoreError::io(partial, e))?
@@ -920,12 +954,8 @@ impl Store {
         if !verified {
             self.verify(fpr, partial)?;
         }
-        File::open(partial)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| StoreError::io(partial, e))?;
-        self.install(partial, &dest)?;
         guard.0 = None;
-        Ok(dest)
+        Ok(())
     }
 
     /// Checks that `path` is signed by `signer` and decrypts for us.

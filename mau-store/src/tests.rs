@@ -158,3 +158,152 @@ fn sync_state_through_the_store() {
     s.record_sync(f, t).unwrap();
     assert_eq!(s.sync_state().unwrap().last_sync(&f), Some(t));
 }
+
+/// A shares `n` files named `f<i>.pgp` (`text` + i) with B, B follows A;
+/// returns each file's (name, path in A's store, size, sum).
+fn shared(a: &Store, b: &Store, n: usize, text: &str) -> Vec<(String, PathBuf, u64, String)> {
+    let bf = b.fingerprint();
+    b.follow(&a.fingerprint()).unwrap();
+    (0..n)
+        .map(|i| {
+            let e = a
+                .share(&format!("f{i}"), format!("{text}{i}").as_bytes(), &[bf])
+                .unwrap();
+            let (_, m) = a.meta(&e.path).unwrap();
+            (e.name, e.path, e.size, m.sum.clone())
+        })
+        .collect()
+}
+
+/// Stages A's `files` in B's store as a sync does: copied to their
+/// partial files (not durable) and checked.
+fn stage(a: &Store, b: &Store, files: &[(String, PathBuf, u64, String)]) -> Vec<Staged> {
+    stage_with(a, b, files, Flush::best())
+}
+
+fn stage_with(
+    a: &Store,
+    b: &Store,
+    files: &[(String, PathBuf, u64, String)],
+    flush: Flush,
+) -> Vec<Staged> {
+    let af = a.fingerprint();
+    files
+        .iter()
+        .map(|(name, path, size, sum)| {
+            let partial = b.partial_path(&af, name, sum);
+            fs::copy(path, &partial).unwrap();
+            b.check_download(&af, &partial, *size, sum, None, false)
+                .unwrap();
+            b.staged(&partial, flush).unwrap();
+            Staged {
+                name: name.clone(),
+                partial,
+            }
+        })
+        .collect()
+}
+
+fn plaintext(b: &Store, af: &Fingerprint, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    b.open(af, name, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_batch_is_installed_together_and_keeps_old_copies() {
+    for flush in [Flush::EachFile, Flush::FileSystem, Flush::best()] {
+        let (_da, a, _db, b) = pair();
+        let af = a.fingerprint();
+        let old = shared(&a, &b, 3, "old");
+        let staged = stage_with(&a, &b, &old, flush);
+        let done = b.commit_downloads_with(&af, &staged, flush);
+        assert!(done.iter().all(Result::is_ok), "{flush:?}: {done:?}");
+        let new = shared(&a, &b, 3, "new");
+        let staged = stage_with(&a, &b, &new, flush);
+        let done = b.commit_downloads_with(&af, &staged, flush);
+        for (i, r) in done.iter().enumerate() {
+            let dest = r.as_ref().unwrap();
+            assert_eq!(dest, &b.dir_of(&af).join(format!("f{i}.pgp")));
+            // The new bytes in place, the old ones a version.
+            assert_eq!(
+                plaintext(&b, &af, &format!("f{i}")),
+                format!("new{i}").as_bytes()
+            );
+            assert_eq!(b.versions(dest), vec![old[i].3.clone()]);
+        }
+        assert!(staged.iter().all(|s| !s.partial.exists()), "renamed");
+    }
+}
+
+#[test]
+fn a_failed_file_leaves_its_old_copy_and_the_rest_of_the_batch_goes_on() {
+    let (_da, a, _db, b) = pair();
+    let af = a.fingerprint();
+    let old = shared(&a, &b, 3, "old");
+    b.commit_downloads(&af, &stage(&a, &b, &old));
+    let new = shared(&a, &b, 3, "new");
+    let mut staged = stage(&a, &b, &new);
+    // f1's partial file is gone before the commit; f2 has a name that
+    // could escape the directory.
+    fs::remove_file(&staged[1].partial).unwrap();
+    staged[2].name = "../x.pgp".into();
+    let done = b.commit_downloads(&af, &staged);
+    assert!(done[0].is_ok());
+    assert!(
+        matches!(done[1], Err(StoreError::Io { .. })),
+        "{:?}",
+        done[1]
+    );
+    assert!(matches!(done[2], Err(StoreError::InvalidName { .. })));
+    assert_eq!(plaintext(&b, &af, "f0"), b"new0");
+    assert_eq!(plaintext(&b, &af, "f1"), b"old1");
+    assert_eq!(plaintext(&b, &af, "f2"), b"old2");
+    // A file that failed before its rename leaves no partial file.
+    assert!(!staged[2].partial.exists());
+}
+
+/// A crash before the flush: the staged files were written and checked,
+/// but never committed. Each file is still its old copy, the staged
+/// bytes are hidden partial files (never listed or served), and the next
+/// sync finds them as partial downloads: a whole one is checked again
+/// before it is installed, a cut one (what a crash may leave of bytes not
+/// yet flushed) is refused and removed, its old copy kept.
+#[test]
+fn a_batch_interrupted_before_its_flush_leaves_the_old_copies() {
+    let (_da, a, _db, b) = pair();
+    let af = a.fingerprint();
+    let old = shared(&a, &b, 2, "old");
+    b.commit_downloads(&af, &stage(&a, &b, &old));
+    let new = shared(&a, &b, 2, "new");
+    let staged = stage(&a, &b, &new);
+    // (No commit: the process died here.)
+    let listed: Vec<String> = b.files(&af).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(listed, ["f0.pgp", "f1.pgp"], "partial files are not listed");
+    assert_eq!(plaintext(&b, &af, "f0"), b"old0");
+    assert_eq!(plaintext(&b, &af, "f1"), b"old1");
+    // After the crash f1's unflushed bytes were lost past its first half.
+    let cut = new[1].2 / 2;
+    File::options()
+        .write(true)
+        .open(&staged[1].partial)
+        .and_then(|f| f.set_len(cut))
+        .unwrap();
+    // f1's partial download is resumed: the rest arrives, zeros here (as
+    // a crash may leave), and the whole is checked before anything moves.
+    File::options()
+        .write(true)
+        .open(&staged[1].partial)
+        .and_then(|f| f.set_len(new[1].2))
+        .unwrap();
+    let err = b
+        .accept_download(&af, "f1.pgp", &staged[1].partial, new[1].2, &new[1].3)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::SumMismatch { .. }), "{err}");
+    assert!(!staged[1].partial.exists(), "removed");
+    assert_eq!(plaintext(&b, &af, "f1"), b"old1");
+    // f0's partial download is whole: checked again, then installed.
+    b.accept_download(&af, "f0.pgp", &staged[0].partial, new[0].2, &new[0].3)
+        .unwrap();
+    assert_eq!(plaintext(&b, &af, "f0"), b"new0");
+}

@@ -22,8 +22,9 @@ use crate::content::ListItem;
 use crate::runtime::Runtime;
 
 /// Files up to this size are received in memory, then hashed, verified
-/// and written by one blocking task (fewer thread hops per small file).
-const IN_MEMORY_MAX: u64 = 1 << 20;
+/// and written by one blocking task (fewer thread hops per small file);
+/// the plan installs them in batches, so the two bounds are one.
+const IN_MEMORY_MAX: u64 = mau_proto::sync::BATCH_FILE_MAX;
 /// The body's chunks (one TLS record each, 16 KiB) go to the writer and
 /// the verifier in batches of about this many bytes: each hand-off wakes a
 /// blocking thread, so per chunk they cost more than the bytes.

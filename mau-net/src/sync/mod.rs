@@ -3,6 +3,9 @@
 //! concurrency, resume interrupted downloads with `Range`, and let a file
 //! replace nothing before its size, SHA-256, the friend's signature and
 //! decryption to us are checked (in [`mau_store::Store::accept_download`]).
+//! Small files are checked, written, then made durable and installed in
+//! batches ([`mau_store::Store::commit_downloads`]: one flush, the renames,
+//! one directory fsync), when the plan says so.
 //!
 //! [`FriendClient`] is also the library API for embedders (the Go guide's
 //! `account.Client(fpr, fallbacks).List(...)`):

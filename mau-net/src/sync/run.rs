@@ -53,7 +53,12 @@ enum Done {
         error: SyncError,
         kept: u64,
     },
+    /// A commit's files: installed, or why not and the bytes left.
+    Committed(Vec<(FileId, Result<(), Lost>)>),
 }
+
+/// Why a file of a commit was not installed, and the bytes it left.
+type Lost = (SyncError, u64);
 
 type Task<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
 
@@ -138,36 +143,32 @@ impl<R: Runtime> FriendClient<R> {
                 let got = slot.got.load(Ordering::Relaxed);
                 plan.handle(Event::Progress { file: *file, got }, now());
             }
-            let event = match done {
-                None => {
-                    plan.handle_timeout(now());
-                    continue;
-                }
-                Some(Done::Listing(r)) => r?,
-                Some(Done::Event(e)) => e,
-                Some(Done::Fetched { file, fetched }) => {
+            let Some(done) = done else {
+                plan.handle_timeout(now());
+                continue;
+            };
+            let events = match done {
+                Done::Committed(files) => files
+                    .into_iter()
+                    .map(|(file, r)| match r {
+                        Ok(()) => Event::Installed { file },
+                        Err((error, kept)) => failed(&mut slots, file, error, kept),
+                    })
+                    .collect(),
+                Done::Listing(r) => vec![r?],
+                Done::Event(e) => vec![e],
+                Done::Fetched { file, fetched } => {
                     let (got, resumed) = (fetched.got, fetched.resumed);
                     if let Some(s) = slots.get_mut(&file) {
                         s.fetched = Some(fetched);
                     }
-                    Event::Fetched { file, got, resumed }
+                    vec![Event::Fetched { file, got, resumed }]
                 }
-                Some(Done::Failed { file, error, kept }) => {
-                    let error_kind = match error {
-                        SyncError::RangeRefused { .. } => FetchError::RangeNotSatisfiable,
-                        ref e => FetchError::Other(e.to_string()),
-                    };
-                    if let Some(s) = slots.get_mut(&file) {
-                        s.error = Some(error);
-                    }
-                    Event::Failed {
-                        file,
-                        error: error_kind,
-                        kept,
-                    }
-                }
+                Done::Failed { file, error, kept } => vec![failed(&mut slots, file, error, kept)],
             };
-            plan.handle(event, now());
+            for event in events {
+                plan.handle(event, now());
+            }
         }
     }
 
@@ -289,7 +290,8 @@ impl<R: Runtime> FriendClient<R> {
                 };
                 tasks.push((Some(file), Box::pin(task)));
             }
-            Command::Install { file } => {
+            Command::Install { file } | Command::Stage { file } => {
+                let stage = matches!(cmd, Command::Stage { .. });
                 let Some(slot) = slots.get_mut(&file) else {
                     return Ok(());
                 };
@@ -304,7 +306,12 @@ impl<R: Runtime> FriendClient<R> {
                 let (item, name, partial) =
                     (slot.item.clone(), slot.name.clone(), slot.partial.clone());
                 let task = async move {
-                    match self.install(item, name, partial.clone(), fetched).await {
+                    let done = match stage {
+                        true => self.stage(item, partial.clone(), fetched).await,
+                        false => self.install(item, name, partial.clone(), fetched).await,
+                    };
+                    match done {
+                        Ok(()) if stage => Done::Event(Event::Staged { file }),
                         Ok(()) => Done::Event(Event::Installed { file }),
                         Err(error) => {
                             let kept = self.len_on_disk(&partial).await.unwrap_or(0);
@@ -313,6 +320,50 @@ impl<R: Runtime> FriendClient<R> {
                     }
                 };
                 tasks.push((Some(file), Box::pin(task)));
+            }
+            Command::Commit { files } => {
+                let batch: Vec<(FileId, mau_store::Staged)> = files
+                    .iter()
+                    .filter_map(|f| {
+                        let s = slots.get(f)?;
+                        let staged = mau_store::Staged {
+                            name: s.name.clone(),
+                            partial: s.partial.clone(),
+                        };
+                        Some((*f, staged))
+                    })
+                    .collect();
+                let store = self.store.clone();
+                let task = async move {
+                    let (ids, staged): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let n = staged.len();
+                    let committed = self
+                        .blocking(move || {
+                            let results = store.commit_downloads(&fpr, &staged);
+                            // What a failed file left (its partial file
+                            // is removed unless it was renamed).
+                            results
+                                .into_iter()
+                                .zip(&staged)
+                                .map(|(r, s)| {
+                                    r.map(|_| ()).map_err(|e| {
+                                        let kept =
+                                            std::fs::metadata(&s.partial).map_or(0, |m| m.len());
+                                        (SyncError::Store(e), kept)
+                                    })
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .await;
+                    let results = match committed {
+                        Ok(r) => r,
+                        Err(_) => (0..n).map(|_| Err((SyncError::Blocking, 0))).collect(),
+                    };
+                    Done::Committed(ids.into_iter().zip(results).collect())
+                };
+                // One task for the batch: a file given up (only when the
+                // whole sync stops) does not stop the others' commit.
+                tasks.push((None, Box::pin(task)));
             }
             Command::Settled {
                 file,
@@ -391,6 +442,31 @@ impl<R: Runtime> FriendClient<R> {
         .map_err(|e: StoreError| e.into())
     }
 
+    /// Checks a download (a small file, from memory) and writes it to its
+    /// partial file, not yet durable: its [`Command::Commit`] installs it
+    /// with the rest of its batch. One blocking task.
+    async fn stage(
+        &self,
+        item: ListItem,
+        partial: PathBuf,
+        fetched: Fetched,
+    ) -> Result<(), SyncError> {
+        let (store, fpr) = (self.store.clone(), self.peer.fingerprint);
+        self.blocking(move || {
+            match (fetched.memory, fetched.sum, fetched.verified) {
+                (Some(bytes), _, _) => {
+                    download::check_and_write(&store, &fpr, &item, &bytes, &partial).map(|_| ())
+                }
+                (None, hashed, verified) => {
+                    store.check_download(&fpr, &partial, item.size, &item.sum, hashed, verified)
+                }
+            }?;
+            store.staged(&partial, mau_store::Flush::best())
+        })
+        .await?
+        .map_err(SyncError::from)
+    }
+
     /// The error a file gave up with.
     pub(super) fn give_up_error(&self, reason: GiveUp, error: Option<SyncError>) -> SyncError {
         let peer = self.peer.fingerprint;
@@ -421,6 +497,22 @@ impl<R: Runtime> FriendClient<R> {
             },
             GiveUp::Failed(why) => error.unwrap_or_else(|| self.protocol(why)),
         }
+    }
+}
+
+/// The event for a failed file (its error kept for the report).
+fn failed(slots: &mut BTreeMap<FileId, Slot>, file: FileId, error: SyncError, kept: u64) -> Event {
+    let kind = match error {
+        SyncError::RangeRefused { .. } => FetchError::RangeNotSatisfiable,
+        ref e => FetchError::Other(e.to_string()),
+    };
+    if let Some(s) = slots.get_mut(&file) {
+        s.error = Some(error);
+    }
+    Event::Failed {
+        file,
+        error: kind,
+        kept,
     }
 }
 

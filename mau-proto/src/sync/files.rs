@@ -152,7 +152,41 @@ pub enum Stage {
         got: u64,
         /// An earlier partial download was continued.
         resumed: bool,
+        /// Alone, or where in its batch.
+        step: Install,
     },
+}
+
+/// How a file is being installed: alone (checked, made durable, renamed
+/// and its directory fsynced by one [`super::Command::Install`]), or with
+/// a batch of small files whose flushes are shared
+/// ([`super::Command::Stage`], then [`super::Command::Commit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// One [`super::Command::Install`] for this file.
+    Alone,
+    /// Being checked and written, not yet durable.
+    Staging,
+    /// Written and checked, waiting for its batch's commit.
+    Staged,
+    /// In a running [`super::Command::Commit`].
+    Committing,
+}
+
+/// Whether a fetched file joins a batch: a small file fetched whole in
+/// this sync. A resumed one (its partial file from an earlier sync) is
+/// installed alone, as is a large one (its own fsync costs little next
+/// to its bytes, and a batch would hold its bytes unflushed longer).
+pub fn batched(entry: &Entry, resumed: bool) -> bool {
+    !resumed && entry.size <= super::BATCH_FILE_MAX
+}
+
+/// Whether the staged files are committed now: when the batch is full,
+/// or when no file is on its way to join it (nothing is being inspected,
+/// fetched or staged: waiting longer would only delay them, and the sync
+/// cannot end before they are in place).
+pub fn commit_now(staged: usize, on_the_way: usize) -> bool {
+    staged >= super::BATCH_MAX || (staged > 0 && on_the_way == 0)
 }
 
 /// One listed file being worked on.
@@ -250,6 +284,24 @@ mod tests {
         assert!(q.reserve(u64::MAX).is_err(), "no overflow");
         q.release(u64::MAX);
         assert_eq!(q.used(), 0);
+    }
+
+    #[test]
+    fn small_whole_downloads_are_batched() {
+        assert!(batched(&entry(0), false));
+        assert!(batched(&entry(crate::sync::BATCH_FILE_MAX), false));
+        assert!(!batched(&entry(crate::sync::BATCH_FILE_MAX + 1), false));
+        assert!(!batched(&entry(10), true), "a resumed file goes alone");
+    }
+
+    #[test]
+    fn a_batch_commits_when_full_or_when_nothing_else_can_join() {
+        let max = crate::sync::BATCH_MAX;
+        assert!(!commit_now(0, 0), "nothing to commit");
+        assert!(!commit_now(1, 1), "a file on its way may join");
+        assert!(!commit_now(max - 1, 8));
+        assert!(commit_now(max, 8), "full");
+        assert!(commit_now(1, 0), "nothing else on its way");
     }
 
     #[test]

@@ -11,15 +11,18 @@
 //! bytes within it; a refused request not asked again before its
 //! `Retry-After` (as capped by the policy); nothing retired from a listing
 //! that may be cut; `last_sync` recorded only when every file arrived from
-//! a whole listing; [`Command::Done`] last and once; and, once the friend
+//! a whole listing; a staged file ([`Command::Stage`]) committed only
+//! once, in a batch of at most [`BATCH_MAX`], and counted as installed
+//! only after its commit, no more than [`MAX_UNCOMMITTED`] staged or
+//! committing; [`Command::Done`] last and once; and, once the friend
 //! answers, done within a bounded number of steps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{
     Abort, Command, Entry, Event, FetchError, FileId, FileOutcome, GiveUp, Limits, LocalState,
-    Mode, Page, Report, Setup, SyncPlan, Target,
+    Mode, Page, Report, Setup, SyncPlan, Target, BATCH_MAX, MAX_UNCOMMITTED,
 };
 use crate::time::Time;
 
@@ -68,7 +71,7 @@ pub enum Op {
         /// Whether it resumed.
         resumed: bool,
     },
-    /// An install ended well.
+    /// An install, a stage, or one file of a commit ended well.
     Installed {
         /// Which install.
         pick: u8,
@@ -124,7 +127,12 @@ pub struct Harness {
     delivered: usize,
     inspects: Vec<FileId>,
     fetches: Vec<FileId>,
+    /// Outstanding installs, stages and files of commits.
     installs: Vec<FileId>,
+    /// Of `installs`, the files being staged.
+    staging: BTreeSet<FileId>,
+    /// Staged files waiting for their commit.
+    staged: BTreeSet<FileId>,
     files: BTreeMap<FileId, Seen>,
     /// Bytes installed, and bytes the plan may re-use because a failed
     /// file's partial download may be gone.
@@ -182,6 +190,8 @@ impl Harness {
             inspects: Vec::new(),
             fetches: Vec::new(),
             installs: Vec::new(),
+            staging: BTreeSet::new(),
+            staged: BTreeSet::new(),
             files: BTreeMap::new(),
             installed: 0,
             freed: 0,
@@ -288,7 +298,12 @@ impl Harness {
             Op::Installed { pick } => {
                 let file = Self::pick(&self.installs, pick).unwrap_or(stray);
                 self.installs.retain(|f| *f != file);
-                Event::Installed { file }
+                if self.staging.remove(&file) {
+                    self.staged.insert(file);
+                    Event::Staged { file }
+                } else {
+                    Event::Installed { file }
+                }
             }
             Op::Failed { pick, range, kept } => {
                 let all: Vec<FileId> = self
@@ -301,6 +316,7 @@ impl Harness {
                 let file = Self::pick(&all, pick).unwrap_or(stray);
                 self.fetches.retain(|f| *f != file);
                 self.installs.retain(|f| *f != file);
+                self.staging.remove(&file);
                 self.inspects.retain(|f| *f != file);
                 let error = match range {
                     true => FetchError::RangeNotSatisfiable,
@@ -428,6 +444,12 @@ impl Harness {
         if self.plan.active() > self.limits.files_at_once() {
             return Err(format!("{} files worked on at once", self.plan.active()));
         }
+        if self.plan.uncommitted() > MAX_UNCOMMITTED {
+            return Err(format!(
+                "{} files staged or committing",
+                self.plan.uncommitted()
+            ));
+        }
         if self.plan.in_flight() > c || self.fetches.len() > c {
             return Err(format!(
                 "{} requests in flight ({} fetches seen)",
@@ -458,6 +480,8 @@ impl Harness {
         self.inspects.retain(|f| *f != file);
         self.fetches.retain(|f| *f != file);
         self.installs.retain(|f| *f != file);
+        self.staging.remove(&file);
+        self.staged.remove(&file);
         Ok(())
     }
 
@@ -529,7 +553,28 @@ impl Harness {
                 self.fetches.retain(|f| *f != file);
                 self.installs.push(file);
             }
+            Command::Stage { file } => {
+                self.seen(file, "a stage")?;
+                self.fetches.retain(|f| *f != file);
+                self.installs.push(file);
+                self.staging.insert(file);
+            }
+            Command::Commit { files } => {
+                if files.is_empty() || files.len() > BATCH_MAX {
+                    return Err(format!("a commit of {} files", files.len()));
+                }
+                for file in files {
+                    self.seen(file, "a commit")?;
+                    if !self.staged.remove(&file) {
+                        return Err(format!("{file:?} committed without being staged"));
+                    }
+                    self.installs.push(file);
+                }
+            }
             Command::Settled { file, outcome, .. } => {
+                if self.staging.contains(&file) || self.staged.contains(&file) {
+                    return Err(format!("{file:?} settled before its commit"));
+                }
                 if let FileOutcome::Downloaded { .. } = outcome {
                     let need = self.seen(file, "a settlement")?.need;
                     self.installed = self.installed.saturating_add(need);

@@ -88,6 +88,20 @@ pub struct LocalState {
 /// held until installed) and the disk work queued.
 pub const FILES_PER_REQUEST: usize = 2;
 
+/// Files up to this size fetched whole are installed in batches
+/// ([`Command::Stage`], [`Command::Commit`]): their data made durable
+/// together, then renamed, then one directory fsync for the batch. Per
+/// small file the fsyncs cost more than the bytes.
+pub const BATCH_FILE_MAX: u64 = 1 << 20;
+
+/// Most files one [`Command::Commit`] holds.
+pub const BATCH_MAX: usize = 64;
+
+/// Most files staged or committing at once (two batches): they do not
+/// count against [`Limits::files_at_once`] (they wait on the disk, not on
+/// the network), but past this no new file starts.
+pub const MAX_UNCOMMITTED: usize = 2 * BATCH_MAX;
+
 /// The bounds of one sync.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -222,7 +236,14 @@ pub enum Event {
         /// Earlier bytes were kept (a `Range` resume).
         resumed: bool,
     },
-    /// The answer to [`Command::Install`]: the file is in place.
+    /// The answer to [`Command::Stage`]: the file is checked and written
+    /// beside its place, not yet durable.
+    Staged {
+        /// The file.
+        file: FileId,
+    },
+    /// The answer to [`Command::Install`], or for one file of a
+    /// [`Command::Commit`]: the file is in place, durably.
     Installed {
         /// The file.
         file: FileId,
@@ -358,6 +379,23 @@ pub enum Command {
     Install {
         /// The file.
         file: FileId,
+    },
+    /// Check the fetched file (size, sum, signature, decryption) and write
+    /// it beside its place (its partial file), without making it durable
+    /// yet; answer with [`Event::Staged`] or [`Event::Failed`]. Nothing
+    /// is installed: until its [`Command::Commit`] the old copy stays.
+    Stage {
+        /// The file.
+        file: FileId,
+    },
+    /// Install the staged files together: make their data durable (one
+    /// flush for all), then rename each into place, then make the renames
+    /// durable (one fsync per directory); answer each file with
+    /// [`Event::Installed`] or [`Event::Failed`]. A file counts as
+    /// installed, and `last_sync` may advance past it, only after that.
+    Commit {
+        /// The staged files (at most [`BATCH_MAX`]).
+        files: Vec<FileId>,
     },
     /// The file is done: unchanged or installed.
     Settled {

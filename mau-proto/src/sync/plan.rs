@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::files::{self, File, FileOutcome, Quota, Stage, Start};
+use super::files::{self, File, FileOutcome, Install, Quota, Stage, Start};
 use super::listing::{Ask, Walk};
 use super::pacing::{Pacing, Retry};
 use super::{
     Abort, Command, Entry, Event, FetchError, FileId, GiveUp, Limits, LocalState, Mode, Page,
-    Report, Setup, Target,
+    Report, Setup, Target, BATCH_MAX, MAX_UNCOMMITTED,
 };
 use crate::time::Time;
 
@@ -52,7 +52,8 @@ pub struct SyncPlan {
     quota: Quota,
     /// Files of the current page not yet started.
     queue: VecDeque<(FileId, String, Entry)>,
-    /// Files being worked on (at most [`Limits::files_at_once`]).
+    /// Files being worked on (at most [`Limits::files_at_once`] of them
+    /// not staged or committing, see [`SyncPlan::active`]).
     files: BTreeMap<FileId, File>,
     next_id: u64,
     /// Local names no page named yet: what a whole listing retires.
@@ -155,9 +156,27 @@ impl SyncPlan {
         self.pacing.in_flight()
     }
 
-    /// Files being worked on.
+    /// Files being worked on, less those staged or committing (at most
+    /// [`Limits::files_at_once`]).
     pub fn active(&self) -> usize {
-        self.files.len()
+        self.files.len() - self.uncommitted()
+    }
+
+    /// Files staged or in a running commit (at most
+    /// [`super::MAX_UNCOMMITTED`]).
+    pub fn uncommitted(&self) -> usize {
+        self.files
+            .values()
+            .filter(|f| {
+                matches!(
+                    f.stage,
+                    Stage::Installing {
+                        step: Install::Staged | Install::Committing,
+                        ..
+                    }
+                )
+            })
+            .count()
     }
 
     /// The report so far.
@@ -237,14 +256,39 @@ impl SyncPlan {
                 if let Some(f) = self.files.get_mut(&file) {
                     if matches!(f.stage, Stage::Fetching { .. }) {
                         self.pacing.end();
-                        f.stage = Stage::Installing { got, resumed };
-                        self.out.push_back(Command::Install { file });
+                        let step = match files::batched(&f.entry, resumed) {
+                            true => Install::Staging,
+                            false => Install::Alone,
+                        };
+                        f.stage = Stage::Installing { got, resumed, step };
+                        self.out.push_back(match step {
+                            Install::Staging => Command::Stage { file },
+                            _ => Command::Install { file },
+                        });
                     }
+                }
+            }
+            Event::Staged { file } => {
+                if let Some(File {
+                    stage:
+                        Stage::Installing {
+                            step: step @ Install::Staging,
+                            ..
+                        },
+                    ..
+                }) = self.files.get_mut(&file)
+                {
+                    *step = Install::Staged;
                 }
             }
             Event::Installed { file } => {
                 if let Some(File {
-                    stage: Stage::Installing { got, resumed },
+                    stage:
+                        Stage::Installing {
+                            got,
+                            resumed,
+                            step: Install::Alone | Install::Committing,
+                        },
                     ..
                 }) = self.files.get(&file)
                 {
@@ -353,6 +397,7 @@ impl SyncPlan {
                 f.stage = Stage::Installing {
                     got: 0,
                     resumed: true,
+                    step: Install::Alone,
                 };
                 self.out.push_back(Command::Install { file: id });
             }
@@ -501,7 +546,7 @@ impl SyncPlan {
         if self.phase == Phase::Over {
             return;
         }
-        while self.files.len() < self.limits.files_at_once() {
+        while self.active() < self.limits.files_at_once() && self.uncommitted() < MAX_UNCOMMITTED {
             let Some((id, name, entry)) = self.queue.pop_front() else {
                 break;
             };
@@ -544,6 +589,7 @@ impl SyncPlan {
                 self.out.push_back(Command::Fetch { file: *id, from });
             }
         }
+        self.commit_staged();
         let page_done = self.files.is_empty() && self.queue.is_empty();
         if page_done && self.asking == Asking::Idle {
             match self.phase {
@@ -551,6 +597,44 @@ impl SyncPlan {
                 Phase::Listing | Phase::Names => self.ask_listing(),
                 Phase::Over => {}
             }
+        }
+    }
+
+    /// Commits the staged files when [`files::commit_now`] says so, a
+    /// batch of at most [`BATCH_MAX`] at a time.
+    fn commit_staged(&mut self) {
+        loop {
+            let (mut staged, mut on_the_way) = (Vec::new(), 0);
+            for (id, f) in &self.files {
+                match f.stage {
+                    Stage::Installing {
+                        step: Install::Staged,
+                        ..
+                    } => staged.push(*id),
+                    Stage::Inspecting
+                    | Stage::Ready { .. }
+                    | Stage::Fetching { .. }
+                    | Stage::Installing {
+                        step: Install::Staging,
+                        ..
+                    } => on_the_way += 1,
+                    _ => {}
+                }
+            }
+            if !files::commit_now(staged.len(), on_the_way) {
+                return;
+            }
+            staged.truncate(BATCH_MAX);
+            for id in &staged {
+                if let Some(File {
+                    stage: Stage::Installing { step, .. },
+                    ..
+                }) = self.files.get_mut(id)
+                {
+                    *step = Install::Committing;
+                }
+            }
+            self.out.push_back(Command::Commit { files: staged });
         }
     }
 

@@ -99,6 +99,13 @@ fn drive(
                     resumed: false,
                 },
                 Command::Install { file } => Event::Installed { file: *file },
+                Command::Stage { file } => Event::Staged { file: *file },
+                Command::Commit { files } => {
+                    for file in files {
+                        p.handle(Event::Installed { file: *file }, Time::ZERO);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             p.handle(e, Time::ZERO);
@@ -533,4 +540,144 @@ fn a_bad_sum_is_never_looked_at() {
         name: "a.pgp".into(),
         reason: GiveUp::BadSum("../../x".into())
     }));
+}
+
+/// Every command's files that match `pick`.
+fn files_of(cmds: &[Command], pick: impl Fn(&Command) -> Option<Vec<FileId>>) -> Vec<FileId> {
+    cmds.iter().filter_map(pick).flatten().collect()
+}
+
+fn staged(cmds: &[Command]) -> Vec<FileId> {
+    files_of(cmds, |c| match c {
+        Command::Stage { file } => Some(vec![*file]),
+        _ => None,
+    })
+}
+
+fn commits(cmds: &[Command]) -> Vec<Vec<FileId>> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Commit { files } => Some(files.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn small_files_are_committed_together_before_they_count() {
+    let mut p = new_sync();
+    let big = BATCH_FILE_MAX + 1;
+    list(
+        &mut p,
+        vec![entry("a.pgp", 5), entry("b.pgp", 7), entry("c.pgp", big)],
+    );
+    absent(
+        &mut p,
+        &[(FileId(0), 0), (FileId(1), 0), (FileId(2), 0)],
+        Time::ZERO,
+    );
+    drain(&mut p);
+    let fetched = |p: &mut SyncPlan, file, got| {
+        let e = Event::Fetched {
+            file: FileId(file),
+            got,
+            resumed: false,
+        };
+        p.handle(e, Time::ZERO);
+        drain(p)
+    };
+    // A small file is staged, and waits while others may still join.
+    let cmds = fetched(&mut p, 0, 5);
+    assert_eq!(staged(&cmds), [FileId(0)]);
+    p.handle(Event::Staged { file: FileId(0) }, Time::ZERO);
+    assert!(commits(&drain(&mut p)).is_empty(), "b.pgp is on its way");
+    // A staged file no longer holds a place: c.pgp (concurrency 2) starts.
+    assert_eq!(p.active(), 2);
+    assert_eq!(p.uncommitted(), 1);
+    // The large file is installed alone.
+    let cmds = fetched(&mut p, 2, big);
+    assert!(cmds.contains(&Command::Install { file: FileId(2) }));
+    p.handle(Event::Installed { file: FileId(2) }, Time::ZERO);
+    let cmds = fetched(&mut p, 1, 7);
+    assert_eq!(staged(&cmds), [FileId(1)]);
+    // An early Installed for a staged file is not its commit: ignored.
+    p.handle(Event::Installed { file: FileId(1) }, Time::ZERO);
+    p.handle(Event::Staged { file: FileId(1) }, Time::ZERO);
+    let cmds = drain(&mut p);
+    // Nothing else on its way: both commit together, and nothing is
+    // recorded before each is installed.
+    assert_eq!(commits(&cmds), [vec![FileId(0), FileId(1)]]);
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Record { .. })));
+    p.handle(Event::Installed { file: FileId(0) }, Time::ZERO);
+    assert!(!drain(&mut p)
+        .iter()
+        .any(|c| matches!(c, Command::Record { .. })));
+    p.handle(Event::Installed { file: FileId(1) }, Time::ZERO);
+    let cmds = drain(&mut p);
+    assert!(cmds.contains(&Command::Record { mark: 499 }));
+    assert_eq!(done(&cmds).unwrap().as_ref().unwrap().downloaded, 3);
+}
+
+#[test]
+fn a_failed_commit_records_nothing() {
+    let mut p = new_sync();
+    p.handle(Event::Page(last_page(vec![entry("a.pgp", 5)])), Time::ZERO);
+    let all = drive(&mut p, |_, _| last_page(vec![]), |_| (false, 0));
+    // `drive` answers commits: here it went well.
+    assert_eq!(commits(&all), [vec![FileId(0)]]);
+    assert!(all.contains(&Command::Record { mark: 499 }));
+
+    let mut p = new_sync();
+    list(&mut p, vec![entry("a.pgp", 5)]);
+    absent(&mut p, &[(FileId(0), 0)], Time::ZERO);
+    drain(&mut p);
+    let e = Event::Fetched {
+        file: FileId(0),
+        got: 5,
+        resumed: false,
+    };
+    p.handle(e, Time::ZERO);
+    p.handle(Event::Staged { file: FileId(0) }, Time::ZERO);
+    assert_eq!(commits(&drain(&mut p)), [vec![FileId(0)]]);
+    // The flush failed: the file is not installed, the state stays.
+    let failed = Event::Failed {
+        file: FileId(0),
+        error: FetchError::Other("flush: I/O error".into()),
+        kept: 0,
+    };
+    p.handle(failed, Time::ZERO);
+    let cmds = drain(&mut p);
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Record { .. })));
+    let r = done(&cmds).expect("done").as_ref().expect("ok");
+    assert_eq!((r.downloaded, r.failures, r.complete), (0, 1, false));
+}
+
+#[test]
+fn a_batch_holds_at_most_batch_max_files() {
+    let mut s = setup(Mode::Sync { since: None });
+    s.limits.concurrency = 100;
+    let mut p = sync_with(s, LocalState::default());
+    let n = BATCH_MAX + 10;
+    let many = (0..n).map(|i| entry(&format!("{i}.pgp"), 1)).collect();
+    let cmds = list(&mut p, many);
+    let files = inspected(&cmds);
+    assert_eq!(files.len(), n);
+    let all: Vec<_> = files.iter().map(|f| (*f, 0)).collect();
+    absent(&mut p, &all, Time::ZERO);
+    drain(&mut p);
+    let mut batches = Vec::new();
+    for f in &files {
+        let e = Event::Fetched {
+            file: *f,
+            got: 1,
+            resumed: false,
+        };
+        p.handle(e, Time::ZERO);
+        p.handle(Event::Staged { file: *f }, Time::ZERO);
+        batches.extend(commits(&drain(&mut p)));
+    }
+    // Full at BATCH_MAX while others were on their way; the rest once
+    // nothing else could join.
+    let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [BATCH_MAX, 10]);
 }
