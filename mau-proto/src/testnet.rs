@@ -157,6 +157,9 @@ const HORIZON: u64 = 1 << 13;
 /// Capacity a drained calendar slot keeps.
 const SLOT_KEPT: usize = 32;
 
+/// Capacity the drained queue of nodes' reports keeps.
+const EVENTS_KEPT: usize = 64;
+
 /// Events by (time, sequence): a calendar of one slot per millisecond for
 /// the next [`HORIZON`] ms, a heap for later ones, and a slab of payloads.
 ///
@@ -277,6 +280,22 @@ impl<U> EventQueue<U> {
         self.next_in_slots()
             .or_else(|| self.later.peek().map(|q| q.at))
     }
+
+    /// Heap bytes held: calendar slots, the heap of later events, the
+    /// payload slab (one entry per event queued, its capacity that of the
+    /// busiest moment) and its free list.
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.slots.capacity() * size_of::<(Vec<(u64, u32)>, usize)>()
+            + self
+                .slots
+                .iter()
+                .map(|(v, _)| v.capacity() * size_of::<(u64, u32)>())
+                .sum::<usize>()
+            + self.later.capacity() * size_of::<Queued>()
+            + self.slab.capacity() * size_of::<Option<Ev<U>>>()
+            + self.free.capacity() * size_of::<u32>()
+    }
 }
 
 struct Slot {
@@ -290,6 +309,26 @@ struct Slot {
     timer_seq: u64,
     /// Requests this node sent.
     sent: u64,
+}
+
+/// Heap bytes a [`Network`] holds beside its nodes' own state (which is
+/// `size_of::<Node>()` inline in each slot plus [`Node::heap_bytes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkBytes {
+    /// Messages and timers in flight: the calendar, the heap of later
+    /// events and the payload slab (sized by the busiest moment so far).
+    pub queue: usize,
+    /// Nodes' reports not yet taken by [`Network::poll_event`].
+    pub reports: usize,
+    /// Per-node bookkeeping (slots less the nodes in them, fingerprints).
+    pub slots: usize,
+}
+
+impl NetworkBytes {
+    /// All of it.
+    pub fn total(&self) -> usize {
+        self.queue + self.reports + self.slots
+    }
 }
 
 /// What one [`Network::step`] did.
@@ -418,9 +457,29 @@ impl<U, H: Hostile> Network<U, H> {
             .filter_map(|(a, s)| Some((a as Addr, s.node.as_ref()?)))
     }
 
+    /// Heap bytes the network itself holds, nodes aside (see
+    /// [`NetworkBytes`]).
+    pub fn heap_bytes(&self) -> NetworkBytes {
+        use std::mem::size_of;
+        NetworkBytes {
+            queue: self.queue.heap_bytes(),
+            reports: self.events.capacity() * size_of::<(Addr, Event<Addr>)>(),
+            slots: self.slots.capacity() * size_of::<Slot>()
+                - self.slots.len() * size_of::<Node<Addr>>()
+                + self.ids.capacity() * size_of::<Fingerprint>(),
+        }
+    }
+
     /// Requests node `a` has sent so far.
     pub fn requests_sent(&self, a: Addr) -> u64 {
         self.slots.get(a as usize).map_or(0, |s| s.sent)
+    }
+
+    /// Makes room for `additional` more nodes at once (a million slots
+    /// grown by doubling leave up to half of them allocated and unused).
+    pub fn reserve_nodes(&mut self, additional: usize) {
+        self.slots.reserve_exact(additional);
+        self.ids.reserve_exact(additional);
     }
 
     /// Adds a node with identity `fp` (its core seeded with `seed`); it does
@@ -470,7 +529,13 @@ impl<U, H: Hostile> Network<U, H> {
 
     /// What a node reported (lookups ended, joins done, peers added...).
     pub fn poll_event(&mut self) -> Option<(Addr, Event<Addr>)> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.events.capacity() > EVENTS_KEPT {
+            // A burst (a warm start's tables: one `PeerAdded` per entry,
+            // 3.6 GB at 100k nodes) would otherwise stay allocated all run.
+            self.events = VecDeque::new();
+        }
+        next
     }
 
     /// Processes the next event; `None` when nothing is left.
@@ -696,6 +761,39 @@ mod tests {
             }
         }
         assert!(found);
+    }
+
+    /// A burst of reports (a warm start: one `PeerAdded` per table entry
+    /// of every node) is given back once polled, not kept for the run.
+    #[test]
+    fn polled_reports_give_their_memory_back() {
+        let mut net: Network<()> = Network::new(Config::default(), Links::INSTANT, 1);
+        let fp = |i: u32| {
+            let mut b = [0u8; 20];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            Fingerprint::V4(b)
+        };
+        let n = 300;
+        for i in 0..n {
+            net.add_node(fp(i), u64::from(i), false);
+        }
+        for a in 0..n {
+            let peers: Vec<_> = (0..n).filter(|&b| b != a).map(|b| net.contact(b)).collect();
+            net.with_node(a, |node, now| {
+                for c in peers {
+                    node.add_peer(now, c);
+                }
+            });
+        }
+        let queued = net.heap_bytes().reports;
+        let one = std::mem::size_of::<(Addr, Event<Addr>)>();
+        assert!(queued >= 1_000 * one, "reports queued: {queued} bytes");
+        let mut reports = 0;
+        while net.poll_event().is_some() {
+            reports += 1;
+        }
+        assert!(reports >= 1_000);
+        assert!(net.heap_bytes().reports <= EVENTS_KEPT * one);
     }
 
     #[test]
