@@ -322,6 +322,11 @@ pub struct NetworkBytes {
     pub reports: usize,
     /// Per-node bookkeeping (slots less the nodes in them, fingerprints).
     pub slots: usize,
+    /// Events queued now.
+    pub queued_events: usize,
+    /// Of those, node wakeups superseded by an earlier one: they stay
+    /// queued (and counted as events when their time comes) but do nothing.
+    pub stale_timers: usize,
 }
 
 impl NetworkBytes {
@@ -461,12 +466,21 @@ impl<U, H: Hostile> Network<U, H> {
     /// [`NetworkBytes`]).
     pub fn heap_bytes(&self) -> NetworkBytes {
         use std::mem::size_of;
+        let timers = self
+            .queue
+            .slab
+            .iter()
+            .filter(|e| matches!(e, Some(Ev::Timer { .. })))
+            .count();
+        let live = self.slots.iter().filter(|s| s.timer_at != NEVER).count();
         NetworkBytes {
             queue: self.queue.heap_bytes(),
             reports: self.events.capacity() * size_of::<(Addr, Event<Addr>)>(),
             slots: self.slots.capacity() * size_of::<Slot>()
                 - self.slots.len() * size_of::<Node<Addr>>()
                 + self.ids.capacity() * size_of::<Fingerprint>(),
+            queued_events: self.queue.slab.len() - self.queue.free.len(),
+            stale_timers: timers.saturating_sub(live),
         }
     }
 

@@ -260,6 +260,11 @@ pub struct Memory {
     pub net_slots: u64,
     /// The simulator's own per-node slots, lookups and samples.
     pub simulator: u64,
+    /// Events in the network's queue, and how many of them are node
+    /// wakeups superseded by an earlier one (they do nothing when due).
+    pub queued_events: u64,
+    /// See `queued_events`.
+    pub stale_timers: u64,
 }
 
 impl Memory {
@@ -284,7 +289,7 @@ impl std::fmt::Display for Memory {
             f,
             "{:.1} MiB ({} B/node): node structs {:.1} ({}), tables {:.1} ({}), \
              other node state {:.1} ({}), network queue {:.1} ({}), unpolled reports {:.1} ({}), \
-             network slots {:.1} ({}), simulator {:.1} ({})",
+             network slots {:.1} ({}), simulator {:.1} ({}); {} events queued, {} of them stale wakeups",
             mib(self.total()),
             per(self.total()),
             mib(self.node_inline),
@@ -301,6 +306,8 @@ impl std::fmt::Display for Memory {
             per(self.net_slots),
             mib(self.simulator),
             per(self.simulator),
+            self.queued_events,
+            self.stale_timers,
         )
     }
 }

@@ -304,6 +304,8 @@ impl Sim {
         m.net_queue = net.queue as u64;
         m.net_reports = net.reports as u64;
         m.net_slots = net.slots as u64;
+        m.queued_events = net.queued_events as u64;
+        m.stale_timers = net.stale_timers as u64;
         let samples = [
             &self.hops,
             &self.lookup_msgs,
