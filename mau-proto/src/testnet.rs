@@ -311,10 +311,11 @@ struct Slot {
     sent: u64,
 }
 
-/// Heap bytes a [`Network`] holds beside its nodes' own state (which is
-/// `size_of::<Node>()` inline in each slot plus [`Node::heap_bytes`]).
+/// What a [`Network`] holds beside its nodes' own state (which is
+/// `size_of::<Node>()` inline in each slot plus [`Node::heap_bytes`]): heap
+/// bytes by holder, and the events queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetworkBytes {
+pub struct NetworkMemory {
     /// Messages and timers in flight: the calendar, the heap of later
     /// events and the payload slab (sized by the busiest moment so far).
     pub queue: usize,
@@ -327,13 +328,6 @@ pub struct NetworkBytes {
     /// Of those, node wakeups superseded by an earlier one: they stay
     /// queued (and counted as events when their time comes) but do nothing.
     pub stale_timers: usize,
-}
-
-impl NetworkBytes {
-    /// All of it.
-    pub fn total(&self) -> usize {
-        self.queue + self.reports + self.slots
-    }
 }
 
 /// What one [`Network::step`] did.
@@ -462,9 +456,9 @@ impl<U, H: Hostile> Network<U, H> {
             .filter_map(|(a, s)| Some((a as Addr, s.node.as_ref()?)))
     }
 
-    /// Heap bytes the network itself holds, nodes aside (see
-    /// [`NetworkBytes`]).
-    pub fn heap_bytes(&self) -> NetworkBytes {
+    /// The memory the network itself holds, nodes aside (see
+    /// [`NetworkMemory`]). Walks the event queue and the slots.
+    pub fn memory(&self) -> NetworkMemory {
         use std::mem::size_of;
         let timers = self
             .queue
@@ -473,7 +467,7 @@ impl<U, H: Hostile> Network<U, H> {
             .filter(|e| matches!(e, Some(Ev::Timer { .. })))
             .count();
         let live = self.slots.iter().filter(|s| s.timer_at != NEVER).count();
-        NetworkBytes {
+        NetworkMemory {
             queue: self.queue.heap_bytes(),
             reports: self.events.capacity() * size_of::<(Addr, Event<Addr>)>(),
             slots: self.slots.capacity() * size_of::<Slot>()
@@ -799,7 +793,7 @@ mod tests {
                 }
             });
         }
-        let queued = net.heap_bytes().reports;
+        let queued = net.memory().reports;
         let one = std::mem::size_of::<(Addr, Event<Addr>)>();
         assert!(queued >= 1_000 * one, "reports queued: {queued} bytes");
         let mut reports = 0;
@@ -807,7 +801,7 @@ mod tests {
             reports += 1;
         }
         assert!(reports >= 1_000);
-        assert!(net.heap_bytes().reports <= EVENTS_KEPT * one);
+        assert!(net.memory().reports <= EVENTS_KEPT * one);
     }
 
     #[test]

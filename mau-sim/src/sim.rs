@@ -300,7 +300,7 @@ impl Sim {
             m.node_other += node.heap_bytes() as u64 - table;
         }
         m.node_inline = m.nodes * size_of::<Node<Addr>>() as u64;
-        let net = self.net.heap_bytes();
+        let net = self.net.memory();
         m.net_queue = net.queue as u64;
         m.net_reports = net.reports as u64;
         m.net_slots = net.slots as u64;
