@@ -160,6 +160,12 @@ const SLOT_KEPT: usize = 32;
 /// Capacity the drained queue of nodes' reports keeps.
 const EVENTS_KEPT: usize = 64;
 
+/// Marks a queued node wakeup, whose index is its node's address: a wakeup
+/// carries nothing else, so it takes no slab entry. Most of a long run's
+/// queue is wakeups superseded by an earlier one (they stay queued until
+/// due): 171k of 182k events at the end of a 10k warm run.
+const TIMER: u32 = 1 << 31;
+
 /// Events by (time, sequence): a calendar of one slot per millisecond for
 /// the next [`HORIZON`] ms, a heap for later ones, and a slab of payloads.
 ///
@@ -204,15 +210,22 @@ impl<U> EventQueue<U> {
         let at = at.max(self.now);
         let seq = self.seq;
         self.seq += 1;
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
+        let idx = match ev {
+            Ev::Timer { node } => {
+                debug_assert!(node < TIMER);
+                TIMER | node
             }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
+            ev => match self.free.pop() {
+                Some(i) => {
+                    self.slab[i as usize] = Some(ev);
+                    i
+                }
+                None => {
+                    self.slab.push(Some(ev));
+                    debug_assert!(self.slab.len() <= TIMER as usize);
+                    (self.slab.len() - 1) as u32
+                }
+            },
         };
         if at - self.now < HORIZON {
             self.slots[(at % HORIZON) as usize].0.push((seq, idx));
@@ -271,6 +284,9 @@ impl<U> EventQueue<U> {
             *head = 0;
         }
         self.in_slots -= 1;
+        if idx & TIMER != 0 {
+            return Some((at, seq, Ev::Timer { node: idx & !TIMER }));
+        }
         let ev = self.slab[idx as usize].take()?;
         self.free.push(idx);
         Some((at, seq, ev))
@@ -295,6 +311,16 @@ impl<U> EventQueue<U> {
             + self.later.capacity() * size_of::<Queued>()
             + self.slab.capacity() * size_of::<Option<Ev<U>>>()
             + self.free.capacity() * size_of::<u32>()
+    }
+
+    /// Node wakeups queued (in the calendar and the heap).
+    fn timers(&self) -> usize {
+        let is_timer = |idx: u32| idx & TIMER != 0;
+        self.slots
+            .iter()
+            .map(|(v, head)| v[*head..].iter().filter(|(_, i)| is_timer(*i)).count())
+            .sum::<usize>()
+            + self.later.iter().filter(|q| is_timer(q.idx)).count()
     }
 }
 
@@ -460,12 +486,7 @@ impl<U, H: Hostile> Network<U, H> {
     /// [`NetworkMemory`]). Walks the event queue and the slots.
     pub fn memory(&self) -> NetworkMemory {
         use std::mem::size_of;
-        let timers = self
-            .queue
-            .slab
-            .iter()
-            .filter(|e| matches!(e, Some(Ev::Timer { .. })))
-            .count();
+        let timers = self.queue.timers();
         let live = self.slots.iter().filter(|s| s.timer_at != NEVER).count();
         NetworkMemory {
             queue: self.queue.heap_bytes(),
@@ -473,7 +494,7 @@ impl<U, H: Hostile> Network<U, H> {
             slots: self.slots.capacity() * size_of::<Slot>()
                 - self.slots.len() * size_of::<Node<Addr>>()
                 + self.ids.capacity() * size_of::<Fingerprint>(),
-            queued_events: self.queue.slab.len() - self.queue.free.len(),
+            queued_events: self.queue.slab.len() - self.queue.free.len() + timers,
             stale_timers: timers.saturating_sub(live),
         }
     }
@@ -811,31 +832,53 @@ mod tests {
         let mut want = Vec::new();
         let mut got = Vec::new();
         let mut now = 0;
+        let (mut users, mut peak) = (0usize, 0usize);
+        // What each event carries: a user payload, or a node wakeup (kept
+        // outside the slab), by sequence number.
+        let what = |ev: &Ev<u64>| match ev {
+            Ev::User(r) => *r,
+            Ev::Timer { node } => u64::from(*node) + 1_000_000,
+            _ => u64::MAX,
+        };
         // Pushes near and far (beyond the horizon), interleaved with pops,
         // with many events on the same millisecond.
         for round in 0..2_000u64 {
-            for _ in 0..3 {
+            for i in 0..3 {
                 let ahead = match rng.below(4) {
                     0 => 0,
                     1 => rng.below(100),
                     2 => HORIZON - 1 + rng.below(3),
                     _ => rng.below(4 * HORIZON),
                 };
-                let seq = q.push(now + ahead, Ev::User(round));
-                want.push((now + ahead, seq));
+                let ev = match i {
+                    0 => Ev::Timer { node: round as u32 },
+                    _ => Ev::User(round),
+                };
+                let carried = what(&ev);
+                if let Ev::User(_) = ev {
+                    users += 1;
+                    peak = peak.max(users);
+                }
+                let seq = q.push(now + ahead, ev);
+                want.push((now + ahead, seq, carried));
             }
-            if let Some((at, seq, _)) = q.pop() {
+            if let Some((at, seq, ev)) = q.pop() {
                 assert!(at >= now);
                 now = at;
-                got.push((at, seq));
+                users -= usize::from(matches!(ev, Ev::User(_)));
+                got.push((at, seq, what(&ev)));
             }
         }
-        while let Some((at, seq, _)) = q.pop() {
-            got.push((at, seq));
+        while let Some((at, seq, ev)) = q.pop() {
+            got.push((at, seq, what(&ev)));
         }
         want.sort_unstable();
         assert_eq!(got, want);
         assert_eq!(q.peek_time(), None);
+        assert_eq!(q.timers(), 0);
+        // Wakeups took no slab entry: the slab grew to the user events in
+        // flight at the busiest moment, no further.
+        assert_eq!(q.slab.len(), peak);
     }
 
     #[test]
