@@ -162,6 +162,15 @@ const HORIZON: u64 = 1 << 13;
 /// Capacity a drained calendar slot keeps.
 const SLOT_KEPT: usize = 32;
 
+/// Capacity the drained queue of nodes' reports keeps.
+const EVENTS_KEPT: usize = 64;
+
+/// Marks a queued node wakeup, whose index is its node's address: a wakeup
+/// carries nothing else, so it takes no slab entry. Most of a long run's
+/// queue is wakeups superseded by an earlier one (they stay queued until
+/// due): 171k of 182k events at the end of a 10k warm run.
+const TIMER: u32 = 1 << 31;
+
 /// Events by (time, sequence): a calendar of one slot per millisecond for
 /// the next [`HORIZON`] ms, a heap for later ones, and a slab of payloads.
 ///
@@ -206,15 +215,22 @@ impl<U> EventQueue<U> {
         let at = at.max(self.now);
         let seq = self.seq;
         self.seq += 1;
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
+        let idx = match ev {
+            Ev::Timer { node } => {
+                debug_assert!(node < TIMER);
+                TIMER | node
             }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
+            ev => match self.free.pop() {
+                Some(i) => {
+                    self.slab[i as usize] = Some(ev);
+                    i
+                }
+                None => {
+                    self.slab.push(Some(ev));
+                    debug_assert!(self.slab.len() <= TIMER as usize);
+                    (self.slab.len() - 1) as u32
+                }
+            },
         };
         if at - self.now < HORIZON {
             self.slots[(at % HORIZON) as usize].0.push((seq, idx));
@@ -273,6 +289,9 @@ impl<U> EventQueue<U> {
             *head = 0;
         }
         self.in_slots -= 1;
+        if idx & TIMER != 0 {
+            return Some((at, seq, Ev::Timer { node: idx & !TIMER }));
+        }
         let ev = self.slab[idx as usize].take()?;
         self.free.push(idx);
         Some((at, seq, ev))
@@ -281,6 +300,32 @@ impl<U> EventQueue<U> {
     fn peek_time(&self) -> Option<u64> {
         self.next_in_slots()
             .or_else(|| self.later.peek().map(|q| q.at))
+    }
+
+    /// Heap bytes held: calendar slots, the heap of later events, the
+    /// payload slab (one entry per event queued, its capacity that of the
+    /// busiest moment) and its free list.
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.slots.capacity() * size_of::<(Vec<(u64, u32)>, usize)>()
+            + self
+                .slots
+                .iter()
+                .map(|(v, _)| v.capacity() * size_of::<(u64, u32)>())
+                .sum::<usize>()
+            + self.later.capacity() * size_of::<Queued>()
+            + self.slab.capacity() * size_of::<Option<Ev<U>>>()
+            + self.free.capacity() * size_of::<u32>()
+    }
+
+    /// Node wakeups queued (in the calendar and the heap).
+    fn timers(&self) -> usize {
+        let is_timer = |idx: u32| idx & TIMER != 0;
+        self.slots
+            .iter()
+            .map(|(v, head)| v[*head..].iter().filter(|(_, i)| is_timer(*i)).count())
+            .sum::<usize>()
+            + self.later.iter().filter(|q| is_timer(q.idx)).count()
     }
 }
 
@@ -298,6 +343,25 @@ struct Slot {
     timer_seq: u64,
     /// Requests this node sent.
     sent: u64,
+}
+
+/// What a [`Network`] holds beside its nodes' own state (which is
+/// `size_of::<Node>()` inline in each slot plus [`Node::heap_bytes`]): heap
+/// bytes by holder, and the events queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkMemory {
+    /// Messages and timers in flight: the calendar, the heap of later
+    /// events and the payload slab (sized by the busiest moment so far).
+    pub queue: usize,
+    /// Nodes' reports not yet taken by [`Network::poll_event`].
+    pub reports: usize,
+    /// Per-node bookkeeping (slots less the nodes in them, fingerprints).
+    pub slots: usize,
+    /// Events queued now.
+    pub queued_events: usize,
+    /// Of those, node wakeups superseded by an earlier one: they stay
+    /// queued (and counted as events when their time comes) but do nothing.
+    pub stale_timers: usize,
 }
 
 /// What one [`Network::step`] did.
@@ -435,9 +499,33 @@ impl<U, H: Hostile> Network<U, H> {
             .filter_map(|(a, s)| Some((a as Addr, s.node.as_ref()?)))
     }
 
+    /// The memory the network itself holds, nodes aside (see
+    /// [`NetworkMemory`]). Walks the event queue and the slots.
+    pub fn memory(&self) -> NetworkMemory {
+        use std::mem::size_of;
+        let timers = self.queue.timers();
+        let live = self.slots.iter().filter(|s| s.timer_at != NEVER).count();
+        NetworkMemory {
+            queue: self.queue.heap_bytes(),
+            reports: self.events.capacity() * size_of::<(Addr, Event<Addr>)>(),
+            slots: self.slots.capacity() * size_of::<Slot>()
+                - self.slots.len() * size_of::<Node<Addr>>()
+                + self.ids.capacity() * size_of::<Fingerprint>(),
+            queued_events: self.queue.slab.len() - self.queue.free.len() + timers,
+            stale_timers: timers.saturating_sub(live),
+        }
+    }
+
     /// Requests node `a` has sent so far.
     pub fn requests_sent(&self, a: Addr) -> u64 {
         self.slots.get(a as usize).map_or(0, |s| s.sent)
+    }
+
+    /// Makes room for `additional` more nodes at once (a million slots
+    /// grown by doubling leave up to half of them allocated and unused).
+    pub fn reserve_nodes(&mut self, additional: usize) {
+        self.slots.reserve_exact(additional);
+        self.ids.reserve_exact(additional);
     }
 
     /// Adds a node with identity `fp` (its core seeded with `seed`); it does
@@ -488,7 +576,13 @@ impl<U, H: Hostile> Network<U, H> {
 
     /// What a node reported (lookups ended, joins done, peers added...).
     pub fn poll_event(&mut self) -> Option<(Addr, Event<Addr>)> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.events.capacity() > EVENTS_KEPT {
+            // A burst (a warm start's tables: one `PeerAdded` per entry,
+            // 3.6 GB at 100k nodes) would otherwise stay allocated all run.
+            self.events = VecDeque::new();
+        }
+        next
     }
 
     /// Processes the next event; `None` when nothing is left.
@@ -716,6 +810,39 @@ mod tests {
         assert!(found);
     }
 
+    /// A burst of reports (a warm start: one `PeerAdded` per table entry
+    /// of every node) is given back once polled, not kept for the run.
+    #[test]
+    fn polled_reports_give_their_memory_back() {
+        let mut net: Network<()> = Network::new(Config::default(), Links::INSTANT, 1);
+        let fp = |i: u32| {
+            let mut b = [0u8; 20];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            Fingerprint::V4(b)
+        };
+        let n = 300;
+        for i in 0..n {
+            net.add_node(fp(i), u64::from(i), false);
+        }
+        for a in 0..n {
+            let peers: Vec<_> = (0..n).filter(|&b| b != a).map(|b| net.contact(b)).collect();
+            net.with_node(a, |node, now| {
+                for c in peers {
+                    node.add_peer(now, c);
+                }
+            });
+        }
+        let queued = net.memory().reports;
+        let one = std::mem::size_of::<(Addr, Event<Addr>)>();
+        assert!(queued >= 1_000 * one, "reports queued: {queued} bytes");
+        let mut reports = 0;
+        while net.poll_event().is_some() {
+            reports += 1;
+        }
+        assert!(reports >= 1_000);
+        assert!(net.memory().reports <= EVENTS_KEPT * one);
+    }
+
     #[test]
     fn the_calendar_pops_in_time_then_push_order() {
         let mut q: EventQueue<u64> = EventQueue::new();
@@ -723,31 +850,53 @@ mod tests {
         let mut want = Vec::new();
         let mut got = Vec::new();
         let mut now = 0;
+        let (mut users, mut peak) = (0usize, 0usize);
+        // What each event carries: a user payload, or a node wakeup (kept
+        // outside the slab), by sequence number.
+        let what = |ev: &Ev<u64>| match ev {
+            Ev::User(r) => *r,
+            Ev::Timer { node } => u64::from(*node) + 1_000_000,
+            _ => u64::MAX,
+        };
         // Pushes near and far (beyond the horizon), interleaved with pops,
         // with many events on the same millisecond.
         for round in 0..2_000u64 {
-            for _ in 0..3 {
+            for i in 0..3 {
                 let ahead = match rng.below(4) {
                     0 => 0,
                     1 => rng.below(100),
                     2 => HORIZON - 1 + rng.below(3),
                     _ => rng.below(4 * HORIZON),
                 };
-                let seq = q.push(now + ahead, Ev::User(round));
-                want.push((now + ahead, seq));
+                let ev = match i {
+                    0 => Ev::Timer { node: round as u32 },
+                    _ => Ev::User(round),
+                };
+                let carried = what(&ev);
+                if let Ev::User(_) = ev {
+                    users += 1;
+                    peak = peak.max(users);
+                }
+                let seq = q.push(now + ahead, ev);
+                want.push((now + ahead, seq, carried));
             }
-            if let Some((at, seq, _)) = q.pop() {
+            if let Some((at, seq, ev)) = q.pop() {
                 assert!(at >= now);
                 now = at;
-                got.push((at, seq));
+                users -= usize::from(matches!(ev, Ev::User(_)));
+                got.push((at, seq, what(&ev)));
             }
         }
-        while let Some((at, seq, _)) = q.pop() {
-            got.push((at, seq));
+        while let Some((at, seq, ev)) = q.pop() {
+            got.push((at, seq, what(&ev)));
         }
         want.sort_unstable();
         assert_eq!(got, want);
         assert_eq!(q.peek_time(), None);
+        assert_eq!(q.timers(), 0);
+        // Wakeups took no slab entry: the slab grew to the user events in
+        // flight at the busiest moment, no further.
+        assert_eq!(q.slab.len(), peak);
     }
 
     #[test]

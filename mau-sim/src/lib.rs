@@ -25,6 +25,6 @@ pub mod sim;
 pub mod sweep;
 pub mod warm;
 
-pub use metrics::{Deterministic, Report, Resources, Stats};
+pub use metrics::{Deterministic, Memory, Report, Resources, Stats};
 pub use scenario::{Attack, Policy, ProtocolParams, Scenario};
 pub use sim::{run, run_with_progress, Sim};

@@ -239,6 +239,80 @@ pub struct Report {
     pub resources: Resources,
 }
 
+/// Where a simulation's memory is, by holder, in bytes (heap capacities as
+/// the holders count them, not the allocator's view): what `--progress`
+/// prints at each phase, to set against the peak RSS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Nodes alive.
+    pub nodes: u64,
+    /// `size_of::<Node>()` per node alive (config, counters, map headers).
+    pub node_inline: u64,
+    /// Routing tables (entries, buckets, replacement caches).
+    pub tables: u64,
+    /// The rest of the nodes' heap: lookups, requests in flight, timers,
+    /// queued outputs, recently probed peers, dial buckets.
+    pub node_other: u64,
+    /// The test network's event queue (messages and timers in flight).
+    pub net_queue: u64,
+    /// Nodes' reports not yet polled.
+    pub net_reports: u64,
+    /// The network's per-node slots (nodes aside) and fingerprints.
+    pub net_slots: u64,
+    /// The simulator's own per-node slots, lookups and samples.
+    pub simulator: u64,
+    /// Events in the network's queue, and how many of them are node
+    /// wakeups superseded by an earlier one (they do nothing when due).
+    pub queued_events: u64,
+    /// See `queued_events`.
+    pub stale_timers: u64,
+}
+
+impl Memory {
+    /// Every holder added up.
+    pub fn total(&self) -> u64 {
+        self.node_inline
+            + self.tables
+            + self.node_other
+            + self.net_queue
+            + self.net_reports
+            + self.net_slots
+            + self.simulator
+    }
+}
+
+impl std::fmt::Display for Memory {
+    /// MiB per holder and bytes per node.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let per = |b: u64| b / self.nodes.max(1);
+        write!(
+            f,
+            "{:.1} MiB ({} B/node): node structs {:.1} ({}), tables {:.1} ({}), \
+             other node state {:.1} ({}), network queue {:.1} ({}), unpolled reports {:.1} ({}), \
+             network slots {:.1} ({}), simulator {:.1} ({}); {} events queued, {} of them stale wakeups",
+            mib(self.total()),
+            per(self.total()),
+            mib(self.node_inline),
+            per(self.node_inline),
+            mib(self.tables),
+            per(self.tables),
+            mib(self.node_other),
+            per(self.node_other),
+            mib(self.net_queue),
+            per(self.net_queue),
+            mib(self.net_reports),
+            per(self.net_reports),
+            mib(self.net_slots),
+            per(self.net_slots),
+            mib(self.simulator),
+            per(self.simulator),
+            self.queued_events,
+            self.stale_timers,
+        )
+    }
+}
+
 /// Peak resident set size of this process in KiB (`VmHWM`), 0 if unavailable.
 pub fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

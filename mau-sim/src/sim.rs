@@ -17,7 +17,7 @@ use mau_proto::{Config, Contact, Event, Fingerprint, Key, LookupKind, LookupOutc
 
 use crate::metrics::{
     cpu_times_ms, peak_rss_kib, round3, BackgroundMetrics, Deterministic, JoinMetrics,
-    LookupMetrics, Report, Resources, Stats, TableMetrics, TrafficMetrics,
+    LookupMetrics, Memory, Report, Resources, Stats, TableMetrics, TrafficMetrics,
 };
 use crate::scenario::{Attack, Scenario};
 use crate::warm;
@@ -176,13 +176,16 @@ impl Sim {
         };
         let mut net =
             Network::with_hostile(config.clone(), links, sc.seed ^ NETWORK_SEED, adversaries);
+        net.reserve_nodes((sc.nodes + sc.warm_start.unwrap_or(0) + sc.churn_events()) as usize);
         net.set_check_invariants(sc.check_invariants);
         let mut sim = Sim {
             config,
             rng,
             net,
-            slots: Vec::with_capacity((sc.nodes + sc.churn_events()) as usize),
-            joined: Vec::with_capacity(sc.nodes as usize),
+            slots: Vec::with_capacity(
+                (sc.nodes + sc.warm_start.unwrap_or(0) + sc.churn_events()) as usize,
+            ),
+            joined: Vec::with_capacity((sc.nodes + sc.warm_start.unwrap_or(0)) as usize),
             measured: BTreeMap::new(),
             initial_joined: 0,
             lookup_phase_start: None,
@@ -267,6 +270,9 @@ impl Sim {
                     node.add_peer(now, c);
                 }
             });
+            // Nothing to report (the peers just added), and left queued they
+            // would add up to one report per table entry of the network.
+            while self.net.poll_event().is_some() {}
             self.mark_joined(a);
             if let Some(t0) = self.progress.filter(|_| (a + 1) % 100_000 == 0) {
                 eprintln!(
@@ -278,9 +284,55 @@ impl Sim {
                 );
             }
         }
-        // Nothing to report: the peers added above.
-        while self.net.poll_event().is_some() {}
         self.initial_joined = self.sc.nodes;
+        self.print_memory("warm start built");
+    }
+
+    /// Where the memory is now, by holder (walks every node: for phase
+    /// changes, not for every event).
+    pub fn memory(&self) -> Memory {
+        use std::mem::size_of;
+        let mut m = Memory::default();
+        for (_, node) in self.net.nodes() {
+            let table = node.table().heap_bytes() as u64;
+            m.nodes += 1;
+            m.tables += table;
+            m.node_other += node.heap_bytes() as u64 - table;
+        }
+        m.node_inline = m.nodes * size_of::<Node<Addr>>() as u64;
+        let net = self.net.memory();
+        m.net_queue = net.queue as u64;
+        m.net_reports = net.reports as u64;
+        m.net_slots = net.slots as u64;
+        m.queued_events = net.queued_events as u64;
+        m.stale_timers = net.stale_timers as u64;
+        let samples = [
+            &self.hops,
+            &self.lookup_msgs,
+            &self.lookup_failures,
+            &self.lookup_latency,
+            &self.join_msgs,
+            &self.join_lookups,
+            &self.join_duration,
+            &self.join_peers,
+        ];
+        m.simulator = (self.slots.capacity() * size_of::<Slot>()
+            + self.joined.capacity() * size_of::<Addr>()
+            + self.measured.len() * size_of::<((Addr, u64), MeasuredLookup)>() * 3 / 2
+            + samples.iter().map(|v| v.capacity() * 8).sum::<usize>()) as u64;
+        m
+    }
+
+    /// With `--progress`: the memory by holder and the peak RSS so far.
+    fn print_memory(&self, phase: &str) {
+        if let Some(t0) = self.progress {
+            eprintln!(
+                "[{:7.1} s wall] {phase}: peak RSS {} MiB; held now {}",
+                t0.elapsed().as_secs_f64(),
+                peak_rss_kib() / 1024,
+                self.memory()
+            );
+        }
     }
 
     fn lookups_done(&self) -> bool {
@@ -521,6 +573,7 @@ impl Sim {
     }
 
     fn begin_lookup_phase(&mut self) {
+        self.print_memory("joins done");
         self.wall_join_done = Some(Instant::now());
         let start = self.now() + self.sc.settle_ms;
         self.lookup_phase_start = Some(start);
@@ -626,6 +679,7 @@ impl Sim {
 
     /// The metrics so far; `started` is when the run began (for wall time).
     pub fn report(&mut self, started: Instant) -> Report {
+        self.print_memory("lookups done");
         let end = Instant::now();
         let (cpu_ms, cpu_wait_ms) = cpu_times_ms();
         let mut lookups = self.lookups.clone();

@@ -1,6 +1,6 @@
 //! End-to-end properties of the simulator (kept small so they run fast in debug).
 
-use mau_sim::{run, Scenario};
+use mau_sim::{run, Scenario, Sim};
 
 fn small(nodes: u32, lookups: u32, seed: u64) -> Scenario {
     Scenario {
@@ -155,4 +155,20 @@ fn warm_start_builds_converged_tables_and_measures_sample_joins() {
         cold_skew > 2.0 * warm_skew,
         "cold {cold_skew} vs warm {warm_skew}"
     );
+}
+
+/// What a warm start keeps beside the nodes' own state is a small share of
+/// it: the builder's scratch is freed, and the reports its `add_peer` calls
+/// raise (one per table entry) are dropped as each table is built, not
+/// queued for the whole network (they were 4/5 of a 100k warm run's peak).
+#[test]
+fn warm_start_keeps_little_beside_the_tables() {
+    let mut sc = small(2000, 0, 3);
+    sc.warm_start = Some(0);
+    let m = Sim::new(sc, None).memory();
+    assert_eq!(m.nodes, 2000);
+    assert!(m.tables >= 2000 * 100 * 40, "{m}");
+    let beside = m.net_queue + m.net_reports + m.net_slots + m.simulator;
+    assert!(beside * 4 < m.tables, "{m}");
+    assert!(m.net_reports * 100 < m.tables, "{m}");
 }
