@@ -509,7 +509,7 @@ impl<U, H: Hostile> Network<U, H> {
             queue: self.queue.heap_bytes(),
             reports: self.events.capacity() * size_of::<(Addr, Event<Addr>)>(),
             slots: self.slots.capacity() * size_of::<Slot>()
-                - self.slots.len() * size_of::<Node<Addr>>()
+                - self.slots.len() * size_of::<NetNode>()
                 + self.ids.capacity() * size_of::<Fingerprint>(),
             queued_events: self.queue.slab.len() - self.queue.free.len() + timers,
             stale_timers: timers.saturating_sub(live),

@@ -248,7 +248,8 @@ pub struct Memory {
     pub nodes: u64,
     /// `size_of::<Node>()` per node alive (config, counters, map headers).
     pub node_inline: u64,
-    /// Routing tables (entries, buckets, replacement caches).
+    /// Routing tables (entries, buckets, replacement caches) and the
+    /// fingerprint store their entries share.
     pub tables: u64,
     /// The rest of the nodes' heap: lookups, requests in flight, timers,
     /// queued outputs, recently probed peers, dial buckets.

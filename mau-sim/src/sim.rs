@@ -299,7 +299,9 @@ impl Sim {
             m.tables += table;
             m.node_other += node.heap_bytes() as u64 - table;
         }
-        m.node_inline = m.nodes * size_of::<Node<Addr>>() as u64;
+        // The fingerprints the tables' entries stand for, kept once for all.
+        m.tables += self.net.fingerprints().heap_bytes() as u64;
+        m.node_inline = m.nodes * size_of::<NetNode>() as u64;
         let net = self.net.memory();
         m.net_queue = net.queue as u64;
         m.net_reports = net.reports as u64;
