@@ -546,7 +546,10 @@ impl SyncPlan {
         if self.phase == Phase::Over {
             return;
         }
-        while self.active() < self.limits.files_at_once() && self.uncommitted() < MAX_UNCOMMITTED {
+        // Counted once, not per file taken (each count walks every file).
+        let uncommitted = self.uncommitted();
+        let mut active = self.files.len() - uncommitted;
+        while active < self.limits.files_at_once() && uncommitted < MAX_UNCOMMITTED {
             let Some((id, name, entry)) = self.queue.pop_front() else {
                 break;
             };
@@ -574,6 +577,7 @@ impl SyncPlan {
                 restarted: false,
             };
             self.files.insert(id, file);
+            active += 1;
         }
         for (id, f) in self.files.iter_mut() {
             if !self.pacing.has_room() {
