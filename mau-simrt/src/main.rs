@@ -84,39 +84,19 @@ fn main() -> ExitCode {
             "--bootstraps" => value().parse().map(|v| s.bootstraps = v).is_ok(),
             "--pool" => value().parse().map(|v| s.pool_max_idle = v).is_ok(),
             "--loss" => value().parse().map(|v| s.faults.loss = v).is_ok(),
-            "--no-partition" => {
-                s.faults.partition = false;
-                true
-            }
-            "--no-crash" => {
-                s.faults.crash = false;
-                true
-            }
-            "--no-disk" => {
-                s.faults.disk = false;
-                true
-            }
-            "--no-slow" => {
-                s.faults.slow = false;
-                true
-            }
-            "--no-churn" => {
-                s.faults.churn = false;
-                true
-            }
-            "--no-garbage" => {
-                s.faults.garbage = false;
-                true
-            }
-            "--no-storm" => {
-                s.faults.storm = false;
-                true
-            }
             "--no-syncs" => {
                 s.syncs = false;
                 true
             }
-            _ => false,
+            flag => {
+                let name = flag.strip_prefix("--no-");
+                let switch = s
+                    .faults
+                    .switches()
+                    .into_iter()
+                    .find(|(n, _)| Some(*n) == name);
+                switch.map(|(_, on)| *on = false).is_some()
+            }
         };
         if !ok {
             return usage();

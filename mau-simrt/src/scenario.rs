@@ -52,6 +52,21 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// The faults that can be switched off, by the name of their
+    /// `--no-NAME` flag (the command's parser and the replay command both
+    /// read this one list).
+    pub fn switches(&mut self) -> [(&'static str, &mut bool); 7] {
+        [
+            ("partition", &mut self.partition),
+            ("crash", &mut self.crash),
+            ("disk", &mut self.disk),
+            ("slow", &mut self.slow),
+            ("churn", &mut self.churn),
+            ("garbage", &mut self.garbage),
+            ("storm", &mut self.storm),
+        ]
+    }
+
     /// Every fault on, no loss.
     pub fn all() -> Faults {
         Faults {
@@ -121,21 +136,13 @@ impl Scenario {
 
     /// The one command that replays this run.
     pub fn replay_command(&self) -> String {
-        let f = &self.faults;
+        let mut f = self.faults.clone();
         let mut cmd = format!(
             "cargo run -p mau-simrt --release -- --seed {} --nodes {} --bootstraps {} --lookups {} --final-lookups {} --loss {}",
             self.seed, self.nodes, self.bootstraps, self.lookups, self.final_lookups, f.loss
         );
-        for (on, name) in [
-            (f.partition, "partition"),
-            (f.crash, "crash"),
-            (f.disk, "disk"),
-            (f.slow, "slow"),
-            (f.churn, "churn"),
-            (f.garbage, "garbage"),
-            (f.storm, "storm"),
-        ] {
-            if !on {
+        for (name, on) in f.switches() {
+            if !*on {
                 cmd.push_str(&format!(" --no-{name}"));
             }
         }
