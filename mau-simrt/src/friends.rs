@@ -41,6 +41,7 @@ use mau_store::Store;
 
 use crate::disk::Disk;
 use crate::net::mix;
+use crate::sim::lock;
 use crate::{Sim, SimRuntime};
 
 /// The fixture accounts' passphrase (test-only keys).
@@ -341,10 +342,7 @@ impl Friends {
     }
 
     fn violation(&self, v: String) {
-        self.violations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(v);
+        lock(&self.violations).push(v);
     }
 
     /// Where A serves `name` from.
@@ -439,10 +437,7 @@ impl Friends {
             ((got as u64) << 32) | failed as u64
         });
         self.sim.mark(SYNC_MARK + round as u64, value);
-        self.rounds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(counts);
+        lock(&self.rounds).push(counts);
         r
     }
 

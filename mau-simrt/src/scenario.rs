@@ -18,6 +18,7 @@ use crate::disk::Disk;
 use crate::friends::{Fixture, Friends, Placement};
 use crate::hostile;
 use crate::net::mix;
+use crate::sim::lock;
 use crate::{LinkConfig, Sim, SimError, SimRuntime, Trace};
 
 /// Which faults strike during the lookups.
@@ -215,12 +216,9 @@ impl Scenario {
         report.peak_open = sim.peak_open_connections();
         report.virtual_time = sim.elapsed();
         report.wall = wall.elapsed();
-        net.nodes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        lock(&net.nodes).clear();
         // Unmounted before the directory goes.
-        net.table_disk
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        lock(&net.table_disk).take();
         sim.clear();
         Ok(report)
     }
@@ -433,7 +431,7 @@ fn identity(
 
 impl Network {
     fn node(&self, i: usize) -> Option<Arc<RunningNode<SimRuntime>>> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
+        lock(&self.nodes)[i].clone()
     }
 
     fn host(&self, i: usize) -> IpAddr {
@@ -441,7 +439,7 @@ impl Network {
     }
 
     fn alive(&self) -> Vec<usize> {
-        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes = lock(&self.nodes);
         (0..nodes.len()).filter(|&i| nodes[i].is_some()).collect()
     }
 
@@ -464,10 +462,7 @@ impl Network {
         .await;
         let node = match node {
             Ok(n) => {
-                self.real
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(n.fingerprint(), n.address().as_str().to_owned());
+                lock(&self.real).insert(n.fingerprint(), n.address().as_str().to_owned());
                 Some(Arc::new(n))
             }
             Err(e) => {
@@ -475,7 +470,7 @@ impl Network {
                 None
             }
         };
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = node;
+        lock(&self.nodes)[i] = node;
     }
 
     fn node_dir(&self, i: usize) -> std::path::PathBuf {
@@ -499,7 +494,7 @@ impl Network {
             Ok(disk) => {
                 std::fs::write(self.table_path(i), &saved)?;
                 disk.fill(saved.len() as u64 / 2)?;
-                *self.table_disk.lock().unwrap_or_else(|e| e.into_inner()) = Some((disk, saved));
+                *lock(&self.table_disk) = Some((disk, saved));
                 Ok(())
             }
             Err(e) => {
@@ -516,7 +511,7 @@ impl Network {
     /// directory (and the table last saved in it) is back.
     fn free_disk(&self, i: usize) -> std::io::Result<()> {
         let dir = self.node_dir(i);
-        if let Some((disk, saved)) = &*self.table_disk.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some((disk, saved)) = &*lock(&self.table_disk) {
             let now = std::fs::read(self.table_path(i));
             match &now {
                 Ok(b) if b == saved && mau_net::persist::parse_table(b).is_ok() => {}
@@ -539,23 +534,19 @@ impl Network {
             std::fs::remove_file(&dir)?;
             std::fs::rename(dir.with_extension("full"), &dir)?;
         }
-        *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((i, std::time::SystemTime::now()));
+        *lock(&self.disk_freed) = Some((i, std::time::SystemTime::now()));
         Ok(())
     }
 
     /// Records a broken invariant (or a skipped fault, `skipped: ...`).
     fn check(&self, what: String) {
-        self.checks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(what);
+        lock(&self.checks).push(what);
     }
 
     /// "Saves resume after a full disk": the node whose disk was full wrote
     /// its table again after it was freed, and the table reads back.
     fn disk_recovered(&self) -> Vec<String> {
-        let Some((i, freed)) = *self.disk_freed.lock().unwrap_or_else(|e| e.into_inner()) else {
+        let Some((i, freed)) = *lock(&self.disk_freed) else {
             return Vec::new();
         };
         let path = self.table_path(i);
@@ -576,7 +567,7 @@ impl Network {
     /// Crashes node `i`'s process: no shutdown, its tasks just stop.
     fn crash(&self, i: usize) {
         self.sim.crash(self.host(i));
-        let node = self.nodes.lock().unwrap_or_else(|e| e.into_inner())[i].take();
+        let node = lock(&self.nodes)[i].take();
         drop(node);
     }
 
@@ -589,7 +580,7 @@ impl Network {
         slot: usize,
     ) {
         let Some(node) = self.node(src) else {
-            results.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(LookupResult::Aborted);
+            lock(results)[slot] = Some(LookupResult::Aborted);
             return;
         };
         // Dropped with the task if the node crashes: then it reports `Aborted`.
@@ -601,7 +592,7 @@ impl Network {
         impl Drop for Slot {
             fn drop(&mut self) {
                 let r = self.2.unwrap_or(LookupResult::Aborted);
-                self.0.lock().unwrap_or_else(|e| e.into_inner())[self.1] = Some(r);
+                lock(&self.0)[self.1] = Some(r);
             }
         }
         let out = Slot(results.clone(), slot, None);
@@ -629,7 +620,7 @@ impl Network {
     /// random other nodes; waits for all of them.
     async fn lookups(&self, n: usize, over: Duration) -> Vec<LookupResult> {
         let results = Arc::new(Mutex::new(vec![None; n]));
-        let all = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let all = lock(&self.nodes).len();
         let fps: Vec<Fingerprint> = (0..all)
             .map(|i| identity(self.scenario.seed, i, None).map(|id| id.fingerprint()))
             .collect::<Result<_, _>>()
@@ -638,8 +629,7 @@ impl Network {
         for slot in 0..n {
             let alive = self.alive();
             if alive.len() < 2 || fps.is_empty() {
-                results.lock().unwrap_or_else(|e| e.into_inner())[slot] =
-                    Some(LookupResult::Failed);
+                lock(&results)[slot] = Some(LookupResult::Failed);
                 continue;
             }
             let src = alive[self.sim.rand_u64(alive.len() as u64) as usize];
@@ -656,12 +646,7 @@ impl Network {
     /// Waits until every lookup of `results` ended; returns their results.
     async fn ended(&self, results: &Mutex<Vec<Option<LookupResult>>>) -> Vec<LookupResult> {
         loop {
-            let done: Option<Vec<LookupResult>> = results
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
+            let done: Option<Vec<LookupResult>> = lock(results).iter().copied().collect();
             if let Some(done) = done {
                 return done;
             }
@@ -689,7 +674,7 @@ impl Network {
     async fn main(self: Arc<Self>) -> Report {
         let s = self.scenario.clone();
         let joiners = if s.faults.churn { churned(s.nodes) } else { 0 };
-        *self.nodes.lock().unwrap_or_else(|e| e.into_inner()) = vec![None; s.nodes + joiners];
+        *lock(&self.nodes) = vec![None; s.nodes + joiners];
         let t0 = self.sim.elapsed();
         for i in 0..s.nodes {
             let bootstrap: Vec<_> = (0..i.min(s.bootstraps))
@@ -724,10 +709,7 @@ impl Network {
                 match Friends::start(&self.sim, fixture, &self.dir, place, seed, strict, disk).await
                 {
                     Ok(f) => {
-                        self.real
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .extend(f.identities());
+                        lock(&self.real).extend(f.identities());
                         Some(Arc::new(f))
                     }
                     Err(e) => {
@@ -750,7 +732,7 @@ impl Network {
                 .spawn(counted(&running, async move { f.rounds(SYNC_GAP).await }));
         }
         let window = self.lookups(s.lookups, WINDOW).await;
-        while *running.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
+        while *lock(&running) > 0 {
             self.sim.sleep(Duration::from_secs(1)).await;
         }
         for (i, r) in window.iter().enumerate() {
@@ -770,7 +752,7 @@ impl Network {
             }
         }
         violations.extend(self.lost_peers());
-        let lies = std::mem::take(&mut *self.lies.lock().unwrap_or_else(|e| e.into_inner()));
+        let lies = std::mem::take(&mut *lock(&self.lies));
         violations.extend(
             lies.into_iter()
                 .chain(self.unverified())
@@ -778,15 +760,12 @@ impl Network {
         );
         violations.extend(self.over_bound());
         violations.extend(self.disk_recovered());
-        let mut checks =
-            std::mem::take(&mut *self.checks.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut checks = std::mem::take(&mut *lock(&self.checks));
         let syncs = match &friends {
             Some(f) => {
-                checks.extend(std::mem::take(
-                    &mut *f.violations.lock().unwrap_or_else(|e| e.into_inner()),
-                ));
+                checks.extend(std::mem::take(&mut *lock(&f.violations)));
                 checks.extend(f.skipped.clone());
-                f.rounds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+                lock(&f.rounds).clone()
             }
             None => Vec::new(),
         };
@@ -794,8 +773,8 @@ impl Network {
             checks.into_iter().partition(|c| c.starts_with("skipped: "));
         violations.extend(broken);
         let table_mean = self.mean_table();
-        let storm = *self.storm.lock().unwrap_or_else(|e| e.into_inner());
-        let peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let storm = *lock(&self.storm);
+        let peaks = lock(&self.peaks).clone();
         Report {
             seed: s.seed,
             window,
@@ -807,10 +786,7 @@ impl Network {
             syncs,
             skipped,
             storm,
-            garbage_answers: self
-                .garbage
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            garbage_answers: lock(&self.garbage)
                 .as_ref()
                 .map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed)),
             peak_node_open: peaks.values().map(|p| p.0).max().unwrap_or(0),
@@ -978,11 +954,8 @@ impl Network {
         let lies = hostile::lies(mix(s.seed ^ GARBAGE_STREAM), &honest);
         match hostile::serve_garbage(&self.sim, &id, lies).await {
             Ok((at, answers)) => {
-                *self.garbage.lock().unwrap_or_else(|e| e.into_inner()) = Some(answers);
-                self.real
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id.fingerprint(), at.to_string());
+                *lock(&self.garbage) = Some(answers);
+                lock(&self.real).insert(id.fingerprint(), at.to_string());
             }
             Err(e) => return self.check(format!("the garbage node's server: {e}")),
         }
@@ -1043,7 +1016,7 @@ impl Network {
         let (sent, answered) = done_rx.recv().await.unwrap_or_default();
         let done = self.ended(&results).await;
         let found = Report::found(&done);
-        *self.storm.lock().unwrap_or_else(|e| e.into_inner()) = Some(StormFigures {
+        *lock(&self.storm) = Some(StormFigures {
             sent,
             answered,
             found,
@@ -1072,10 +1045,7 @@ impl Network {
         let t0 = self.sim.elapsed();
         while self.sim.elapsed() - t0 < over {
             let lies = self.unverified();
-            self.lies
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(lies);
+            lock(&self.lies).extend(lies);
             self.sim.sleep(Duration::from_secs(2)).await;
         }
     }
@@ -1088,13 +1058,13 @@ impl Network {
             let Some(node) = self.node(i) else { continue };
             let peers = node.snapshot().peers;
             let open = self.sim.open_connections(self.host(i));
-            let mut peaks = self.peaks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut peaks = lock(&self.peaks);
             let p = peaks.entry(i).or_default();
             *p = (p.0.max(open), p.1.max(peers.len()));
             let peers = peers.into_iter().map(|p| (p.fingerprint, p.address));
             tables.push((format!("node {i}"), peers.collect()));
         }
-        let real = self.real.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let real = lock(&self.real).clone();
         hostile::unverified(&tables, &real)
     }
 
@@ -1103,14 +1073,11 @@ impl Network {
     /// (`pool_max_idle`), and no table is larger than the run's real
     /// identities.
     fn over_bound(&self) -> Vec<String> {
-        let peaks: Vec<(String, usize, usize)> = self
-            .peaks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let peaks: Vec<(String, usize, usize)> = lock(&self.peaks)
             .iter()
             .map(|(i, (open, size))| (format!("node {i}"), *open, *size))
             .collect();
-        let real = self.real.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let real = lock(&self.real).len();
         let connections = mau_net::Limits::default().max_connections + self.scenario.pool_max_idle;
         hostile::over_bound(&peaks, connections, real)
     }
@@ -1134,11 +1101,11 @@ fn counted(
     running: &Arc<Mutex<usize>>,
     fut: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    *running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    *lock(running) += 1;
     let running = running.clone();
     async move {
         fut.await;
-        *running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        *lock(&running) -= 1;
     }
 }
 

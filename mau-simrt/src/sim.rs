@@ -97,7 +97,9 @@ impl Drop for TlsScope<'_> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, through a poisoned lock too (a panicking task has already
+/// failed the run; its state is still worth reading).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
