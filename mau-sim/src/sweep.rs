@@ -321,9 +321,10 @@ pub fn below_go(rows: &[Row]) -> Vec<String> {
                 ALL_SCHEDULED_SLACK,
             ),
         ] {
-            // In lookups, so the slack does not depend on the run's size
-            // (the rates are rounded to 4 decimals: 1e-6 absorbs that).
-            if (go - ours) * lookups > slack + 1e-6 {
+            // In lookups, so the slack does not depend on the run's size;
+            // the rates are rounded to 6 decimals, so their difference is
+            // up to 1e-6 off: lookups x 1e-6 absorbs that, whatever the size.
+            if (go - ours) * lookups > slack + lookups * 1e-6 {
                 out.push(format!(
                     "n={} churn={}: ours {what} {ours} < go {go}",
                     r.nodes, r.churn

@@ -35,8 +35,8 @@ pub(crate) const STORM_WORKERS: usize = 16;
 pub(crate) const STORM_REQUESTS: usize = 3000;
 /// How long the storm lasts at most (virtual time).
 pub(crate) const STORM_TIME: Duration = Duration::from_secs(15);
-/// Records in a lying answer (K).
-const LIES: usize = 20;
+/// Records in a lying answer.
+const LIES: usize = mau_proto::config::K;
 /// The oversized answer's body: far over any valid find_peer answer.
 const OVERSIZED: usize = 1 << 20;
 
@@ -328,7 +328,7 @@ mod tests {
     fn garbage_answers_are_garbage() {
         let lies = lies(7, &[fp(1), fp(2)]);
         assert_eq!(lies.len(), 2 + LIES);
-        let k = 20;
+        let k = mau_proto::config::K;
         let invalid = garbage(0, &lies);
         assert!(mau_proto::wire::decode_find_peer(&invalid, k).is_err());
         let lying = garbage(1, &lies);

@@ -725,7 +725,9 @@ impl Network {
         let running = Arc::new(Mutex::new(0usize));
         let faults = self.clone().faults();
         self.sim.spawn(counted(&running, faults));
-        let sampler = self.clone().sample(Duration::from_secs(100));
+        let sampler = self
+            .clone()
+            .sample(Duration::from_secs(100), running.clone());
         self.sim.spawn(counted(&running, sampler));
         if let Some(f) = friends.clone() {
             self.sim
@@ -1038,12 +1040,15 @@ impl Network {
         }
     }
 
-    /// Every 2 s for `over`: samples each live node's open connections and
+    /// Every 2 s for at least `over`, and on while the faults and syncs run:
+    /// samples each live node's open connections and
     /// table size, and checks its table holds no unverified address (a lie
     /// that got in and out again between two samples is missed).
-    async fn sample(self: Arc<Self>, over: Duration) {
+    async fn sample(self: Arc<Self>, over: Duration, running: Arc<Mutex<usize>>) {
         let t0 = self.sim.elapsed();
-        while self.sim.elapsed() - t0 < over {
+        // The faults and syncs (counted in `running`, the sampler too) may
+        // outlast `over` in a large network: sample until they end.
+        while self.sim.elapsed() - t0 < over || *lock(&running) > 1 {
             let lies = self.unverified();
             lock(&self.lies).extend(lies);
             self.sim.sleep(Duration::from_secs(2)).await;
