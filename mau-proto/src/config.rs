@@ -33,8 +33,8 @@ pub enum Termination {
 /// probe is ever added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CallerProbes {
-    /// Only those whose answer could change the table
-    /// ([`crate::internals::RoutingTable::seen_matters`]): not a caller that
+    /// Only those whose answer could change the table (the routing table's
+    /// `seen_matters`, from the same plan as its `seen`): not a caller that
     /// would only wait in a full bucket whose head needs no check and whose
     /// replacement cache is full (or off). A joining node meets hundreds of
     /// peers, and most of them hold it in such a bucket.

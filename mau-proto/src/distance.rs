@@ -18,10 +18,16 @@ impl Distance {
     /// The `i`th 64-bit word (`i < 4`), most significant first.
     #[inline(always)]
     fn word(&self, i: usize) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
-        u64::from_be_bytes(b)
+        be_word(&self.0[i * 8..])
     }
+}
+
+/// The first 8 bytes of `bytes` (at least 8) as a big-endian word.
+#[inline(always)]
+pub(crate) fn be_word(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(b)
 }
 
 // Same order as the derived byte-wise one (big-endian bytes compare like the
@@ -63,9 +69,7 @@ impl Key {
     /// The first 64 bits, most significant first (see [`sort_by_distance_prefix`]).
     #[inline]
     pub fn prefix(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[..8]);
-        u64::from_be_bytes(b)
+        be_word(&self.0)
     }
 
     /// XOR distance to `other`.

@@ -139,9 +139,7 @@ impl Fingerprint {
     /// building the key.
     #[inline]
     pub fn key_prefix(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.as_bytes()[..8]);
-        u64::from_be_bytes(b)
+        crate::distance::be_word(self.as_bytes())
     }
 
     /// `self == other` without the call to `memcmp` the derived `==` makes

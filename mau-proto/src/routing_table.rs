@@ -602,10 +602,7 @@ impl<A: Clone + Eq + HostIp, S: FingerprintStore> RoutingTable<A, S> {
             Plan::Update(_) | Plan::Insert | Plan::Wait { check_head: true } => true,
             Plan::Wait { check_head: false } => self.buckets.get(cpl).is_some_and(|b| {
                 b.replacements.len() < self.replacement_cap
-                    && !b
-                        .replacements
-                        .iter()
-                        .any(|c| c.fingerprint == contact.fingerprint)
+                    && !b.replacements.iter().any(|c| c == contact)
             }),
         }
     }

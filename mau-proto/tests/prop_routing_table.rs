@@ -157,7 +157,8 @@ proptest! {
                     let caches_before = caches_of(&t);
                     let waiting = caches_before.iter().find(|(c, _)| *c == bucket_of(&local, &fp));
                     let (waiting_len, was_waiting) = waiting.map_or((0, false), |(_, w)| {
-                        (w.len(), w.iter().any(|c| c.fingerprint == fp))
+                        // Waiting at this very address: a new address matters.
+                        (w.len(), w.iter().any(|c| *c == Contact::new(fp, addr)))
                     });
                     let outcome = t.seen(Contact::new(fp, addr), Time(now), BACKOFF);
                     // `seen_matters` is false exactly when `seen` changes no

@@ -572,7 +572,10 @@ impl Harness {
                 }
             }
             Command::Settled { file, outcome, .. } => {
-                if self.staging.contains(&file) || self.staged.contains(&file) {
+                if self.staging.contains(&file)
+                    || self.staged.contains(&file)
+                    || self.installs.contains(&file)
+                {
                     return Err(format!("{file:?} settled before its commit"));
                 }
                 if let FileOutcome::Downloaded { .. } = outcome {

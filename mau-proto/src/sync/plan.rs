@@ -547,9 +547,11 @@ impl SyncPlan {
             return;
         }
         // Counted once, not per file taken (each count walks every file).
+        // Every active file may end up staged, so they count against the
+        // bound on uncommitted files too.
         let uncommitted = self.uncommitted();
         let mut active = self.files.len() - uncommitted;
-        while active < self.limits.files_at_once() && uncommitted < MAX_UNCOMMITTED {
+        while active < self.limits.files_at_once() && active + uncommitted < MAX_UNCOMMITTED {
             let Some((id, name, entry)) = self.queue.pop_front() else {
                 break;
             };

@@ -681,3 +681,36 @@ fn a_batch_holds_at_most_batch_max_files() {
     let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
     assert_eq!(sizes, [BATCH_MAX, 10]);
 }
+
+/// A friend whose commits never end: files on their way may all be staged,
+/// so no more start than [`MAX_UNCOMMITTED`] leaves room for.
+#[test]
+fn staged_files_stay_within_the_uncommitted_bound_while_commits_hang() {
+    let mut p = new_sync();
+    let n = 3 * MAX_UNCOMMITTED;
+    let many = (0..n).map(|i| entry(&format!("{i}.pgp"), 1)).collect();
+    let mut cmds = list(&mut p, many);
+    let mut peak = 0;
+    while !cmds.is_empty() {
+        for c in &cmds {
+            let e = match c {
+                Command::Inspect { file, .. } => Event::Local {
+                    file: *file,
+                    same: false,
+                    partial: 0,
+                },
+                Command::Fetch { file, .. } => Event::Fetched {
+                    file: *file,
+                    got: 1,
+                    resumed: false,
+                },
+                Command::Stage { file } => Event::Staged { file: *file },
+                _ => continue,
+            };
+            p.handle(e, Time::ZERO);
+            peak = peak.max(p.uncommitted());
+        }
+        cmds = drain(&mut p);
+    }
+    assert_eq!(peak, MAX_UNCOMMITTED);
+}
