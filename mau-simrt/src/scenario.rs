@@ -30,7 +30,7 @@ pub struct Faults {
     pub crash: bool,
     /// With `crash`: once the crashed node restarted, its disk is full for
     /// 30 s: a disk of its own (a tmpfs, with root) that runs out of space
-    /// in the middle of a save, or else (without root) a directory that
+    /// while a save writes its temporary file, or else (without root) a directory that
     /// cannot be created. Its saved table must stay intact and readable,
     /// and it must keep running and save again once there is room. With
     /// `syncs`, the friend B's disk fills up too, in the middle of a
@@ -482,8 +482,9 @@ impl Network {
     }
 
     /// Node `i`'s disk is full. With root, its directory becomes a disk of
-    /// its own holding its saved table and room for half of it: the next
-    /// save runs out of space in the middle of writing its temporary file.
+    /// its own holding its saved table and room for half of it, rounded
+    /// down to pages: the next save runs out of space while writing its
+    /// temporary file (at its first page for a table under two pages).
     /// Without root, the directory moves aside and a file takes its place,
     /// so every save fails on creating it (the table already read stays in
     /// memory; the last one saved waits aside).
