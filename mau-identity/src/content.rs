@@ -75,6 +75,8 @@ const SIGNATURE_HASH: HashAlgorithm = HashAlgorithm::SHA256;
 /// consumes one hold-back per read; measured 10× slower with 64 KiB).
 /// 256 KiB measured fastest (20 MiB: 29 ms against 50 ms with 1 MiB).
 const CHECK_HOLD_BACK: usize = COPY_CHUNK;
+// `check_bytes` clamps its reads to [4096, CHECK_HOLD_BACK].
+const _: () = assert!(CHECK_HOLD_BACK >= 4096);
 
 /// The size of the reads through sequoia's streams (`io::copy` uses
 /// 8 KiB, and each read walks the whole reader or writer stack).
