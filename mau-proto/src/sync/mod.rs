@@ -27,6 +27,7 @@ use std::time::Duration;
 
 pub mod files;
 pub mod harness;
+mod in_progress;
 pub mod listing;
 pub mod pacing;
 pub mod plan;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::files::{self, File, FileOutcome, Install, Quota, Stage, Start};
+use super::in_progress::InProgress;
 use super::listing::{Ask, Walk};
 use super::pacing::{Pacing, Retry};
 use super::{
@@ -54,7 +55,7 @@ pub struct SyncPlan {
     queue: VecDeque<(FileId, String, Entry)>,
     /// Files being worked on (at most [`Limits::files_at_once`] of them
     /// not staged or committing, see [`SyncPlan::active`]).
-    files: BTreeMap<FileId, File>,
+    files: InProgress,
     next_id: u64,
     /// Local names no page named yet: what a whole listing retires.
     unlisted: BTreeSet<String>,
@@ -97,7 +98,7 @@ impl SyncPlan {
             names: None,
             asking: Asking::Idle,
             queue: VecDeque::new(),
-            files: BTreeMap::new(),
+            files: InProgress::default(),
             next_id: 0,
             unlisted: local.names,
             partials: local.partials,
@@ -132,7 +133,7 @@ impl SyncPlan {
         if self.phase == Phase::Over {
             return None;
         }
-        let files = self.files.values().filter_map(|f| match f.stage {
+        let files = self.files.timed().filter_map(|(_, f)| match f.stage {
             Stage::Fetching { started, got, .. } => {
                 Some(files::deadline(&self.limits, started, got))
             }
@@ -165,18 +166,7 @@ impl SyncPlan {
     /// Files staged or in a running commit (at most
     /// [`super::MAX_UNCOMMITTED`]).
     pub fn uncommitted(&self) -> usize {
-        self.files
-            .values()
-            .filter(|f| {
-                matches!(
-                    f.stage,
-                    Stage::Installing {
-                        step: Install::Staged | Install::Committing,
-                        ..
-                    }
-                )
-            })
-            .count()
+        self.files.uncommitted()
     }
 
     /// The report so far.
@@ -189,19 +179,20 @@ impl SyncPlan {
         if self.phase == Phase::Over {
             return;
         }
-        let mut slow = Vec::new();
-        for (id, f) in self.files.iter_mut() {
+        let (mut slow, mut waited) = (Vec::new(), Vec::new());
+        for (id, f) in self.files.timed() {
             match f.stage {
                 Stage::Fetching { from, started, got }
                     if files::deadline(&self.limits, started, got) <= now =>
                 {
-                    slow.push((*id, from, started, got));
+                    slow.push((id, from, started, got));
                 }
-                Stage::Waiting { from, until } if until <= now => {
-                    f.stage = Stage::Ready { from };
-                }
+                Stage::Waiting { from, until } if until <= now => waited.push((id, from)),
                 _ => {}
             }
+        }
+        for (id, from) in waited {
+            self.files.update(id, |f| f.stage = Stage::Ready { from });
         }
         for (id, from, started, got) in slow {
             self.pacing.end();
@@ -244,42 +235,42 @@ impl SyncPlan {
                 partial,
             } => self.on_local(file, same, partial),
             Event::Progress { file, got } => {
-                if let Some(File {
-                    stage: Stage::Fetching { got: g, .. },
-                    ..
-                }) = self.files.get_mut(&file)
-                {
-                    *g = got;
-                }
+                self.files.update(file, |f| {
+                    if let Stage::Fetching { got: g, .. } = &mut f.stage {
+                        *g = got;
+                    }
+                });
             }
             Event::Fetched { file, got, resumed } => {
-                if let Some(f) = self.files.get_mut(&file) {
-                    if matches!(f.stage, Stage::Fetching { .. }) {
-                        self.pacing.end();
-                        let step = match files::batched(&f.entry, resumed) {
-                            true => Install::Staging,
-                            false => Install::Alone,
-                        };
-                        f.stage = Stage::Installing { got, resumed, step };
-                        self.out.push_back(match step {
-                            Install::Staging => Command::Stage { file },
-                            _ => Command::Install { file },
-                        });
+                let step = self.files.update(file, |f| {
+                    if !matches!(f.stage, Stage::Fetching { .. }) {
+                        return None;
                     }
+                    let step = match files::batched(&f.entry, resumed) {
+                        true => Install::Staging,
+                        false => Install::Alone,
+                    };
+                    f.stage = Stage::Installing { got, resumed, step };
+                    Some(step)
+                });
+                if let Some(Some(step)) = step {
+                    self.pacing.end();
+                    self.out.push_back(match step {
+                        Install::Staging => Command::Stage { file },
+                        _ => Command::Install { file },
+                    });
                 }
             }
             Event::Staged { file } => {
-                if let Some(File {
-                    stage:
-                        Stage::Installing {
-                            step: step @ Install::Staging,
-                            ..
-                        },
-                    ..
-                }) = self.files.get_mut(&file)
-                {
-                    *step = Install::Staged;
-                }
+                self.files.update(file, |f| {
+                    if let Stage::Installing {
+                        step: step @ Install::Staging,
+                        ..
+                    } = &mut f.stage
+                    {
+                        *step = Install::Staged;
+                    }
+                });
             }
             Event::Installed { file } => {
                 if let Some(File {
@@ -384,7 +375,7 @@ impl SyncPlan {
     }
 
     fn on_local(&mut self, id: FileId, same: bool, partial: u64) {
-        let Some(f) = self.files.get_mut(&id) else {
+        let Some(f) = self.files.get(&id) else {
             return;
         };
         if f.stage != Stage::Inspecting {
@@ -394,11 +385,13 @@ impl SyncPlan {
             Start::Unchanged => self.settle(id, FileOutcome::Unchanged),
             Start::GiveUp(why) => self.give_up(id, why),
             Start::Install => {
-                f.stage = Stage::Installing {
-                    got: 0,
-                    resumed: true,
-                    step: Install::Alone,
-                };
+                self.files.update(id, |f| {
+                    f.stage = Stage::Installing {
+                        got: 0,
+                        resumed: true,
+                        step: Install::Alone,
+                    }
+                });
                 self.out.push_back(Command::Install { file: id });
             }
             Start::Fetch { from, drop_partial } => {
@@ -408,13 +401,13 @@ impl SyncPlan {
                         sum: f.entry.sum.clone(),
                     });
                 }
-                f.stage = Stage::Ready { from };
+                self.files.update(id, |f| f.stage = Stage::Ready { from });
             }
         }
     }
 
     fn on_failed(&mut self, id: FileId, error: FetchError, kept: u64) {
-        let Some(f) = self.files.get_mut(&id) else {
+        let Some(f) = self.files.get(&id) else {
             return;
         };
         let reserved = match f.stage {
@@ -424,12 +417,14 @@ impl SyncPlan {
                 if error == FetchError::RangeNotSatisfiable && from > 0 && !f.restarted {
                     // The partial download does not fit the file any more:
                     // start over, once.
-                    f.restarted = true;
-                    f.retries = 0;
-                    f.stage = Stage::Ready { from: 0 };
                     self.out.push_back(Command::RemovePartial {
                         name: f.name.clone(),
                         sum: f.entry.sum.clone(),
+                    });
+                    self.files.update(id, |f| {
+                        f.restarted = true;
+                        f.retries = 0;
+                        f.stage = Stage::Ready { from: 0 };
                     });
                     return;
                 }
@@ -477,7 +472,7 @@ impl SyncPlan {
                 }
             }
             Target::File(id) => {
-                let Some(f) = self.files.get_mut(&id) else {
+                let Some(f) = self.files.get(&id) else {
                     return;
                 };
                 let Stage::Fetching { from, .. } = f.stage else {
@@ -485,11 +480,13 @@ impl SyncPlan {
                 };
                 match self.pacing.refusal(status, asked, f.retries) {
                     Retry::After(wait) => {
-                        f.retries += 1;
-                        f.stage = Stage::Waiting {
-                            from,
-                            until: now + wait,
-                        };
+                        self.files.update(id, |f| {
+                            f.retries += 1;
+                            f.stage = Stage::Waiting {
+                                from,
+                                until: now + wait,
+                            };
+                        });
                     }
                     Retry::GiveUp => {
                         let retries = f.retries;
@@ -581,19 +578,26 @@ impl SyncPlan {
             self.files.insert(id, file);
             active += 1;
         }
-        for (id, f) in self.files.iter_mut() {
-            if !self.pacing.has_room() {
+        while self.pacing.has_room() {
+            let Some(id) = self.files.first_ready() else {
                 break;
-            }
-            if let Stage::Ready { from } = f.stage {
-                self.pacing.start();
+            };
+            let from = self.files.update(id, |f| {
+                let Stage::Ready { from } = f.stage else {
+                    return None;
+                };
                 f.stage = Stage::Fetching {
                     from,
                     started: now,
                     got: 0,
                 };
-                self.out.push_back(Command::Fetch { file: *id, from });
-            }
+                Some(from)
+            });
+            let Some(Some(from)) = from else {
+                break;
+            };
+            self.pacing.start();
+            self.out.push_back(Command::Fetch { file: id, from });
         }
         self.commit_staged();
         let page_done = self.files.is_empty() && self.queue.is_empty();
@@ -609,36 +613,14 @@ impl SyncPlan {
     /// Commits the staged files when [`files::commit_now`] says so, a
     /// batch of at most [`BATCH_MAX`] at a time.
     fn commit_staged(&mut self) {
-        loop {
-            let (mut staged, mut on_the_way) = (Vec::new(), 0);
-            for (id, f) in &self.files {
-                match f.stage {
-                    Stage::Installing {
-                        step: Install::Staged,
-                        ..
-                    } => staged.push(*id),
-                    Stage::Inspecting
-                    | Stage::Ready { .. }
-                    | Stage::Fetching { .. }
-                    | Stage::Installing {
-                        step: Install::Staging,
-                        ..
-                    } => on_the_way += 1,
-                    _ => {}
-                }
-            }
-            if !files::commit_now(staged.len(), on_the_way) {
-                return;
-            }
-            staged.truncate(BATCH_MAX);
+        while files::commit_now(self.files.staged_count(), self.files.on_the_way()) {
+            let staged: Vec<FileId> = self.files.staged().take(BATCH_MAX).collect();
             for id in &staged {
-                if let Some(File {
-                    stage: Stage::Installing { step, .. },
-                    ..
-                }) = self.files.get_mut(id)
-                {
-                    *step = Install::Committing;
-                }
+                self.files.update(*id, |f| {
+                    if let Stage::Installing { step, .. } = &mut f.stage {
+                        *step = Install::Committing;
+                    }
+                });
             }
             self.out.push_back(Command::Commit { files: staged });
         }
@@ -751,7 +733,7 @@ impl SyncPlan {
         self.report.throttled = self.pacing.refused();
         self.phase = Phase::Over;
         self.queue.clear();
-        for (id, f) in std::mem::take(&mut self.files) {
+        for (id, f) in std::mem::take(&mut self.files).into_files() {
             // Only after an abort: nothing may stay running.
             let reason = GiveUp::Failed("sync stopped".into());
             self.report.fail(f.name.clone(), reason.clone());
