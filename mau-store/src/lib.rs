@@ -27,6 +27,7 @@
 mod batch;
 mod dir_sync;
 mod state;
+mod writeback;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -41,6 +42,7 @@ use mau_proto::Fingerprint;
 
 pub use batch::{Flush, Staged};
 pub use state::{format_rfc3339, parse_rfc3339, SyncState, SYNC_STATE_FILE};
+pub use writeback::WriteBack;
 
 /// Suffix of content files.
 pub const PGP_SUFFIX: &str = ".pgp";

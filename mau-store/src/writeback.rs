@@ -1,0 +1,57 @@
+//! Starting the write-back of a large download while it arrives, so the
+//! fsync that makes it durable before its rename has little left to do.
+//! Without it, a 200 MiB file's fsync wrote all of it after the last byte
+//! arrived (~40 ms on a virtio disk, a tenth of the sync), with the CPU
+//! otherwise idle.
+
+use std::fs::File;
+
+/// Dirty bytes a [`WriteBack`] lets accumulate before it starts their
+/// write-back.
+const STEP: u64 = 8 << 20;
+
+/// Tracks how much of a file being appended has had its write-back
+/// started.
+#[derive(Debug, Default)]
+pub struct WriteBack {
+    /// Bytes up to here have had their write-back started.
+    started: u64,
+}
+
+impl WriteBack {
+    /// A tracker for a file whose first `at` bytes need no kick (already
+    /// on disk, or too few to matter).
+    pub fn new(at: u64) -> WriteBack {
+        WriteBack { started: at }
+    }
+
+    /// Called after appending up to `end`: starts the write-back of what
+    /// was written since the last start once it reaches [`STEP`]. Never
+    /// waits for the disk; only a hint (errors are left for the fsync,
+    /// which reports them).
+    pub fn wrote(&mut self, file: &File, end: u64) {
+        if end < self.started.saturating_add(STEP) {
+            return;
+        }
+        start(file, self.started, end - self.started);
+        self.started = end;
+    }
+}
+
+/// Starts writing `len` bytes at `offset` back to disk without waiting.
+/// Linux: `posix_fadvise(POSIX_FADV_DONTNEED)` starts the write-back of
+/// the range's dirty pages (`WB_SYNC_NONE`) and drops only its clean,
+/// idle pages: the just-written pages are dirty or under write-back, so
+/// they stay cached. (`sync_file_range(2)` says the same more directly
+/// but has no safe wrapper in our dependencies.)
+#[cfg(target_os = "linux")]
+fn start(file: &File, offset: u64, len: u64) {
+    let len = std::num::NonZeroU64::new(len);
+    if let Err(e) = rustix::fs::fadvise(file, offset, len, rustix::fs::Advice::DontNeed) {
+        tracing::debug!(error = %e, "write-back hint refused");
+    }
+}
+
+/// Elsewhere the fsync does all the work.
+#[cfg(not(target_os = "linux"))]
+fn start(_file: &File, _offset: u64, _len: u64) {}
