@@ -468,15 +468,16 @@ impl http_body::Body for FileBody {
             return Poll::Ready(None);
         }
         let n = CHUNK.min(usize::try_from(self.remaining).unwrap_or(CHUNK));
-        let mut buf = vec![0u8; n];
-        // A page-cache read of one chunk: short enough to do inline.
-        match self.file.read(&mut buf) {
+        // A page-cache read of one chunk: short enough to do inline. Read
+        // into the new buffer's spare capacity: zeroing it first cost as
+        // much as a tenth of the serving's CPU.
+        let mut buf = Vec::with_capacity(n);
+        match (&mut self.file).take(n as u64).read_to_end(&mut buf) {
             Ok(0) => Poll::Ready(Some(Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "file shrank while being served",
             )))),
             Ok(k) => {
-                buf.truncate(k);
                 self.remaining -= k as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }
