@@ -55,3 +55,46 @@ fn start(file: &File, offset: u64, len: u64) {
 /// Elsewhere the fsync does all the work.
 #[cfg(not(target_os = "linux"))]
 fn start(_file: &File, _offset: u64, _len: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn write_back_starts_every_step_and_keeps_the_bytes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        let mut file = File::create(&path).expect("create");
+        let chunk = vec![7u8; 1 << 20];
+        let mut wb = WriteBack::new(0);
+        let mut len = 0u64;
+        let mut starts = Vec::new();
+        for _ in 0..20 {
+            file.write_all(&chunk).expect("write");
+            len += chunk.len() as u64;
+            let before = wb.started;
+            wb.wrote(&file, len);
+            if wb.started != before {
+                starts.push(wb.started >> 20);
+            }
+        }
+        assert_eq!(starts, vec![8, 16], "one start per 8 MiB written");
+        file.sync_all().expect("fsync");
+        // The hint drops no data: every byte reads back.
+        let back = std::fs::read(&path).expect("read");
+        assert_eq!(back.len(), 20 << 20);
+        assert!(back.iter().all(|b| *b == 7));
+    }
+
+    #[test]
+    fn a_resumed_file_counts_from_its_first_new_byte() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = File::create(dir.path().join("f")).expect("create");
+        let mut wb = WriteBack::new(5 << 20);
+        wb.wrote(&file, 12 << 20);
+        assert_eq!(wb.started, 5 << 20, "7 MiB new: not yet");
+        wb.wrote(&file, 13 << 20);
+        assert_eq!(wb.started, 13 << 20);
+    }
+}
