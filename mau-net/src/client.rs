@@ -20,6 +20,7 @@ use tracing::{debug, trace};
 
 use crate::config::Limits;
 use crate::identity::Identities;
+use crate::lock::lock;
 use crate::pool::IdlePool;
 use crate::router::FEATURES;
 use crate::runtime::{timeout, Runtime, Stream};
@@ -198,14 +199,14 @@ impl<R: Runtime> Client<R> {
             return;
         }
         {
-            let mut aware = self.relay_aware.lock().unwrap_or_else(|e| e.into_inner());
+            let mut aware = lock(&self.relay_aware);
             if aware.len() >= MAX_RELAY_AWARE && !aware.contains(&peer) {
                 aware.clear();
             }
             aware.insert(peer);
         }
         if let Some(address) = address.filter(|a| !mau_proto::relay::is_relayed(a)) {
-            let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+            let mut relays = lock(&self.relays);
             if lists_feature(headers, "relays") {
                 if relays.len() < MAX_RELAY_AWARE || relays.contains_key(&peer) {
                     relays.insert(peer, address.clone());
@@ -219,7 +220,7 @@ impl<R: Runtime> Client<R> {
     /// Peers that said they relay for others, with the address they were
     /// reached at.
     pub(crate) fn known_relays(&self) -> Vec<Contact<PeerAddress>> {
-        let relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+        let relays = lock(&self.relays);
         relays
             .iter()
             .map(|(f, a)| Contact::new(*f, a.clone()))
@@ -230,11 +231,7 @@ impl<R: Runtime> Client<R> {
     /// itself reached through a relay.
     fn relay_aware(&self, to: &Contact<PeerAddress>) -> bool {
         mau_proto::relay::is_relayed(&to.address)
-            || self
-                .relay_aware
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&to.fingerprint)
+            || lock(&self.relay_aware).contains(&to.fingerprint)
     }
 
     /// Makes `sender` (a direct, hole-punched connection) the way to `key`:
@@ -247,10 +244,7 @@ impl<R: Runtime> Client<R> {
         remote: IpAddr,
         alive: Arc<AtomicBool>,
     ) {
-        self.punched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), alive);
+        lock(&self.punched).insert(key.clone(), alive);
         let conn = Conn {
             sender,
             remote,
@@ -259,14 +253,12 @@ impl<R: Runtime> Client<R> {
             direct_cert: false,
         };
         let now = self.rt.now();
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = lock(&self.pool);
         pool.put(key, conn, now, 1, true);
     }
 
     fn direct_alive(&self, key: &(Fingerprint, PeerAddress)) -> bool {
-        self.punched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.punched)
             .get(key)
             .is_some_and(|a| a.load(Ordering::Relaxed))
     }
@@ -444,7 +436,7 @@ impl<R: Runtime> Client<R> {
     fn take_pooled(&self, key: &(Fingerprint, PeerAddress)) -> Option<Conn> {
         let generation = self.identities.generation();
         let now = self.rt.now();
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = lock(&self.pool);
         // One made with a certificate we no longer present is let go.
         pool.take(key, now, |c| {
             !c.sender.is_closed() && c.generation == generation
@@ -453,7 +445,7 @@ impl<R: Runtime> Client<R> {
 
     /// Idle connections held in the pool (at most `limits.pool_max_idle`).
     pub fn pooled(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.pool).len()
     }
 
     fn give_back(&self, key: (Fingerprint, PeerAddress), conn: Conn) {
@@ -478,13 +470,13 @@ impl<R: Runtime> Client<R> {
             self.limits.pool_per_peer
         };
         let now = self.rt.now();
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = lock(&self.pool);
         pool.put(key, conn, now, room, false);
     }
 
     /// Drops pooled connections to `fp` (e.g. after it failed).
     pub fn forget(&self, fp: &Fingerprint) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = lock(&self.pool);
         pool.remove_where(|(f, _)| f == fp);
     }
 

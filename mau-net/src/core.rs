@@ -14,6 +14,7 @@ use std::time::Instant;
 use mau_proto::{Fingerprint, LookupId, LookupOutcome, Node, PeerAddress, Time};
 
 use crate::error::NetError;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
@@ -91,7 +92,7 @@ impl<R: Runtime> Core<R> {
     pub fn with_node<T>(&self, f: impl FnOnce(&mut Node<PeerAddress>, Time) -> T) -> T {
         let now = self.now();
         let out = {
-            let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut node = lock(&self.node);
             f(&mut node, now)
         };
         let _ = self.wake.try_send(());
@@ -101,13 +102,13 @@ impl<R: Runtime> Core<R> {
     /// Reads the core without waking the driver.
     pub fn read<T>(&self, f: impl FnOnce(&Node<PeerAddress>, Time) -> T) -> T {
         let now = self.now();
-        let node = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let node = lock(&self.node);
         f(&node, now)
     }
 
     /// Drains the core's outputs and its next deadline (for the driver).
     pub fn poll(&self) -> (Vec<mau_proto::Output<PeerAddress>>, Option<Time>) {
-        let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut node = lock(&self.node);
         let outputs: Vec<_> = std::iter::from_fn(|| node.poll_output()).collect();
         (outputs, node.poll_timeout())
     }
@@ -125,10 +126,7 @@ impl<R: Runtime> Core<R> {
             if let Some(m) = &self.metrics {
                 m.lookup_started();
             }
-            self.waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, tx);
+            lock(&self.waiters).insert(id, tx);
             Ok(())
         })?;
         futures_lite::future::or(
@@ -143,11 +141,7 @@ impl<R: Runtime> Core<R> {
 
     /// Hands a finished lookup to whoever waits for it.
     pub fn lookup_finished(&self, outcome: LookupOutcome<PeerAddress>) {
-        let waiter = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&outcome.id);
+        let waiter = lock(&self.waiters).remove(&outcome.id);
         if let Some(tx) = waiter {
             let _ = tx.try_send(outcome);
         }
@@ -156,12 +150,7 @@ impl<R: Runtime> Core<R> {
     /// Runs `fut` as one of the node's tasks: [`Self::stopped`] waits for it.
     /// Every task must end soon after [`Self::shutdown`] resolves.
     pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let guard = self
-            .tasks
-            .alive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let guard = lock(&self.tasks.alive).clone();
         self.rt.spawn(async move {
             fut.await;
             drop(guard);
@@ -170,7 +159,7 @@ impl<R: Runtime> Core<R> {
 
     /// Tells every task to stop (idempotent, does not wait).
     pub fn signal_stop(&self) {
-        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(stop) = lock(&self.stop).take() {
             stop.close();
         }
     }
@@ -178,13 +167,7 @@ impl<R: Runtime> Core<R> {
     /// Signals stop and waits until every task spawned with [`Self::spawn`] ended.
     pub async fn stopped(&self) {
         self.signal_stop();
-        drop(
-            self.tasks
-                .alive
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
+        drop(lock(&self.tasks.alive).take());
         let _ = self.tasks.all_done.recv().await;
     }
 }

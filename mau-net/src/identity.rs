@@ -25,6 +25,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::lock::lock;
 use mau_identity::{IdentityError, TlsIdentity};
 use mau_proto::PeerAddress;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -94,7 +95,7 @@ impl Identities {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.current)
     }
 
     /// The certificate to show a peer: the advertised one if it understands

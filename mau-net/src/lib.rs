@@ -41,6 +41,7 @@ mod driver;
 mod error;
 pub mod identity;
 mod limits;
+mod lock;
 pub mod mdns;
 pub mod metrics;
 pub mod node;

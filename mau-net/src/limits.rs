@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lock::lock;
 use mau_proto::LimitScope;
 
 /// The key connections are counted under: an IPv4 address as is (loopback
@@ -60,7 +61,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
 
     /// One more for `key`, unless `max` are held already.
     pub(crate) fn try_acquire(&self, key: &K, max: usize) -> Option<Held<K>> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = lock(&self.held);
         let n = held.entry(key.clone()).or_insert(0);
         if *n >= max {
             if *n == 0 {
@@ -78,13 +79,13 @@ impl<K: Eq + Hash + Clone> Counter<K> {
     /// Keys with at least one holder.
     #[cfg(test)]
     fn keys(&self) -> usize {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.held).len()
     }
 }
 
 impl<K: Eq + Hash + Clone> Drop for Held<K> {
     fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = lock(&self.held);
         if let Some(n) = held.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

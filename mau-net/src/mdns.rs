@@ -27,6 +27,7 @@ use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use crate::lock::lock;
 use crate::resolver::{BoxFuture, Resolve};
 use crate::runtime::Runtime;
 
@@ -78,7 +79,7 @@ pub struct LanPeers {
 impl LanPeers {
     /// Every peer seen, most recently seen first.
     pub fn list(&self) -> Vec<LanPeer> {
-        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.inner);
         let mut v: Vec<LanPeer> = map
             .iter()
             .map(|(fp, e)| LanPeer {
@@ -94,13 +95,13 @@ impl LanPeers {
 
     /// The addresses of `fp`, if it was seen.
     pub fn get(&self, fp: &Fingerprint) -> Option<Vec<PeerAddress>> {
-        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.inner);
         map.get(fp).map(|e| e.addresses.clone())
     }
 
     /// How many peers are remembered.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.inner).len()
     }
 
     /// True when no peer was seen.
@@ -111,7 +112,7 @@ impl LanPeers {
     /// Records `fp` at `addresses`; returns true if it is new or moved.
     pub fn insert(&self, fp: Fingerprint, addresses: Vec<PeerAddress>) -> bool {
         let now = Instant::now();
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.inner);
         if let Some(e) = map.get_mut(&fp) {
             e.last_seen = now;
             if e.addresses == addresses {
@@ -142,10 +143,7 @@ impl LanPeers {
 
     /// Forgets `fp` (it said goodbye).
     pub fn remove(&self, fp: &Fingerprint) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(fp);
+        lock(&self.inner).remove(fp);
     }
 }
 

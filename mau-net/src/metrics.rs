@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use mau_proto::{LookupKind, Request, RpcFailure};
 
+use crate::lock::lock;
 use crate::runtime::{timeout, Runtime};
 
 /// Upper bounds of the lookup latency buckets, in seconds.
@@ -60,7 +61,7 @@ impl Histogram {
             .iter()
             .position(|b| v <= *b)
             .unwrap_or(self.bounds.len());
-        let mut d = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = lock(&self.inner);
         d.counts[i] += 1;
         d.sum += v;
         d.count += 1;
@@ -71,10 +72,7 @@ impl Histogram {
 type Labeled = Mutex<BTreeMap<(&'static str, &'static str), u64>>;
 
 fn bump(map: &Labeled, key: (&'static str, &'static str), by: u64) {
-    *map.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(key)
-        .or_insert(0) += by;
+    *lock(map).entry(key).or_insert(0) += by;
 }
 
 /// The `kind` label of a lookup.
@@ -265,13 +263,12 @@ impl Metrics {
 
     /// A relay's reservations held and streams relayed now.
     pub fn set_relay_load(&self, reservations: usize, streams: usize) {
-        *self.relay_load.lock().unwrap_or_else(|e| e.into_inner()) =
-            (reservations as u64, streams as u64);
+        *lock(&self.relay_load) = (reservations as u64, streams as u64);
     }
 
     /// How many times `event` ([`Self::relay_event`]) happened.
     pub fn relay_events(&self, event: &str) -> u64 {
-        let map = self.relay.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.relay);
         map.iter()
             .filter(|((e, _), _)| *e == event)
             .map(|(_, n)| *n)
@@ -280,7 +277,7 @@ impl Metrics {
 
     /// How many times a limit named `reason` refused ([`Self::rejected`]).
     pub fn rejections(&self, reason: &str) -> u64 {
-        let map = self.rejections.lock().unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.rejections);
         map.iter()
             .filter(|((r, _), _)| *r == reason)
             .map(|(_, n)| *n)
@@ -305,7 +302,7 @@ impl Metrics {
             .find(|s| **s == state)
             .copied()
             .unwrap_or("unknown");
-        *self.reachability.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        *lock(&self.reachability) = state;
     }
 
     /// The text exposition: OpenMetrics 1.0 when `openmetrics`, else
@@ -431,7 +428,7 @@ impl Metrics {
             "Bytes this node relayed between two peers.",
             self.relay_bytes.load(Ordering::Relaxed),
         );
-        let (reservations, streams) = *self.relay_load.lock().unwrap_or_else(|e| e.into_inner());
+        let (reservations, streams) = *lock(&self.relay_load);
         r.family(
             "mau_relay_reservations",
             "gauge",
@@ -467,7 +464,7 @@ impl Metrics {
             "1 for the reachability verdict from peers' dial-backs (state: unknown, reachable, unreachable).",
             "",
         );
-        let now = *self.reachability.lock().unwrap_or_else(|e| e.into_inner());
+        let now = *lock(&self.reachability);
         for state in REACH_STATES {
             let v = if state == now { 1.0 } else { 0.0 };
             r.sample("mau_reachability", &[("state", state)], v);
@@ -528,7 +525,7 @@ impl Renderer {
     fn labeled_counter(&mut self, name: &str, help: &str, keys: (&str, &str), map: &Labeled) {
         self.family(name, "counter", help, "");
         let total = format!("{name}_total");
-        for ((a, b), v) in map.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for ((a, b), v) in lock(map).iter() {
             if keys.1.is_empty() {
                 self.sample(&total, &[(keys.0, a)], *v as f64);
             } else {
@@ -539,7 +536,7 @@ impl Renderer {
 
     fn histogram(&mut self, name: &str, help: &str, unit: &str, h: &Histogram) {
         self.family(name, "histogram", help, unit);
-        let d = h.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let d = lock(&h.inner);
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0;
         for (i, c) in d.counts.iter().enumerate() {

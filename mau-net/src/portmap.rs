@@ -22,6 +22,7 @@ use mau_proto::portmap::{natpmp, Action, Event, Mapper, MapperConfig, Protocol, 
 use mau_proto::Time;
 use tracing::{debug, info, warn};
 
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::upnp;
@@ -61,12 +62,12 @@ impl PortMapStatus {
 
     /// The IPv4 port mapping.
     pub fn ipv4(&self) -> Option<ActiveMapping> {
-        *self.ipv4.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.ipv4)
     }
 
     /// The IPv6 pinhole.
     pub fn ipv6(&self) -> Option<ActiveMapping> {
-        *self.ipv6.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.ipv6)
     }
 
     fn slot(&self, v6: bool) -> &Mutex<Option<ActiveMapping>> {
@@ -209,11 +210,7 @@ impl<R: Runtime> PortMapper<R> {
     /// Forgets the mapping without a warning (it was removed, or shutdown
     /// began without one).
     fn clear(&self) {
-        *self
-            .status
-            .slot(self.v6)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = None;
+        *lock(self.status.slot(self.v6)) = None;
         if let (false, Some(m)) = (self.v6, &self.status.metrics) {
             m.set_upnp(false);
         }
@@ -338,11 +335,7 @@ impl<R: Runtime> PortMapper<R> {
             lifetime: m.lifetime,
             expires: SystemTime::now() + m.expires.since(now),
         });
-        let mut slot = self
-            .status
-            .slot(self.v6)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(self.status.slot(self.v6));
         match (&*slot, &active) {
             (_, Some(a)) if slot.is_none_or(|old| old.external != a.external) => info!(
                 internal = %a.internal, external = %a.external, lifetime_secs = a.lifetime.as_secs(),

@@ -38,6 +38,7 @@ use mau_proto::{Contact, Fingerprint, PeerAddress, Time};
 use tracing::{debug, info};
 
 use crate::client::Client;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::router::{self, Caller, Reply};
 use crate::runtime::{timeout, Runtime};
@@ -54,10 +55,6 @@ const MAX_PENDING: usize = 32;
 /// it) leaves each side's mapping open only for a round trip per try, so
 /// the two sides' tries must come often to overlap.
 const RETRY: Duration = Duration::from_millis(1);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The initiator's side, held by the client: which peers a punch runs or
 /// ran for, so each is punched at most once per node run.

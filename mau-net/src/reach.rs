@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::client::{Client, ClientError};
 use crate::core::Core;
 use crate::identity::Identities;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::portmap::PortMapStatus;
 use crate::runtime::Runtime;
@@ -183,10 +184,6 @@ pub(crate) struct Reach {
     verdict: Mutex<Reachability<PeerAddress>>,
     mapping: Arc<PortMapStatus>,
     metrics: Option<Arc<Metrics>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Reach {

@@ -38,6 +38,7 @@ use mau_proto::relay::{Refusal, RelayBook, RelayLimits};
 use mau_proto::{Fingerprint, Time};
 use tracing::{debug, info};
 
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::router::{self, Caller, ConnectionHold, Reply};
 use crate::runtime::Runtime;
@@ -77,10 +78,6 @@ pub(crate) struct RelayServer<R: Runtime> {
     waiting: Mutex<BTreeMap<u64, Waiting>>,
     next_id: AtomicU64,
     metrics: Option<Arc<Metrics>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<R: Runtime> RelayServer<R> {

@@ -20,14 +20,11 @@ use tracing::{debug, info, warn};
 
 use crate::client::Client;
 use crate::core::Shutdown;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::relay::{read_line, OBSERVED, TTL};
 use crate::runtime::Runtime;
 use crate::server::Incoming;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What a reservation's task is told.
 enum Control {

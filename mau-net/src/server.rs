@@ -131,11 +131,7 @@ impl Guards {
         if let Some(m) = &self.metrics {
             m.rejected(bit.reason());
         }
-        let allowed = self
-            .warnings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow(&(bit, source), (self.now)());
+        let allowed = crate::lock::lock(&self.warnings).allow(&(bit, source), (self.now)());
         if let Some(suppressed) = allowed {
             log(suppressed);
         }
@@ -379,7 +375,7 @@ struct ConnState {
 type SharedState = Arc<Mutex<ConnState>>;
 
 fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, ConnState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+    crate::lock::lock(state)
 }
 
 /// Marks the connection busy (a request head arrived) and hands back what
@@ -438,7 +434,7 @@ async fn admit<R: Runtime>(
         Ok(Duration::ZERO)
     } else {
         let now = shared.core.now();
-        let mut rates = guards.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rates = crate::lock::lock(&guards.rates);
         let max_wait = u64::try_from(THROTTLE_WAIT.as_millis()).unwrap_or(u64::MAX);
         rates
             .reserve(&fp, now, max_wait)
