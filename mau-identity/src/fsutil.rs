@@ -50,7 +50,10 @@ fn open_owner_only(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a directory's entries durable (fsync of the directory: what a
+/// rename or a new file in it needs before it survives a crash). A no-op
+/// where directories cannot be opened (not Unix).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()

@@ -369,17 +369,7 @@ fn mkdir_private(path: &Path) -> Result<(), StoreError> {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(dir, e))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    mau_identity::sync_dir(dir).map_err(|e| StoreError::io(dir, e))
 }
 
 /// A new hidden temporary file next to `dest` (mode 0600).

@@ -26,7 +26,7 @@ impl WriteBack {
     }
 
     /// Called after appending up to `end`: starts the write-back of what
-    /// was written since the last start once it reaches [`STEP`]. Never
+    /// was written since the last start once it reaches 8 MiB. Never
     /// waits for the disk; only a hint (errors are left for the fsync,
     /// which reports them).
     pub fn wrote(&mut self, file: &File, end: u64) {
