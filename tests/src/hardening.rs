@@ -63,6 +63,8 @@ pub fn hardened_config(seed: u64) -> NodeConfig {
 struct Arena<R: Runtime> {
     rt: R,
     target: RunningNode<R>,
+    /// The target's counters (which limit refused what).
+    metrics: Arc<mau_net::metrics::Metrics>,
     honest: RunningNode<R>,
     baseline: Duration,
     _turn: Turn,
@@ -100,7 +102,10 @@ pub(crate) async fn my_turn<R: Runtime>(rt: &R) -> Turn {
 
 async fn arena<R: Runtime>(rt: R, n: u32) -> Arena<R> {
     let turn = my_turn(&rt).await;
-    let target = crate::start(&rt, n, hardened_config(u64::from(n)), vec![]).await;
+    let metrics = Arc::new(mau_net::metrics::Metrics::new());
+    let mut target_cfg = hardened_config(u64::from(n));
+    target_cfg.metrics = Some(metrics.clone());
+    let target = crate::start(&rt, n, target_cfg, vec![]).await;
     let mut cfg = crate::config(u64::from(n) + 1);
     cfg.limits.rpc_timeout = HONEST_PATIENCE;
     let honest = crate::start(&rt, n + 1, cfg, vec![target.contact()]).await;
@@ -111,6 +116,7 @@ async fn arena<R: Runtime>(rt: R, n: u32) -> Arena<R> {
     let mut a = Arena {
         rt,
         target,
+        metrics,
         honest,
         baseline: Duration::ZERO,
         _turn: turn,
@@ -470,11 +476,12 @@ pub async fn slowloris<R: Runtime>(rt: R) {
         })
         .await;
     let (at_once, plain, plain_open, slow_open, idle) = out;
-    println!("hardening slowloris: {at_once}/{plain} ClientHello tricklers closed at once (per-IP limit), idle connection closed after {idle:?}");
-    assert!(
-        at_once > 0,
-        "the per-IP limit never closed a connection at once"
-    );
+    let per_ip = a.metrics.rejections("per_ip_connections");
+    println!("hardening slowloris: {at_once}/{plain} ClientHello tricklers closed within 1 s (per-IP limit: {per_ip} refused), idle connection closed after {idle:?}");
+    // The limit's own count, not the time a close took to be seen: under
+    // a loaded test run the first pass over 200 sockets can take longer
+    // than the second that told a refusal from a handshake timeout.
+    assert!(per_ip > 0, "the per-IP limit never refused a connection");
     assert_eq!(
         plain_open, 0,
         "ClientHello tricklers outlived the handshake timeout"
