@@ -38,6 +38,8 @@ struct Slot {
     error: Option<SyncError>,
     /// Bytes of the running download (read for the throughput floor).
     got: Arc<AtomicU64>,
+    /// `got` as last told to the plan.
+    told: u64,
 }
 
 /// What a running task ended with.
@@ -138,10 +140,14 @@ impl<R: Runtime> FriendClient<R> {
                 return Err(self.protocol("sync plan stalled"));
             }
             let done = next_done(&mut tasks, sleep).await;
-            // The bytes that arrived first: the floor is judged on them.
-            for (file, slot) in &slots {
+            // The bytes that arrived first: the floor is judged on them
+            // (only downloads that moved: every event is a plan step).
+            for (file, slot) in &mut slots {
                 let got = slot.got.load(Ordering::Relaxed);
-                plan.handle(Event::Progress { file: *file, got }, now());
+                if got != slot.told {
+                    slot.told = got;
+                    plan.handle(Event::Progress { file: *file, got }, now());
+                }
             }
             let Some(done) = done else {
                 plan.handle_timeout(now());
@@ -206,6 +212,7 @@ impl<R: Runtime> FriendClient<R> {
                     fetched: None,
                     error: None,
                     got: Arc::default(),
+                    told: 0,
                 };
                 slots.insert(file, slot);
                 if env.scanned.is_some_and(|s| {
@@ -257,10 +264,12 @@ impl<R: Runtime> FriendClient<R> {
                     .await?;
             }
             Command::Fetch { file, from } => {
-                let Some(slot) = slots.get(&file) else {
+                let Some(slot) = slots.get_mut(&file) else {
                     return Ok(());
                 };
+                // The plan starts a fetch at 0 bytes.
                 slot.got.store(0, Ordering::Relaxed);
+                slot.told = 0;
                 let counting = Counting {
                     inner: progress,
                     got: slot.got.clone(),
