@@ -469,8 +469,8 @@ impl http_body::Body for FileBody {
         }
         let n = CHUNK.min(usize::try_from(self.remaining).unwrap_or(CHUNK));
         // A page-cache read of one chunk: short enough to do inline. Read
-        // into the new buffer's spare capacity: zeroing it first cost as
-        // much as a tenth of the serving's CPU.
+        // into the new buffer's spare capacity: zeroing it first was ~5%
+        // of the serving's CPU.
         let mut buf = Vec::with_capacity(n);
         match (&mut self.file).take(n as u64).read_to_end(&mut buf) {
             Ok(0) => Poll::Ready(Some(Err(std::io::Error::new(

@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 
 use crate::config::Limits;
 use crate::limits::{ip_key, per_ip_key, ConnClock, Counter, Expiry, Held, LogThrottle};
+use crate::lock::lock;
 use crate::router::{self, Body, Caller, Reply};
 use crate::runtime::{timeout, HyperTimer, Runtime};
 use crate::serve_context::ServeContext;
@@ -131,7 +132,7 @@ impl Guards {
         if let Some(m) = &self.metrics {
             m.rejected(bit.reason());
         }
-        let allowed = crate::lock::lock(&self.warnings).allow(&(bit, source), (self.now)());
+        let allowed = lock(&self.warnings).allow(&(bit, source), (self.now)());
         if let Some(suppressed) = allowed {
             log(suppressed);
         }
@@ -374,10 +375,6 @@ struct ConnState {
 
 type SharedState = Arc<Mutex<ConnState>>;
 
-fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, ConnState> {
-    crate::lock::lock(state)
-}
-
 /// Marks the connection busy (a request head arrived) and hands back what
 /// marks it idle again when the answer is done.
 fn clock_start(state: &SharedState) -> Busy {
@@ -434,7 +431,7 @@ async fn admit<R: Runtime>(
         Ok(Duration::ZERO)
     } else {
         let now = shared.core.now();
-        let mut rates = crate::lock::lock(&guards.rates);
+        let mut rates = lock(&guards.rates);
         let max_wait = u64::try_from(THROTTLE_WAIT.as_millis()).unwrap_or(u64::MAX);
         rates
             .reserve(&fp, now, max_wait)

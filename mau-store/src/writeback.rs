@@ -16,25 +16,31 @@ const STEP: u64 = 8 << 20;
 pub struct WriteBack {
     /// Bytes up to here have had their write-back started.
     started: u64,
+    /// Bytes in the file so far.
+    end: u64,
 }
 
 impl WriteBack {
     /// A tracker for a file whose first `at` bytes need no kick (already
     /// on disk, or too few to matter).
     pub fn new(at: u64) -> WriteBack {
-        WriteBack { started: at }
+        WriteBack {
+            started: at,
+            end: at,
+        }
     }
 
-    /// Called after appending up to `end`: starts the write-back of what
-    /// was written since the last start once it reaches 8 MiB. Never
-    /// waits for the disk; only a hint (errors are left for the fsync,
-    /// which reports them).
-    pub fn wrote(&mut self, file: &File, end: u64) {
-        if end < self.started.saturating_add(STEP) {
+    /// Called after appending `n` bytes: starts the write-back of what was
+    /// written since the last start once it reaches 8 MiB. Never waits
+    /// for the disk; only a hint (errors are left for the fsync, which
+    /// reports them).
+    pub fn wrote(&mut self, file: &File, n: u64) {
+        self.end = self.end.saturating_add(n);
+        if self.end < self.started.saturating_add(STEP) {
             return;
         }
-        start(file, self.started, end - self.started);
-        self.started = end;
+        start(file, self.started, self.end - self.started);
+        self.started = self.end;
     }
 }
 
@@ -68,13 +74,11 @@ mod tests {
         let mut file = File::create(&path).expect("create");
         let chunk = vec![7u8; 1 << 20];
         let mut wb = WriteBack::new(0);
-        let mut len = 0u64;
         let mut starts = Vec::new();
         for _ in 0..20 {
             file.write_all(&chunk).expect("write");
-            len += chunk.len() as u64;
             let before = wb.started;
-            wb.wrote(&file, len);
+            wb.wrote(&file, chunk.len() as u64);
             if wb.started != before {
                 starts.push(wb.started >> 20);
             }
@@ -92,9 +96,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let file = File::create(dir.path().join("f")).expect("create");
         let mut wb = WriteBack::new(5 << 20);
-        wb.wrote(&file, 12 << 20);
+        wb.wrote(&file, 7 << 20);
         assert_eq!(wb.started, 5 << 20, "7 MiB new: not yet");
-        wb.wrote(&file, 13 << 20);
+        wb.wrote(&file, 1 << 20);
         assert_eq!(wb.started, 13 << 20);
     }
 }

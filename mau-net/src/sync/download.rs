@@ -144,8 +144,6 @@ struct PartialWriter {
     path: PathBuf,
     file: std::fs::File,
     hasher: mau_store::Sha256,
-    /// Bytes in the file so far.
-    len: u64,
     /// The write-back started as the file grows.
     writeback: mau_store::WriteBack,
 }
@@ -173,7 +171,6 @@ impl PartialWriter {
             path: partial.to_path_buf(),
             file,
             hasher,
-            len: have,
             writeback: mau_store::WriteBack::new(have),
         })
     }
@@ -188,10 +185,9 @@ impl PartialWriter {
             return Err(StoreError::io(&self.path, e));
         }
         for chunk in batch {
-            self.len += chunk.len() as u64;
             self.hasher.update(chunk);
+            self.writeback.wrote(&self.file, chunk.len() as u64);
         }
-        self.writeback.wrote(&self.file, self.len);
         Ok(())
     }
 

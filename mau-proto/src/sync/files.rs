@@ -121,8 +121,6 @@ pub fn deadline(limits: &Limits, started: Time, got: u64) -> Time {
 /// Where a file is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// Listed, not yet looked at.
-    Queued,
     /// Its local state was asked for.
     Inspecting,
     /// Waiting for room in the request window, to fetch from `from`.

@@ -42,7 +42,6 @@ enum Index {
 /// The indexes of `stage`, and whether it is on its way to a batch.
 fn indexes(stage: &Stage) -> (Option<Index>, bool) {
     match stage {
-        Stage::Queued => (None, false),
         Stage::Inspecting => (None, true),
         Stage::Ready { .. } => (Some(Index::Ready), true),
         Stage::Fetching { .. } => (Some(Index::Timed), true),
@@ -215,7 +214,18 @@ mod tests {
             )
         });
         assert_eq!(t.uncommitted(), staged.len() + committing.len());
-        let on_the_way = walk(&|s| indexes(s).1);
+        let on_the_way = walk(&|s| {
+            matches!(
+                s,
+                Stage::Inspecting
+                    | Stage::Ready { .. }
+                    | Stage::Fetching { .. }
+                    | Stage::Installing {
+                        step: Install::Staging,
+                        ..
+                    }
+            )
+        });
         assert_eq!(t.on_the_way(), on_the_way.len());
     }
 
@@ -227,7 +237,6 @@ mod tests {
             step,
         };
         let stages = [
-            Stage::Queued,
             Stage::Inspecting,
             Stage::Ready { from: 0 },
             Stage::Fetching {
@@ -264,7 +273,11 @@ mod tests {
             }
         }
         assert_eq!(t.len(), stages.len());
-        assert_eq!(t.first_ready(), Some(FileId(102)));
+        let ready = stages
+            .iter()
+            .position(|s| matches!(s, Stage::Ready { .. }))
+            .map(|i| FileId(100 + i as u64));
+        assert_eq!(t.first_ready(), ready, "the one ready file left");
         assert!(t.update(FileId(7), |_| ()).is_none(), "unknown file");
     }
 }
