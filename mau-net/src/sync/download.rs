@@ -93,10 +93,20 @@ fn partial_of(file: &str) -> Option<(String, String)> {
     mau_store::is_sum(sum).then(|| (name.to_string(), sum.to_string()))
 }
 
-/// Opens (or creates, mode 0600) a partial file.
-fn open_partial(partial: &Path) -> std::io::Result<std::fs::File> {
+/// Opens (or creates, mode 0600) a partial file; `truncate` empties one
+/// that exists.
+///
+/// Emptying goes through `open`'s `O_TRUNC`, never `set_len(0)` on the
+/// file just created: on ext4, a truncation to size 0 marks the file to
+/// be flushed when it is closed (`auto_da_alloc`, for programs that
+/// replace a file by truncating it), which cost every small file of a
+/// sync a write-back started on the blocking thread (close ~5% and
+/// ftruncate ~2% of a 1,000-file sync's samples). `O_TRUNC` does not
+/// truncate a file the same `open` created. The batch's flush makes the
+/// data durable before any rename either way.
+fn open_partial(partial: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
     let mut opts = OpenOptions::new();
-    opts.create(true).read(true).write(true);
+    opts.create(true).read(true).write(true).truncate(truncate);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -129,8 +139,8 @@ pub(super) fn check_and_write(
         });
     }
     store.verify_bytes(signer, bytes)?;
-    let mut file = open_partial(partial).map_err(|e| StoreError::io(partial, e))?;
-    let written = file.set_len(0).and_then(|()| file.write_all(bytes));
+    let mut file = open_partial(partial, true).map_err(|e| StoreError::io(partial, e))?;
+    let written = file.write_all(bytes);
     if let Err(e) = written {
         let _ = std::fs::remove_file(partial);
         return Err(StoreError::io(partial, e));
@@ -152,8 +162,10 @@ impl PartialWriter {
     /// Opens `partial`, keeps its first `have` bytes and hashes them.
     fn open(partial: &Path, have: u64) -> Result<Self, StoreError> {
         let io = |e: std::io::Error| StoreError::io(partial, e);
-        let mut file = open_partial(partial).map_err(io)?;
-        file.set_len(have).map_err(io)?;
+        let mut file = open_partial(partial, have == 0).map_err(io)?;
+        if have > 0 {
+            file.set_len(have).map_err(io)?;
+        }
         let mut hasher = mau_store::Sha256::default();
         if have > 0 {
             let mut r = std::io::Read::take(&file, have);
@@ -565,5 +577,22 @@ mod tests {
         assert_eq!(partial_of(&format!("a.pgp.part.{sum}")), None);
         assert_eq!(partial_of(".a.pgp.part.xyz"), None);
         assert_eq!(partial_of(".a.pgp.tmp.1.2"), None);
+    }
+
+    #[test]
+    fn a_partial_opened_from_the_start_holds_only_the_new_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".f.part.x");
+        std::fs::write(&path, b"an older, longer attempt").unwrap();
+        open_partial(&path, true)
+            .unwrap()
+            .write_all(b"new")
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        // A resume keeps what is there.
+        let mut w = PartialWriter::open(&path, 2).unwrap();
+        w.write(&[Bytes::from_static(b"w!")]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new!");
+        assert_eq!(w.finish(), mau_store::sha256_hex(b"new!"));
     }
 }
