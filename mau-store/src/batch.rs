@@ -145,21 +145,14 @@ impl Store {
             Flush::FileSystem => syncfs(&dir).map_err(|e| StoreError::io(&dir, e)),
             Flush::EachFile => Ok(()),
         };
-        for (s, r) in staged.iter().zip(results.iter_mut()) {
-            let step = match (&flushed, &r) {
-                (_, Err(_)) => continue,
-                (Err(e), _) => Err(again(e)),
-                // Flushed (by syncfs, or when staged): it must still be
-                // there, the file that was flushed.
-                (Ok(()), _) => std::fs::metadata(&s.partial)
-                    .map(|_| ())
-                    .map_err(|e| StoreError::io(&s.partial, e)),
-            };
-            if let Err(e) = step {
-                *r = Err(e);
+        if let Err(e) = &flushed {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(again(e));
             }
         }
-        // Durable: now each may replace its old copy.
+        // Durable: now each may replace its old copy (a partial file that
+        // is gone since the flush fails its rename, before anything of
+        // its old copy is touched).
         let mut renamed = 0;
         for ((s, r), g) in staged.iter().zip(results.iter_mut()).zip(&mut guards) {
             if let Ok(dest) = r {

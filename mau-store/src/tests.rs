@@ -259,6 +259,9 @@ fn a_failed_file_leaves_its_old_copy_and_the_rest_of_the_batch_goes_on() {
     assert_eq!(plaintext(&b, &af, "f0"), b"new0");
     assert_eq!(plaintext(&b, &af, "f1"), b"old1");
     assert_eq!(plaintext(&b, &af, "f2"), b"old2");
+    // The old copy of a file that was not replaced is no version.
+    let f1 = b.dir_of(&af).join("f1.pgp");
+    assert!(b.versions(&f1).is_empty(), "{:?}", b.versions(&f1));
     // A file that failed before its rename leaves no partial file.
     assert!(!staged[2].partial.exists());
 }
