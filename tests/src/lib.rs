@@ -586,6 +586,14 @@ macro_rules! conformance_suite {
             run($crate::content_sync::hostile::disk_is_bounded);
         }
         #[test]
+        fn hostile_friend_fast_large_downloads_are_not_held_in_memory() {
+            run($crate::content_sync::hostile::fast_large_downloads_are_not_held_in_memory);
+        }
+        #[test]
+        fn hostile_friend_fast_downloads_to_a_slow_disk_stay_within_their_memory_bound() {
+            run($crate::content_sync::hostile::fast_downloads_to_a_slow_disk_stay_within_their_memory_bound);
+        }
+        #[test]
         fn hostile_friend_control_characters_in_names_are_refused() {
             run($crate::content_sync::hostile::control_characters_in_names_are_refused);
         }

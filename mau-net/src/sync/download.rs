@@ -162,12 +162,11 @@ impl PartialWriter {
     /// Opens `partial`, keeps its first `have` bytes and hashes them.
     fn open(partial: &Path, have: u64) -> Result<Self, StoreError> {
         let io = |e: std::io::Error| StoreError::io(partial, e);
+        // From the start: emptied by the open, and written from 0.
         let mut file = open_partial(partial, have == 0).map_err(io)?;
-        if have > 0 {
-            file.set_len(have).map_err(io)?;
-        }
         let mut hasher = mau_store::Sha256::default();
         if have > 0 {
+            file.set_len(have).map_err(io)?;
             let mut r = std::io::Read::take(&file, have);
             let mut buf = vec![0u8; 256 * 1024];
             loop {
@@ -177,8 +176,8 @@ impl PartialWriter {
                 }
                 hasher.update(&buf[..n]);
             }
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
         }
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have)).map_err(io)?;
         Ok(PartialWriter {
             path: partial.to_path_buf(),
             file,

@@ -46,6 +46,9 @@ pub enum Answer {
         /// The body.
         body: Vec<u8>,
     },
+    /// `200` with bytes held once for every request, written as fast as
+    /// the client reads them.
+    Shared(Arc<Vec<u8>>),
     /// `200` announcing `length` bytes, then `chunk` written `times` times
     /// (`usize::MAX`: until the client leaves), `pause` between writes.
     Trickle {
@@ -161,6 +164,17 @@ pub async fn start<R: Runtime>(
                         let mut bytes = head(status, &headers, body.len() as u64);
                         bytes.extend_from_slice(&body);
                         let _ = conn.write_all(&bytes).await;
+                    }
+                    Answer::Shared(body) => {
+                        let h = head(200, &[], body.len() as u64);
+                        if conn.write_all(&h).await.is_err() {
+                            return;
+                        }
+                        for chunk in body.chunks(64 << 10) {
+                            if conn.write_all(chunk).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                     Answer::Trickle {
                         length,
