@@ -22,14 +22,7 @@ pub fn ensure_mau_dir(root: &Path) -> Result<PathBuf, IdentityError> {
 
 /// Creates `dir` and its parents if needed and makes it owner-only (0700).
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), IdentityError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(|e| IdentityError::io(dir, e))?;
+    create_private_dir(dir).map_err(|e| IdentityError::io(dir, e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -48,6 +41,19 @@ fn open_owner_only(path: &Path) -> io::Result<File> {
         opts.mode(0o600);
     }
     opts.open(path)
+}
+
+/// Creates `dir` and its missing parents, each new one readable by its
+/// owner only (mode 0700 on Unix); an existing one is left as it is.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 /// Makes a directory's entries durable (fsync of the directory: what a

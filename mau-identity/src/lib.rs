@@ -36,7 +36,9 @@ pub use cert::{
 };
 pub use content::ContentError;
 pub use error::{IdentityError, VerifyError};
-pub use fsutil::{ensure_mau_dir, sync_dir, write_atomic, ACCOUNT_FILE, MAU_DIR};
+pub use fsutil::{
+    create_private_dir, ensure_mau_dir, sync_dir, write_atomic, ACCOUNT_FILE, MAU_DIR,
+};
 pub use mau_proto::Fingerprint;
 pub use state_dir::{StateDir, STATE_DIR};
 pub use tls::{

@@ -22,6 +22,12 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// An answer the peer takes no byte of for this long (its receive
+    /// window stays shut) is dropped with its connection: a peer that asks
+    /// and never reads would otherwise hold its connection, and its
+    /// in-flight slot, for ever. Any progress restarts it, so a slow link
+    /// keeps its download.
+    pub send_timeout: Duration,
     /// A whole outgoing RPC (connect, TLS, request, body) must finish within this.
     pub rpc_timeout: Duration,
     /// Connect timeout for outgoing TCP connections.
@@ -87,6 +93,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,

@@ -158,6 +158,8 @@ pub(crate) enum Expiry {
     Header,
     /// No request on a keep-alive connection for the idle timeout.
     Idle,
+    /// The peer took no byte of an answer for the send timeout.
+    Send,
 }
 
 /// The deadlines of one HTTP connection. While a request is being answered

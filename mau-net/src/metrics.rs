@@ -213,7 +213,8 @@ impl Metrics {
 
     /// A limit refused a connection or request: `reason` names the limit
     /// (`per_ip_connections`, `connections`, `handshake_timeout`,
-    /// `header_timeout`, `rate`, `in_flight`).
+    /// `header_timeout`, `send_timeout`, `rate`, `rate_slowed`,
+    /// `in_flight`).
     pub fn rejected(&self, reason: &'static str) {
         bump(&self.rejections, (reason, ""), 1);
     }

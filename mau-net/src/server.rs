@@ -60,6 +60,7 @@ enum Bit {
     Connections,
     Handshake,
     Header,
+    Send,
     Rate,
     Slowed,
     InFlight,
@@ -81,6 +82,7 @@ impl Bit {
             Bit::Connections => "connections",
             Bit::Handshake => "handshake_timeout",
             Bit::Header => "header_timeout",
+            Bit::Send => "send_timeout",
             Bit::Rate => "rate",
             // Held back (not refused) until its next token.
             Bit::Slowed => "rate_slowed",
@@ -310,7 +312,9 @@ async fn connection<R: Runtime, S: crate::runtime::Stream>(
         clock: clock.clone(),
         header: limits.header_timeout,
         idle: limits.idle_timeout,
+        send: limits.send_timeout,
         timer: None,
+        send_timer: None,
     };
     let (s, g, c) = (shared.clone(), guards.clone(), clock.clone());
     let service = hyper::service::service_fn(move |req| {
@@ -349,6 +353,11 @@ async fn connection<R: Runtime, S: crate::runtime::Stream>(
         }
         (_, Some(Expiry::Idle)) => {
             debug!(peer = %fingerprint, remote = %peer, "idle connection closed")
+        }
+        (_, Some(Expiry::Send)) => {
+            guards.warn(Bit::Send, Source::Ip(ip_key(peer.ip())), |suppressed| {
+                warn!(peer = %fingerprint, remote = %peer, timeout = ?limits.send_timeout, suppressed, "peer takes no bytes of its answer: connection closed");
+            });
         }
         (Err(e), None) => debug!(%peer, error = %e, "connection ended with an error"),
         (Ok(()), None) => {}
@@ -534,15 +543,46 @@ impl<G: Send + Sync + Unpin + 'static> http_body::Body for Guarded<G> {
 
 /// The TLS stream, with the connection's header and idle deadlines: a read
 /// waiting past the deadline fails with `TimedOut`, which ends the
-/// connection.
+/// connection; so does a write (or flush) that waits, without a byte
+/// taken, for the send timeout.
 struct Watched<S, R: Runtime> {
     inner: S,
     rt: R,
     clock: SharedState,
     header: Duration,
     idle: Duration,
+    send: Duration,
     /// The armed deadline and its timer.
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    /// The send timeout's timer, armed while a write waits.
+    send_timer: Option<Pin<Box<R::Sleep>>>,
+}
+
+impl<S, R: Runtime> Watched<S, R> {
+    /// `step`, a write or a flush, under the send timeout: a wait starts
+    /// (or goes on with) the timer, anything else stops it.
+    fn sending<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        step: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if step.is_ready() {
+            self.send_timer = None;
+            return step;
+        }
+        let (rt, send) = (&self.rt, self.send);
+        let timer = self
+            .send_timer
+            .get_or_insert_with(|| Box::pin(rt.sleep(send)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        lock(&self.clock).clock.expired = Some(Expiry::Send);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the peer takes no bytes of its answer",
+        )))
+    }
 }
 
 // Nothing in it is ever pinned in place (the timer is boxed), whatever `R` is.
@@ -585,6 +625,8 @@ impl<S: AsyncRead + Unpin, R: Runtime> AsyncRead for Watched<S, R> {
                 match why {
                     Expiry::Header => "request head not received in time",
                     Expiry::Idle => "idle connection",
+                    // (Never a read's deadline.)
+                    Expiry::Send => "the peer takes no bytes",
                 },
             )));
         }
@@ -594,18 +636,24 @@ impl<S: AsyncRead + Unpin, R: Runtime> AsyncRead for Watched<S, R> {
 
 impl<S: AsyncWrite + Unpin, R: Runtime> AsyncWrite for Watched<S, R> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let step = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.sending(cx, step)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let step = Pin::new(&mut this.inner).poll_flush(cx);
+        this.sending(cx, step)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let step = Pin::new(&mut this.inner).poll_close(cx);
+        this.sending(cx, step)
     }
 }

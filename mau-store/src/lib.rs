@@ -358,14 +358,7 @@ impl std::fmt::Debug for Store {
 }
 
 fn mkdir_private(path: &Path) -> Result<(), StoreError> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(path).map_err(|e| StoreError::io(path, e))
+    mau_identity::create_private_dir(path).map_err(|e| StoreError::io(path, e))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {

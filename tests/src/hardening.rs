@@ -47,6 +47,7 @@ pub fn hardened_config(seed: u64) -> NodeConfig {
     c.limits.handshake_timeout = Duration::from_secs(2);
     c.limits.header_timeout = Duration::from_secs(1);
     c.limits.idle_timeout = Duration::from_secs(4);
+    c.limits.send_timeout = Duration::from_secs(3);
     c.limits.max_connections = 64;
     c.limits.max_connections_per_ip = 32;
     // The attacker is 127.0.0.2: loopback, exempt from the per-IP cap by
@@ -101,9 +102,15 @@ pub(crate) async fn my_turn<R: Runtime>(rt: &R) -> Turn {
 }
 
 async fn arena<R: Runtime>(rt: R, n: u32) -> Arena<R> {
+    arena_with(rt, n, |_| {}).await
+}
+
+/// [`arena`] with the target's configuration changed by `tweak`.
+async fn arena_with<R: Runtime>(rt: R, n: u32, tweak: impl FnOnce(&mut NodeConfig)) -> Arena<R> {
     let turn = my_turn(&rt).await;
     let metrics = Arc::new(mau_net::metrics::Metrics::new());
     let mut target_cfg = hardened_config(u64::from(n));
+    tweak(&mut target_cfg);
     target_cfg.metrics = Some(metrics.clone());
     let target = crate::start(&rt, n, target_cfg, vec![]).await;
     let mut cfg = crate::config(u64::from(n) + 1);
@@ -492,6 +499,110 @@ pub async fn slowloris<R: Runtime>(rt: R) {
         idle >= limits.header_timeout * 2 && idle < limits.idle_timeout + Duration::from_secs(4),
         "idle connection closed after {idle:?}"
     );
+}
+
+/// Peers that ask and never read: throwaway identities, each on its own
+/// connection with a small receive window (4 KiB) and segment size (1 KiB,
+/// so the node's send buffer stays small too; on loopback it would grow to
+/// megabytes), pipeline 2,000 pings and never read the answers, which
+/// stall the node's sends. They open connections until one is not let in
+/// within 1 s (every slot of the node's 16 taken); that one, the
+/// newcomer, must then be answered a ping within twice the send timeout
+/// (3 s here): the timeout closes the stalled connections. Without it a
+/// stalled answer held its connection for ever (the header and idle
+/// deadlines only time reads). The rate limit is lifted for the target,
+/// so the answers come at once. The honest peer is served all along.
+pub async fn slow_readers<R: Runtime>(rt: R) {
+    const SLOTS: usize = 16;
+    const PINGS: usize = 2000;
+    let a = arena_with(rt, 950, |c| {
+        c.limits.max_connections = SLOTS;
+        c.limits.max_connections_per_ip = 4;
+        // The honest node's idle pooled connection must not free a slot.
+        c.limits.idle_timeout = Duration::from_secs(60);
+        c.limits.peer_rate = 1_000_000;
+        c.limits.peer_burst = 1_000_000;
+    })
+    .await;
+    let (addr, server) = (a.addr(), a.target.fingerprint());
+    let send_timeout = hardened_config(0).limits.send_timeout;
+    let ids: Vec<TlsIdentity> = (0..=SLOTS as u32)
+        .map(|i| crate::identity(2000 + i)(None).expect("identity"))
+        .collect();
+    let ((stalled, newcomer), _) = a
+        .during("slow readers", move || {
+            let pings = b"GET /kad/ping HTTP/1.1\r\nhost: x\r\n\r\n".repeat(PINGS);
+            let mut held: Vec<Tls> = Vec::new();
+            for (i, me) in ids.iter().enumerate() {
+                // 4 per IP: 127.0.0.2, .3, ...
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / 4) as u8));
+                let tcp = connect_small(ip, addr).expect("connect");
+                let mut t = start_tls(tcp, me, server).expect("TLS");
+                let start = Instant::now();
+                if handshake(&mut t, Duration::from_secs(1)).is_err() {
+                    // Not let in: every slot is held. Wait for one.
+                    let answered = handshake(&mut t, send_timeout * 4).and_then(|()| {
+                        t.sock.set_read_timeout(Some(send_timeout * 4))?;
+                        t.write_all(b"GET /kad/ping HTTP/1.1\r\nhost: x\r\n\r\n")?;
+                        Ok(read_statuses(&mut t, 1))
+                    });
+                    let took = start.elapsed();
+                    let stalled = held.len();
+                    drop(held);
+                    return (stalled, answered.is_ok_and(|s| s == [200]).then_some(took));
+                }
+                t.sock
+                    .set_write_timeout(Some(Duration::from_secs(1)))
+                    .expect("timeout");
+                // The node stops reading once its answers stall: what does
+                // not fit waits in our buffers, or is dropped.
+                let _ = t.write_all(&pings);
+                held.push(t);
+            }
+            (held.len(), None)
+        })
+        .await;
+    let closed = a.metrics.rejections("send_timeout");
+    println!(
+        "hardening slow readers: {stalled} stalled connections held the slots, {closed} closed by the send timeout, the newcomer answered after {newcomer:?}"
+    );
+    assert!(stalled < SLOTS + 1, "{stalled} connections were let in");
+    let took = newcomer.expect("the newcomer was not answered while slow readers held the slots");
+    // Without the send timeout the newcomer got in after ~8 s, through
+    // a slot something else freed (the honest node's connections).
+    assert!(took < send_timeout * 2, "the newcomer waited {took:?}");
+    assert!(closed > 0, "the send timeout never closed a connection");
+}
+
+/// A TCP connection from `ip` with a 4 KiB receive buffer and 1 KiB
+/// segments: a peer that will not read, and whose window the node's
+/// answers fill within a few dozen KiB.
+fn connect_small(ip: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_recv_buffer_size(4096)?;
+    s.set_tcp_mss(1024)?;
+    s.bind(&SocketAddr::new(ip, 0).into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(s.into())
+}
+
+/// A mutual-TLS client as `me` over `tcp`, its handshake not yet run.
+fn start_tls(tcp: TcpStream, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
+    let config = mau_identity::client_config(me, server).map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, mau_identity::server_name())
+        .map_err(io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Runs (or goes on with) `t`'s handshake for at most `patience`.
+fn handshake(t: &mut Tls, patience: Duration) -> io::Result<()> {
+    t.sock.set_read_timeout(Some(patience))?;
+    t.sock.set_write_timeout(Some(patience))?;
+    while t.conn.is_handshaking() {
+        t.conn.complete_io(&mut t.sock)?;
+    }
+    Ok(())
 }
 
 /// Handshake flood: 2,000 connections from one IP as fast as two threads

@@ -602,6 +602,10 @@ macro_rules! conformance_suite {
             run($crate::hardening::slowloris);
         }
         #[test]
+        fn hardening_slow_readers() {
+            run($crate::hardening::slow_readers);
+        }
+        #[test]
         fn hardening_handshake_flood() {
             run($crate::hardening::handshake_flood);
         }
