@@ -507,8 +507,8 @@ pub async fn slowloris<R: Runtime>(rt: R) {
 /// megabytes), pipeline 2,000 pings and never read the answers, which
 /// stall the node's sends. They open connections until one is not let in
 /// within 1 s (every slot of the node's 16 taken); that one, the
-/// newcomer, must then be answered a ping within twice the send timeout
-/// (3 s here): the timeout closes the stalled connections. Without it a
+/// newcomer, must then be answered a ping, and the send timeout (3 s
+/// here) must have closed stalled connections. Without it a
 /// stalled answer held its connection for ever (the header and idle
 /// deadlines only time reads). The rate limit is lifted for the target,
 /// so the answers come at once. The honest peer is served all along.
@@ -529,6 +529,7 @@ pub async fn slow_readers<R: Runtime>(rt: R) {
     let ids: Vec<TlsIdentity> = (0..=SLOTS as u32)
         .map(|i| crate::identity(2000 + i)(None).expect("identity"))
         .collect();
+    let metrics = a.metrics.clone();
     let ((stalled, newcomer), _) = a
         .during("slow readers", move || {
             let pings = b"GET /kad/ping HTTP/1.1\r\nhost: x\r\n\r\n".repeat(PINGS);
@@ -547,6 +548,14 @@ pub async fn slow_readers<R: Runtime>(rt: R) {
                         Ok(read_statuses(&mut t, 1))
                     });
                     let took = start.elapsed();
+                    // The stalled ones are held until the timeout has
+                    // closed one (bounded): on a loaded machine a slow
+                    // handshake can pass for a full node, and closing them
+                    // here would end their answers before any timeout.
+                    let until = Instant::now() + send_timeout * 3;
+                    while metrics.rejections("send_timeout") == 0 && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     let stalled = held.len();
                     drop(held);
                     return (stalled, answered.is_ok_and(|s| s == [200]).then_some(took));
@@ -567,10 +576,12 @@ pub async fn slow_readers<R: Runtime>(rt: R) {
         "hardening slow readers: {stalled} stalled connections held the slots, {closed} closed by the send timeout, the newcomer answered after {newcomer:?}"
     );
     assert!(stalled < SLOTS + 1, "{stalled} connections were let in");
-    let took = newcomer.expect("the newcomer was not answered while slow readers held the slots");
-    // Without the send timeout the newcomer got in after ~8 s, through
-    // a slot something else freed (the honest node's connections).
-    assert!(took < send_timeout * 2, "the newcomer waited {took:?}");
+    // Answered within its patience (4 send timeouts). It waited 3.0-3.1 s,
+    // or 6.0 s when the first slot freed went to a connection queued
+    // before it (the honest node's); without the send timeout ~8 s, when
+    // the honest node's own connections freed one: the count below is what
+    // tells the two apart.
+    newcomer.expect("the newcomer was not answered while slow readers held the slots");
     assert!(closed > 0, "the send timeout never closed a connection");
 }
 
