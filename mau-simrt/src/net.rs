@@ -116,12 +116,20 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 }
 
 impl Net {
-    /// Connections whose end on `host` is still held.
-    pub(crate) fn open_of(&self, host: IpAddr) -> usize {
-        self.conns
-            .values()
-            .filter(|c| (0..2).any(|s| c.hosts[s] == host && c.open[s]))
-            .count()
+    /// For each host, the connections whose end on it is still held (one
+    /// pass over the connections, however many hosts are asked about).
+    pub(crate) fn open_by_host(&self) -> BTreeMap<IpAddr, usize> {
+        let mut open = BTreeMap::new();
+        for c in self.conns.values() {
+            for s in 0..2 {
+                // A connection from a host to itself counts once.
+                let counted = s == 1 && c.hosts[0] == c.hosts[1] && c.open[0];
+                if c.open[s] && !counted {
+                    *open.entry(c.hosts[s]).or_insert(0) += 1;
+                }
+            }
+        }
+        open
     }
 
     pub(crate) fn new(seed: u64) -> Net {

@@ -758,7 +758,7 @@ impl Network {
         let lies = std::mem::take(&mut *lock(&self.lies));
         violations.extend(
             lies.into_iter()
-                .chain(self.unverified())
+                .chain(self.observe())
                 .collect::<BTreeSet<_>>(),
         );
         violations.extend(self.over_bound());
@@ -1050,20 +1050,22 @@ impl Network {
         // The faults and syncs (counted in `running`, the sampler too) may
         // outlast `over` in a large network: sample until they end.
         while self.sim.elapsed() - t0 < over || *lock(&running) > 1 {
-            let lies = self.unverified();
+            let lies = self.observe();
             lock(&self.lies).extend(lies);
             self.sim.sleep(Duration::from_secs(2)).await;
         }
     }
 
-    /// "No unverified address in an honest table", over every live node
-    /// (whose open connections and table size go to the peaks meanwhile).
-    fn unverified(&self) -> Vec<String> {
+    /// Samples every live node: its open connections and table size go to
+    /// the peaks, and what breaks "no unverified address in an honest
+    /// table" is returned.
+    fn observe(&self) -> Vec<String> {
         let mut tables: Vec<(String, Vec<(Fingerprint, PeerAddress)>)> = Vec::new();
+        let open_by_host = self.sim.open_connections();
         for i in self.alive() {
             let Some(node) = self.node(i) else { continue };
             let peers = node.snapshot().peers;
-            let open = self.sim.open_connections(self.host(i));
+            let open = open_by_host.get(&self.host(i)).copied().unwrap_or(0);
             let mut peaks = lock(&self.peaks);
             let p = peaks.entry(i).or_default();
             *p = (p.0.max(open), p.1.max(peers.len()));

@@ -217,9 +217,10 @@ impl Sim {
         }
     }
 
-    /// Connections `host` holds an end of now (its memory grows with them).
-    pub fn open_connections(&self, host: IpAddr) -> usize {
-        self.shared.state().net.open_of(host)
+    /// Connections each host holds an end of now (its memory grows with
+    /// them); hosts holding none are absent.
+    pub fn open_connections(&self) -> BTreeMap<IpAddr, usize> {
+        self.shared.state().net.open_by_host()
     }
 
     /// The seed this simulation follows.

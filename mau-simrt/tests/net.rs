@@ -202,3 +202,52 @@ fn a_crash_stops_the_hosts_tasks_and_resets_its_connections() {
         "the listener died with its task"
     );
 }
+
+#[test]
+fn open_connections_count_each_held_end_once_per_host() {
+    let sim = Sim::new(1);
+    let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    fixed(&sim, &[a, b], 1, u64::MAX);
+    let (client, server, looped) = (sim.host(a), sim.host(b), sim.host(a));
+    let s = sim.clone();
+    let counts = sim
+        .block_on(LIMIT, async move {
+            let l = server
+                .bind_tcp("0.0.0.0:7000".parse().expect("literal"))
+                .await
+                .expect("bind");
+            let own = looped
+                .bind_tcp("0.0.0.0:7001".parse().expect("literal"))
+                .await
+                .expect("bind");
+            let to_b = client
+                .connect_tcp(SocketAddr::new(b, 7000))
+                .await
+                .expect("connect");
+            let (from_a, _) = SimRt::accept_tcp(&l).await.expect("accept");
+            // A connection from a host to itself is one of its connections.
+            let to_self = client
+                .connect_tcp(SocketAddr::new(a, 7001))
+                .await
+                .expect("connect");
+            let (self_end, _) = SimRt::accept_tcp(&own).await.expect("accept");
+            let both = s.open_connections();
+            drop(to_b);
+            s.sleep(Duration::from_millis(10)).await;
+            let a_closed = s.open_connections();
+            drop((from_a, to_self, self_end));
+            s.sleep(Duration::from_millis(10)).await;
+            (both, a_closed, s.open_connections())
+        })
+        .expect("runs");
+    let (both, a_closed, none) = counts;
+    assert_eq!(both.get(&a), Some(&2), "{both:?}");
+    assert_eq!(both.get(&b), Some(&1), "{both:?}");
+    assert_eq!(a_closed.get(&a), Some(&1), "{a_closed:?}");
+    assert_eq!(
+        a_closed.get(&b),
+        Some(&1),
+        "B still holds its end: {a_closed:?}"
+    );
+    assert!(none.is_empty(), "{none:?}");
+}
