@@ -472,22 +472,39 @@ impl Friends {
         }
     }
 
+    /// Runs `place` (putting A's files in place for a round); false, with
+    /// a violation naming `what`, if it failed.
+    fn placed(&self, what: &str, place: impl FnOnce() -> std::io::Result<()>) -> bool {
+        match place() {
+            Ok(()) => true,
+            Err(e) => {
+                self.violation(failed(what, e));
+                false
+            }
+        }
+    }
+
+    /// Sync round `round`, which must download and fail `want` files and
+    /// leave B holding `version` of each (`None`: nothing bad).
+    async fn round(&self, round: usize, want: (usize, usize), version: Option<usize>) {
+        let got = self.sync(round).await;
+        self.expect(round, &got, want);
+        self.check(round, version);
+    }
+
     /// The four rounds, `gap` apart (see the module's documentation).
     pub(crate) async fn rounds(&self, gap: Duration) {
         let f = self.fixture;
-        let placed = (|| {
+        if !self.placed("placing version 1", || {
             self.place("note", &f.note[0])?;
             self.place("album", &f.album[0])
-        })();
-        if let Err(e) = placed {
-            return self.violation(failed("placing version 1", e));
+        }) {
+            return;
         }
-        let got = self.sync(1).await;
-        self.expect(1, &got, (2, 0));
-        self.check(1, Some(0));
+        self.round(1, (2, 0), Some(0)).await;
 
         self.sim.sleep(gap).await;
-        let placed = (|| {
+        if !self.placed("placing the bad files", || {
             self.place("note", &f.forged_note)?;
             self.place("album", &f.album[1])?;
             // A lists the good version's sum ...
@@ -496,29 +513,23 @@ impl Friends {
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             // ... and serves other bytes.
             self.corrupt_in_place("album")
-        })();
-        if let Err(e) = placed {
-            return self.violation(failed("placing the bad files", e));
+        }) {
+            return;
         }
-        let got = self.sync(2).await;
-        self.expect(2, &got, (0, 2));
-        self.check(2, None);
+        self.round(2, (0, 2), None).await;
 
         self.sim.sleep(gap).await;
-        let placed = (|| {
+        if !self.placed("placing version 2", || {
             self.place("note", &f.note[1])?;
             self.place("album", &f.album[1])
-        })();
-        if let Err(e) = placed {
-            return self.violation(failed("placing version 2", e));
+        }) {
+            return;
         }
         let Some(disk) = &self.disk else {
-            let got = self.sync(3).await;
-            self.expect(3, &got, (2, 0));
-            return self.check(3, Some(1));
+            return self.round(3, (2, 0), Some(1)).await;
         };
-        if let Err(e) = disk.fill(DISK_ROOM) {
-            return self.violation(failed("filling B's disk", e));
+        if !self.placed("filling B's disk", || disk.fill(DISK_ROOM)) {
+            return;
         }
         let got = self.sync(3).await;
         self.expect(3, &got, (1, 1));
@@ -534,13 +545,11 @@ impl Friends {
             ));
         }
         self.check(3, None);
-        if let Err(e) = disk.free() {
-            return self.violation(failed("freeing B's disk", e));
+        if !self.placed("freeing B's disk", || disk.free()) {
+            return;
         }
         self.sim.sleep(gap).await;
-        let got = self.sync(4).await;
-        self.expect(4, &got, (1, 0));
-        self.check(4, Some(1));
+        self.round(4, (1, 0), Some(1)).await;
     }
 }
 
