@@ -256,26 +256,16 @@ pub fn lost_to_load(
         .collect()
 }
 
-/// The memory bound: a node's peak open connections and peak table size
-/// (`peaks`: node name, connections, table) stay within `connections` and
-/// `table`.
-pub fn over_bound(
-    peaks: &[(String, usize, usize)],
-    connections: usize,
-    table: usize,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (node, open, size) in peaks {
-        if *open > connections {
-            out.push(format!(
-                "{node} held {open} connections at once (bound {connections})"
-            ));
-        }
-        if *size > table {
-            out.push(format!("{node}'s table held {size} peers (bound {table})"));
-        }
-    }
-    out
+/// The memory bound: a node's peak open connections (`peaks`: node name,
+/// connections) stay within `connections`. (Its table cannot outgrow the
+/// run's real identities without breaking [`unverified`], sampled at the
+/// same moments.)
+pub fn over_bound(peaks: &[(String, usize)], connections: usize) -> Vec<String> {
+    peaks
+        .iter()
+        .filter(|(_, open)| *open > connections)
+        .map(|(node, open)| format!("{node} held {open} connections at once (bound {connections})"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -318,10 +308,8 @@ mod tests {
 
     #[test]
     fn a_node_over_the_memory_bound_breaks_the_invariant() {
-        let ok = [("n".to_owned(), 10, 5)];
-        assert!(over_bound(&ok, 10, 5).is_empty());
-        assert_eq!(over_bound(&[("n".to_owned(), 11, 5)], 10, 5).len(), 1);
-        assert_eq!(over_bound(&[("n".to_owned(), 10, 6)], 10, 5).len(), 1);
+        assert!(over_bound(&[("n".to_owned(), 10)], 10).is_empty());
+        assert_eq!(over_bound(&[("n".to_owned(), 11)], 10).len(), 1);
     }
 
     #[test]
