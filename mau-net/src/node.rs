@@ -138,10 +138,9 @@ impl<R: Runtime> RunningNode<R> {
             config.punch.clone(),
             incoming_tx.clone(),
         ));
-        let relay = config
-            .relay
-            .clone()
-            .map(|limits| relay::RelayServer::new(rt.clone(), limits, config.metrics.clone()));
+        let relay = config.relay.clone().map(|limits| {
+            relay::RelayServer::new(rt.clone(), core.clone(), limits, config.metrics.clone())
+        });
         let serving = Arc::new(ServeContext {
             core: core.clone(),
             rt: rt.clone(),

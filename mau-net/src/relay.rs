@@ -38,6 +38,7 @@ use mau_proto::relay::{Refusal, RelayBook, RelayLimits};
 use mau_proto::{Fingerprint, Time};
 use tracing::{debug, info};
 
+use crate::core::Core;
 use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::router::{self, Caller, ConnectionHold, Reply};
@@ -72,6 +73,8 @@ struct Waiting {
 /// waiting for their target.
 pub(crate) struct RelayServer<R: Runtime> {
     rt: R,
+    /// The node's core: a holder's renewal tells it the holder is alive.
+    core: Arc<Core<R>>,
     started: Instant,
     book: Mutex<RelayBook>,
     holders: Mutex<BTreeMap<Fingerprint, (u64, async_channel::Sender<Notice>)>>,
@@ -81,11 +84,17 @@ pub(crate) struct RelayServer<R: Runtime> {
 }
 
 impl<R: Runtime> RelayServer<R> {
-    /// A relay with `limits`.
-    pub(crate) fn new(rt: R, limits: RelayLimits, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
+    /// A relay with `limits`, for the node of `core`.
+    pub(crate) fn new(
+        rt: R,
+        core: Arc<Core<R>>,
+        limits: RelayLimits,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Arc<Self> {
         Arc::new(RelayServer {
             started: rt.now(),
             rt,
+            core,
             book: Mutex::new(RelayBook::new(limits)),
             holders: Mutex::new(BTreeMap::new()),
             waiting: Mutex::new(BTreeMap::new()),
@@ -206,6 +215,8 @@ impl<R: Runtime> RelayServer<R> {
         lock(&self.holders).insert(fp, (generation, tx));
         self.event("reservation_granted");
         info!(peer = %fp, "relay: reservation granted");
+        self.core
+            .with_node(|node, now| node.on_reservation_renewed(now, fp));
         let ttl = expires.since(now);
         let limits = self.limits();
         let this = self.clone();
@@ -277,8 +288,13 @@ impl<R: Runtime> RelayServer<R> {
             .await;
             let out = match step {
                 Step::Line(Ok(Some(line))) if line == "RENEW" => {
-                    match lock(&self.book).reserve(self.now(), fp, [0, 0, 0, 0].into()) {
-                        Ok(_) => format!("RENEWED {}\n", left.as_secs()),
+                    let renewed = lock(&self.book).reserve(self.now(), fp, [0, 0, 0, 0].into());
+                    match renewed {
+                        Ok(_) => {
+                            self.core
+                                .with_node(|node, now| node.on_reservation_renewed(now, fp));
+                            format!("RENEWED {}\n", left.as_secs())
+                        }
                         Err(r) => format!("REFUSED {}\n", r.reason()),
                     }
                 }

@@ -1153,9 +1153,62 @@ impl<A: Clone + Eq + HostIp, S: FingerprintStore> Node<A, S> {
     }
 }
 
+impl<S: FingerprintStore> Node<crate::wire::PeerAddress, S> {
+    /// A peer holding a reservation on this node (a relay) renewed it over
+    /// its own connection: it is alive at the address relayed through us.
+    /// If the table holds it at such an address, the entry counts as
+    /// answering again, as a request from it would. Without this, one
+    /// failed request through its reservation (a relay's own lookups ask
+    /// its holders that way) hid it from find_peer answers until it called
+    /// us or our rejoin lookups (up to `stall_period` apart) asked it
+    /// again. Nobody enters the table this way.
+    pub fn on_reservation_renewed(&mut self, now: Time, holder: Fingerprint) {
+        let local = self.local();
+        let Some(address) = self.table.get(&holder).map(|e| e.address.clone()) else {
+            return;
+        };
+        if crate::relay::relay_of(&address).is_some_and(|relay| relay.fingerprint == local) {
+            self.record_seen(now, Contact::new(holder, address));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewed_reservation_makes_its_holder_answer_again() {
+        use crate::relay::relayed_address;
+        use crate::wire::PeerAddress;
+        let via = |relay: Fingerprint| {
+            relayed_address(&Contact::new(
+                relay,
+                PeerAddress::parse("10.0.0.1:7000").unwrap(),
+            ))
+            .unwrap()
+        };
+        let offered = |n: &Node<PeerAddress>, who: Fingerprint| {
+            n.closest(&who).iter().any(|c| c.fingerprint == who)
+        };
+        let me = fp(1);
+        let mut n: Node<PeerAddress> = Node::new(me, Config::default(), 3);
+        // A holder through us, and one through another relay, each in the
+        // table; then a request to each failed: neither is offered.
+        let ours = Contact::new(fp(2), via(me));
+        let theirs = Contact::new(fp(3), via(fp(9)));
+        for c in [&ours, &theirs] {
+            n.record_seen(Time(0), c.clone());
+            n.record_failure(Time(1), c);
+            assert!(!offered(&n, c.fingerprint), "{c:?}");
+        }
+        n.on_reservation_renewed(Time(2), fp(2));
+        assert!(offered(&n, fp(2)), "our holder answers again");
+        n.on_reservation_renewed(Time(2), fp(3));
+        assert!(!offered(&n, fp(3)), "not relayed through us");
+        n.on_reservation_renewed(Time(2), fp(4));
+        assert!(n.table.get(&fp(4)).is_none(), "nobody enters the table");
+    }
 
     /// The memory claims of docs/scaling.md: a 48-byte entry for a u32
     /// address (28 with a shared fingerprint store), `heap_bytes` counting

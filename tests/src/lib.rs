@@ -670,6 +670,10 @@ macro_rules! conformance_suite {
             run($crate::relay::relayed_friends_find_each_other_and_sync);
         }
         #[test]
+        fn relay_counts_renewals_as_hearing_from_holders() {
+            run($crate::relay::relay_counts_renewals_as_hearing_from_holders);
+        }
+        #[test]
         fn relay_hole_punch_moves_to_direct() {
             run($crate::relay::hole_punch_moves_to_direct_and_releases_the_relay);
         }

@@ -248,6 +248,40 @@ pub async fn relayed_friends_find_each_other_and_sync<R: Runtime>(rt: R) {
     assert!(relay_metrics.relay_events("reservation_granted") >= 2);
 }
 
+/// A relay counts a holder's renewal as hearing from it: the holder's
+/// entry in the relay's table is refreshed with each renewal (every half
+/// TTL: 2 s here), though the holder asks the relay nothing between its
+/// rejoins (5 s, then 10 s apart). So a failed request through the
+/// reservation hides the holder from the relay's find_peer answers for a
+/// renewal at most. Without it the entry went 10 s unheard in this window.
+pub async fn relay_counts_renewals_as_hearing_from_holders<R: Runtime>(rt: R) {
+    let limits = RelayLimits {
+        reservation_ttl: Duration::from_secs(4),
+        ..RelayLimits::default()
+    };
+    let relay = relay_node(&rt, limits, Arc::new(Metrics::new())).await;
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (sa, _sb) = following_stores(da.path(), db.path());
+    let a = unreachable_with_store(&rt, &sa, unreachable_config(1, &relay.contact(), false)).await;
+    let (start, mut worst) = (Instant::now(), 0);
+    while start.elapsed() < Duration::from_secs(20) {
+        let snapshot = relay.snapshot();
+        let entry = snapshot
+            .peers
+            .iter()
+            .find(|p| p.fingerprint == a.fingerprint());
+        if let Some(p) = entry {
+            worst = worst.max(p.last_seen_secs);
+        }
+        rt.sleep(Duration::from_millis(250)).await;
+    }
+    println!("relay renewals: the holder's entry went at most {worst} s unheard in 20 s");
+    assert!(worst <= 4, "the holder went {worst} s unheard");
+}
+
 /// With hole punching on, the peers move to a direct connection and
 /// release the relay: its streams drop to zero, and after the relay stops
 /// they still talk.
