@@ -54,7 +54,7 @@ pub struct Identities {
 
 impl std::fmt::Debug for Identities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = self.lock();
+        let c = lock(&self.current);
         f.debug_struct("Identities")
             .field("direct", &c.direct)
             .field("relayed", &c.relayed)
@@ -94,14 +94,10 @@ impl Identities {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
-        lock(&self.current)
-    }
-
     /// The certificate to show a peer: the advertised one if it understands
     /// relayed addresses, else the direct one.
     pub fn presented(&self, relay_aware: bool) -> TlsIdentity {
-        let c = self.lock();
+        let c = lock(&self.current);
         if relay_aware {
             c.advertised.clone()
         } else {
@@ -116,18 +112,18 @@ impl Identities {
 
     /// True if the two certificates differ (we advertise a relayed address).
     pub fn differ(&self) -> bool {
-        self.lock().relayed.is_some()
+        lock(&self.current).relayed.is_some()
     }
 
     /// The address we advertise to peers that understand relays.
     pub fn advertised(&self) -> Option<PeerAddress> {
-        let c = self.lock();
+        let c = lock(&self.current);
         c.relayed.clone().or_else(|| c.direct.clone())
     }
 
     /// The direct address (never a relayed one).
     pub fn direct(&self) -> Option<PeerAddress> {
-        self.lock().direct.clone()
+        lock(&self.current).direct.clone()
     }
 
     /// The reissue count: it changes whenever a certificate does.
@@ -150,7 +146,7 @@ impl Identities {
         let Some(build) = &self.build else {
             return false;
         };
-        let mut c = self.lock();
+        let mut c = lock(&self.current);
         let new_direct = direct.or_else(|| c.direct.clone());
         let new_relayed = relayed.unwrap_or_else(|| c.relayed.clone());
         if new_direct == c.direct && new_relayed == c.relayed {

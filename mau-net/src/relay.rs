@@ -216,7 +216,7 @@ impl<R: Runtime> RelayServer<R> {
         self.event("reservation_granted");
         info!(peer = %fp, "relay: reservation granted");
         self.core
-            .with_node(|node, now| node.on_reservation_renewed(now, fp));
+            .with_node(|node, now| node.on_reservation_held(now, fp));
         let ttl = expires.since(now);
         let limits = self.limits();
         let this = self.clone();
@@ -292,7 +292,7 @@ impl<R: Runtime> RelayServer<R> {
                     match renewed {
                         Ok(_) => {
                             self.core
-                                .with_node(|node, now| node.on_reservation_renewed(now, fp));
+                                .with_node(|node, now| node.on_reservation_held(now, fp));
                             format!("RENEWED {}\n", left.as_secs())
                         }
                         Err(r) => format!("REFUSED {}\n", r.reason()),

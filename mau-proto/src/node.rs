@@ -1154,15 +1154,16 @@ impl<A: Clone + Eq + HostIp, S: FingerprintStore> Node<A, S> {
 }
 
 impl<S: FingerprintStore> Node<crate::wire::PeerAddress, S> {
-    /// A peer holding a reservation on this node (a relay) renewed it over
-    /// its own connection: it is alive at the address relayed through us.
+    /// A peer holding a reservation on this node (a relay) was granted it
+    /// or renewed it over its own connection: it is alive at the address
+    /// relayed through us.
     /// If the table holds it at such an address, the entry counts as
     /// answering again, as a request from it would. Without this, one
     /// failed request through its reservation (a relay's own lookups ask
     /// its holders that way) hid it from find_peer answers until it called
     /// us or our rejoin lookups (up to `stall_period` apart) asked it
     /// again. Nobody enters the table this way.
-    pub fn on_reservation_renewed(&mut self, now: Time, holder: Fingerprint) {
+    pub fn on_reservation_held(&mut self, now: Time, holder: Fingerprint) {
         let local = self.local();
         let Some(address) = self.table.get(&holder).map(|e| e.address.clone()) else {
             return;
@@ -1202,11 +1203,11 @@ mod tests {
             n.record_failure(Time(1), c);
             assert!(!offered(&n, c.fingerprint), "{c:?}");
         }
-        n.on_reservation_renewed(Time(2), fp(2));
+        n.on_reservation_held(Time(2), fp(2));
         assert!(offered(&n, fp(2)), "our holder answers again");
-        n.on_reservation_renewed(Time(2), fp(3));
+        n.on_reservation_held(Time(2), fp(3));
         assert!(!offered(&n, fp(3)), "not relayed through us");
-        n.on_reservation_renewed(Time(2), fp(4));
+        n.on_reservation_held(Time(2), fp(4));
         assert!(n.table.get(&fp(4)).is_none(), "nobody enters the table");
     }
 

@@ -282,10 +282,25 @@ pub(crate) fn connect_from(
     to: SocketAddr,
     rcvbuf: Option<usize>,
 ) -> io::Result<TcpStream> {
+    connect_tuned(ip, to, rcvbuf, None)
+}
+
+/// [`connect_from`], also with segments of at most `mss` bytes if given
+/// (so the peer's send buffer, which grows with the segment size, stays
+/// small too: on loopback it would reach megabytes).
+fn connect_tuned(
+    ip: IpAddr,
+    to: SocketAddr,
+    rcvbuf: Option<usize>,
+    mss: Option<u32>,
+) -> io::Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     if let Some(n) = rcvbuf {
         s.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = mss {
+        s.set_tcp_mss(n)?;
     }
     s.bind(&SocketAddr::new(ip, 0).into())?;
     s.connect_timeout(&to.into(), Duration::from_secs(2))?;
@@ -299,18 +314,31 @@ fn tls_from_attacker(to: SocketAddr, me: &TlsIdentity, server: Fingerprint) -> i
     tls_over(connect_from_attacker(to)?, me, server)
 }
 
-/// Mutual TLS as `me` to `server` over `tcp` (blocking).
+/// Mutual TLS as `me` to `server` over `tcp` (blocking; the socket keeps
+/// 10 s read and write timeouts).
 pub(crate) fn tls_over(tcp: TcpStream, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = start_tls(tcp, me, server)?;
+    handshake(&mut tls, Duration::from_secs(10))?;
+    Ok(tls)
+}
+
+/// A mutual-TLS client as `me` over `tcp`, its handshake not yet run.
+fn start_tls(tcp: TcpStream, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
     let config = mau_identity::client_config(me, server).map_err(io::Error::other)?;
     let conn = rustls::ClientConnection::new(config, mau_identity::server_name())
         .map_err(io::Error::other)?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Runs (or goes on with) `t`'s handshake for at most `patience` per read
+/// or write (which stay the socket's timeouts).
+fn handshake(t: &mut Tls, patience: Duration) -> io::Result<()> {
+    t.sock.set_read_timeout(Some(patience))?;
+    t.sock.set_write_timeout(Some(patience))?;
+    while t.conn.is_handshaking() {
+        t.conn.complete_io(&mut t.sock)?;
     }
-    Ok(tls)
+    Ok(())
 }
 
 /// The first bytes a real client sends: a TLS ClientHello.
@@ -537,7 +565,9 @@ pub async fn slow_readers<R: Runtime>(rt: R) {
             for (i, me) in ids.iter().enumerate() {
                 // 4 per IP: 127.0.0.2, .3, ...
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i / 4) as u8));
-                let tcp = connect_small(ip, addr).expect("connect");
+                // A 4 KiB window, 1 KiB segments: the node's answers fill
+                // both ends' buffers within a few dozen KiB.
+                let tcp = connect_tuned(ip, addr, Some(4096), Some(1024)).expect("connect");
                 let mut t = start_tls(tcp, me, server).expect("TLS");
                 let start = Instant::now();
                 if handshake(&mut t, Duration::from_secs(1)).is_err() {
@@ -583,37 +613,6 @@ pub async fn slow_readers<R: Runtime>(rt: R) {
     // tells the two apart.
     newcomer.expect("the newcomer was not answered while slow readers held the slots");
     assert!(closed > 0, "the send timeout never closed a connection");
-}
-
-/// A TCP connection from `ip` with a 4 KiB receive buffer and 1 KiB
-/// segments: a peer that will not read, and whose window the node's
-/// answers fill within a few dozen KiB.
-fn connect_small(ip: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.set_recv_buffer_size(4096)?;
-    s.set_tcp_mss(1024)?;
-    s.bind(&SocketAddr::new(ip, 0).into())?;
-    s.connect_timeout(&to.into(), Duration::from_secs(2))?;
-    Ok(s.into())
-}
-
-/// A mutual-TLS client as `me` over `tcp`, its handshake not yet run.
-fn start_tls(tcp: TcpStream, me: &TlsIdentity, server: Fingerprint) -> io::Result<Tls> {
-    let config = mau_identity::client_config(me, server).map_err(io::Error::other)?;
-    let conn = rustls::ClientConnection::new(config, mau_identity::server_name())
-        .map_err(io::Error::other)?;
-    Ok(rustls::StreamOwned::new(conn, tcp))
-}
-
-/// Runs (or goes on with) `t`'s handshake for at most `patience`.
-fn handshake(t: &mut Tls, patience: Duration) -> io::Result<()> {
-    t.sock.set_read_timeout(Some(patience))?;
-    t.sock.set_write_timeout(Some(patience))?;
-    while t.conn.is_handshaking() {
-        t.conn.complete_io(&mut t.sock)?;
-    }
-    Ok(())
 }
 
 /// Handshake flood: 2,000 connections from one IP as fast as two threads
