@@ -145,6 +145,39 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// `asker`'s lookup of `target`, asked again for at most 20 s while it
+/// misses. Two things can make one miss on a loaded machine:
+///
+/// * The tables settle beside the joins: a first lookup once came before
+///   any table held the target (seen under a parallel test run).
+/// * The relay offers only peers that answered its last request. It asks
+///   its holders now and then (its rejoin lookups, through their
+///   reservations); one such request timed out in CI, and the holder was
+///   left out until the relay heard from it again (a renewal comes only
+///   every half TTL: 5 min by default).
+///
+/// So on a miss the target calls the relay (a lookup), which counts as
+/// hearing from it. A lookup that never finds the target still fails.
+async fn find_through_relay<R: Runtime>(
+    rt: &R,
+    asker: &RunningNode<R>,
+    target: &RunningNode<R>,
+) -> Option<Contact<PeerAddress>> {
+    let start = Instant::now();
+    loop {
+        let found = asker
+            .lookup(target.fingerprint())
+            .await
+            .expect("lookup")
+            .found;
+        if found.is_some() || start.elapsed() > Duration::from_secs(20) {
+            return found;
+        }
+        let _ = target.lookup(asker.fingerprint()).await;
+        rt.sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Two friends nobody can dial, each with a reservation on one relay,
 /// find each other through the DHT at their relayed addresses, ping each
 /// other and sync 20 files through the relay (hole punching off). A caller
@@ -161,25 +194,15 @@ pub async fn relayed_friends_find_each_other_and_sync<R: Runtime>(rt: R) {
     let a = unreachable_with_store(&rt, &sa, unreachable_config(1, &relay.contact(), false)).await;
     let b = unreachable_with_store(&rt, &sb, unreachable_config(2, &relay.contact(), false)).await;
 
-    // The tables settle beside the joins: on a loaded machine B's first
-    // lookup once came before any table held A (seen under a parallel
-    // test run). Ask again for a bounded time; a lookup that never finds
-    // A still fails.
-    let mut found = None;
-    let start = Instant::now();
-    while found.is_none() && start.elapsed() < Duration::from_secs(20) {
-        found = b.lookup(a.fingerprint()).await.expect("lookup").found;
-        if found.is_none() {
-            rt.sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let found = found.expect("B finds A through the DHT");
+    let found = find_through_relay(&rt, &b, &a)
+        .await
+        .expect("B finds A through the DHT");
     assert_eq!(&found.address, a.advertised(), "at its relayed address");
     b.client()
         .get(&found, PING_PATH, 1024)
         .await
         .expect("B pings A through the relay");
-    let back = a.lookup(b.fingerprint()).await.expect("lookup").found;
+    let back = find_through_relay(&rt, &a, &b).await;
     assert!(back.is_some_and(|c| is_relayed(&c.address)), "A finds B");
 
     // What the Go peer sees from the relay, and what mau-rs sees. The
