@@ -145,7 +145,17 @@ fn main() {
             let (c0, k0) = cpu();
             let t = Instant::now();
             let st = Command::new("curl")
-                .args(["-sS", "-k", "--fail", "--tlsv1.3", "--cert"])
+                // Bounded: an answer that stalls fails the bench (seen twice
+                // in ~400 rounds, 2026-12-01) instead of hanging it.
+                .args([
+                    "-sS",
+                    "-k",
+                    "--fail",
+                    "--tlsv1.3",
+                    "--max-time",
+                    "120",
+                    "--cert",
+                ])
                 .arg(&certf)
                 .arg("--key")
                 .arg(&keyf)
@@ -158,7 +168,7 @@ fn main() {
             if keep {
                 old_outs.push(out);
             }
-            assert!(st.success(), "curl failed");
+            assert!(st.success(), "curl failed (or stalled for 120 s): {st}");
             curl_t.push(c);
             ratios.push(c / s);
             println!(
