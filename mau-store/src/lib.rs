@@ -176,17 +176,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lowercase hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
-    let mut f = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    Ok(hex(ctx.finish().as_ref()))
+    let mut hasher = Sha256::default();
+    hasher.read_from(path, u64::MAX)?;
+    Ok(hasher.finish())
 }
 
 /// An incremental SHA-256 (for hashing a download as it arrives).
@@ -207,6 +199,37 @@ impl Sha256 {
     /// The digest, lowercase hex.
     pub fn finish(self) -> String {
         hex(self.0.finish().as_ref())
+    }
+
+    /// The state after the first `len` bytes of the file at `path` (a
+    /// resumed download hashes what it keeps, then the rest as it
+    /// arrives). A shorter file is an error.
+    pub fn of_prefix(path: &Path, len: u64) -> Result<Sha256, StoreError> {
+        let mut hasher = Sha256::default();
+        if hasher.read_from(path, len)? != len {
+            return Err(StoreError::io(
+                path,
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        Ok(hasher)
+    }
+
+    /// Adds at most `limit` bytes read from the start of the file at
+    /// `path`; returns how many.
+    fn read_from(&mut self, path: &Path, limit: u64) -> Result<u64, StoreError> {
+        let io = |e| StoreError::io(path, e);
+        let mut f = File::open(path).map_err(io)?.take(limit);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+            self.update(&buf[..n]);
+        }
     }
 }
 

@@ -145,37 +145,54 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// `asker`'s lookup of `target`, asked again for at most 20 s while it
-/// misses. Two things can make one miss on a loaded machine:
+/// Asks `attempt` again, for at most 20 s, until it says it got what it
+/// wanted; returns the last answer. Two things can make one miss on a
+/// loaded machine:
 ///
 /// * The tables settle beside the joins: a first lookup once came before
-///   any table held the target (seen under a parallel test run).
+///   any table held the peer looked for (seen under a parallel test run).
 /// * The relay offers only peers that answered its last request. It asks
 ///   its holders now and then (its rejoin lookups, through their
 ///   reservations); one such request timed out in CI, and the holder was
 ///   left out until the relay heard from it again (a renewal comes only
 ///   every half TTL: 5 min by default).
 ///
-/// So on a miss the target calls the relay (a lookup), which counts as
-/// hearing from it. A lookup that never finds the target still fails.
+/// So between tries `hidden` calls the relay (a lookup of `other`), which
+/// counts as hearing from it. An attempt that never succeeds still fails
+/// the caller's assertion.
+async fn asked_until<R: Runtime, T, F: std::future::Future<Output = (T, bool)>>(
+    rt: &R,
+    hidden: &RunningNode<R>,
+    other: Fingerprint,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        let (answer, done) = attempt().await;
+        if done || start.elapsed() > Duration::from_secs(20) {
+            return answer;
+        }
+        let _ = hidden.lookup(other).await;
+        rt.sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `asker`'s lookup of `target`, through [`asked_until`].
 async fn find_through_relay<R: Runtime>(
     rt: &R,
     asker: &RunningNode<R>,
     target: &RunningNode<R>,
 ) -> Option<Contact<PeerAddress>> {
-    let start = Instant::now();
-    loop {
+    asked_until(rt, target, asker.fingerprint(), || async {
         let found = asker
             .lookup(target.fingerprint())
             .await
             .expect("lookup")
             .found;
-        if found.is_some() || start.elapsed() > Duration::from_secs(20) {
-            return found;
-        }
-        let _ = target.lookup(asker.fingerprint()).await;
-        rt.sleep(Duration::from_millis(200)).await;
-    }
+        let done = found.is_some();
+        (found, done)
+    })
+    .await
 }
 
 /// Two friends nobody can dial, each with a reservation on one relay,
@@ -205,19 +222,14 @@ pub async fn relayed_friends_find_each_other_and_sync<R: Runtime>(rt: R) {
     let back = find_through_relay(&rt, &a, &b).await;
     assert!(back.is_some_and(|c| is_relayed(&c.address)), "A finds B");
 
-    // What the Go peer sees from the relay, and what mau-rs sees. The
-    // relay offers only peers that answered its last request, and it asks
-    // A now and then (its rejoin lookups, through A's reservation): on a
-    // loaded machine one of those timed out (seen in CI), and A was left
-    // out until it was heard from again. On a miss A calls the relay (a
-    // lookup), which the relay counts as hearing from it, and the views are
-    // asked again, for a bounded time; the Go view must hold on every answer.
+    // What the Go peer sees from the relay, and what mau-rs sees (A can be
+    // hidden for a while: see `asked_until`); the Go view must hold on
+    // every answer.
     let relay_addr = relay.local_addr();
     let target = a.fingerprint();
     let relay_fp = relay.fingerprint();
     let wanted = (target.to_string(), a.advertised().to_string());
-    let start = Instant::now();
-    let rs_view = loop {
+    let rs_view = asked_until(&rt, &a, b.fingerprint(), || async {
         let (go_view, rs_view) = rt
             .run_blocking(move || {
                 let me = crate::identity(9000)(None).expect("identity");
@@ -236,12 +248,10 @@ pub async fn relayed_friends_find_each_other_and_sync<R: Runtime>(rt: R) {
                 .all(|(_, addr)| !addr.contains(".mau-relay.")),
             "Go got a relayed address: {go_view:?}"
         );
-        if rs_view.contains(&wanted) || start.elapsed() > Duration::from_secs(20) {
-            break rs_view;
-        }
-        let _ = a.lookup(b.fingerprint()).await;
-        rt.sleep(Duration::from_millis(200)).await;
-    };
+        let done = rs_view.contains(&wanted);
+        (rs_view, done)
+    })
+    .await;
     assert!(
         rs_view.contains(&wanted),
         "mau-rs gets A's relayed address: {rs_view:?}"

@@ -148,29 +148,6 @@ pub(super) fn check_and_write(
     Ok(sum)
 }
 
-/// The SHA-256 state of the first `have` bytes of `partial` (a resume
-/// hashes them before the rest arrives). Blocking.
-fn hash_prefix(partial: &Path, have: u64) -> Result<mau_store::Sha256, StoreError> {
-    let io = |e: std::io::Error| StoreError::io(partial, e);
-    let file = std::fs::File::open(partial).map_err(io)?;
-    let mut hasher = mau_store::Sha256::default();
-    let mut r = std::io::Read::take(file, have);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0u64;
-    loop {
-        let n = std::io::Read::read(&mut r, &mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    if got != have {
-        return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
-    }
-    Ok(hasher)
-}
-
 /// A partial file being filled after its first `have` bytes. Blocking.
 struct PartialWriter {
     path: PathBuf,
@@ -435,7 +412,8 @@ impl<R: Runtime> FriendClient<R> {
         // the bytes it keeps first.
         let mut hasher = if have > 0 {
             let p = partial.to_path_buf();
-            self.blocking(move || hash_prefix(&p, have)).await??
+            self.blocking(move || mau_store::Sha256::of_prefix(&p, have))
+                .await??
         } else {
             mau_store::Sha256::default()
         };
@@ -608,13 +586,13 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         // A resume keeps what is there, and hashes it first.
-        let mut hasher = hash_prefix(&path, 2).unwrap();
+        let mut hasher = mau_store::Sha256::of_prefix(&path, 2).unwrap();
         let mut w = PartialWriter::open(&path, 2).unwrap();
         w.write(&[Bytes::from_static(b"w!")]).unwrap();
         hasher.update(b"w!");
         assert_eq!(std::fs::read(&path).unwrap(), b"new!");
         assert_eq!(hasher.finish(), mau_store::sha256_hex(b"new!"));
         // A partial file shorter than what a resume keeps is an error.
-        assert!(hash_prefix(&path, 5).is_err());
+        assert!(mau_store::Sha256::of_prefix(&path, 5).is_err());
     }
 }
